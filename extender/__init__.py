@@ -1,0 +1,1 @@
+"""qosched.extender"""

@@ -1,0 +1,7 @@
+"""The `qosched` console script (filled in as subcommands land)."""
+import click
+
+
+@click.group()
+def main() -> None:
+    """qosched: interference-aware, QoS-fair placement of inference services."""
