@@ -1,0 +1,1 @@
+"""Placement policies and baselines behind one interface (see base.py)."""

@@ -1,0 +1,1 @@
+"""Imports every built-in policy module so that each registers its contract name."""
