@@ -162,7 +162,9 @@ class ClusterState:
             np.inf if view.accelerator is None else float(self._device_memory(view.accelerator))
         )
 
-    def _grow(self, *, nodes: int | None = None, devices: int | None = None, slots: int | None = None) -> None:
+    def _grow(
+        self, *, nodes: int | None = None, devices: int | None = None, slots: int | None = None
+    ) -> None:
         """Reallocate the arrays bigger, keeping contents (amortised: sizes at least double)."""
         # Node rows grow exactly (every array has exactly one row per node, so policies never
         # slice); service slots double, since a busy device gains services one at a time.
@@ -173,7 +175,9 @@ class ClusterState:
             k_new = max(slots, 2 * self.n_slots)
         if (n_new, d_new, k_new) == (self.n_nodes, self.n_devices, self.n_slots):
             return
-        old = {name: getattr(self, name) for name in vars(self) if isinstance(getattr(self, name), np.ndarray)}
+        old = {
+            name: getattr(self, name) for name in vars(self) if isinstance(getattr(self, name), np.ndarray)
+        }
         old_class, old_uid = self.svc_class, self.svc_uid
         n0, d0, k0 = self.n_nodes, self.n_devices, self.n_slots
         self._alloc_arrays(n_new, d_new, k_new)
@@ -279,14 +283,18 @@ class ClusterState:
         n_dev = int(self.device_count[i])
         if any(not 0 <= d < n_dev for d in devices):
             if strict:
-                raise StateError(f"pod {pod.name}: devices {devices} outside node {alloc.node} ({n_dev} devices)")
+                raise StateError(
+                    f"pod {pod.name}: devices {devices} outside node {alloc.node} ({n_dev} devices)"
+                )
             devices = tuple(d for d in devices if 0 <= d < n_dev)
         milli = pod.milli_per_device if pod.gpu_milli > 0 else 0
         if strict and milli and devices:
             used = self.gpu_used_milli[i, list(devices)]
             if np.any(used + milli > GPU_MILLI_PER_DEVICE):
                 raise StateError(f"pod {pod.name}: devices {devices} of {alloc.node} lack {milli} milli-GPU")
-        placed = _Placed(alloc=alloc if devices == alloc.devices else _with_devices(alloc, devices), node_idx=i, slots=[])
+        placed = _Placed(
+            alloc=alloc if devices == alloc.devices else _with_devices(alloc, devices), node_idx=i, slots=[]
+        )
         self.cpu_used_milli[i] += pod.cpu_milli
         self.mem_used_mib[i] += pod.memory_mib
         self.pod_count[i] += 1
@@ -322,7 +330,11 @@ class ClusterState:
     ) -> None:
         pod = alloc.pod
         sharing = SHARING_MODES[int(self.sharing_code[i])]
-        share = pod.milli_per_device / GPU_MILLI_PER_DEVICE if sharing in ("mps", "mig") and pod.gpu_milli else 1.0
+        share = (
+            pod.milli_per_device / GPU_MILLI_PER_DEVICE
+            if sharing in ("mps", "mig") and pod.gpu_milli
+            else 1.0
+        )
         self.svc_mask[i, d, k] = True
         # A multi-device pod spreads its requests over its devices.
         self.svc_rate_rps[i, d, k] = pod.rate_rps / max(1, n_devices)

@@ -70,7 +70,9 @@ class PodDemand:
         if not (math.isfinite(self.rate_rps) and self.rate_rps >= 0):
             raise DemandError(f"qosched.io/rate-rps: must be a finite number >= 0, got {self.rate_rps}")
         if self.slo_percentile is not None and not 50.0 <= self.slo_percentile <= 99.9:
-            raise DemandError(f"qosched.io/slo-percentile: must be within 50..99.9, got {self.slo_percentile}")
+            raise DemandError(
+                f"qosched.io/slo-percentile: must be within 50..99.9, got {self.slo_percentile}"
+            )
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
             raise DemandError(f"qosched.io/min-accuracy: must be within 0..1, got {self.min_accuracy}")
         if self.cpu_milli < 0 or not (math.isfinite(self.memory_mib) and self.memory_mib >= 0):
