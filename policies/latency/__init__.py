@@ -1,0 +1,11 @@
+"""Interference (latency) models of co-located inference services (models.md §A).
+
+- :mod:`.queueing`    closed-form queueing formulas, vectorised (M/D/1, M/M/1, M/G/1, edge TPU
+  swap, GPU time slicing, processor sharing, front end);
+- :mod:`.sharing`     the batched interface the placement policies call: one prediction per
+  co-located service for thousands of devices at once, per sharing mode;
+- :mod:`.tail`        percentile latency (for ``qosched.io/slo-percentile``);
+- :mod:`.feasibility` the placement feasibility rule (memory, utilisation, front end, SLOs);
+- :mod:`.calibration` least-squares fit of the contention terms, MAPE, holdout;
+- :mod:`.validation`  the models against the Ibis measurements in ``shared/data/ibis``.
+"""
