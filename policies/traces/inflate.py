@@ -36,8 +36,8 @@ Choices and departures from the Go code, all deliberate:
   time, ties by name; ``openb_pod_list_default.csv`` is already in creation-time order).
 * The draws are made in vectorised batches; since both rules stop at the FIRST draw that fails
   the test, this selects exactly what the sequential loop would select from the same draws.
-* ``ceil(n * ratio)`` is computed in float64 as Go does, so e.g. ``n = 10, ratio = 1.3`` gives
-  ``ceil(13.000000000000002) - 10 = 4`` clones, as FGD would.
+* ``ceil(n * ratio)`` is computed in float64 as Go does, so e.g. ``n = 50, ratio = 1.1`` gives
+  ``ceil(55.00000000000001) - 50 = 6`` clones (not 5), as FGD would.
 * CPU requests are the trace's ``cpu_milli``; FGD goes through Kubernetes' non-zero defaults
   (a request of 0 counts as 100 milli-cores), which no openb pod triggers (all request >= 1000).
 * :func:`tune_workload` keeps FGD's test ``total + gpu_milli > ratio x capacity`` with the PER-GPU
