@@ -1,0 +1,249 @@
+"""Builders for Node and Pod objects carrying qosched's labels and annotations, and snapshot loading.
+
+The names come from ``shared/spec/contract.md`` §1; the builders produce the API (JSON) form the
+apiserver stores, so the same dicts can be added to :class:`~tests.kubefake.server.FakeKubeAPI`,
+written into a snapshot file, or fed to the client's deserialiser.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+JsonDict = dict[str, Any]
+
+# Pod annotations set by the user (contract §1).
+ANN_MODEL = "qosched.io/model"
+ANN_SLO_MS = "qosched.io/slo-ms"
+ANN_SLO_PERCENTILE = "qosched.io/slo-percentile"
+ANN_RATE_RPS = "qosched.io/rate-rps"
+ANN_CLASS = "qosched.io/class"
+ANN_GPU_MILLI = "qosched.io/gpu-milli"
+ANN_VARIANTS = "qosched.io/variants"
+ANN_MIN_ACCURACY = "qosched.io/min-accuracy"
+USER_ANNOTATIONS = frozenset(
+    {
+        ANN_MODEL,
+        ANN_SLO_MS,
+        ANN_SLO_PERCENTILE,
+        ANN_RATE_RPS,
+        ANN_CLASS,
+        ANN_GPU_MILLI,
+        ANN_VARIANTS,
+        ANN_MIN_ACCURACY,
+    }
+)
+# Pod annotations written by qosched at bind (contract §1).
+ANN_DEVICE = "qosched.io/device"
+ANN_PREDICTED_LATENCY_MS = "qosched.io/predicted-latency-ms"
+ANN_POLICY = "qosched.io/policy"
+ANN_VARIANT = "qosched.io/variant"
+BIND_ANNOTATIONS = frozenset({ANN_DEVICE, ANN_PREDICTED_LATENCY_MS, ANN_POLICY, ANN_VARIANT})
+# Node labels set by the operator (contract §1).
+LABEL_ACCELERATOR = "qosched.io/accelerator"
+LABEL_ACCELERATOR_COUNT = "qosched.io/accelerator-count"
+LABEL_SHARING = "qosched.io/sharing"
+LABEL_TIER = "qosched.io/tier"
+SHARING_MODES = ("time-slicing", "mps", "mig", "exclusive")
+TIERS = ("end", "edge", "cloud")
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _number(value: float) -> str:
+    """Annotation text of a number: ``20.0`` → ``"20"``, ``12.5`` → ``"12.5"`` (never exponent form)."""
+    f = float(value)
+    if f != f or f in (float("inf"), float("-inf")):
+        raise ValueError(f"annotation numbers must be finite, got {value!r}")
+    return str(int(f)) if f.is_integer() else format(Decimal(repr(f)), "f")
+
+
+def make_node(
+    name: str,
+    *,
+    accelerator: str | None = "nvidia-t4",
+    gpus: int | None = None,
+    sharing: str | None = None,
+    tier: str | None = None,
+    accelerator_count: int | None = None,
+    cpu: str = "8",
+    memory: str = "32Gi",
+    pods: str = "110",
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    ready: bool = True,
+    unschedulable: bool = False,
+    taints: Iterable[Mapping[str, Any]] = (),
+) -> JsonDict:
+    """A Node in API form with the qosched node labels.
+
+    Parameters
+    ----------
+    accelerator
+        ``qosched.io/accelerator`` label; ``None`` leaves it off (an unmanaged node).
+    gpus
+        ``nvidia.com/gpu`` capacity; ``None`` means 1 for ``nvidia-*`` accelerators, else none.
+    sharing, tier, accelerator_count
+        The optional ``qosched.io/sharing``, ``qosched.io/tier``, ``qosched.io/accelerator-count``.
+    """
+    if sharing is not None and sharing not in SHARING_MODES:
+        raise ValueError(f"sharing must be one of {SHARING_MODES}, got {sharing!r}")
+    if tier is not None and tier not in TIERS:
+        raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
+    if gpus is None:
+        gpus = 1 if accelerator and accelerator.startswith("nvidia-") else 0
+    if gpus < 0:
+        raise ValueError(f"gpus must be >= 0, got {gpus}")
+    node_labels: dict[str, str] = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    if accelerator is not None:
+        node_labels[LABEL_ACCELERATOR] = accelerator
+    if sharing is not None:
+        node_labels[LABEL_SHARING] = sharing
+    if tier is not None:
+        node_labels[LABEL_TIER] = tier
+    if accelerator_count is not None:
+        node_labels[LABEL_ACCELERATOR_COUNT] = str(accelerator_count)
+    node_labels.update(labels or {})
+    capacity = {"cpu": cpu, "memory": memory, "pods": pods}
+    if gpus:
+        capacity[GPU_RESOURCE] = str(gpus)
+    metadata: JsonDict = {"name": name, "labels": node_labels}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    spec: JsonDict = {}
+    if unschedulable:
+        spec["unschedulable"] = True
+    if taints:
+        spec["taints"] = [dict(t) for t in taints]
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": metadata,
+        "spec": spec,
+        "status": {
+            "capacity": dict(capacity),
+            "allocatable": dict(capacity),
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def make_pod(
+    name: str,
+    namespace: str = "default",
+    *,
+    model: str | None = None,
+    slo_ms: float | None = None,
+    rate_rps: float | None = None,
+    service_class: str | None = None,
+    gpu_milli: int | None = None,
+    slo_percentile: float | None = None,
+    variants: Iterable[str] | None = None,
+    min_accuracy: float | None = None,
+    node_name: str | None = None,
+    scheduler_name: str = "qosched",
+    priority_class_name: str | None = None,
+    priority: int | None = None,
+    cpu: str | None = "500m",
+    memory: str | None = "128Mi",
+    gpus: int | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    phase: str | None = None,
+    image: str = "registry.invalid/none",
+) -> JsonDict:
+    """A Pod in API form with the qosched pod annotations (only those given are set).
+
+    ``service_class`` is ``qosched.io/class``; ``gpus`` sets an ``nvidia.com/gpu`` limit (whole
+    GPUs); ``cpu``/``memory`` become equal requests and limits (Guaranteed) when both are given.
+    ``annotations`` are added verbatim last, so tests can also build malformed pods. A pod with
+    ``node_name`` is bound: phase ``Running`` and ``PodScheduled=True`` unless ``phase`` says
+    otherwise.
+    """
+    if slo_ms is not None and not slo_ms > 0:
+        raise ValueError(f"slo_ms must be > 0, got {slo_ms!r}")
+    if rate_rps is not None and not rate_rps >= 0:
+        raise ValueError(f"rate_rps must be >= 0, got {rate_rps!r}")
+    if gpu_milli is not None and gpu_milli < 1:
+        raise ValueError(f"gpu_milli must be >= 1, got {gpu_milli!r}")
+    if slo_percentile is not None and not 50 <= slo_percentile <= 99.9:
+        raise ValueError(f"slo_percentile must be in 50..99.9, got {slo_percentile!r}")
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise ValueError(f"min_accuracy must be in 0..1, got {min_accuracy!r}")
+    ann: dict[str, str] = {}
+    if model is not None:
+        ann[ANN_MODEL] = model
+    if slo_ms is not None:
+        ann[ANN_SLO_MS] = _number(slo_ms)
+    if slo_percentile is not None:
+        ann[ANN_SLO_PERCENTILE] = _number(slo_percentile)
+    if rate_rps is not None:
+        ann[ANN_RATE_RPS] = _number(rate_rps)
+    if service_class is not None:
+        ann[ANN_CLASS] = service_class
+    if gpu_milli is not None:
+        ann[ANN_GPU_MILLI] = str(gpu_milli)
+    if variants is not None:
+        ann[ANN_VARIANTS] = ",".join(variants)
+    if min_accuracy is not None:
+        ann[ANN_MIN_ACCURACY] = _number(min_accuracy)
+    ann.update(annotations or {})
+    resources: JsonDict = {}
+    amounts = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
+    if gpus:
+        amounts[GPU_RESOURCE] = str(gpus)
+    if amounts:
+        resources = {"requests": dict(amounts), "limits": dict(amounts)}
+    metadata: JsonDict = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    if ann:
+        metadata["annotations"] = ann
+    spec: JsonDict = {
+        "containers": [{"name": "server", "image": image, "resources": resources}],
+        "schedulerName": scheduler_name,
+    }
+    if priority_class_name is not None:
+        spec["priorityClassName"] = priority_class_name
+    if priority is not None:
+        spec["priority"] = priority
+    status: JsonDict = {"phase": phase or ("Running" if node_name else "Pending")}
+    if node_name is not None:
+        spec["nodeName"] = node_name
+        status["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": status}
+
+
+def load_snapshot(path: str | Path) -> list[JsonDict]:
+    """The objects of a snapshot file (contract §3): a ``List`` (YAML or JSON) or multi-doc YAML.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the document/item when something is not a Kubernetes object.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        docs = [json.loads(text)] if path.suffix == ".json" else list(yaml.safe_load_all(text))
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    out: list[JsonDict] = []
+    for d, doc in enumerate(docs):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict) or "kind" not in doc:
+            raise ValueError(f"{path}: document {d} is not a Kubernetes object (no 'kind')")
+        if str(doc["kind"]).endswith("List"):
+            for i, item in enumerate(doc.get("items") or []):
+                if not isinstance(item, dict) or "kind" not in item or "metadata" not in item:
+                    raise ValueError(f"{path}: document {d} item {i} is not a Kubernetes object")
+                out.append(item)
+        else:
+            out.append(doc)
+    return out
