@@ -787,7 +787,8 @@ def encode_host_priorities(hosts: Sequence[str], scores: Sequence[int] | np.ndar
     This is the fast path of ``/prioritize`` (no :class:`HostPriority` objects are built). When
     every score is the same (the answer for an unmanaged pod: all 0) the list is built by one
     C-level byte replacement over ``orjson.dumps(hosts)``; that is exact because, with no escape in
-    the encoded names, the byte sequence ``","`` occurs only between two array elements.
+    the encoded names and no name equal to ``,``, the byte sequence ``","`` occurs only between
+    two array elements (otherwise the generic path runs).
 
     Parameters
     ----------
@@ -813,7 +814,10 @@ def encode_host_priorities(hosts: Sequence[str], scores: Sequence[int] | np.ndar
     first = values[0]
     if values.count(first) == len(values):
         encoded_hosts = orjson.dumps(hosts)
-        if b"\\" not in encoded_hosts:
+        # Exact only without escapes (then the only quotes are the delimiters, which alternate
+        # open/close) and without a host that is exactly "," (its own quotes would read ","):
+        # then every '","' is close-quote, comma, open-quote between two elements.
+        if b"\\" not in encoded_hosts and "," not in hosts:
             score = b"%d" % first
             body = encoded_hosts[1:-1].replace(b'","', b'","Score":' + score + b'},{"Host":"')
             return b'[{"Host":' + body + b',"Score":' + score + b"}]"
