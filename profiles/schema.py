@@ -491,10 +491,14 @@ def validate_profile_json(obj: object) -> None:
     bad = _non_finite(obj)
     if bad is not None:
         raise _fail(_dotted(bad[0]), f"must be a finite number (got {bad[1]!r})")
-    errors = [_describe(e) for e in _validator().iter_errors(obj)]
-    if errors:
-        errors.sort(key=lambda fe: (_order_key(fe[0]), fe[1]))
-        raise ProfileError(errors[0][1])
+    ranked = []
+    for error in _validator().iter_errors(obj):
+        field, message = _describe(error)
+        # Same field, several errors (e.g. "1" is both not an integer and not 1): the type error
+        # explains the others, so it comes first.
+        ranked.append((_order_key(field), error.validator != "type", message))
+    if ranked:
+        raise ProfileError(min(ranked)[2])
 
 
 # --------------------------------------------------------------------------------------------
