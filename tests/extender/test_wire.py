@@ -29,7 +29,7 @@ from qosched.extender.wire import (
 JSON_CT = "application/json"
 
 
-def pod(name: str = "p", namespace: str = "default", uid: str = "u-1", **meta: Any) -> dict[str, Any]:
+def pod(name: Any = "p", namespace: Any = "default", uid: Any = "u-1", **meta: Any) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": namespace, "uid": uid, **meta}, "spec": {}}
 
 

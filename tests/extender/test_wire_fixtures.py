@@ -6,6 +6,7 @@ Fixtures: ``../shared/fixtures/kube-scheduler/*.json`` (see its README.md): each
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,13 @@ FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / 
 FILES = sorted(FIXTURES.glob("*.json"))
 JSON_CT = "application/json"
 
-PARSERS = {
+PARSERS: dict[str, Callable[[bytes, str], Any]] = {
     "filter": wire.parse_filter_args,
     "prioritize": wire.parse_prioritize_args,
     "bind": wire.parse_binding_args,
     "preempt": wire.parse_preemption_args,
 }
-ENCODERS = {
+ENCODERS: dict[str, Callable[[Any], bytes]] = {
     "filter": wire.encode_extender_args,
     "prioritize": wire.encode_extender_args,
     "bind": wire.encode_binding_args,
