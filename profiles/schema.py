@@ -83,6 +83,11 @@ def _fail(path: str, problem: str) -> ProfileError:
     return ProfileError(f"profile field `{path}`: {problem}")
 
 
+def _fmt(bound: float) -> str:
+    """A bound as people write it: ``10485760`` and ``0`` rather than ``1.04858e+07`` and ``0.0``."""
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
 def _check_number(
     path: str,
     value: object,
@@ -98,14 +103,19 @@ def _check_number(
         raise _fail(path, f"must be {want} (got {type(value).__name__} {value!r})")
     if integer and not isinstance(value, int):
         raise _fail(path, f"must be an integer (got {value!r})")
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        bound = f"must be <= {_fmt(le)}" if le is not None else "is too large"
+        raise _fail(path, f"{bound} (got an integer of {len(str(value))} digits)") from None
+    if not finite:
         raise _fail(path, f"must be a finite number (got {value!r})")
     if gt is not None and not value > gt:
-        raise _fail(path, f"must be > {gt:g} (got {value!r})")
+        raise _fail(path, f"must be > {_fmt(gt)} (got {value!r})")
     if ge is not None and not value >= ge:
-        raise _fail(path, f"must be >= {ge:g} (got {value!r})")
+        raise _fail(path, f"must be >= {_fmt(ge)} (got {value!r})")
     if le is not None and not value <= le:
-        raise _fail(path, f"must be <= {le:g} (got {value!r}; larger values are not plausible)")
+        raise _fail(path, f"must be <= {_fmt(le)} (got {value!r}; larger values are not plausible)")
 
 
 def _check_text(path: str, value: object) -> None:
@@ -428,6 +438,13 @@ def _order_key(field_path: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(key)
 
 
+_PATTERN_HINTS: Final = {
+    "accelerator": ": lowercase letters/digits joined by single hyphens, e.g. nvidia-t4",
+    "model": ": lowercase letters/digits joined by single underscores, e.g. mobilenet_v2",
+    "provenance.date": ": YYYY-MM-DD",
+}
+
+
 def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
     """(field path, message) for one jsonschema error, phrased for people."""
     parent = tuple(str(p) for p in error.absolute_path)
@@ -455,7 +472,7 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
         "maximum": lambda: f"must be <= {value} (got {instance!r}; larger values are not plausible)",
         "minLength": lambda: f"must not be empty (got {instance!r})",
         "maxLength": lambda: f"must be at most {value} characters (got {len(instance)})",
-        "pattern": lambda: f"must match {value} (got {instance!r})",
+        "pattern": lambda: f"must match {value}{_PATTERN_HINTS.get(where, '')} (got {instance!r})",
     }
     text = problems[error.validator]() if error.validator in problems else error.message
     return parent, f"{label}: {text}"

@@ -152,6 +152,7 @@ REJECTIONS = [
     (_set("device.memory_mib", 1e9), "`device.memory_mib`: must be <= 10485760", "device-memory-absurd"),
     (_set("service_time_ms.mean", 1e7), "`service_time_ms.mean`: must be <= 3600000", "mean-over-an-hour"),
     (_set("batch_size", 10**6), "`batch_size`: must be <= 65536", "batch-size-absurd"),
+    (_set("memory_mib", 10**400), "`memory_mib`: must be <= 10485760", "memory-beyond-float-range"),
     (_set("contention.overhead_frac", 100), "`contention.overhead_frac`: must be <= 10", "contention-absurd"),
     # semantic rules beyond JSON Schema
     (
@@ -319,6 +320,7 @@ def test_round_trip_property(
         (lambda: ServiceTime(mean_ms=math.inf), "`service_time_ms.mean`: must be a finite number"),
         (lambda: ServiceTime(mean_ms=2.0, second_moment_ms2=3.0), "`service_time_ms.second_moment`"),
         (lambda: DeviceSpec(memory_mib=0.0), "`device.memory_mib`: must be > 0"),
+        (lambda: DeviceSpec(memory_mib=10**400), "`device.memory_mib`: must be <= 10485760 (got an integer"),
         (lambda: DeviceSpec(memory_mib=8.0, count=0), "`device.count`: must be >= 1"),
         (lambda: Provenance(source=" ", method="m", measured_on="h"), "`provenance.source`"),
         (
@@ -339,6 +341,7 @@ def test_round_trip_property(
         "inf-mean",
         "second-moment-below-mean-squared",
         "zero-device-memory",
+        "device-memory-beyond-float-range",
         "zero-device-count",
         "blank-source",
         "nan-memory",
