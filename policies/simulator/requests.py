@@ -315,8 +315,9 @@ class SimConfig:
     Attributes
     ----------
     n_requests : int
-        Arrivals simulated per device, all services together, warm-up included. 50,000 keeps a
-        device under ~10 ms in FCFS modes (~0.2 s under PS) and the mean within a few percent
+        Arrivals simulated per device, all services together, warm-up included. 50,000 take
+        ~5-10 ms per device in the FCFS modes and ~30-60 ms under PS (one core, see
+        ``benchmarks/bench_request_sim.py``) and put one replication's mean within a few percent
         at moderate load; raise it near saturation, where the error grows like 1/(1 - ρ).
     warmup_frac : float
         Fraction of the first arrivals whose latencies are dropped (the queue starts empty).

@@ -22,6 +22,7 @@ from qosched.policies.traces.openb import (
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "alibaba-gpu-v2023"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"trace not found at {DATA}")
 
+Trace = tuple[tuple[TracePod, ...], ClusterCapacity]
 HUGE = ClusterCapacity(cpu_milli=10**12, memory_mib=10**12, gpu_milli=10**12)
 
 
@@ -36,7 +37,7 @@ def pods(n: int, **kwargs: int) -> list[TracePod]:
 
 
 @pytest.fixture(scope="module")
-def trace() -> tuple[tuple[TracePod, ...], ClusterCapacity]:
+def trace() -> Trace:
     if not DATA.is_dir():
         pytest.skip(f"trace not found at {DATA}")
     return load_pods(DATA / "openb_pod_list_default.csv"), cluster_capacity(
@@ -156,7 +157,7 @@ def test_bad_ratio(ratio: float) -> None:
 
 
 @needs_data
-def test_inflation_of_real_trace_stops_at_gpu_capacity(trace) -> None:  # type: ignore[no-untyped-def]
+def test_inflation_of_real_trace_stops_at_gpu_capacity(trace: Trace) -> None:
     trace_pods, capacity = trace
     w = inflate_workload(trace_pods, capacity, 1.3, np.random.default_rng(42))
     # The trace already asks 97.98 % of the 6,212 GPUs, so capacity ends it long before 2,446.
@@ -212,7 +213,7 @@ def test_tuning_needs_gpus(trace: list[TracePod], capacity: ClusterCapacity) -> 
 
 
 @needs_data
-def test_tuning_real_trace_reaches_130_percent(trace) -> None:  # type: ignore[no-untyped-def]
+def test_tuning_real_trace_reaches_130_percent(trace: Trace) -> None:
     trace_pods, capacity = trace
     w = tune_workload(trace_pods, capacity, 1.3, np.random.default_rng(42), shuffle=True)
     again = tune_workload(trace_pods, capacity, 1.3, np.random.default_rng(42), shuffle=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -296,7 +297,9 @@ def test_malformed_node_cell(tmp_path: Path, row: int, column: str, text: str, m
     ],
     ids=["pod-gpu_milli", "pod-scheduled_time", "node-model", "node-sn"],
 )
-def test_missing_column(tmp_path: Path, loader, header, rows, missing: str) -> None:  # type: ignore[no-untyped-def]
+def test_missing_column(
+    tmp_path: Path, loader: Callable[[Path], object], header: tuple[str, ...], rows: list[str], missing: str
+) -> None:
     keep = [i for i, c in enumerate(header) if c != missing]
     lines = [",".join(header[i] for i in keep)] + [",".join(r.split(",")[i] for i in keep) for r in rows]
     with pytest.raises(TraceFormatError) as info:

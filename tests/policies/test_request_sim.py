@@ -9,6 +9,7 @@ tolerances were set).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -458,6 +459,6 @@ def test_batched_devices_use_spawned_streams() -> None:
         "percentile-range",
     ],
 )
-def test_bad_input_is_a_clear_error(build, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_a_clear_error(build: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
