@@ -445,6 +445,12 @@ _PATTERN_HINTS: Final = {
 }
 
 
+def _show(value: object, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters, so a huge value cannot flood an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
     """(field path, message) for one jsonschema error, phrased for people."""
     parent = tuple(str(p) for p in error.absolute_path)
@@ -464,15 +470,15 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
     problems = {
         "type": lambda: (
             f"must be of type {' or '.join(value) if isinstance(value, list) else value} "
-            f"(got {_json_type(instance)} {instance!r})"
+            f"(got {_json_type(instance)} {_show(instance)})"
         ),
-        "const": lambda: f"must be {value!r} (got {instance!r})",
-        "exclusiveMinimum": lambda: f"must be > {value} (got {instance!r})",
-        "minimum": lambda: f"must be >= {value} (got {instance!r})",
-        "maximum": lambda: f"must be <= {value} (got {instance!r}; larger values are not plausible)",
-        "minLength": lambda: f"must not be empty (got {instance!r})",
+        "const": lambda: f"must be {value!r} (got {_show(instance)})",
+        "exclusiveMinimum": lambda: f"must be > {value} (got {_show(instance)})",
+        "minimum": lambda: f"must be >= {value} (got {_show(instance)})",
+        "maximum": lambda: f"must be <= {value} (got {_show(instance)}; larger values are not plausible)",
+        "minLength": lambda: f"must not be empty (got {_show(instance)})",
         "maxLength": lambda: f"must be at most {value} characters (got {len(instance)})",
-        "pattern": lambda: f"must match {value}{_PATTERN_HINTS.get(where, '')} (got {instance!r})",
+        "pattern": lambda: f"must match {value}{_PATTERN_HINTS.get(where, '')} (got {_show(instance)})",
     }
     text = problems[error.validator]() if error.validator in problems else error.message
     return parent, f"{label}: {text}"
@@ -652,6 +658,8 @@ def loads_profile(text: str | bytes, *, source: str = "profile") -> Profile:
         raise ProfileError(
             f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise ProfileError(f"{source}: invalid JSON: nested too deeply") from None
     except ProfileError as exc:
         raise ProfileError(f"{source}: {exc}") from None
     try:

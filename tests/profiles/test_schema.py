@@ -380,8 +380,9 @@ def test_load_profile_file_ok(tmp_path: Path) -> None:
         (json.dumps({**MINIMAL, "memory_mib": -5}), "`memory_mib`: must be > 0"),
         ('{"memory_mib": 1, "memory_mib": 2}', "duplicate key `memory_mib`"),
         (json.dumps({**MINIMAL, "memory_mib": float("nan")}), "`memory_mib`: must be a finite number"),
+        ("[" * 100_000, "invalid JSON: nested too deeply"),
     ],
-    ids=["syntax-error", "schema-error", "duplicate-key", "nan-literal"],
+    ids=["syntax-error", "schema-error", "duplicate-key", "nan-literal", "nested-too-deeply"],
 )
 def test_load_profile_file_errors_name_the_file(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "edgetpu__mobilenet_v2.json"
