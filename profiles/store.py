@@ -282,7 +282,9 @@ def load_profile_dir(path: str | Path) -> ProfileSet:
 def bundled_profiles() -> ProfileSet:
     """The profiles shipped with qosched (package data ``qosched.profiles/bundled/*.json``).
 
-    Read once per process (the set is immutable, so sharing it is safe).
+    Read once per process (the set is immutable, so sharing it is safe); after writing new files
+    into the package's ``bundled/`` directory in the same process, call
+    ``bundled_profiles.cache_clear()`` to read them.
     """
     root = resources.files(_BUNDLED_PACKAGE).joinpath(_BUNDLED_DIR)
     profiles = [
