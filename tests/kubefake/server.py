@@ -67,6 +67,7 @@ from .status import (
     invalid,
     method_not_allowed,
     no_such_path,
+    precondition_failed,
     success,
 )
 from .store import (
@@ -413,7 +414,7 @@ class _Handler(BaseHTTPRequestHandler):
                         },
                     )
                 )
-        items, rv = self._store.list(resource, route.namespace, at_rv)
+        items, rv = self._store.list_objects(resource, route.namespace, at_rv)
 
         def key(obj: JsonDict) -> str:
             meta = obj["metadata"]
@@ -495,6 +496,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Wrap ``make_new`` with the registry's update rules (rv lock, status/subresource split)."""
         resource = route.resource
         assert route.name is not None
+        name = route.name
 
         def transform(current: JsonDict) -> JsonDict:
             new = make_new(current)
@@ -502,21 +504,19 @@ class _Handler(BaseHTTPRequestHandler):
                 raise bad_request("the patched object is not a JSON object")
             new_meta = new.setdefault("metadata", {})
             cur_meta = current["metadata"]
-            if new_meta.get("name", route.name) != route.name:
+            if new_meta.get("name", name) != name:
                 raise bad_request(
                     f"the name of the object ({new_meta.get('name')}) does not match the name on the URL "
-                    f"({route.name})"
+                    f"({name})"
                 )
             if new_meta.get("uid") and new_meta["uid"] != cur_meta.get("uid"):
-                raise conflict(
-                    resource.gr,
-                    route.name,
-                    f"Precondition failed: UID in precondition: {new_meta['uid']}, "
-                    f"UID in object meta: {cur_meta.get('uid')}",
+                key = resource.etcd_key(cur_meta.get("namespace", ""), name)
+                raise precondition_failed(
+                    resource.gr, name, key, "UID", new_meta["uid"], cur_meta.get("uid", "")
                 )
             rv = new_meta.get("resourceVersion")
             if rv and rv != cur_meta.get("resourceVersion"):
-                raise conflict(resource.gr, route.name, OPTIMISTIC_LOCK_MSG)
+                raise conflict(resource.gr, name, OPTIMISTIC_LOCK_MSG)
             if route.subresource == "resize":
                 return pods.resize(current, new)
             if route.subresource == "status":
@@ -886,9 +886,9 @@ class FakeKubeAPI:
         obj = self.store.get(r, namespace, name)
         return _with_type(r, obj) if obj is not None else None
 
-    def list(self, resource: str, namespace: str | None = None) -> list[JsonDict]:
+    def list_objects(self, resource: str, namespace: str | None = None) -> list[JsonDict]:
         r = _resource_named(resource)
-        return [_with_type(r, o) for o in self.store.list(r, namespace)[0]]
+        return [_with_type(r, o) for o in self.store.list_objects(r, namespace)[0]]
 
     def update(
         self,

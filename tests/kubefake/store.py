@@ -252,7 +252,7 @@ class ObjectStore:
             raise not_found(resource.gr, name)
         return obj
 
-    def list(
+    def list_objects(
         self, resource: ResourceType, namespace: str | None = None, at_rv: int | None = None
     ) -> tuple[list[JsonDict], int]:
         """Objects sorted by key (etcd order) and the version they are read at.
