@@ -82,6 +82,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from qosched.policies.types import CPU_ACCELERATOR, EDGETPU_ACCELERATORS, SHARING_MODES
+
 __all__ = [
     "SIM_MODES",
     "DeviceResult",
@@ -93,6 +95,7 @@ __all__ = [
     "SimMode",
     "lindley_waits",
     "lindley_waits_loop",
+    "mode_for",
     "offered_load",
     "ps_sojourn_times",
     "simulate_device",
@@ -104,6 +107,25 @@ SimMode = Literal["time-slicing", "edgetpu", "mps", "mig", "exclusive", "cpu"]
 SIM_MODES: tuple[str, ...] = get_args(SimMode)
 #: Modes in which every service has its own queue.
 _OWN_QUEUE_MODES = frozenset({"mps", "mig", "exclusive"})
+
+
+def mode_for(accelerator: str | None, sharing: str) -> SimMode:
+    """Simulation mode of a device from its node's labels (contract §1).
+
+    An edge TPU (``qosched.io/accelerator: edgetpu``) is ``edgetpu`` and a CPU node ``cpu``,
+    whatever the sharing label; any other accelerator takes its ``qosched.io/sharing`` mode.
+
+    >>> mode_for("edgetpu", "time-slicing"), mode_for("cpu", "time-slicing"), mode_for("nvidia-a100", "mig")
+    ('edgetpu', 'cpu', 'mig')
+    """
+    if accelerator in EDGETPU_ACCELERATORS:
+        return "edgetpu"
+    if accelerator == CPU_ACCELERATOR:
+        return "cpu"
+    if sharing not in SHARING_MODES:
+        raise ValueError(f"sharing must be one of {', '.join(SHARING_MODES)}, got {sharing!r}")
+    return sharing  # type: ignore[return-value]
+
 
 Family = Literal["deterministic", "exponential", "gamma", "lognormal", "empirical"]
 _FAMILIES: tuple[str, ...] = get_args(Family)

@@ -24,6 +24,7 @@ from qosched.policies.simulator.requests import (
     SimConfig,
     lindley_waits,
     lindley_waits_loop,
+    mode_for,
     offered_load,
     ps_sojourn_times,
     simulate_device,
@@ -403,6 +404,34 @@ def test_batched_devices_use_spawned_streams() -> None:
     children = np.random.default_rng(5).spawn(3)
     assert batched == tuple(simulate_device(d, c, config) for d, c in zip(devices, children, strict=True))
     assert all(isinstance(s, ServiceResult) for r in batched for s in r.services)
+
+
+@pytest.mark.parametrize(
+    "accelerator, sharing, want",
+    [
+        ("edgetpu", "time-slicing", "edgetpu"),
+        ("cpu", "exclusive", "cpu"),
+        ("nvidia-a100", "mig", "mig"),
+        ("nvidia-t4", "time-slicing", "time-slicing"),
+        ("jetson-nano", "exclusive", "exclusive"),
+        (None, "mps", "mps"),
+    ],
+    ids=[
+        "edgetpu-ignores-sharing",
+        "cpu-is-ps",
+        "gpu-mig",
+        "gpu-time-slicing",
+        "jetson-exclusive",
+        "unlabelled",
+    ],
+)
+def test_mode_for_node_labels(accelerator: str | None, sharing: str, want: str) -> None:
+    assert mode_for(accelerator, sharing) == want
+
+
+def test_mode_for_rejects_unknown_sharing() -> None:
+    with pytest.raises(ValueError, match="sharing"):
+        mode_for("nvidia-t4", "spatial")
 
 
 # ---------------------------------------------------------------------------------------------
