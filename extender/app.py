@@ -1,0 +1,96 @@
+"""Flask application factory of the extender (gunicorn runs ``qosched.extender.app:create_app()``).
+
+Nothing happens at import. ``create_app`` reads settings (``qosched.extender.config``), builds
+the profile store, the cluster cache (a snapshot file, or a live watch started here, inside the
+worker process, never before a fork), the policy, the binder and the metrics, and stores them
+as one ``Runtime`` in ``app.extensions["qosched"]``. Tests pass their own cache, binder and
+registry.
+
+Worker model: the cache and its assumptions must be shared by every request, so production runs
+ONE gunicorn worker process with threads (``extender/gunicorn_conf.py``); more processes would
+each hold their own cache and could double-book a device between two concurrent binds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from prometheus_client import CollectorRegistry
+
+from qosched.extender.cluster import ClusterCache, StaticCluster
+from qosched.extender.config import load_config
+from qosched.extender.metrics import CacheCollector, ExtenderMetrics
+from qosched.extender.runtime import Binder, Runtime
+from qosched.policies.placement.base import make_policy
+from qosched.policies.profile_lookup import lookup_from_profiles
+from qosched.profiles.store import ProfileStore
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "qosched"
+
+
+def create_app(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    cache: ClusterCache | None = None,
+    binder: Binder | None = None,
+    registry: CollectorRegistry | None = None,
+    profile_store: ProfileStore | None = None,
+) -> Flask:
+    """Build the extender app; see the module docstring."""
+    app = Flask(__name__)
+    settings = load_config((overrides or {}).get("CONFIG_FILE"), overrides=overrides)
+    app.config.update(settings)
+    app.config["MAX_CONTENT_LENGTH"] = int(settings["MAX_CONTENT_LENGTH"])
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ExtenderMetrics(registry)
+    store = profile_store or _profile_store(settings)
+    lookup, device_memory = lookup_from_profiles(store.current())
+    if cache is None:
+        cache, default_binder = _cluster(settings, lookup, device_memory)
+        binder = binder or default_binder
+    if binder is None:
+        raise ValueError("create_app: a binder is required with a caller-supplied cache")
+    registry.register(CacheCollector(cache.stats))
+    policy = make_policy(str(settings["POLICY"]))
+    runtime = Runtime(cache, policy, binder, observer=metrics)
+    runtime.profile_store = store  # type: ignore[attr-defined]
+    runtime.settings = settings  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = runtime
+    app.extensions["qosched.registry"] = registry
+    app.extensions["qosched.metrics"] = metrics
+    from qosched.extender.routes import api
+
+    app.register_blueprint(api)
+    return app
+
+
+def runtime_of(app: Flask) -> Runtime:
+    rt = app.extensions[EXTENSION]
+    assert isinstance(rt, Runtime)
+    return rt
+
+
+def _profile_store(settings: Mapping[str, Any]) -> ProfileStore:
+    extra = settings.get("PROFILES_DIR")
+    return ProfileStore(directories=[extra] if extra else [])
+
+
+def _cluster(settings: Mapping[str, Any], lookup: Any, device_memory: Any) -> tuple[ClusterCache, Binder]:
+    ttl = float(settings["ASSUME_TTL_S"])
+    if settings.get("CLUSTER_FILE"):
+        static = StaticCluster.from_file(settings["CLUSTER_FILE"], lookup, device_memory, assume_ttl_s=ttl)
+        from qosched.extender.binder import SnapshotBinder
+
+        return static, SnapshotBinder(static)
+    from qosched.extender.binder import KubeBinder
+    from qosched.extender.watch import LiveCluster, api_client_from
+
+    api_client = api_client_from(settings)
+    live = LiveCluster(api_client, lookup, device_memory, settings=settings, assume_ttl_s=ttl)
+    live.start()
+    return live, KubeBinder(api_client, timeout_s=float(settings["BIND_TIMEOUT_S"]))

@@ -1,0 +1,394 @@
+"""The extender's decisions: cluster snapshot + pod → policy → answer for each scheduler verb.
+
+``Runtime`` is what ``create_app`` stores in ``app.extensions["qosched"]``. Its methods take the
+already-parsed wire arguments and return plain results; routes encode them. Nothing here
+opens a socket except through the ``Binder`` it is given.
+
+Decision caching: kube-scheduler calls ``filter`` then ``prioritize`` (then ``bind``) for the
+same pod within one scheduling cycle. The evaluation computed by ``filter`` is kept per pod,
+keyed by the state version, so ``prioritize`` and ``bind`` reuse it when nothing changed in
+between, and recompute (on the few nodes involved) when something did.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from qosched.extender.cluster import ClusterCache
+from qosched.extender.objects import (
+    A_DEVICE,
+    A_POLICY,
+    A_PREDICTED_LATENCY_MS,
+    A_VARIANT,
+    ClassMapper,
+    default_class_of,
+    is_managed,
+    pod_demand,
+    pod_key,
+)
+from qosched.policies.placement.base import (
+    Evaluation,
+    PlacementPolicy,
+    Reason,
+    scheduler_scores,
+)
+from qosched.policies.state import StateError
+from qosched.policies.types import Allocation, DemandError, PodDemand
+
+log = logging.getLogger(__name__)
+
+
+class BindError(Exception):
+    """The API server refused a binding. ``conflict_node`` is set when the pod is already bound."""
+
+    def __init__(self, message: str, *, conflict_node: str | None = None, reason: str = "api") -> None:
+        super().__init__(message)
+        self.conflict_node = conflict_node
+        self.reason = reason
+
+
+class Binder(Protocol):
+    """Binds a pod to a node and writes the result annotations, in one API call where possible."""
+
+    def bind(
+        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FilterOutcome:
+    kept: list[str]
+    failed: dict[str, str]
+    unresolvable: dict[str, str]
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BindOutcome:
+    error: str = ""
+    node: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Decision:
+    demand: PodDemand
+    version: int
+    evaluation: Evaluation
+    pos_of_row: dict[int, int]
+
+
+class Observer(Protocol):
+    """Hooks for metrics (``qosched.extender.metrics``) without the runtime importing them."""
+
+    def decision(self, verb: str, outcome: str) -> None: ...
+    def rejections(self, reasons: Mapping[str, int]) -> None: ...
+    def bind_failure(self, reason: str) -> None: ...
+    def policy_seconds(self, verb: str, seconds: float) -> None: ...
+
+
+class _NullObserver:
+    def decision(self, verb: str, outcome: str) -> None:
+        pass
+
+    def rejections(self, reasons: Mapping[str, int]) -> None:
+        pass
+
+    def bind_failure(self, reason: str) -> None:
+        pass
+
+    def policy_seconds(self, verb: str, seconds: float) -> None:
+        pass
+
+
+class Runtime:
+    """The extender's state and verbs (see the module docstring)."""
+
+    def __init__(
+        self,
+        cache: ClusterCache,
+        policy: PlacementPolicy,
+        binder: Binder,
+        *,
+        class_of: ClassMapper = default_class_of,
+        observer: Observer | None = None,
+        decision_cache_size: int = 256,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.cache = cache
+        self.policy = policy
+        self.binder = binder
+        self.class_of = class_of
+        self.observer: Observer = observer or _NullObserver()
+        self._decisions: OrderedDict[str, _Decision] = OrderedDict()
+        self._decisions_lock = threading.Lock()
+        self._decision_cache_size = decision_cache_size
+        self._bind_locks: dict[str, threading.Lock] = {}
+        self._bind_locks_guard = threading.Lock()
+        self._clock = clock
+
+    # ------------------------------------------------------------------ helpers
+    def _evaluate(
+        self, demand: PodDemand, names: Sequence[str], verb: str
+    ) -> tuple[Evaluation, np.ndarray, int]:
+        """Evaluate on the known candidates; returns (evaluation, row index per name or -1, version)."""
+        t0 = self._clock()
+        with self.cache.reading() as state:
+            index = state.node_index
+            rows = np.fromiter((index.get(n, -1) for n in names), dtype=np.int64, count=len(names))
+            evaluation = self.policy.evaluate(state, demand, rows[rows >= 0])
+            version = state.version
+        self.observer.policy_seconds(verb, self._clock() - t0)
+        return evaluation, rows, version
+
+    def _remember(self, demand: PodDemand, evaluation: Evaluation, version: int) -> None:
+        pos = {int(r): i for i, r in enumerate(evaluation.node_idx)}
+        with self._decisions_lock:
+            self._decisions[demand.uid] = _Decision(demand, version, evaluation, pos)
+            self._decisions.move_to_end(demand.uid)
+            while len(self._decisions) > self._decision_cache_size:
+                self._decisions.popitem(last=False)
+
+    def _recall(self, uid: str) -> _Decision | None:
+        with self._decisions_lock:
+            return self._decisions.get(uid)
+
+    def demand_of(self, pod: Mapping[str, Any]) -> PodDemand:
+        return pod_demand(pod, self.class_of)
+
+    # ------------------------------------------------------------------ filter
+    def filter(self, pod: Mapping[str, Any], names: Sequence[str]) -> FilterOutcome:
+        if not is_managed(pod):
+            self.observer.decision("filter", "unmanaged")
+            return FilterOutcome(kept=list(names), failed={}, unresolvable={})
+        try:
+            demand = self.demand_of(pod)
+        except DemandError as err:
+            self.observer.decision("filter", "invalid")
+            msg = f"qosched: invalid request: {err}"
+            return FilterOutcome(kept=[], failed={}, unresolvable=dict.fromkeys(names, msg))
+        evaluation, rows, version = self._evaluate(demand, names, "filter")
+        self._remember(demand, evaluation, version)
+        kept: list[str] = []
+        failed: dict[str, str] = {}
+        unresolvable: dict[str, str] = {}
+        reasons = evaluation.reason
+        counts: dict[str, int] = {}
+        j = 0
+        for name, row in zip(names, rows.tolist(), strict=True):
+            if row < 0:
+                code = Reason.UNKNOWN_NODE
+            else:
+                code = Reason(int(reasons[j]))
+                j += 1
+            if code == Reason.OK:
+                kept.append(name)
+                continue
+            counts[code.name.lower()] = counts.get(code.name.lower(), 0) + 1
+            msg = f"qosched ({evaluation.policy or self.policy.name}): {code.message}"
+            (failed if code.resolvable_by_preemption else unresolvable)[name] = msg
+        self.observer.rejections(counts)
+        self.observer.decision("filter", "feasible" if kept else "no_fit")
+        return FilterOutcome(kept=kept, failed=failed, unresolvable=unresolvable)
+
+    # ------------------------------------------------------------------ prioritize
+    def prioritize(self, pod: Mapping[str, Any], names: Sequence[str]) -> list[tuple[str, int]]:
+        if not is_managed(pod):
+            self.observer.decision("prioritize", "unmanaged")
+            return [(n, 0) for n in names]
+        try:
+            demand = self.demand_of(pod)
+        except DemandError:
+            self.observer.decision("prioritize", "invalid")
+            return [(n, 0) for n in names]
+        evaluation, rows, version = self._evaluate(demand, names, "prioritize")
+        self._remember(demand, evaluation, version)
+        scores = scheduler_scores(evaluation)
+        out: list[tuple[str, int]] = []
+        j = 0
+        score_list = scores.tolist()
+        for name, row in zip(names, rows.tolist(), strict=True):
+            if row < 0:
+                out.append((name, 0))
+            else:
+                out.append((name, int(score_list[j])))
+                j += 1
+        self.observer.decision("prioritize", "scored")
+        return out
+
+    # ------------------------------------------------------------------ bind
+    def _bind_lock(self, uid: str) -> threading.Lock:
+        with self._bind_locks_guard:
+            lock = self._bind_locks.get(uid)
+            if lock is None:
+                if len(self._bind_locks) > 4096:
+                    self._bind_locks = {k: v for k, v in self._bind_locks.items() if v.locked()}
+                lock = self._bind_locks[uid] = threading.Lock()
+            return lock
+
+    def bind(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
+        """Bind once: reserve the devices, call the API, confirm or release.
+
+        A retried bind of a pod already bound (or being bound) to the same node succeeds without a
+        second binding; a pod bound elsewhere fails with a clear error. Binds of different pods
+        run concurrently; binds of the same pod are serialised.
+        """
+        with self._bind_lock(uid):
+            return self._bind_locked(namespace, name, uid, node)
+
+    def _bind_locked(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
+        with self.cache.lock:
+            existing = self.cache.state.allocation(uid)
+        if existing is not None:
+            if existing.node == node:
+                self.observer.decision("bind", "already_bound")
+                return BindOutcome(node=node)
+            self.observer.bind_failure("bound_elsewhere")
+            return BindOutcome(error=f"pod {namespace}/{name} is already bound to node {existing.node}")
+        pod = self.cache.pod(uid)
+        if pod is None:
+            by_name = self.cache.pod_by_name(namespace, name)
+            other_uid = str(((by_name or {}).get("metadata") or {}).get("uid") or "")
+            if by_name is not None and uid and other_uid and other_uid != uid:
+                # What the API server answers to a Binding whose UID precondition fails.
+                self.observer.bind_failure("conflict")
+                return BindOutcome(
+                    error=f"pod {namespace}/{name} has UID {other_uid}, not {uid}: it was deleted and recreated"
+                )
+            pod = by_name
+        decision = self._recall(uid)
+        if decision is None and (pod is None or not is_managed(pod)):
+            return self._bind_plain(namespace, name, uid, node)
+        try:
+            demand = decision.demand if decision is not None else self.demand_of(pod or {})
+        except DemandError as err:
+            return BindOutcome(error=f"qosched: invalid request: {err}")
+        placement = self._placement_for(demand, node, decision)
+        if isinstance(placement, str):
+            self.observer.bind_failure("no_longer_fits")
+            return BindOutcome(error=placement)
+        alloc, annotations = placement
+        try:
+            self.cache.assume(alloc)
+        except StateError as err:
+            self.observer.bind_failure("no_longer_fits")
+            return BindOutcome(error=f"qosched: cannot reserve {node} for {namespace}/{name}: {err}")
+        try:
+            self.binder.bind(namespace, name, uid, node, annotations)
+        except BindError as err:
+            if err.conflict_node == node:
+                # Already bound to this very node (a retry whose first attempt went through).
+                self.observer.decision("bind", "already_bound")
+                return BindOutcome(node=node, annotations=annotations)
+            self.cache.forget(uid)
+            self.observer.bind_failure(err.reason)
+            return BindOutcome(error=f"qosched: binding {namespace}/{name} to {node} failed: {err}")
+        except Exception as err:  # any client failure must release the reservation
+            self.cache.forget(uid)
+            self.observer.bind_failure("error")
+            log.exception("bind of pod %s/%s to %s failed", namespace, name, node)
+            return BindOutcome(
+                error=f"qosched: binding {namespace}/{name} to {node} failed: {type(err).__name__}"
+            )
+        self.observer.decision("bind", "bound")
+        return BindOutcome(node=node, annotations=annotations)
+
+    def _bind_plain(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
+        """Unmanaged pod: bind as the default binder would (no annotations, no accounting)."""
+        try:
+            self.binder.bind(namespace, name, uid, node, {})
+        except BindError as err:
+            if err.conflict_node == node:
+                return BindOutcome(node=node)
+            self.observer.bind_failure(err.reason)
+            return BindOutcome(error=f"binding {namespace}/{name} to {node} failed: {err}")
+        except Exception as err:
+            self.observer.bind_failure("error")
+            log.exception("bind of pod %s/%s to %s failed", namespace, name, node)
+            return BindOutcome(error=f"binding {namespace}/{name} to {node} failed: {type(err).__name__}")
+        self.observer.decision("bind", "bound_unmanaged")
+        return BindOutcome(node=node)
+
+    def _placement_for(
+        self, demand: PodDemand, node: str, decision: _Decision | None
+    ) -> tuple[Allocation, dict[str, str]] | str:
+        """The allocation and result annotations for ``node``: from filter's evaluation when the
+        state has not changed since, else from a fresh evaluation of that one node."""
+        with self.cache.reading() as state:
+            row = state.node_index.get(node)
+            if row is None:
+                return f"qosched: node {node} is not in the cache"
+            evaluation: Evaluation | None = None
+            pos = -1
+            if decision is not None and decision.version == state.version and row in decision.pos_of_row:
+                evaluation, pos = decision.evaluation, decision.pos_of_row[row]
+            if evaluation is None:
+                evaluation = self.policy.evaluate(state, demand, np.array([row], dtype=np.int64))
+                pos = 0
+        code = Reason(int(evaluation.reason[pos]))
+        if code != Reason.OK:
+            return f"qosched: {demand.namespace}/{demand.name} no longer fits on {node}: {code.message}"
+        devices = tuple(int(d) for d in evaluation.devices[pos] if d >= 0)
+        v = int(evaluation.variant[pos])
+        variant = demand.variants[v] if 0 <= v < len(demand.variants) else demand.model
+        annotations = {A_POLICY: evaluation.policy or self.policy.name}
+        if devices:
+            annotations[A_DEVICE] = ",".join(str(d) for d in devices)
+        latency = float(evaluation.latency_ms[pos])
+        if np.isfinite(latency):
+            annotations[A_PREDICTED_LATENCY_MS] = f"{latency:.3f}"
+        if len(demand.variants) > 1 and variant:
+            annotations[A_VARIANT] = variant
+        alloc = Allocation(pod=demand, node=node, devices=devices, model=variant, assumed=True)
+        return alloc, annotations
+
+    # ------------------------------------------------------------------ preempt
+    def preempt(self, pod: Mapping[str, Any], victims: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """Trim kube-scheduler's proposed victims: keep a node only if the pod fits there once its
+        victims are gone, and keep only the victims needed (re-admitted greedily, lowest priority
+        evicted first). It can never add a node or a victim (the protocol does not allow it)."""
+        if not is_managed(pod):
+            self.observer.decision("preempt", "unmanaged")
+            return {node: list(uids) for node, uids in victims.items()}
+        try:
+            demand = self.demand_of(pod)
+        except DemandError:
+            self.observer.decision("preempt", "invalid")
+            return {}
+        out: dict[str, list[str]] = {}
+        with self.cache.reading() as state:
+            for node, uids in victims.items():
+                row = state.node_index.get(node)
+                if row is None:
+                    continue
+                removed = [a for u in uids if (a := state.remove(u)) is not None]
+                try:
+                    rows = np.array([row], dtype=np.int64)
+                    if Reason(int(self.policy.evaluate(state, demand, rows).reason[0])) != Reason.OK:
+                        continue
+                    # Give back victims, highest priority first, while the pod still fits.
+                    needed: list[str] = []
+                    for alloc in sorted(removed, key=lambda a: (-a.pod.priority, a.pod.name)):
+                        state.add(alloc, strict=False)
+                        if Reason(int(self.policy.evaluate(state, demand, rows).reason[0])) != Reason.OK:
+                            state.remove(alloc.uid)
+                            needed.append(alloc.uid)
+                    unknown = [u for u in uids if u not in {a.uid for a in removed}]
+                    out[node] = [u for u in uids if u in needed] + unknown
+                finally:
+                    for alloc in removed:
+                        if alloc.uid not in state:
+                            state.add(alloc, strict=False)
+        self.observer.decision("preempt", "trimmed" if out else "no_fit")
+        return out
+
+    def describe(self, pod: Mapping[str, Any]) -> str:
+        return pod_key(pod)

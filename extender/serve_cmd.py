@@ -1,0 +1,95 @@
+"""``qosched serve``: run the extender under gunicorn (one worker, threads; see gunicorn_conf)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from qosched.extender import gunicorn_conf
+
+
+class ExtenderServer(BaseApplication):
+    """gunicorn embedded: the same settings file as production, the app built in the worker."""
+
+    def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key in dir(gunicorn_conf):
+            if key.startswith("_") or key == "os":
+                continue
+            if key in self.cfg.settings:
+                self.cfg.set(key, getattr(gunicorn_conf, key))
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self._factory()
+
+
+@click.command("serve")
+@click.option(
+    "--cluster",
+    "cluster_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve a fixed cluster from a snapshot file (no Kubernetes).",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Watch the API server of this kubeconfig (default: in-cluster).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8888, show_default=True, type=int)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML/JSON settings file (see extender/config.py).",
+)
+@click.option("--policy", default=None, help="Placement policy by name (default from config: qosched).")
+@click.option(
+    "--profiles",
+    "profiles_dir",
+    type=click.Path(file_okay=False),
+    help="Extra profile directory (uploads persist here).",
+)
+@click.option("--token-file", type=click.Path(dir_okay=False), help="Bearer token file for profile uploads.")
+@click.option("--threads", default=None, type=int, help="gunicorn threads (default 8).")
+def serve(
+    cluster_file: str | None,
+    kubeconfig: str | None,
+    host: str,
+    port: int,
+    config_file: str | None,
+    policy: str | None,
+    profiles_dir: str | None,
+    token_file: str | None,
+    threads: int | None,
+) -> None:
+    """Run the scheduler extender (filter, prioritize, bind, preempt, /metrics, /profiles)."""
+    from qosched.extender.app import create_app
+
+    overrides: dict[str, Any] = {
+        "CONFIG_FILE": config_file,
+        "CLUSTER_FILE": cluster_file,
+        "KUBECONFIG": kubeconfig,
+        "IN_CLUSTER": not cluster_file and not kubeconfig,
+        "POLICY": policy,
+        "PROFILES_DIR": profiles_dir,
+        "UPLOAD_TOKEN_FILE": token_file,
+    }
+    if cluster_file:
+        # Fail fast, before gunicorn forks its worker, on a bad snapshot or config. (Not in live
+        # mode: that would start a watch thread in the master process.)
+        create_app(overrides)
+    options: dict[str, Any] = {"bind": f"{host}:{port}"}
+    if threads:
+        options["threads"] = threads
+    ExtenderServer(lambda: create_app(overrides), options).run()
