@@ -342,23 +342,23 @@ def test_abrupt_drop_breaks_the_stream_and_rewatch_loses_nothing(kube_api: FakeK
 
     def add_then_drop() -> None:
         kube_api.add_pod("a")
-        time.sleep(0.2)  # let the event reach the client before the connection dies
+        time.sleep(0.1)  # usually lets "a" through first; the assertions hold either way
         assert kube_api.drop_watches() == 1
         kube_api.add_pod("b")  # written while nobody watches
 
     _in_thread(kube_api, add_then_drop)
     seen: list[str] = []
     w = watch.Watch()
-    with pytest.raises(urllib3.exceptions.ProtocolError):
+    with pytest.raises(urllib3.exceptions.ProtocolError):  # how a dead connection surfaces in the client
         for ev in w.stream(core_v1.list_pod_for_all_namespaces, resource_version=rv, timeout_seconds=5):
             seen.append(ev["raw_object"]["metadata"]["name"])
-    assert seen == ["a"]
-    last_rv = w.resource_version
-    w2 = watch.Watch()
-    again = _collect(
-        w2.stream(core_v1.list_pod_for_all_namespaces, resource_version=last_rv, timeout_seconds=5), w2, 1
+    assert seen in ([], ["a"])
+    w2 = watch.Watch()  # re-watch from the newest version seen: every missed event is replayed, in order
+    stream = w2.stream(
+        core_v1.list_pod_for_all_namespaces, resource_version=w.resource_version, timeout_seconds=5
     )
-    assert again == [("ADDED", "b", "2")]
+    again = _collect(stream, w2, 2 - len(seen))
+    assert seen + [name for _, name, _ in again] == ["a", "b"]
 
 
 def test_graceful_drop_ends_the_stream_cleanly(kube_api: FakeKubeAPI, core_v1: Any) -> None:
