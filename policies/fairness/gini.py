@@ -33,6 +33,10 @@ from numpy.typing import ArrayLike
 
 from qosched.policies.fairness._validate import FloatArray, as_float_array
 
+# Below this fraction of the magnitudes it was computed from, an incrementally updated sum has
+# lost too many digits to cancellation (float64 keeps ~16): recompute instead.
+_CANCEL_REL = 1e-8
+
 
 def gini(values: ArrayLike) -> float:
     r"""Gini coefficient of non-negative ``values`` (see the module docstring for the formula).
@@ -178,12 +182,21 @@ class GiniSummary:
         r = np.sort(as_float_array("removed", removed).ravel())
         a = as_float_array("added", added).ravel()
         self._check_subset(r)
-        d_rest = self.abs_diff_sum + _abs_diff_sum_sorted(r) - 2.0 * float(self.abs_diff_to(r).sum())
-        cross = float(self.abs_diff_to(a).sum()) - float(np.abs(r[:, None] - a[None, :]).sum())
-        d_new = d_rest + _abs_diff_sum_sorted(np.sort(a)) + 2.0 * cross
+        d_r = _abs_diff_sum_sorted(r)
+        d_a = _abs_diff_sum_sorted(np.sort(a))
+        c_ar = 2.0 * float(self.abs_diff_to(r).sum())
+        c_an = 2.0 * float(self.abs_diff_to(a).sum())
+        c_rn = 2.0 * float(np.abs(r[:, None] - a[None, :]).sum())
+        d_new = self.abs_diff_sum + d_r - c_ar + d_a + c_an - c_rn
         n_new = self.n - r.size + a.size
         total_new = self.total - float(r.sum()) + float(a.sum())
-        return _gini_from_parts(max(d_new, 0.0), n_new, max(total_new, 0.0))
+        # The update subtracts large terms; when little is left (e.g. the biggest values removed,
+        # or the result nearly equal) rounding could dominate, so recompute exactly, in O(n).
+        d_scale = self.abs_diff_sum + d_r + c_ar + d_a + c_an + c_rn
+        t_scale = self.total + float(r.sum()) + float(a.sum())
+        if d_new <= _CANCEL_REL * d_scale or total_new <= _CANCEL_REL * t_scale:
+            return gini(np.concatenate((self._remaining(r), a)))
+        return _gini_from_parts(d_new, n_new, total_new)
 
     def min(self) -> float:
         """Smallest value; ``inf`` for an empty summary."""
@@ -204,6 +217,15 @@ class GiniSummary:
                 break
         rest_min = float(self.sorted_values[i]) if i < self.n else float("inf")
         return min(rest_min, float(a.min())) if a.size else rest_min
+
+    def _remaining(self, r_sorted: FloatArray) -> FloatArray:
+        """The summarised values with the multiset ``r_sorted`` removed (must be a subset)."""
+        keep = np.ones(self.n, dtype=bool)
+        uniq, counts = np.unique(r_sorted, return_counts=True)
+        starts = np.searchsorted(self.sorted_values, uniq, side="left")
+        for start, count in zip(starts, counts, strict=True):
+            keep[start : start + count] = False
+        return self.sorted_values[keep]
 
     def _check_subset(self, r_sorted: FloatArray) -> None:
         if r_sorted.size == 0:

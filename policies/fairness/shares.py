@@ -255,6 +255,7 @@ def proportional_shares(demand: ArrayLike, lo: ArrayLike, hi: ArrayLike, capacit
     lo_a = as_float_array("lo", lo)
     hi_a = as_float_array("hi", hi)
     cap = float(as_float_array("capacity", capacity))
+    d, lo_a, hi_a = (np.array(v, dtype=np.float64) for v in np.broadcast_arrays(d, lo_a, hi_a))
     if (lo_a > hi_a).any():
         raise ValueError(f"lo, hi: lo > hi for service {int(np.flatnonzero(lo_a > hi_a)[0])}")
     hi_eff = _hi_eff(d, lo_a, hi_a)
