@@ -1,13 +1,28 @@
-"""The `qosched` console script (filled in as subcommands land)."""
+"""The `qosched` console script: one click group, one module per subcommand."""
+
+import logging
+import os
 
 import click
 
 
 @click.group()
+@click.version_option(package_name="qosched")
 def main() -> None:
     """qosched: interference-aware, QoS-fair placement of inference services."""
+    logging.basicConfig(
+        level=os.environ.get("QOSCHED_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
+from qosched.extender.demo_cmd import demo  # noqa: E402
 from qosched.extender.profile_cmd import profile  # noqa: E402
+from qosched.extender.serve_cmd import serve  # noqa: E402
 
+main.add_command(serve)
+main.add_command(demo)
 main.add_command(profile)
+
+if __name__ == "__main__":
+    main()

@@ -236,6 +236,14 @@ class ClusterCache:
         with self.lock:
             return uid in self._assumed
 
+    def is_assumed_locked(self, uid: str) -> bool:
+        """``is_assumed`` for a caller already holding ``lock``."""
+        return uid in self._assumed
+
+    def pod_locked(self, uid: str) -> Mapping[str, Any] | None:
+        """``pod`` for a caller already holding ``lock``."""
+        return self._pods.get(uid)
+
     def _expire_locked(self) -> None:
         now = self._clock()
         heap = self._expiry_heap

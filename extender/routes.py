@@ -140,6 +140,12 @@ def metrics() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
+@api.get("/placements")
+def placements() -> Response:
+    """What qosched placed where (read-only, for operators and the demo): one entry per placed pod."""
+    return _json(orjson.dumps(_runtime().placements()))
+
+
 # ---------------------------------------------------------------------- profiles
 @api.get("/profiles")
 def list_profiles() -> Response:

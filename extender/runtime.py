@@ -29,10 +29,10 @@ from qosched.extender.objects import (
     A_PREDICTED_LATENCY_MS,
     A_VARIANT,
     ClassMapper,
+    annotations_of,
     default_class_of,
     is_managed,
     pod_demand,
-    pod_key,
 )
 from qosched.policies.placement.base import (
     Evaluation,
@@ -390,5 +390,23 @@ class Runtime:
         self.observer.decision("preempt", "trimmed" if out else "no_fit")
         return out
 
-    def describe(self, pod: Mapping[str, Any]) -> str:
-        return pod_key(pod)
+    def placements(self) -> dict[str, dict[str, Any]]:
+        """Placed pods with their node, devices, model and the latency predicted at bind."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.cache.lock:
+            allocs = list(self.cache.state.allocations())
+            assumed = {a.uid for a in allocs if self.cache.is_assumed_locked(a.uid)}
+            objects = {a.uid: self.cache.pod_locked(a.uid) for a in allocs}
+        for alloc in allocs:
+            ann = annotations_of(objects.get(alloc.uid) or {})
+            latency = ann.get(A_PREDICTED_LATENCY_MS)
+            out[f"{alloc.pod.namespace}/{alloc.pod.name}"] = {
+                "node": alloc.node,
+                "devices": list(alloc.devices),
+                "model": alloc.model or alloc.pod.model,
+                "class": alloc.pod.qos_class,
+                "predicted_latency_ms": float(latency) if latency else None,
+                "policy": ann.get(A_POLICY),
+                "assumed": alloc.uid in assumed,
+            }
+        return out
