@@ -193,7 +193,10 @@ def fit(
         raise ValueError(f"fit: {n_points} measured value(s) cannot determine {len(names)} field(s)")
     lower = np.array([FITTABLE_FIELDS[f][0] for f in names])
     upper = np.array([FITTABLE_FIELDS[f][1] for f in names])
-    x0 = np.clip([float(getattr(start, f)) for f in names], lower, upper)
+    # Start strictly inside the bounds: trust-region reflective stalls when x0 sits on a bound
+    # (e.g. the default overhead 0), taking one tiny step and stopping on ftol.
+    margin = 1e-3 * (upper - lower)
+    x0 = np.clip([float(getattr(start, f)) for f in names], lower + margin, upper - margin)
 
     def residuals(x: np.ndarray) -> np.ndarray:
         return relative_residuals(_with(start, names, x), runs)
