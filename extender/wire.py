@@ -130,7 +130,7 @@ class ExtenderArgs:
         if self.node_names is not None:
             names = self.node_names
         elif self.nodes is not None:
-            names = tuple(_node_name_or_value_error(node, i) for i, node in enumerate(self.nodes))
+            names = _names_of_nodes(self.nodes)
         else:
             names = ()
         object.__setattr__(self, "candidates", names)
@@ -406,6 +406,18 @@ def _node_name_or_value_error(node: JSONObject, index: int) -> str:
         raise ValueError(err.message) from None
 
 
+def _names_of_nodes(nodes: tuple[JSONObject, ...]) -> tuple[str, ...]:
+    """``metadata.name`` of each node; ValueError naming the first node without a non-empty one."""
+    try:  # fast path, ~0.1 µs a node; the checked loop below only runs to name the culprit
+        names = tuple([node["metadata"]["name"] for node in nodes])
+        "".join(names)  # TypeError on any non-string
+        if "" not in names:
+            return names
+    except (KeyError, TypeError):
+        pass
+    return tuple(_node_name_or_value_error(node, i) for i, node in enumerate(nodes))
+
+
 def _node_list(value: object, path: str) -> tuple[JSONObject, ...] | None:
     """A ``*v1.NodeList``: null, or ``{"metadata": {...}, "items": [Node, ...]}``."""
     if value is None:
@@ -438,8 +450,13 @@ def _name_list(value: object, path: str) -> tuple[str, ...] | None:
     if type(value) is not list:
         raise _mistyped(path, "array", value)
     _check_count(len(value), MAX_NODES, path, "node names")
-    # set(map(type, ...)) and `in` run in C: ~30 µs for 5,000 names instead of a Python loop.
-    if value and (set(map(type, value)) != {str} or "" in value):
+    # Both checks run in C (~30 µs for 5,000 names): join raises TypeError on any non-string.
+    try:
+        "".join(value)
+        valid = "" not in value
+    except TypeError:
+        valid = False
+    if not valid:
         for i, name in enumerate(value):
             _string(name, f"{path}[{i}]")
     return tuple(value)
@@ -759,36 +776,58 @@ def encode_filter_result(result: ExtenderFilterResult) -> bytes:
     )
 
 
-def _checked_scores(scores: Sequence[int] | np.ndarray, hosts: Sequence[str]) -> list[int]:
-    """Scores as a list of Python ints in 0..10, or ValueError naming the first bad one."""
+_SCORE_BYTES: Final[bytes] = bytes(range(MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY + 1))
+_PLAIN_ASCII: Final[bytes] = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
+"""Printable ASCII that JSON writes unescaped: everything from space to ``~`` but ``"`` and ``\\``."""
+_SCORE_JOINERS: Final[tuple[str, ...]] = tuple(
+    f'","Score":{score}}},{{"Host":"' for score in range(MAX_EXTENDER_PRIORITY + 1)
+)
+"""Text between one host name and the next in a ``HostPriorityList``, per score."""
+
+
+def _raise_bad_score(scores: Sequence[int] | np.ndarray, hosts: Sequence[str]) -> None:
+    """Raise ValueError naming the first score that is not an integer in 0..10."""
+    for i, score in enumerate(scores):
+        if isinstance(score, float | np.floating) or not hasattr(score, "__index__"):
+            raise ValueError(f"scores[{i}] (host {hosts[i]!r}): expected int, got {type(score).__name__}")
+        if not MIN_EXTENDER_PRIORITY <= score <= MAX_EXTENDER_PRIORITY:
+            raise ValueError(
+                f"scores[{i}] (host {hosts[i]!r}): {score} is outside "
+                f"{MIN_EXTENDER_PRIORITY}..{MAX_EXTENDER_PRIORITY}"
+            )
+    raise AssertionError("unreachable: every score is valid")  # pragma: no cover
+
+
+def _checked_scores(scores: Sequence[int] | np.ndarray, hosts: Sequence[str]) -> bytes:
+    """The scores as one byte each, every one an integer in 0..10, or ValueError naming the first bad one.
+
+    ``bytes(scores)`` converts in C through ``__index__`` (ints, numpy integers; bools count as
+    0/1) and rejects floats and values outside 0..255; ``translate`` then deletes the valid bytes,
+    so anything left is out of range. ~50 µs for 5,000 scores instead of a Python loop.
+    """
     if isinstance(scores, np.ndarray):
         if scores.dtype.kind not in "iu":
             raise ValueError(f"scores: expected an integer array, got dtype {scores.dtype}")
-        values: list[int] = scores.tolist()
-    else:
-        values = list(scores)
-    # Fast path in C: all exact ints and all in 0..10 (bool is excluded by the exact type test).
-    if values and not (set(map(type, values)) == {int} and set(values) <= _VALID_SCORES):
-        for i, score in enumerate(values):
-            if type(score) is not int and not isinstance(score, np.integer):
-                raise ValueError(f"scores[{i}] (host {hosts[i]!r}): expected int, got {type(score).__name__}")
-            if not MIN_EXTENDER_PRIORITY <= score <= MAX_EXTENDER_PRIORITY:
-                raise ValueError(
-                    f"scores[{i}] (host {hosts[i]!r}): {score} is outside "
-                    f"{MIN_EXTENDER_PRIORITY}..{MAX_EXTENDER_PRIORITY}"
-                )
-        values = [int(s) for s in values]
-    return values
+        if scores.size and (scores.min() < MIN_EXTENDER_PRIORITY or scores.max() > MAX_EXTENDER_PRIORITY):
+            _raise_bad_score(scores, hosts)
+        return scores.astype(np.uint8).tobytes()
+    try:
+        raw = bytes(scores)
+    except (TypeError, ValueError):
+        _raise_bad_score(scores, hosts)
+    if raw.translate(None, _SCORE_BYTES):
+        _raise_bad_score(scores, hosts)
+    return raw
 
 
 def encode_host_priorities(hosts: Sequence[str], scores: Sequence[int] | np.ndarray) -> bytes:
     """Encode a ``HostPriorityList`` from parallel columns: ``[{"Host":h,"Score":s},...]``.
 
-    This is the fast path of ``/prioritize`` (no :class:`HostPriority` objects are built). When
-    every score is the same (the answer for an unmanaged pod: all 0) the list is built by one
-    C-level byte replacement over ``orjson.dumps(hosts)``; that is exact because, with no escape in
-    the encoded names and no name equal to ``,``, the byte sequence ``","`` occurs only between
-    two array elements (otherwise the generic path runs).
+    This is the fast path of ``/prioritize`` (no :class:`HostPriority` objects, no dicts). When
+    every host name is printable ASCII without ``"`` or ``\\`` (always true of Kubernetes node
+    names, which are DNS subdomains) the answer is one ``str.join`` of the names interleaved with
+    precomputed ``","Score":s},{"Host":"`` pieces; otherwise ``orjson`` encodes a list of dicts.
+    Both give the same bytes.
 
     Parameters
     ----------
@@ -802,26 +841,33 @@ def encode_host_priorities(hosts: Sequence[str], scores: Sequence[int] | np.ndar
     ValueError
         Different lengths, a non-string host, a non-integer score or a score outside 0..10.
     """
-    if len(hosts) != len(scores):
-        raise ValueError(f"hosts and scores differ in length: {len(hosts)} != {len(scores)}")
-    if not hosts:
+    count = len(hosts)
+    if count != len(scores):
+        raise ValueError(f"hosts and scores differ in length: {count} != {len(scores)}")
+    if not count:
         return b"[]"
-    if set(map(type, hosts)) != {str}:
+    try:
+        joined = "".join(hosts)  # C-level type check: raises TypeError on any non-str
+    except TypeError:
         for i, host in enumerate(hosts):
             if type(host) is not str:
-                raise ValueError(f"hosts[{i}]: expected str, got {type(host).__name__}")
-    values = _checked_scores(scores, hosts)
-    first = values[0]
-    if values.count(first) == len(values):
-        encoded_hosts = orjson.dumps(hosts)
-        # Exact only without escapes (then the only quotes are the delimiters, which alternate
-        # open/close) and without a host that is exactly "," (its own quotes would read ","):
-        # then every '","' is close-quote, comma, open-quote between two elements.
-        if b"\\" not in encoded_hosts and "," not in hosts:
-            score = b"%d" % first
-            body = encoded_hosts[1:-1].replace(b'","', b'","Score":' + score + b'},{"Host":"')
-            return b'[{"Host":' + body + b',"Score":' + score + b"}]"
-    return orjson.dumps([{"Host": h, "Score": s} for h, s in zip(hosts, values, strict=True)])
+                raise ValueError(f"hosts[{i}]: expected str, got {type(host).__name__}") from None
+        raise
+    raw = _checked_scores(scores, hosts)
+    # isascii() is O(1) in CPython; translate() deletes the plain characters in C, so anything
+    # left over (a control character, '"' or '\\') would need escaping. (isprintable() is 10x slower.)
+    if joined.isascii() and not joined.encode().translate(None, _PLAIN_ASCII):
+        # One join into one string, then one encode: large temporaries cost more than the work.
+        parts = [""] * (2 * count + 1)
+        parts[0] = '[{"Host":"'
+        parts[1::2] = hosts
+        parts[2::2] = [_SCORE_JOINERS[score] for score in raw]
+        parts[-1] = f'","Score":{raw[-1]}}}]'
+        return "".join(parts).encode()
+    try:
+        return orjson.dumps([{"Host": h, "Score": s} for h, s in zip(hosts, raw, strict=True)])
+    except orjson.JSONEncodeError as err:  # e.g. a lone surrogate in a name
+        raise ValueError(f"hosts: {err}") from None
 
 
 def encode_prioritize_result(priorities: Iterable[HostPriority]) -> bytes:
@@ -927,23 +973,21 @@ def filter_result_for(
         A kept or failed name that is not a candidate, or a node both kept and failed: the answer
         must be a subset of the request, and kube-scheduler fails the pod on an unknown name.
     """
+    # Set algebra and filter() with a bound method run in C: ~0.2 ms at 5,000 nodes.
     candidates = args.candidates
     candidate_set = set(candidates)
     kept_set = set(kept)
-    unknown = kept_set - candidate_set
-    if unknown:
-        raise ValueError(f"kept nodes not in the request: {sorted(unknown)}")
+    if not kept_set <= candidate_set:
+        raise ValueError(f"kept nodes not in the request: {sorted(kept_set - candidate_set)}")
     for what, mapping in (("failed", failed), ("unresolvable", unresolvable)):
         if mapping:
-            bad = set(mapping) - candidate_set
-            if bad:
-                raise ValueError(f"{what} nodes not in the request: {sorted(bad)}")
-            both = kept_set.intersection(mapping)
-            if both:
-                raise ValueError(f"nodes both kept and {what}: {sorted(both)}")
-    keep_all = kept_set == candidate_set
+            if not mapping.keys() <= candidate_set:
+                raise ValueError(f"{what} nodes not in the request: {sorted(set(mapping) - candidate_set)}")
+            if not kept_set.isdisjoint(mapping):
+                raise ValueError(f"nodes both kept and {what}: {sorted(kept_set.intersection(mapping))}")
+    keep_all = len(kept_set) == len(candidate_set)  # kept_set is a subset: equal sizes = equal sets
     if args.nodes is None:
-        names = candidates if keep_all else tuple(n for n in candidates if n in kept_set)
+        names = candidates if keep_all else tuple(filter(kept_set.__contains__, candidates))
         return ExtenderFilterResult(None, names, _none_if_empty(failed), _none_if_empty(unresolvable), error)
     nodes = (
         args.nodes

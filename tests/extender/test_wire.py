@@ -412,13 +412,17 @@ def test_encode_filter_result_exact(result: ExtenderFilterResult, want: bytes) -
         (["a", "b"], np.array([1, 2], dtype=np.uint8), b'[{"Host":"a","Score":1},{"Host":"b","Score":2}]'),
         (["a", "b"], [np.int32(4), 5], b'[{"Host":"a","Score":4},{"Host":"b","Score":5}]'),
         (['q"","x', "b"], [0, 0], b'[{"Host":"q\\"\\",\\"x","Score":0},{"Host":"b","Score":0}]'),
-        # '","' occurs inside the encoding of 'a",' followed by another element: no fast path.
+        # names that need escaping take the orjson path; the bytes are the same JSON either way.
         (['a",', "b"], [1, 1], b'[{"Host":"a\\",","Score":1},{"Host":"b","Score":1}]'),
-        # the encoding of the host "," is itself '","': no fast path either.
         ([","], [2], b'[{"Host":",","Score":2}]'),
+        # bool is an int subclass: True counts as 1, as Python does.
+        (["a"], [True], b'[{"Host":"a","Score":1}]'),
+        (["é", "b\u00a0"], [1, 2], '[{"Host":"é","Score":1},{"Host":"b\u00a0","Score":2}]'.encode()),
+        (["tab\t"], [3], b'[{"Host":"tab\\t","Score":3}]'),
     ],
-    ids=["empty", "one", "mixed", "uniform-fast-path", "numpy-uniform", "numpy-uint8", "numpy-scalar",
-         "quotes-fall-back", "escaped-quote-then-comma", "host-is-a-comma"],
+    ids=["empty", "one", "mixed", "same-scores", "numpy-same-scores", "numpy-uint8", "numpy-scalar",
+         "quotes-fall-back", "escaped-quote-then-comma", "host-is-a-comma", "bool-is-int",
+         "non-ascii-raw-utf8", "control-char-escaped"],
 )  # fmt: skip
 def test_encode_host_priorities_exact(hosts: list[str], scores: Any, want: bytes) -> None:
     assert wire.encode_host_priorities(hosts, scores) == want
@@ -430,12 +434,28 @@ def test_encode_host_priorities_exact(hosts: list[str], scores: Any, want: bytes
         (["a"], [11], "scores[0] (host 'a'): 11 is outside 0..10"),
         (["a", "b"], [0, -1], "scores[1] (host 'b'): -1 is outside 0..10"),
         (["a"], [2.0], "scores[0] (host 'a'): expected int, got float"),
-        (["a"], [True], "scores[0] (host 'a'): expected int, got bool"),
+        (["a"], ["3"], "scores[0] (host 'a'): expected int, got str"),
+        (["a", "b"], [1, None], "scores[1] (host 'b'): expected int, got NoneType"),
+        (["a"], [np.float64(2)], "scores[0] (host 'a'): expected int, got float64"),
+        (["a"], [300], "scores[0] (host 'a'): 300 is outside 0..10"),
+        (["a"], np.array([11]), "scores[0] (host 'a'): 11 is outside 0..10"),
         (["a"], np.array([0.5]), "scores: expected an integer array, got dtype float64"),
         (["a", "b"], [1], "hosts and scores differ in length: 2 != 1"),
         (["a", 3], [1, 1], "hosts[1]: expected str, got int"),
     ],
-    ids=["above-10", "negative", "float", "bool", "float-array", "length", "host-int"],
+    ids=[
+        "above-10",
+        "negative",
+        "float",
+        "str",
+        "none",
+        "numpy-float",
+        "above-255",
+        "numpy-above-10",
+        "float-array",
+        "length",
+        "host-int",
+    ],
 )
 def test_encode_host_priorities_rejects(hosts: list[Any], scores: Any, message: str) -> None:
     with pytest.raises(ValueError) as exc:
@@ -443,15 +463,26 @@ def test_encode_host_priorities_rejects(hosts: list[Any], scores: Any, message: 
     assert str(exc.value) == message
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    hosts=st.lists(st.text(alphabet='ab",\\\n', max_size=6) | st.text(max_size=12), max_size=12),
-    score=st.integers(0, 10),
+    pairs=st.lists(
+        st.tuples(st.text(alphabet='ab",\\\n\u00e9', max_size=6) | st.text(max_size=12), st.integers(0, 10)),
+        max_size=12,
+    ),
+    uniform=st.booleans(),
 )
-def test_uniform_fast_path_equals_generic_encoding(hosts: list[str], score: int) -> None:
-    want = orjson.dumps([{"Host": h, "Score": score} for h in hosts])
-    assert wire.encode_host_priorities(hosts, [score] * len(hosts)) == want
-    assert json.loads(want) == [{"Host": h, "Score": score} for h in hosts]
+def test_fast_path_equals_orjson_encoding(pairs: list[tuple[str, int]], uniform: bool) -> None:
+    hosts = [h for h, _ in pairs]
+    scores = [0 if uniform else s for _, s in pairs]
+    want = [{"Host": h, "Score": s} for h, s in zip(hosts, scores, strict=True)]
+    try:
+        expected = orjson.dumps(want)
+    except orjson.JSONEncodeError:  # lone surrogates cannot be encoded at all
+        with pytest.raises(ValueError):
+            wire.encode_host_priorities(hosts, scores)
+        return
+    assert wire.encode_host_priorities(hosts, scores) == expected
+    assert json.loads(expected) == want
 
 
 def test_encode_prioritize_result_and_parse_round_trip() -> None:
@@ -634,6 +665,10 @@ def test_dataclasses_reject_both_forms() -> None:
         ExtenderPreemptionArgs(pod(), {}, {})
     with pytest.raises(ValueError, match=r"Nodes.items\[0\].metadata: missing"):
         ExtenderArgs(pod(), ({},), None)
+    with pytest.raises(ValueError, match=r"Nodes.items\[1\].metadata.name: expected string, got integer"):
+        ExtenderArgs(pod(), (node("a"), {"metadata": {"name": 7}}), None)
+    with pytest.raises(ValueError, match=r"Nodes.items\[0\].metadata.name: must not be empty"):
+        ExtenderArgs(pod(), (node(""),), None)
 
 
 @pytest.mark.parametrize(
