@@ -82,6 +82,7 @@ from qosched.policies.fairness._validate import FloatArray, as_float_array, chec
 from qosched.policies.fairness.gini import GiniSummary
 
 log = logging.getLogger(__name__)
+_EMPTY_SUMMARY = GiniSummary.from_values(())
 
 ShareStatus = Literal["optimal", "uncontended", "stage1-only", "fallback", "infeasible", "empty"]
 """``optimal``: both stages solved; ``uncontended``: everyone got its useful maximum (no solve);
@@ -373,23 +374,17 @@ class FairShareSolver:
         self._relax2 = cp.Parameter(n, nonneg=True, name="relax_unsaturated")
         eta = self.settings.efficiency_weight
         objective: Any = -eta * t2 - (eta / n) * cp.sum(cp.minimum(nq_var, 1.0))
-        # Pair terms, e = n_i - n_j: |e| between two services the allocation can move; one-sided
-        # when one end is pinned, so a pinned service can pull a class-mate up, never down.
-        self._pair_w: tuple[cp.Parameter, cp.Parameter, cp.Parameter] | None = None
+        # Pair terms, e = n_i - n_j, as w⁺·pos(e) + w⁻·pos(-e): both weights 1 give |e| between
+        # two services the allocation can move; when one end is pinned only the side where the
+        # movable one is below counts, so a pinned service can pull a class-mate up, never down.
+        self._pair_w: tuple[cp.Parameter, cp.Parameter] | None = None
         if pairs:
             diff = sp.csr_matrix((vals, (rows, cols)), shape=(len(pairs), n))
             e = diff @ nq_var
-            m = len(pairs)
-            w_both = cp.Parameter(m, nonneg=True, name="pair_weight_free")
-            w_i_pinned = cp.Parameter(m, nonneg=True, name="pair_weight_i_pinned")
-            w_j_pinned = cp.Parameter(m, nonneg=True, name="pair_weight_j_pinned")
-            self._pair_w = (w_both, w_i_pinned, w_j_pinned)
-            objective = (
-                cp.sum(cp.multiply(w_both, cp.abs(e)))
-                + cp.sum(cp.multiply(w_i_pinned, cp.pos(e)))
-                + cp.sum(cp.multiply(w_j_pinned, cp.pos(-e)))
-                + objective
-            )
+            w_plus = cp.Parameter(len(pairs), nonneg=True, name="pair_weight_i_above")
+            w_minus = cp.Parameter(len(pairs), nonneg=True, name="pair_weight_i_below")
+            self._pair_w = (w_plus, w_minus)
+            objective = cp.sum(cp.multiply(w_plus, cp.pos(e)) + cp.multiply(w_minus, cp.pos(-e))) + objective
         self._stage2 = cp.Problem(
             cp.Minimize(objective),
             [
@@ -480,10 +475,9 @@ class FairShareSolver:
         self._relax2.value = np.where(pinned, max_nq + 1.0, 0.0)
         if self._pair_w is not None:
             pin_i, pin_j = pinned[self._pairs[:, 0]], pinned[self._pairs[:, 1]]
-            w_both, w_i_pinned, w_j_pinned = self._pair_w
-            w_both.value = (~pin_i & ~pin_j).astype(np.float64)
-            w_i_pinned.value = (pin_i & ~pin_j).astype(np.float64)
-            w_j_pinned.value = (~pin_i & pin_j).astype(np.float64)
+            w_plus, w_minus = self._pair_w
+            w_plus.value = (~pin_j).astype(np.float64)  # n_i > n_j counts unless j is pinned
+            w_minus.value = (~pin_i).astype(np.float64)  # n_i < n_j counts unless i is pinned
 
         ok2 = self._run(self._stage2, statuses, solve_s)
         if not ok2 or self._x.value is None:
@@ -697,9 +691,8 @@ def fairness_term(
     delta_min = min_after - snapshot.overall.min() if snapshot.overall.n else 0.0
 
     deltas: dict[str, float] = {}
-    empty = GiniSummary.from_values(())
     for cls_name in sorted(set(labels.tolist()) | {candidate_class}):
-        summary = snapshot.by_class.get(cls_name, empty)
+        summary = snapshot.by_class.get(cls_name, _EMPTY_SUMMARY)
         mask = labels == cls_name
         added = after[mask] if cls_name != candidate_class else np.append(after[mask], cand)
         deltas[cls_name] = summary.gini_after(removed=before[mask], added=added) - summary.gini()
