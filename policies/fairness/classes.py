@@ -197,6 +197,18 @@ class ClassConfig:
         for key, value in self.trace_qos_map.items():
             self._require_known(f"trace_qos_map[{key!r}]", value)
 
+    def __hash__(self) -> int:
+        """Hash of the content, so a config can key a cache (the mappings are read-only views)."""
+        return hash(
+            (
+                self.classes,
+                self.default_class,
+                tuple(sorted(self.priority_class_map.items())),
+                self.priority_class_keywords,
+                tuple(sorted(self.trace_qos_map.items())),
+            )
+        )
+
     # ------------------------------------------------------------------ lookups
     @property
     def names(self) -> tuple[str, ...]:

@@ -130,6 +130,14 @@ def test_unknown_annotation_lists_known_classes() -> None:
         DEFAULT_CLASS_CONFIG.targets(["prod", "gold"])
 
 
+def test_config_equality_and_hash() -> None:
+    a = ClassConfig(priority_class_map={"x": "prod", "y": "free"})
+    b = ClassConfig(priority_class_map={"y": "free", "x": "prod"})
+    assert a == b and hash(a) == hash(b)
+    assert ClassConfig() != a
+    assert len({a, b, ClassConfig()}) == 2
+
+
 def test_keyword_order_and_disable() -> None:
     assert DEFAULT_CLASS_CONFIG.class_from_priority_class("high-batch") == "prod"  # first rule wins
     cfg = ClassConfig(priority_class_keywords=())
