@@ -733,6 +733,35 @@ def parse_preemption_result(body: Body, content_type: str | None = None) -> Exte
 # --------------------------------------------------------------------------- encoding
 
 
+_GO_ESCAPES: Final[tuple[tuple[bytes, bytes], ...]] = (
+    (b"<", b"\\u003c"),
+    (b">", b"\\u003e"),
+    (b"&", b"\\u0026"),
+    ("\u2028".encode(), b"\\u2028"),
+    ("\u2029".encode(), b"\\u2029"),
+)
+"""What Go's ``json.Marshal`` escapes beyond what orjson does (``HTMLEscape``, JS line separators)."""
+
+
+def _go_bytes(encoded: bytes) -> bytes:
+    """Make orjson's output byte-identical to Go's ``json.Marshal``.
+
+    Go writes ``<``, ``>``, ``&``, U+2028 and U+2029 inside strings as ``\\u003c`` etc.
+    (HTML-safe JSON); orjson writes them raw. Both decode to the same value and kube-scheduler
+    reads either; matching Go makes answers comparable byte for byte. These characters never occur
+    outside a JSON string, so a plain byte replacement is exact; each check is one C ``memchr``.
+    """
+    for raw, escaped in _GO_ESCAPES:
+        if raw in encoded:
+            encoded = encoded.replace(raw, escaped)
+    return encoded
+
+
+def _dumps(doc: object) -> bytes:
+    """``orjson.dumps`` with Go's extra escapes: the bytes ``json.Marshal`` would write."""
+    return _go_bytes(orjson.dumps(doc))
+
+
 def _sorted_map(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Go's ``encoding/json`` writes map keys sorted (by UTF-8 bytes = by code point); so do we."""
     if mapping is None:
@@ -754,7 +783,7 @@ def _meta_victims_doc(victims: MetaVictims) -> JSONObject:
 
 def encode_extender_args(args: ExtenderArgs) -> bytes:
     """Encode an ``ExtenderArgs`` exactly as kube-scheduler sends it (for tests and tools)."""
-    return orjson.dumps({"Pod": args.pod, "Nodes": _node_list_doc(args.nodes), "NodeNames": args.node_names})
+    return _dumps({"Pod": args.pod, "Nodes": _node_list_doc(args.nodes), "NodeNames": args.node_names})
 
 
 def encode_filter_result(result: ExtenderFilterResult) -> bytes:
@@ -765,7 +794,7 @@ def encode_filter_result(result: ExtenderFilterResult) -> bytes:
     >>> encode_filter_result(ExtenderFilterResult(None, ("a",), {"b": "why"}, None, ""))
     b'{"Nodes":null,"NodeNames":["a"],"FailedNodes":{"b":"why"},"FailedAndUnresolvableNodes":null,"Error":""}'
     """
-    return orjson.dumps(
+    return _dumps(
         {
             "Nodes": _node_list_doc(result.nodes),
             "NodeNames": result.node_names,
@@ -863,9 +892,9 @@ def encode_host_priorities(hosts: Sequence[str], scores: Sequence[int] | np.ndar
         parts[1::2] = hosts
         parts[2::2] = [_SCORE_JOINERS[score] for score in raw]
         parts[-1] = f'","Score":{raw[-1]}}}]'
-        return "".join(parts).encode()
+        return _go_bytes("".join(parts).encode())
     try:
-        return orjson.dumps([{"Host": h, "Score": s} for h, s in zip(hosts, raw, strict=True)])
+        return _dumps([{"Host": h, "Score": s} for h, s in zip(hosts, raw, strict=True)])
     except orjson.JSONEncodeError as err:  # e.g. a lone surrogate in a name
         raise ValueError(f"hosts: {err}") from None
 
@@ -881,7 +910,7 @@ def encode_prioritize_result(priorities: Iterable[HostPriority]) -> bytes:
 
 def encode_binding_args(args: ExtenderBindingArgs) -> bytes:
     """Encode an ``ExtenderBindingArgs`` exactly as kube-scheduler sends it (for tests and tools)."""
-    return orjson.dumps(
+    return _dumps(
         {
             "PodName": args.pod_name,
             "PodNamespace": args.pod_namespace,
@@ -893,7 +922,7 @@ def encode_binding_args(args: ExtenderBindingArgs) -> bytes:
 
 def encode_binding_result(result: ExtenderBindingResult) -> bytes:
     """Encode an ``ExtenderBindingResult``: ``{"Error":""}`` on success."""
-    return orjson.dumps({"Error": result.error})
+    return _dumps({"Error": result.error})
 
 
 def encode_preemption_args(args: ExtenderPreemptionArgs) -> bytes:
@@ -907,7 +936,7 @@ def encode_preemption_args(args: ExtenderPreemptionArgs) -> bytes:
     metas = None
     if args.node_name_to_meta_victims is not None:
         metas = {name: _meta_victims_doc(v) for name, v in sorted(args.node_name_to_meta_victims.items())}
-    return orjson.dumps({"Pod": args.pod, "NodeNameToVictims": victims, "NodeNameToMetaVictims": metas})
+    return _dumps({"Pod": args.pod, "NodeNameToVictims": victims, "NodeNameToMetaVictims": metas})
 
 
 def encode_preemption_result(result: ExtenderPreemptionResult) -> bytes:
@@ -915,7 +944,7 @@ def encode_preemption_result(result: ExtenderPreemptionResult) -> bytes:
     metas = None
     if result.node_name_to_meta_victims is not None:
         metas = {name: _meta_victims_doc(v) for name, v in sorted(result.node_name_to_meta_victims.items())}
-    return orjson.dumps({"NodeNameToMetaVictims": metas})
+    return _dumps({"NodeNameToMetaVictims": metas})
 
 
 # --------------------------------------------------------------------------- answer builders

@@ -463,26 +463,48 @@ def test_encode_host_priorities_rejects(hosts: list[Any], scores: Any, message: 
     assert str(exc.value) == message
 
 
+def go_marshal(value: Any) -> bytes:
+    """An independent oracle for Go's ``json.Marshal`` (Go >= 1.22): compact, UTF-8, HTML-escaped."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(raw, escaped)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     pairs=st.lists(
-        st.tuples(st.text(alphabet='ab",\\\n\u00e9', max_size=6) | st.text(max_size=12), st.integers(0, 10)),
+        st.tuples(
+            st.text(alphabet='ab",\\\n\u00e9<&\u2028\x1f\x08', max_size=6) | st.text(max_size=12),
+            st.integers(0, 10),
+        ),
         max_size=12,
     ),
     uniform=st.booleans(),
 )
-def test_fast_path_equals_orjson_encoding(pairs: list[tuple[str, int]], uniform: bool) -> None:
+def test_fast_path_equals_go_encoding(pairs: list[tuple[str, int]], uniform: bool) -> None:
     hosts = [h for h, _ in pairs]
     scores = [0 if uniform else s for _, s in pairs]
     want = [{"Host": h, "Score": s} for h, s in zip(hosts, scores, strict=True)]
-    try:
-        expected = orjson.dumps(want)
-    except orjson.JSONEncodeError:  # lone surrogates cannot be encoded at all
-        with pytest.raises(ValueError):
-            wire.encode_host_priorities(hosts, scores)
-        return
-    assert wire.encode_host_priorities(hosts, scores) == expected
-    assert json.loads(expected) == want
+    got = wire.encode_host_priorities(hosts, scores)
+    assert got == go_marshal(want)
+    assert orjson.loads(got) == want
+
+
+@pytest.mark.parametrize(
+    ("error", "want"),
+    [
+        ("gpu <250m> & more", b'{"Error":"gpu \\u003c250m\\u003e \\u0026 more"}'),
+        ("line\u2028sep\u2029", b'{"Error":"line\\u2028sep\\u2029"}'),
+        ('quote " back \\ nl \n', b'{"Error":"quote \\" back \\\\ nl \\n"}'),
+        ("caf\u00e9", '{"Error":"caf\u00e9"}'.encode()),
+    ],
+    ids=["html-escaped", "js-line-separators", "json-escapes", "utf8-raw"],
+)
+def test_strings_are_escaped_as_go_does(error: str, want: bytes) -> None:
+    assert wire.encode_binding_result(ExtenderBindingResult(error)) == want
+    assert want == go_marshal({"Error": error})
+    assert wire.parse_binding_result(want) == ExtenderBindingResult(error)
 
 
 def test_encode_prioritize_result_and_parse_round_trip() -> None:
