@@ -8,7 +8,17 @@ Fixtures for pytest live in :mod:`tests.kubefake.conftest_plugin`.
 """
 
 from .objects import load_snapshot, make_node, make_pod
+from .rbac import RbacAuthorizer
 from .server import FakeKubeAPI, RequestRecord, running
 from .status import ApiError
 
-__all__ = ["ApiError", "FakeKubeAPI", "RequestRecord", "load_snapshot", "make_node", "make_pod", "running"]
+__all__ = [
+    "ApiError",
+    "FakeKubeAPI",
+    "RbacAuthorizer",
+    "RequestRecord",
+    "load_snapshot",
+    "make_node",
+    "make_pod",
+    "running",
+]

@@ -1,8 +1,9 @@
 """Builders for Node and Pod objects carrying qosched's labels and annotations, and snapshot loading.
 
-The names come from ``shared/spec/contract.md`` §1; the builders produce the API (JSON) form the
-apiserver stores, so the same dicts can be added to :class:`~tests.kubefake.server.FakeKubeAPI`,
-written into a snapshot file, or fed to the client's deserialiser.
+The names come from ``shared/spec/contract.md`` §1 through ``qosched.extender.objects`` (one
+source of truth). The builders produce the API (JSON) form the apiserver stores, so the same
+dicts can be added to :class:`~tests.kubefake.server.FakeKubeAPI`, written into a snapshot file,
+or fed to the client's deserialiser.
 """
 
 from __future__ import annotations
@@ -15,44 +16,41 @@ from typing import Any
 
 import yaml
 
+from qosched.extender.objects import (
+    A_CLASS,
+    A_DEVICE,
+    A_GPU_MILLI,
+    A_MIN_ACCURACY,
+    A_MODEL,
+    A_POLICY,
+    A_PREDICTED_LATENCY_MS,
+    A_RATE_RPS,
+    A_SLO_MS,
+    A_SLO_PERCENTILE,
+    A_VARIANT,
+    A_VARIANTS,
+    GPU_RESOURCE,
+    L_ACCELERATOR,
+    L_ACCELERATOR_COUNT,
+    L_SHARING,
+    L_TIER,
+    SHARING_MODES,
+    TIERS,
+    USER_ANNOTATIONS,
+)
+
 JsonDict = dict[str, Any]
 
-# Pod annotations set by the user (contract §1).
-ANN_MODEL = "qosched.io/model"
-ANN_SLO_MS = "qosched.io/slo-ms"
-ANN_SLO_PERCENTILE = "qosched.io/slo-percentile"
-ANN_RATE_RPS = "qosched.io/rate-rps"
-ANN_CLASS = "qosched.io/class"
-ANN_GPU_MILLI = "qosched.io/gpu-milli"
-ANN_VARIANTS = "qosched.io/variants"
-ANN_MIN_ACCURACY = "qosched.io/min-accuracy"
-USER_ANNOTATIONS = frozenset(
-    {
-        ANN_MODEL,
-        ANN_SLO_MS,
-        ANN_SLO_PERCENTILE,
-        ANN_RATE_RPS,
-        ANN_CLASS,
-        ANN_GPU_MILLI,
-        ANN_VARIANTS,
-        ANN_MIN_ACCURACY,
-    }
-)
-# Pod annotations written by qosched at bind (contract §1).
-ANN_DEVICE = "qosched.io/device"
-ANN_PREDICTED_LATENCY_MS = "qosched.io/predicted-latency-ms"
-ANN_POLICY = "qosched.io/policy"
-ANN_VARIANT = "qosched.io/variant"
-BIND_ANNOTATIONS = frozenset({ANN_DEVICE, ANN_PREDICTED_LATENCY_MS, ANN_POLICY, ANN_VARIANT})
-# Node labels set by the operator (contract §1).
-LABEL_ACCELERATOR = "qosched.io/accelerator"
-LABEL_ACCELERATOR_COUNT = "qosched.io/accelerator-count"
-LABEL_SHARING = "qosched.io/sharing"
-LABEL_TIER = "qosched.io/tier"
-SHARING_MODES = ("time-slicing", "mps", "mig", "exclusive")
-TIERS = ("end", "edge", "cloud")
+__all__ = [
+    "BIND_ANNOTATIONS",
+    "USER_ANNOTATIONS",
+    "load_snapshot",
+    "make_node",
+    "make_pod",
+]
 
-GPU_RESOURCE = "nvidia.com/gpu"
+#: Pod annotations qosched writes at bind (contract §1).
+BIND_ANNOTATIONS = frozenset({A_DEVICE, A_PREDICTED_LATENCY_MS, A_POLICY, A_VARIANT})
 
 
 def _number(value: float) -> str:
@@ -101,13 +99,13 @@ def make_node(
         raise ValueError(f"gpus must be >= 0, got {gpus}")
     node_labels: dict[str, str] = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
     if accelerator is not None:
-        node_labels[LABEL_ACCELERATOR] = accelerator
+        node_labels[L_ACCELERATOR] = accelerator
     if sharing is not None:
-        node_labels[LABEL_SHARING] = sharing
+        node_labels[L_SHARING] = sharing
     if tier is not None:
-        node_labels[LABEL_TIER] = tier
+        node_labels[L_TIER] = tier
     if accelerator_count is not None:
-        node_labels[LABEL_ACCELERATOR_COUNT] = str(accelerator_count)
+        node_labels[L_ACCELERATOR_COUNT] = str(accelerator_count)
     node_labels.update(labels or {})
     capacity = {"cpu": cpu, "memory": memory, "pods": pods}
     if gpus:
@@ -177,21 +175,21 @@ def make_pod(
         raise ValueError(f"min_accuracy must be in 0..1, got {min_accuracy!r}")
     ann: dict[str, str] = {}
     if model is not None:
-        ann[ANN_MODEL] = model
+        ann[A_MODEL] = model
     if slo_ms is not None:
-        ann[ANN_SLO_MS] = _number(slo_ms)
+        ann[A_SLO_MS] = _number(slo_ms)
     if slo_percentile is not None:
-        ann[ANN_SLO_PERCENTILE] = _number(slo_percentile)
+        ann[A_SLO_PERCENTILE] = _number(slo_percentile)
     if rate_rps is not None:
-        ann[ANN_RATE_RPS] = _number(rate_rps)
+        ann[A_RATE_RPS] = _number(rate_rps)
     if service_class is not None:
-        ann[ANN_CLASS] = service_class
+        ann[A_CLASS] = service_class
     if gpu_milli is not None:
-        ann[ANN_GPU_MILLI] = str(gpu_milli)
+        ann[A_GPU_MILLI] = str(gpu_milli)
     if variants is not None:
-        ann[ANN_VARIANTS] = ",".join(variants)
+        ann[A_VARIANTS] = ",".join(variants)
     if min_accuracy is not None:
-        ann[ANN_MIN_ACCURACY] = _number(min_accuracy)
+        ann[A_MIN_ACCURACY] = _number(min_accuracy)
     ann.update(annotations or {})
     resources: JsonDict = {}
     amounts = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}

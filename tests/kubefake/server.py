@@ -55,6 +55,7 @@ import yaml
 from . import objects as objs
 from . import pods
 from .patch import apply_patch
+from .rbac import RbacAuthorizer, RequestAttributes
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 from .status import (
     OPTIMISTIC_LOCK_MSG,
@@ -311,6 +312,8 @@ class _Handler(BaseHTTPRequestHandler):
             route = _route(self._path)
             self._routeinfo = route
             self._verbname = _verb(self.command, route, self._query)
+            if api.authorizer is not None:
+                api.authorizer.check(self._attributes(route))
             rule = api._take_failure(self.command, self._path, self._verbname)
             if rule is not None:
                 raise injected(rule.code, rule.message, rule.retry_after_s)
@@ -321,6 +324,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(code, body)
         except ApiError as err:
             self._send_json(err.code, err.status, err.headers)
+
+    def _attributes(self, route: Route) -> RequestAttributes:
+        """What RBAC sees: create has no name; list/watch take it from ``metadata.name=``."""
+        name = route.name or ""
+        if self._verbname in ("list", "watch"):
+            selector = self._query.get("fieldSelector", "")
+            name = next(
+                (
+                    p.split("=", 1)[1].lstrip("=")
+                    for p in selector.split(",")
+                    if p.startswith("metadata.name=")
+                ),
+                "",
+            )
+        if self._verbname == "create" and route.subresource is None:
+            name = ""
+        resource = route.resource.plural
+        if route.legacy_binding:
+            resource = "bindings"
+        elif route.subresource:
+            resource = f"{resource}/{route.subresource}"
+        return RequestAttributes(
+            self._verbname, route.resource.group, route.resource.version, resource, route.namespace, name
+        )
 
     def _serve_meta(self) -> None:
         if self._path == "/version":
@@ -738,6 +765,9 @@ class FakeKubeAPI:
         Stream length when the client sends no ``timeoutSeconds`` [s] (apiserver: 30–60 min).
     clock
         UTC time source for creationTimestamp and PodScheduled times.
+    authorizer
+        When given (e.g. ``RbacAuthorizer(load_snapshot("manifests/rbac.yaml"), user=...)``), every
+        resource request is authorised first and refused with the apiserver's 403 if not allowed.
 
     Examples
     --------
@@ -755,12 +785,14 @@ class FakeKubeAPI:
         bookmark_interval_s: float = 60.0,
         default_watch_timeout_s: float = 1800.0,
         clock: Callable[[], datetime] | None = None,
+        authorizer: RbacAuthorizer | None = None,
     ) -> None:
         if bookmark_interval_s <= 0 or default_watch_timeout_s <= 0:
             raise ValueError("bookmark_interval_s and default_watch_timeout_s must be > 0")
         self.store = ObjectStore(clock=clock, history_limit=history_limit)
         self.bookmark_interval_s = bookmark_interval_s
         self.default_watch_timeout_s = default_watch_timeout_s
+        self.authorizer = authorizer
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._requests: list[RequestRecord] = []
