@@ -3,10 +3,14 @@
 For each candidate count (default 1,000 and 5,000 nodes) and each case, one "call" is what a
 route does around the policy: parse the request body, build the answer, encode it.
 
-* ``filter/names``       nodeCacheCapable: NodeNames in, 80 % kept, 20 % FailedNodes out.
-* ``prioritize/names``   NodeNames in, a 0..10 score per node out.
-* ``prioritize/uniform`` the same with every score 0 (an unmanaged pod).
-* ``filter/full-nodes``  nodeCacheCapable false: full Node objects in, the kept objects out.
+* ``filter/names``          nodeCacheCapable: NodeNames in, 80 % kept, 20 % FailedNodes out
+                             (the same answer, prebuilt, on both sides: parse + encode only).
+* ``filter/names+subset``   the same, building the answer with ``filter_result_for`` (subset,
+                             disjointness and request-order checks); the baseline does the same
+                             checks with plain set operations.
+* ``prioritize/names``      NodeNames in, a 0..10 score per node out.
+* ``prioritize/same-score`` the same with every score 0 (an unmanaged pod).
+* ``filter/full-nodes``     nodeCacheCapable false: full Node objects in, the kept objects out.
 
 The baseline is the plain approach of many Python extenders: ``json.loads`` the body, pull the
 names out, and ``json.dumps`` a dict/list answer, with no validation. ``ratio`` = baseline time /
@@ -87,19 +91,30 @@ def cases(n: int) -> dict[str, Case]:
     kept_idx = [i for i in range(n) if i % 5]
     scores = [(i * 7) % 11 for i in range(n)]
 
+    # The answer's content (which nodes pass) is the policy's job, fixed here for both sides.
+    kept_names = [names[i] for i in kept_idx]
+    failed = {names[i]: "qosched: insufficient_gpu" for i in range(0, n, 5)}
+
     def q_filter_names() -> bytes:
-        args = wire.parse_filter_args(names_body, CT)
-        cand = args.candidates
-        kept = [cand[i] for i in kept_idx]
-        failed = {cand[i]: "qosched: insufficient_gpu" for i in range(0, n, 5)}
-        return wire.encode_filter_result(wire.filter_result_for(args, kept, failed))
+        wire.parse_filter_args(names_body, CT)
+        return wire.encode_filter_result(wire.ExtenderFilterResult(None, tuple(kept_names), failed, None, ""))
 
     def b_filter_names() -> bytes:
-        doc = json.loads(names_body)
-        cand = doc["NodeNames"]
-        kept = [cand[i] for i in kept_idx]
-        failed = {cand[i]: "qosched: insufficient_gpu" for i in range(0, n, 5)}
-        answer = {"Nodes": None, "NodeNames": kept, "FailedNodes": failed}
+        json.loads(names_body)
+        answer = {"Nodes": None, "NodeNames": kept_names, "FailedNodes": failed}
+        answer |= {"FailedAndUnresolvableNodes": None, "Error": ""}
+        return json.dumps(answer).encode()
+
+    def q_filter_subset() -> bytes:
+        args = wire.parse_filter_args(names_body, CT)
+        return wire.encode_filter_result(wire.filter_result_for(args, kept_names, failed))
+
+    def b_filter_subset() -> bytes:
+        # The same guarantees as filter_result_for, written plainly: subset, disjoint, request order.
+        cand = json.loads(names_body)["NodeNames"]
+        cand_set, kept_set = set(cand), set(kept_names)
+        assert kept_set <= cand_set and failed.keys() <= cand_set and kept_set.isdisjoint(failed)
+        answer = {"Nodes": None, "NodeNames": [c for c in cand if c in kept_set], "FailedNodes": failed}
         answer |= {"FailedAndUnresolvableNodes": None, "Error": ""}
         return json.dumps(answer).encode()
 
@@ -135,8 +150,9 @@ def cases(n: int) -> dict[str, Case]:
 
     return {
         "filter/names": (q_filter_names, b_filter_names, len(names_body)),
+        "filter/names+subset": (q_filter_subset, b_filter_subset, len(names_body)),
         "prioritize/names": (q_prioritize(False), b_prioritize(False), len(names_body)),
-        "prioritize/uniform": (q_prioritize(True), b_prioritize(True), len(names_body)),
+        "prioritize/same-score": (q_prioritize(True), b_prioritize(True), len(names_body)),
         "filter/full-nodes": (q_filter_full, b_filter_full, len(full_body)),
     }
 
@@ -146,7 +162,7 @@ def main() -> None:
     parser.add_argument("--nodes", default="1000,5000", help="comma-separated candidate counts")
     parser.add_argument("--repeat", type=int, default=9, help="timed batches per measurement")
     opts = parser.parse_args()
-    print(f"{'case':<20} {'nodes':>6} {'body KiB':>9} {'qosched µs':>11} {'json µs':>9} {'ratio':>6}")
+    print(f"{'case':<22} {'nodes':>6} {'body KiB':>9} {'qosched µs':>11} {'json µs':>9} {'ratio':>6}")
     for n in (int(x) for x in opts.nodes.split(",")):
         for name, (ours, baseline, body_bytes) in cases(n).items():
             # Same answer, semantically: the comparison is like for like.
@@ -154,7 +170,7 @@ def main() -> None:
             ours_s = _best_s(ours, opts.repeat)
             base_s = _best_s(baseline, opts.repeat)
             print(
-                f"{name:<20} {n:>6} {body_bytes / 1024:>9.0f} {ours_s * 1e6:>11.0f} "
+                f"{name:<22} {n:>6} {body_bytes / 1024:>9.0f} {ours_s * 1e6:>11.0f} "
                 f"{base_s * 1e6:>9.0f} {base_s / ours_s:>6.1f}"
             )
 
