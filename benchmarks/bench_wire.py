@@ -101,7 +101,7 @@ def cases(n: int) -> dict[str, Case]:
 
     def b_filter_names() -> bytes:
         json.loads(names_body)
-        answer = {"Nodes": None, "NodeNames": kept_names, "FailedNodes": failed}
+        answer: dict[str, Any] = {"Nodes": None, "NodeNames": kept_names, "FailedNodes": failed}
         answer |= {"FailedAndUnresolvableNodes": None, "Error": ""}
         return json.dumps(answer).encode()
 
@@ -114,7 +114,11 @@ def cases(n: int) -> dict[str, Case]:
         cand = json.loads(names_body)["NodeNames"]
         cand_set, kept_set = set(cand), set(kept_names)
         assert kept_set <= cand_set and failed.keys() <= cand_set and kept_set.isdisjoint(failed)
-        answer = {"Nodes": None, "NodeNames": [c for c in cand if c in kept_set], "FailedNodes": failed}
+        answer: dict[str, Any] = {
+            "Nodes": None,
+            "NodeNames": [c for c in cand if c in kept_set],
+            "FailedNodes": failed,
+        }
         answer |= {"FailedAndUnresolvableNodes": None, "Error": ""}
         return json.dumps(answer).encode()
 
@@ -144,7 +148,11 @@ def cases(n: int) -> dict[str, Case]:
         doc = json.loads(full_body)
         items = doc["Nodes"]["items"]
         kept = [items[i] for i in kept_idx]
-        answer = {"Nodes": {"metadata": {}, "items": kept}, "NodeNames": None, "FailedNodes": None}
+        answer: dict[str, Any] = {
+            "Nodes": {"metadata": {}, "items": kept},
+            "NodeNames": None,
+            "FailedNodes": None,
+        }
         answer |= {"FailedAndUnresolvableNodes": None, "Error": ""}
         return json.dumps(answer).encode()
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import numpy as np
 import orjson
@@ -814,7 +814,7 @@ _SCORE_JOINERS: Final[tuple[str, ...]] = tuple(
 """Text between one host name and the next in a ``HostPriorityList``, per score."""
 
 
-def _raise_bad_score(scores: Sequence[int] | np.ndarray, hosts: Sequence[str]) -> None:
+def _raise_bad_score(scores: Sequence[int] | np.ndarray, hosts: Sequence[str]) -> NoReturn:
     """Raise ValueError naming the first score that is not an integer in 0..10."""
     for i, score in enumerate(scores):
         if isinstance(score, float | np.floating) or not hasattr(score, "__index__"):
