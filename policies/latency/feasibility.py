@@ -130,17 +130,21 @@ def feasible(
     """
     th = thresholds if thresholds is not None else Thresholds()
     valid = prediction.latency_ms.shape
-    slo = np.broadcast_to(np.asarray(slo_ms, dtype=float), valid)
-    if np.any(np.isnan(slo)) or np.any(slo <= 0):
-        raise ValueError("slo_ms must be > 0 (inf for no target), not NaN")
+    slo = np.asarray(slo_ms, dtype=float)
+    if slo.shape != valid:
+        slo = np.broadcast_to(slo, valid)
     used = np.asarray(memory_used_mib, dtype=float)
     cap = np.asarray(memory_capacity_mib, dtype=float)
     fe = np.asarray(frontend_util, dtype=float)
-    for name, arr in (("memory_used_mib", used), ("memory_capacity_mib", cap), ("frontend_util", fe)):
-        if np.any(np.isnan(arr)):
-            raise ValueError(f"{name} must not be NaN")
-    if np.any(used < 0) or np.any(fe < 0):
-        raise ValueError("memory_used_mib and frontend_util must be >= 0")
+    # One check per argument on the happy path (NaN fails every comparison); details on failure.
+    if not (slo > 0).all():
+        raise ValueError("slo_ms must be > 0 (inf for no target), not NaN")
+    if not (used >= 0).all():
+        raise ValueError("memory_used_mib must be >= 0, not NaN")
+    if np.isnan(cap).any():
+        raise ValueError("memory_capacity_mib must not be NaN")
+    if not (fe >= 0).all():
+        raise ValueError("frontend_util must be >= 0, not NaN")
 
     # Masked entries carry latency 0 and utilisation 0 (sharing.Prediction), so they never fail.
     if slo_percentile is None:
@@ -155,12 +159,12 @@ def feasible(
     )
 
     memory_bad = ~(used <= th.memory_frac * cap) | (cap <= 0)
-    util_bad = ~(prediction.utilization <= th.utilization) | np.any(
-        ~(prediction.service_utilization <= th.utilization), axis=-1
-    )
+    util_bad = ~(prediction.utilization <= th.utilization) | (
+        ~(prediction.service_utilization <= th.utilization)
+    ).any(axis=-1)
     frontend_bad = ~(fe <= th.frontend_utilization)
-    slo_new_bad = np.any(miss & is_new, axis=-1)
-    slo_old_bad = np.any(miss & ~is_new, axis=-1)
+    slo_new_bad = (miss & is_new).any(axis=-1)
+    slo_old_bad = (miss & ~is_new).any(axis=-1)
 
     shape = np.broadcast_shapes(
         memory_bad.shape, util_bad.shape, frontend_bad.shape, slo_new_bad.shape, slo_old_bad.shape

@@ -380,24 +380,39 @@ def edgetpu_swap_queue(
     o = np.broadcast_to(o_in, shape)
     var = np.broadcast_to(m2_in, shape) - s * s
     lam = np.where(valid, np.broadcast_to(lam_in, shape), 0.0)
+    return _edgetpu_core(lam, s, o, h, var, valid, swap_moment, swap_prob_scale)
+
+
+def _edgetpu_core(
+    lam: np.ndarray,
+    s: np.ndarray,
+    o: np.ndarray,
+    h: np.ndarray,
+    var: np.ndarray,
+    valid: np.ndarray,
+    swap_moment: SwapMoment,
+    swap_prob_scale: float,
+) -> QueueMetrics:
+    """:func:`edgetpu_swap_queue` on validated arrays of one shape: λ [1/ms] (0 where masked),
+    S, O, h [ms], Var[S] [ms²], valid mask."""
     lam_total = lam.sum(axis=-1, keepdims=True)
     n_valid = valid.sum(axis=-1, keepdims=True)
     # p_i = λ_i/λ; with no load a lone model has p = 1 and each of several p = 0 (see Notes).
     p = np.where(lam_total > 0.0, _safe_div(lam, lam_total), np.where(n_valid == 1, 1.0, 0.0))
     q = np.minimum(1.0, swap_prob_scale * (1.0 - p))
-    s_eff = s + q * o  # S'_i, includes the host tail
+    qo = q * o
+    s_eff = s + qo  # S'_i, includes the host tail
     d_same = s - h  # device time without swap
-    d_mean = d_same + q * o
+    d_mean = d_same + qo
     if swap_moment == "paper":
         d_m2 = d_mean * d_mean + var
     else:
-        d_m2 = (1.0 - q) * d_same * d_same + q * (d_same + o) ** 2 + var
+        d_m2 = d_same * d_same + q * o * (2.0 * d_same + o) + var  # (1−q)d² + q(d + O)²
     rho = np.sum(lam * d_mean, axis=-1)
     mix_m2 = np.sum(np.where(valid, p * d_m2, 0.0), axis=-1)
     wait = _unbounded_where(rho, lam_total[..., 0] * mix_m2 * _wait_factor(rho) / 2.0)
     wait_k = np.where(valid, wait[..., None], 0.0)
-    latency = np.where(valid, s_eff + wait_k, 0.0)
-    return QueueMetrics(latency, wait_k, np.where(valid, s_eff, 0.0), rho)
+    return QueueMetrics(np.where(valid, s_eff + wait_k, 0.0), wait_k, np.where(valid, s_eff, 0.0), rho)
 
 
 def edgetpu_swap_latency_ms(
@@ -488,6 +503,11 @@ def time_sliced_queue(
     valid = _mask(mask, shape)
     s = np.broadcast_to(s_in, shape)
     lam = np.where(valid, np.broadcast_to(lam_in, shape), 0.0)
+    return _time_sliced_core(lam, s, valid)
+
+
+def _time_sliced_core(lam: np.ndarray, s: np.ndarray, valid: np.ndarray) -> QueueMetrics:
+    """:func:`time_sliced_queue` on validated arrays: λ [1/ms] (0 where masked), S [ms], mask."""
     lam_total = lam.sum(axis=-1)
     rho = np.sum(lam * s, axis=-1)
     mean_s = _safe_div(rho, lam_total)
@@ -557,6 +577,13 @@ def erlang_c(servers: ArrayLike, offered_erlangs: ArrayLike) -> np.ndarray:
     c = _whole_count("servers", servers)
     a = _nonneg("offered_erlangs", offered_erlangs)
     c, a = np.broadcast_arrays(c, a)
+    return _erlang_c_core(c, a)
+
+
+def _erlang_c_core(c: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """:func:`erlang_c` on validated arrays of one shape (c int >= 1, a >= 0)."""
+    if c.size and int(c.max()) == 1:
+        return np.where(a < 1.0, a, 1.0)  # one server: C = ρ
     b = np.ones(a.shape)
     for k in range(1, int(c.max(initial=1)) + 1):
         step = a * b / (k + a * b)
@@ -618,12 +645,18 @@ def processor_sharing_queue(
     valid = _mask(mask, shape)
     s = np.broadcast_to(s_in, shape)
     lam = np.where(valid, np.broadcast_to(lam_in, shape), 0.0)
+    c = np.broadcast_to(_whole_count("cores", cores), shape[:-1])
+    return _ps_core(lam, s, c, valid)
+
+
+def _ps_core(lam: np.ndarray, s: np.ndarray, c: np.ndarray, valid: np.ndarray) -> QueueMetrics:
+    """:func:`processor_sharing_queue` on validated arrays: λ [1/ms] (0 where masked), S [ms],
+    cores (shape ``(...)``), mask."""
     a = np.sum(lam * s, axis=-1)
-    c = np.broadcast_to(_whole_count("cores", cores), a.shape)
     rho = a / c
     gap = c - a
     slack = np.zeros(a.shape)
-    np.divide(erlang_c(c, np.minimum(a, c)), gap, out=slack, where=gap > 0.0)
+    np.divide(_erlang_c_core(c, np.minimum(a, c)), gap, out=slack, where=gap > 0.0)
     slowdown = _unbounded_where(rho, 1.0 + slack)
     latency = np.where(valid, s * slowdown[..., None], 0.0)
     wait = np.where(valid, latency - s, 0.0)

@@ -55,10 +55,13 @@ from numpy.typing import ArrayLike
 
 from qosched.policies.latency.queueing import (
     MS_PER_S,
+    QueueMetrics,
     SwapMoment,
-    edgetpu_swap_queue,
-    processor_sharing_queue,
-    time_sliced_queue,
+    _edgetpu_core,
+    _ps_core,
+    _safe_div,
+    _unbounded_where,
+    _wait_factor,
 )
 from qosched.policies.types import CPU_ACCELERATOR, EDGETPU_ACCELERATORS
 
@@ -146,6 +149,8 @@ class ModelParams:
 
 
 def _field_array(name: str, value: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
+    if isinstance(value, np.ndarray) and value.shape == shape and value.dtype == np.float64:
+        return value
     arr = np.asarray(value, dtype=float)
     try:
         return np.broadcast_to(arr, shape)
@@ -209,6 +214,9 @@ class DeviceServices:
     ) -> DeviceServices:
         """Broadcast the arguments to one ``(..., K)`` shape, fill defaults and validate.
 
+        Arrays already of the full shape (float64) are referenced, not copied: do not modify
+        them while the object is in use.
+
         ``second_moment_ms2`` defaults to ``service_ms²`` (deterministic), ``mask`` to all valid.
 
         Examples
@@ -236,19 +244,24 @@ class DeviceServices:
             raise ValueError(f"DeviceServices: shapes do not broadcast: {shapes}") from None
         if len(shape) == 0:
             shape = (1,)
-        service = np.broadcast_to(arrays["service_ms"], shape)
-        m2 = service * service if second_moment_ms2 is None else arrays["second_moment_ms2"]
-        valid = np.ones(shape, dtype=bool) if mask is None else arrays["mask"]
+
+        def full(arr: np.ndarray) -> np.ndarray:
+            return arr if arr.shape == shape else np.broadcast_to(arr, shape)
+
+        service = full(arrays["service_ms"])
+        m2 = service * service if second_moment_ms2 is None else full(arrays["second_moment_ms2"])
+        valid = np.ones(shape, dtype=bool) if mask is None else full(arrays["mask"])
+        cores_arr = np.asarray(cores)
         return cls(
-            rate_rps=np.broadcast_to(arrays["rate_rps"], shape),
+            rate_rps=full(arrays["rate_rps"]),
             service_ms=service,
-            second_moment_ms2=np.broadcast_to(m2, shape),
-            swap_ms=np.broadcast_to(arrays["swap_ms"], shape),
-            share_frac=np.broadcast_to(arrays["share_frac"], shape),
-            mask=np.broadcast_to(valid, shape),
-            host_tail_ms=np.broadcast_to(arrays["host_tail_ms"], shape),
-            overhead_frac=np.broadcast_to(arrays["overhead_frac"], shape),
-            cores=np.broadcast_to(np.asarray(cores), shape[:-1]),
+            second_moment_ms2=m2,
+            swap_ms=full(arrays["swap_ms"]),
+            share_frac=full(arrays["share_frac"]),
+            mask=valid,
+            host_tail_ms=full(arrays["host_tail_ms"]),
+            overhead_frac=full(arrays["overhead_frac"]),
+            cores=cores_arr if cores_arr.shape == shape[:-1] else np.broadcast_to(cores_arr, shape[:-1]),
         )
 
     def __post_init__(self) -> None:
@@ -276,6 +289,29 @@ class DeviceServices:
 
     def _validate(self) -> None:
         v = self.mask
+        s = self.service_ms
+        with np.errstate(invalid="ignore", over="ignore"):
+            # One combined pass (NaN fails every comparison); the per-field pass below runs
+            # only to name the culprit.
+            ok = (
+                (self.rate_rps >= 0)
+                & (self.rate_rps < np.inf)
+                & (s > 0)
+                & (s < np.inf)
+                & (self.second_moment_ms2 >= s * s * (1 - 1e-9))
+                & (self.second_moment_ms2 < np.inf)
+                & (self.swap_ms >= 0)
+                & (self.swap_ms < np.inf)
+                & (self.share_frac > 0)
+                & (self.share_frac <= 1)
+                & (self.host_tail_ms >= 0)
+                & (self.host_tail_ms <= s)
+                & (self.overhead_frac >= 0)
+                & (self.overhead_frac < np.inf)
+            )
+        cores_ok = self.cores.dtype.kind in "iu" and (self.cores.size == 0 or int(self.cores.min()) >= 1)
+        if cores_ok and bool(np.all(ok | ~v)):
+            return
 
         def bad(name: str, ok: np.ndarray, rule: str) -> None:
             wrong = v & ~ok
@@ -323,20 +359,13 @@ class DeviceServices:
         """(..., K) valid services with load (rate > 0): the ones that interfere."""
         return self.mask & (self.rate_rps > 0)
 
-    def sanitized(self) -> DeviceServices:
-        """A copy whose masked entries hold harmless values (rate 0, S = 1 ms, share 1)."""
-        v = self.mask
-        return DeviceServices(
-            rate_rps=np.where(v, self.rate_rps, 0.0),
-            service_ms=np.where(v, self.service_ms, 1.0),
-            second_moment_ms2=np.where(v, self.second_moment_ms2, 1.0),
-            swap_ms=np.where(v, self.swap_ms, 0.0),
-            share_frac=np.where(v, self.share_frac, 1.0),
-            mask=v,
-            host_tail_ms=np.where(v, self.host_tail_ms, 0.0),
-            overhead_frac=np.where(v, self.overhead_frac, 0.0),
-            cores=self.cores,
-        )
+    @classmethod
+    def _trusted(cls, **fields: np.ndarray) -> DeviceServices:
+        """Build from arrays already validated and shaped (skips ``__post_init__``)."""
+        obj = object.__new__(cls)
+        for name, value in fields.items():
+            object.__setattr__(obj, name, value)
+        return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,9 +397,36 @@ class Prediction:
 
 ModeModel = Callable[[DeviceServices, ModelParams], Prediction]
 
+#: Harmless stand-ins for masked (padding) entries, which may hold anything.
+_SAFE_VALUE: Final = {
+    "rate_rps": 0.0,
+    "service_ms": 1.0,
+    "second_moment_ms2": 1.0,
+    "swap_ms": 0.0,
+    "share_frac": 1.0,
+    "host_tail_ms": 0.0,
+}
+_BASE_FIELDS: Final = ("rate_rps", "service_ms", "second_moment_ms2")
+
+
+def _clean(sv: DeviceServices, fields: tuple[str, ...] = _BASE_FIELDS) -> DeviceServices:
+    """``sv`` with the named fields' masked entries replaced by harmless values.
+
+    Only the fields a mode reads are touched (each ``np.where`` is a full pass over the arrays).
+    ``overhead_frac`` needs none: it is only used through ``np.where(mask, ...)``.
+    """
+    if sv.mask.all():
+        return sv
+    values = {name: getattr(sv, name) for name in DeviceServices.__slots__}
+    for name in fields:
+        values[name] = np.where(sv.mask, values[name], _SAFE_VALUE[name])
+    return DeviceServices._trusted(**values)
+
 
 def _colocation_factor(sv: DeviceServices, params: ModelParams) -> np.ndarray:
     """(..., K) service-time multiplier 1 + overhead where ≥ 2 services are active, else 1."""
+    if params.colocation_overhead_frac == 0.0 and not sv.overhead_frac.any():
+        return np.ones(())
     colocated = (sv.active.sum(axis=-1, keepdims=True) >= 2) & sv.mask
     return np.where(colocated, 1.0 + params.colocation_overhead_frac + sv.overhead_frac, 1.0)
 
@@ -390,51 +446,60 @@ def _own_mg1(
     return Prediction(latency, wait, np.where(sv.mask, service_ms, 0.0), np.where(sv.mask, rho, 0.0), util)
 
 
-def _from_queue(
-    sv: DeviceServices, latency: np.ndarray, wait: np.ndarray, service: np.ndarray, rho: np.ndarray
-) -> Prediction:
-    rho_k = np.where(sv.mask, rho[..., None], 0.0)
-    return Prediction(latency, wait, service, rho_k, rho)
+def _from_queue(sv: DeviceServices, m: QueueMetrics) -> Prediction:
+    rho_k = np.where(sv.mask, m.utilization[..., None], 0.0)
+    return Prediction(m.latency_ms, m.wait_ms, m.service_ms, rho_k, m.utilization)
 
 
 def _time_slicing(sv: DeviceServices, params: ModelParams) -> Prediction:
+    # Per-device quantities stay at shape (...) and are broadcast once: at tens of thousands of
+    # devices each full (..., K) pass costs about as much as the whole per-device arithmetic.
+    sv = _clean(sv)
     factor = _colocation_factor(sv, params)
-    s = sv.service_ms * factor
-    if params.time_slicing == "paper":
-        shared = time_sliced_queue(sv.rate_rps, s, mask=sv.mask)
-    else:
-        shared = processor_sharing_queue(sv.rate_rps, s, mask=sv.mask)
-    # One active model alone: its own M/G/1 queue (M/D/1 for deterministic service), §A. A
-    # request of an idle co-located model (rate 0) waits the same W behind it.
+    s = sv.service_ms if factor.ndim == 0 else sv.service_ms * factor
     lam = sv.rate_rps / MS_PER_S
-    rho = shared.utilization
-    gap = 1.0 - rho
-    wait_alone = np.full(rho.shape, np.inf)
-    np.divide(
-        np.sum(lam * sv.second_moment_ms2 * factor**2, axis=-1), 2.0 * gap, out=wait_alone, where=gap > 0.0
-    )
-    alone = (sv.active.sum(axis=-1) <= 1)[..., None]
-    wait_k = np.where(sv.mask, np.where(alone, wait_alone[..., None], shared.wait_ms), 0.0)
+    rho = np.sum(lam * s, axis=-1)
+    inv_gap = _wait_factor(rho)  # 1/(1 − ρ), inf where ρ ≥ 1
+    alone = np.count_nonzero(sv.rate_rps > 0, axis=-1) <= 1
+    if alone.any():
+        # One active model alone: its own M/G/1 queue (M/D/1 for deterministic service), §A. A
+        # request of an idle co-located model (rate 0) waits the same W behind it.
+        m2 = sv.second_moment_ms2 if factor.ndim == 0 else sv.second_moment_ms2 * factor**2
+        wait_alone = _unbounded_where(rho, np.sum(lam * m2, axis=-1) * inv_gap / 2.0)
+    else:
+        wait_alone = np.zeros(rho.shape)
+    if params.time_slicing == "paper":
+        mean_s = _safe_div(rho, np.sum(lam, axis=-1))  # E[S] = Σλᵢ Sᵢ / λ
+        wait_dev = np.where(alone, wait_alone, _unbounded_where(rho, mean_s * rho * inv_gap))
+        wait_k = np.where(sv.mask, wait_dev[..., None], 0.0)
+    else:  # per-class processor sharing: Wᵢ = Sᵢ·ρ/(1 − ρ)
+        slow = _unbounded_where(rho, rho * inv_gap)
+        wait_k = np.where(
+            sv.mask, np.where(alone[..., None], wait_alone[..., None], s * slow[..., None]), 0.0
+        )
     latency = np.where(sv.mask, s + wait_k, 0.0)
-    return _from_queue(sv, latency, wait_k, np.where(sv.mask, s, 0.0), rho)
+    return _from_queue(sv, QueueMetrics(latency, wait_k, np.where(sv.mask, s, 0.0), rho))
 
 
 def _edgetpu(sv: DeviceServices, params: ModelParams) -> Prediction:
+    sv = _clean(sv, (*_BASE_FIELDS, "swap_ms", "host_tail_ms"))
     factor = _colocation_factor(sv, params)
-    m = edgetpu_swap_queue(
-        sv.rate_rps,
-        sv.service_ms * factor,
+    s = sv.service_ms * factor
+    m = _edgetpu_core(
+        sv.rate_rps / MS_PER_S,
+        s,
         sv.swap_ms,
-        second_moment_ms2=sv.second_moment_ms2 * factor**2,
-        host_tail_ms=np.minimum(sv.host_tail_ms, sv.service_ms * factor),
-        swap_moment=params.swap_moment,
-        swap_prob_scale=params.swap_prob_scale,
-        mask=sv.mask,
+        np.minimum(sv.host_tail_ms, s),
+        np.maximum(sv.second_moment_ms2 - sv.service_ms**2, 0.0) * factor**2,
+        sv.mask,
+        params.swap_moment,
+        params.swap_prob_scale,
     )
-    return _from_queue(sv, m.latency_ms, m.wait_ms, m.service_ms, m.utilization)
+    return _from_queue(sv, m)
 
 
 def _mps(sv: DeviceServices, params: ModelParams) -> Prediction:
+    sv = _clean(sv, (*_BASE_FIELDS, "share_frac"))
     active = sv.active
     others = active.sum(axis=-1, keepdims=True) - active.astype(int)
     stretch = (1.0 + params.mps_contention_frac * others) * _colocation_factor(sv, params) / sv.share_frac
@@ -442,6 +507,7 @@ def _mps(sv: DeviceServices, params: ModelParams) -> Prediction:
 
 
 def _mig(sv: DeviceServices, params: ModelParams) -> Prediction:
+    sv = _clean(sv, (*_BASE_FIELDS, "share_frac"))
     n = params.mig_slices_per_gpu
     slices = np.clip(np.floor(sv.share_frac * n + 1e-9), 1, n)
     frac = slices / n
@@ -449,6 +515,7 @@ def _mig(sv: DeviceServices, params: ModelParams) -> Prediction:
 
 
 def _exclusive(sv: DeviceServices, params: ModelParams) -> Prediction:
+    sv = _clean(sv)
     pred = _own_mg1(sv, sv.service_ms, sv.second_moment_ms2, np.ones(sv.shape))
     shared = (sv.mask.sum(axis=-1, keepdims=True) > 1) & sv.mask
     return Prediction(
@@ -461,10 +528,9 @@ def _exclusive(sv: DeviceServices, params: ModelParams) -> Prediction:
 
 
 def _cpu(sv: DeviceServices, params: ModelParams) -> Prediction:
-    m = processor_sharing_queue(
-        sv.rate_rps, sv.service_ms * _colocation_factor(sv, params), cores=sv.cores, mask=sv.mask
-    )
-    return _from_queue(sv, m.latency_ms, m.wait_ms, m.service_ms, m.utilization)
+    sv = _clean(sv, ("rate_rps", "service_ms"))
+    s = sv.service_ms * _colocation_factor(sv, params)
+    return _from_queue(sv, _ps_core(sv.rate_rps / MS_PER_S, s, sv.cores.astype(np.int64), sv.mask))
 
 
 #: Sharing mode → model. Keys are the node label values of the contract plus ``edgetpu``/``cpu``.
@@ -537,7 +603,7 @@ def predict(sharing: str, services: DeviceServices, params: ModelParams | None =
     ([45.0, 55.0], 0.5)
     """
     model = _model_for(sharing)
-    return model(services.sanitized(), params if params is not None else ModelParams())
+    return model(services, params if params is not None else ModelParams())
 
 
 def predict_modes(
@@ -573,7 +639,7 @@ def predict_modes(
 
 
 def _subset(sv: DeviceServices, rows: np.ndarray) -> DeviceServices:
-    return DeviceServices(
+    return DeviceServices._trusted(
         rate_rps=sv.rate_rps[rows],
         service_ms=sv.service_ms[rows],
         second_moment_ms2=sv.second_moment_ms2[rows],
