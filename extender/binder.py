@@ -11,6 +11,7 @@ import threading
 from collections.abc import Mapping
 
 from qosched.extender.cluster import StaticCluster
+from qosched.extender.kube_binder import KubeBinder
 from qosched.extender.objects import pod_node
 from qosched.extender.runtime import BindError
 
@@ -43,3 +44,6 @@ class SnapshotBinder:
                 )
             self.cluster.record_binding(pod_uid or uid, node, annotations)
             self.bindings.append((f"{namespace}/{name}", uid, node, dict(annotations)))
+
+
+__all__ = ["KubeBinder", "SnapshotBinder"]

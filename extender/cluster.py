@@ -40,7 +40,7 @@ from qosched.extender.objects import (
     split_list,
 )
 from qosched.policies.state import ClusterState, DeviceMemoryLookup, ServiceLookup, StateError
-from qosched.policies.types import GPU_MILLI_PER_DEVICE, Allocation, DemandError
+from qosched.policies.types import GPU_MILLI_PER_DEVICE, Allocation, DemandError, NodeView, PodDemand
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ class ClusterCache:
         self._assumed: dict[str, float] = {}  # uid -> expiry (monotonic s)
         self._expiry_heap: list[tuple[float, str]] = []
         self._synced = threading.Event()
+        self._nodes: dict[str, NodeView] = {}  # live nodes (a deleted node's row stays in ``state``)
+        self._uid_by_key: dict[str, str] = {}  # "namespace/name" -> uid
+        self._waiting: dict[str, Allocation] = {}  # uid -> allocation of a pod bound to an unknown node
 
     # ------------------------------------------------------------------ readiness
     @property
@@ -99,7 +102,7 @@ class ClusterCache:
     def stats(self) -> CacheStats:
         with self.lock:
             return CacheStats(
-                nodes=len(self.state.node_names),
+                nodes=len(self._nodes),
                 pods=len(self._pods),
                 placed=len(self.state),
                 assumed=len(self._assumed),
@@ -113,37 +116,49 @@ class ClusterCache:
             return self._pods.get(uid)
 
     def pod_by_name(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        key = f"{namespace}/{name}"
         with self.lock:
-            for obj in self._pods.values():
-                if pod_key(obj) == key:
-                    return obj
-        return None
+            uid = self._uid_by_key.get(f"{namespace}/{name}")
+            return None if uid is None else self._pods.get(uid)
 
     # ------------------------------------------------------------------ events
+    # Parsing (``node_view``, ``pod_demand``: quantities, annotations) happens before the lock is
+    # taken; only the accounting runs under it.
     def replace_all(self, nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> None:
         """A full (re)list: rebuild everything, keeping assumptions the list does not contradict."""
-        views = []
-        for obj in nodes:
-            try:
-                views.append(node_view(obj))
-            except ValueError as err:
-                log.warning("ignoring node: %s", err)
+        views = self._node_views(nodes)
+        parsed = [(obj, self._demand(obj)) for obj in pods]
         with self.lock:
-            assumed = [a for uid in self._assumed if (a := self.state.allocation(uid)) is not None]
-            self.state = ClusterState(views, self._lookup, self._device_memory)
-            self._pods = {}
-            for obj in pods:
-                self._apply_pod_locked(obj)
-            for alloc in assumed:
-                if alloc.uid not in self.state and alloc.uid in self._assumed:
-                    listed = self._pods.get(alloc.uid)
-                    if listed is None or pod_node(listed) is None:
-                        self._add_locked(alloc, strict=False)
-                    else:
-                        self._assumed.pop(alloc.uid, None)
-                else:
-                    self._assumed.pop(alloc.uid, None)
+            assumed = self._assumed_allocations_locked()
+            self._reset_state_locked(views)
+            self._set_pods_locked(parsed, assumed)
+
+    def replace_nodes(self, nodes: Iterable[Mapping[str, Any]]) -> None:
+        """A relist of nodes only: new node set, every known pod kept on the nodes still listed.
+
+        Pods on nodes that are gone wait (uncounted) until their node comes back or they are
+        deleted; assumptions on gone nodes are dropped.
+        """
+        views = self._node_views(nodes)
+        with self.lock:
+            allocs = list(self.state.allocations())
+            waiting = list(self._waiting.values())
+            self._reset_state_locked(views)
+            self._waiting = {}
+            for alloc in allocs:
+                if alloc.node in self._nodes:
+                    self._add_locked(alloc, strict=False)
+                elif self._assumed.pop(alloc.uid, None) is None:
+                    self._waiting[alloc.uid] = alloc
+            for alloc in waiting:
+                self._add_locked(alloc, strict=False)
+
+    def replace_pods(self, pods: Iterable[Mapping[str, Any]]) -> None:
+        """A relist of pods only: the nodes stay, pod accounting is rebuilt from the list."""
+        parsed = [(obj, self._demand(obj)) for obj in pods]
+        with self.lock:
+            assumed = self._assumed_allocations_locked()
+            self._reset_state_locked(list(self._nodes.values()))
+            self._set_pods_locked(parsed, assumed)
 
     def apply_node(self, obj: Mapping[str, Any]) -> None:
         try:
@@ -152,33 +167,102 @@ class ClusterCache:
             log.warning("ignoring node: %s", err)
             return
         with self.lock:
+            is_new = view.name not in self._nodes
+            self._nodes[view.name] = view
             self.state.upsert_node(view)
+            if is_new and self._waiting:
+                # Pods seen bound to this node before the node itself (separate watches).
+                for alloc in [a for a in self._waiting.values() if a.node == view.name]:
+                    del self._waiting[alloc.uid]
+                    self._add_locked(alloc, strict=False)
 
     def delete_node(self, name: str) -> None:
         with self.lock:
+            self._nodes.pop(name, None)
             for alloc in self.state.remove_node(name):
-                self._assumed.pop(alloc.uid, None)
+                if self._assumed.pop(alloc.uid, None) is None:
+                    self._waiting[alloc.uid] = alloc  # back in the accounts if the node returns
 
     def apply_pod(self, obj: Mapping[str, Any]) -> None:
+        demand = self._demand(obj)
         with self.lock:
-            self._apply_pod_locked(obj)
+            self._apply_pod_locked(obj, demand)
 
     def delete_pod(self, obj: Mapping[str, Any]) -> None:
         uid = str((obj.get("metadata") or {}).get("uid") or pod_key(obj))
         with self.lock:
-            self._pods.pop(uid, None)
+            self._forget_pod_locked(uid)
             self._assumed.pop(uid, None)
             self.state.remove(uid)
 
-    def _apply_pod_locked(self, obj: Mapping[str, Any]) -> None:
+    def _node_views(self, nodes: Iterable[Mapping[str, Any]]) -> list[NodeView]:
+        views: dict[str, NodeView] = {}
+        for obj in nodes:
+            try:
+                view = node_view(obj)
+            except ValueError as err:
+                log.warning("ignoring node: %s", err)
+                continue
+            views[view.name] = view  # a name listed twice: the later object wins
+        return list(views.values())
+
+    def _demand(self, obj: Mapping[str, Any]) -> PodDemand:
         try:
-            demand = pod_demand(obj, self._class_of)
+            return pod_demand(obj, self._class_of)
         except DemandError as err:
             # Bad annotations on a running pod: account its resources as a plain pod.
             log.warning("pod %s: %s; accounted without its qosched request", pod_key(obj), err)
-            demand = pod_demand({**obj, "metadata": {**obj["metadata"], "annotations": {}}}, self._class_of)
+            meta = obj.get("metadata") or {}
+            return pod_demand({**obj, "metadata": {**meta, "annotations": {}}}, self._class_of)
+
+    def _reset_state_locked(self, views: list[NodeView]) -> None:
+        # The version keeps growing across a rebuild: the runtime reuses a decision only when the
+        # version is unchanged, and a fresh state restarting at 0 could repeat an old version
+        # with different row indexes.
+        version = self.state.version
+        self.state = ClusterState(views, self._lookup, self._device_memory)
+        self.state.version = version + 1
+        self._nodes = {v.name: v for v in views}
+
+    def _assumed_allocations_locked(self) -> list[Allocation]:
+        return [a for uid in self._assumed if (a := self.state.allocation(uid)) is not None]
+
+    def _set_pods_locked(
+        self, parsed: list[tuple[Mapping[str, Any], PodDemand]], assumed: list[Allocation]
+    ) -> None:
+        self._pods, self._uid_by_key, self._waiting = {}, {}, {}
+        for obj, demand in parsed:
+            self._apply_pod_locked(obj, demand)
+        for alloc in assumed:
+            if alloc.uid not in self._assumed:
+                continue
+            listed = self._pods.get(alloc.uid)
+            if listed is None or alloc.uid in self.state:
+                # Deleted (absent from a complete list) or listed bound: nothing left to assume.
+                self._assumed.pop(alloc.uid, None)
+            elif pod_node(listed) is None and alloc.node in self._nodes:
+                self._add_locked(alloc, strict=False)  # the list predates the binding
+            else:
+                self._assumed.pop(alloc.uid, None)
+
+    def _forget_pod_locked(self, uid: str) -> None:
+        obj = self._pods.pop(uid, None)
+        self._waiting.pop(uid, None)
+        if obj is not None:
+            key = pod_key(obj)
+            if self._uid_by_key.get(key) == uid:
+                del self._uid_by_key[key]
+
+    def _apply_pod_locked(self, obj: Mapping[str, Any], demand: PodDemand | None = None) -> None:
+        if demand is None:
+            demand = self._demand(obj)
         uid = demand.uid
+        old = self._pods.get(uid)
+        if old is not None and pod_key(old) != pod_key(obj):
+            self._forget_pod_locked(uid)
         self._pods[uid] = obj
+        self._uid_by_key[pod_key(obj)] = uid
+        self._waiting.pop(uid, None)
         alloc = running_allocation(obj, demand)
         current = self.state.allocation(uid)
         if alloc is None:
@@ -198,8 +282,10 @@ class ClusterCache:
         self._add_locked(alloc, strict=False)
 
     def _add_locked(self, alloc: Allocation, *, strict: bool) -> None:
-        if alloc.node not in self.state.node_index:
-            return  # pod on a node we do not know (yet): the node event will not re-add it; fine
+        if alloc.node not in self._nodes:
+            # Bound to a node we do not know (yet): the node's watch may lag the pods' watch.
+            self._waiting[alloc.uid] = alloc
+            return
         if alloc.pod.gpu_milli > 0 and not alloc.devices:
             alloc = self._first_fit_devices(alloc)
         try:
@@ -258,7 +344,10 @@ class ClusterCache:
         """Profiles changed: recompute every service's parameters (rare, O(cluster))."""
         with self.lock:
             self._lookup, self._device_memory = lookup, device_memory
-            self.state = self.state.rebuilt(lookup, device_memory)
+            allocs = list(self.state.allocations())
+            self._reset_state_locked(list(self._nodes.values()))
+            for alloc in allocs:
+                self._add_locked(alloc, strict=False)
 
 
 class StaticCluster(ClusterCache):
