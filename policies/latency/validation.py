@@ -382,7 +382,7 @@ class ValidationRow:
 
     run: str
     model: str
-    rate_rps: float
+    rate_rps: float | None
     measured_ms: float
     predicted_ms: float
 
@@ -417,7 +417,7 @@ class ValidationReport:
         ]
         for r in self.rows:
             lines.append(
-                f"| {r.run} | {r.model} | {r.rate_rps:.3f} | {r.measured_ms:.2f} | "
+                f"| {r.run} | {r.model} | {'—' if r.rate_rps is None else f'{r.rate_rps:.3f}'} | {r.measured_ms:.2f} | "
                 f"{r.predicted_ms:.2f} | {100 * r.rel_error:+.1f} % |"
             )
         return "\n".join(lines)
@@ -606,7 +606,7 @@ def batch_check(kind: Literal["fcfs", "ps"], path: str | Path | None = None) -> 
     return ValidationReport(
         title,
         tuple(
-            ValidationRow("concurrent", r.model, 0.0, r.concurrent_ms, float(p))
+            ValidationRow("concurrent", r.model, None, r.concurrent_ms, float(p))
             for r, p in zip(rows, predicted, strict=True)
         ),
     )
