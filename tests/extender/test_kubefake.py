@@ -386,6 +386,30 @@ def test_namespaced_watch_sees_only_its_namespace(kube_api: FakeKubeAPI, core_v1
     assert got == [("ADDED", "mine", "2")]
 
 
+def test_send_initial_events_ends_with_the_marked_bookmark(kube_api: FakeKubeAPI, core_v1: Any) -> None:
+    """Watch-list (``sendInitialEvents``): the state as ADDED events, then a bookmark annotated
+    ``k8s.io/initial-events-end`` at the version of that state."""
+    kube_api.add_pod("a")
+    kube_api.add_pod("b")
+    w = watch.Watch()
+    events: list[dict[str, Any]] = []
+    for ev in w.stream(
+        core_v1.list_pod_for_all_namespaces,
+        send_initial_events=True,
+        resource_version_match="NotOlderThan",
+        allow_watch_bookmarks=True,
+        timeout_seconds=5,
+    ):
+        events.append(ev["raw_object"])
+        if ev["type"] == "BOOKMARK":
+            w.stop()
+    assert [e["metadata"].get("name") for e in events] == ["a", "b", None]
+    assert events[-1]["metadata"] == {
+        "resourceVersion": "2",
+        "annotations": {"k8s.io/initial-events-end": "true"},
+    }
+
+
 # ------------------------------------------------------------------------------------------ BINDING
 
 
@@ -709,6 +733,16 @@ def test_resize_keeps_other_spec_changes_out(kube_api: FakeKubeAPI, core_v1: Any
     assert out.spec.containers[0].resources.limits["cpu"] == "1"
 
 
+def test_status_subresource_changes_only_status(kube_api: FakeKubeAPI, core_v1: Any) -> None:
+    kube_api.add_pod("p", node_name="gpu-0", phase="Pending")
+    out = core_v1.patch_namespaced_pod_status(
+        "p", "default", {"status": {"phase": "Running"}, "metadata": {"labels": {"x": "y"}}}
+    )
+    assert out.status.phase == "Running" and out.metadata.labels is None
+    out = core_v1.patch_namespaced_pod("p", "default", {"status": {"phase": "Failed"}})  # main resource
+    assert out.status.phase == "Running"  # status is a subresource: ignored here
+
+
 # ------------------------------------------------------------------------ CONFIGMAPS, SECRETS, LEASES
 
 
@@ -732,6 +766,26 @@ def test_configmap_create_get_replace_patch_and_conflicts(kube_api: FakeKubeAPI,
     assert sorted(patched.data) == ["a.json", "b.json", "c.json"]
     got = core_v1.read_namespaced_config_map("qosched-profiles", "qosched-system")
     assert got.metadata.resource_version == "3"
+
+
+def test_delete_configmap_answers_status_and_emits_deleted(kube_api: FakeKubeAPI, core_v1: Any) -> None:
+    created = kube_api.add_configmap("cm", "qosched-system", {"k": "v"})
+    _in_thread(kube_api, lambda: core_v1.delete_namespaced_config_map("cm", "qosched-system"))
+    w = watch.Watch()
+    got = _collect(
+        w.stream(
+            core_v1.list_namespaced_config_map, "qosched-system", resource_version="1", timeout_seconds=5
+        ),
+        w,
+        1,
+    )
+    assert got == [("DELETED", "cm", "2")]
+    (delete,) = kube_api.calls(verb="delete")
+    assert delete.status == 200
+    with pytest.raises(client.ApiException) as err:
+        core_v1.delete_namespaced_config_map("cm", "qosched-system")
+    assert err.value.status == 404
+    assert created["metadata"]["uid"]
 
 
 def test_secret_read_returns_base64_data(kube_api: FakeKubeAPI, core_v1: Any) -> None:

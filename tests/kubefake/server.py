@@ -28,8 +28,18 @@ Status; label/field selectors turn a MODIFIED that enters/leaves the selection i
 stream; LIST supports ``limit``/``continue`` and ``resourceVersionMatch=Exact``; error bodies are
 ``Status`` objects with upstream reasons and messages (:mod:`tests.kubefake.status`).
 
-Not implemented: authentication/authorisation, server-side apply (415), protobuf/CBOR, graceful
-pod deletion (DELETE removes at once), admission, discovery beyond ``/version``.
+Not implemented: authentication (an optional :class:`~tests.kubefake.rbac.RbacAuthorizer` checks
+every request as one fixed user), server-side apply (415), protobuf/CBOR, graceful pod deletion
+(DELETE removes at once), admission, discovery beyond ``/version``.
+
+Client note (kubernetes 37, also true of earlier releases): ``create_namespaced_pod_binding`` and
+``create_namespaced_binding`` declare a ``V1Binding`` response, but kube-apiserver (and this
+fake) answers 201 with a ``Status``. With the default ``_preload_content=True`` the client fails
+to deserialise it (pydantic ``ValidationError``: ``target`` is required) *after the pod was
+bound*, so a caller that retries on that error binds twice and gets a 409. Workaround::
+
+    resp = v1.create_namespaced_pod_binding(name, ns, body, _preload_content=False)
+    assert resp.status == 201      # failures still raise ApiException (status, Status JSON in .body)
 """
 
 from __future__ import annotations
