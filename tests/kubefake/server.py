@@ -49,6 +49,7 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -207,8 +208,6 @@ class _Server(ThreadingHTTPServer):
         self.connections_lock = threading.Lock()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
         if isinstance(sys.exc_info()[1], OSError):  # client went away mid-stream: not a server bug
             return
         super().handle_error(request, client_address)
