@@ -53,6 +53,7 @@ class _RichProgress:
         self._overall: Any = None
         self._current: Any = None
         self._started = 0.0
+        self._current_total = 0.0
 
     def begin(self, total_steps: int) -> None:
         self._bar.start()
@@ -60,11 +61,12 @@ class _RichProgress:
 
     def step(self, description: str, expected_s: float) -> None:
         if self._current is not None:
-            self._bar.update(self._current, completed=self._bar.tasks[self._current].total)
+            self._bar.update(self._current, completed=self._current_total)
             self._bar.advance(self._overall)
             self._bar.remove_task(self._current)
         self._started = time.monotonic()
-        self._current = self._bar.add_task(description, total=max(expected_s, 0.1))
+        self._current_total = max(expected_s, 0.1)
+        self._current = self._bar.add_task(description, total=self._current_total)
 
     def tick(self) -> None:
         if self._current is not None:
@@ -144,6 +146,21 @@ def profile() -> None:
 @click.option("--batch-size", default=1, show_default=True, type=int)
 @click.option("--out", "out_dir", default="out/profile", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=int,
+    help="Interleaved rounds: every measurement is split into this many slices taken in turn, so a "
+    "drifting host (other jobs) biases the solo profile and the co-located runs alike.",
+)
+@click.option(
+    "--nice",
+    default=0,
+    show_default=True,
+    type=int,
+    help="os.nice increment of the servers; e.g. -10 on a shared host (needs root/CAP_SYS_NICE).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_cmd(
     models: str,
@@ -161,6 +178,8 @@ def run_cmd(
     batch_size: int,
     out_dir: str,
     seed: int,
+    rounds: int,
+    nice: int,
     quiet: bool,
 ) -> None:
     """Measure solo service times, solo and co-located latency; write profiles and the report."""
@@ -214,6 +233,8 @@ def run_cmd(
             cpus=cpu_set,
             batch_size=batch_size,
             seed=seed,
+            rounds=rounds,
+            nice=nice,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

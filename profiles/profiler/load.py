@@ -136,6 +136,7 @@ class ServerSpec:
     warmup: int = 10  # discarded inferences after loading
     seed: int = 0  # weight and input seed
     cpus: tuple[int, ...] | None = None  # CPU affinity of the server; None: inherit
+    nice: int = 0  # os.nice increment (negative raises the priority; needs CAP_SYS_NICE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +241,13 @@ def server_main(conn: Connection, stop_event: Any, spec: ServerSpec) -> None:
     try:
         if spec.cpus is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, spec.cpus)
+        if spec.nice:
+            try:
+                os.nice(spec.nice)
+            except PermissionError:
+                raise PermissionError(
+                    f"nice {spec.nice}: not permitted to raise the priority (needs root or CAP_SYS_NICE)"
+                ) from None
         from qosched.profiles.profiler import require_torch
 
         torch = require_torch()

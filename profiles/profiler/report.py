@@ -4,16 +4,27 @@ The report is built from ``colocation.json`` alone (the solo service-time moment
 rates and measurements are in it), so it can be rebuilt later — ``qosched profile report DIR`` —
 when a latency model changes, without measuring again.
 
-For every member of every run the prediction is the mean latency (queueing + service) from the
-latency model for the device (:func:`predict_mean_latency_ms`), given only the solo profile
-(E[S], E[S²]) and the offered rates. The error of a row is ``(predicted − measured) / measured``;
-the report's figure of merit is the mean absolute percentage error over the co-located rows,
+For every member of every run three predictions of the mean latency (queueing + service) are
+made from the solo profile (E[S], E[S²]) and the offered rates only:
+
+``qosched``
+    :func:`qosched.policies.latency.sharing.predict`, the model the placement policies use
+    (``cpu`` mode: processor sharing over the cores; ``time-slicing`` on CUDA), uncalibrated.
+``qosched_calibrated_heldout``
+    The same model with ``colocation_overhead_frac`` fitted by
+    :mod:`qosched.policies.latency.calibration` on the *other* co-located runs (leave one run
+    out), so no reported point is predicted by a fit that saw it.
+``reference_fcfs_servers``
+    :func:`reference_fcfs_servers_ms`, a model of the profiler's own serving set-up (one FCFS
+    server per model, cores shared among busy servers), to tell model error from host noise.
+
+The error of a row is ``(predicted − measured) / measured``; the figure of merit is the mean
+absolute percentage error over the co-located rows,
 
     MAPE = 100 % · (1/N) Σ |predicted − measured| / measured,
 
-with saturated runs (requests left unserved) left out and listed separately. Solo runs get their
-own MAPE: they check the single-model queue (models.md §A: M/D/1 or M/G/1) before any
-interference enters.
+with saturated runs (requests left unserved) left out and listed. Solo runs get their own MAPE:
+they check the single-model queue before any interference enters.
 """
 
 from __future__ import annotations
@@ -42,60 +53,63 @@ class MemberLoad:
     service_second_moment_ms2: float
 
 
-def predictor_name(device: str, servers: int) -> str:
-    """Which latency model :func:`predict_mean_latency_ms` uses for this device."""
-    if device == "cuda":
-        return "time-sliced device (models.md §A: mixture M/M/1 wait + own service); M/G/1 alone"
-    return f"processor sharing over {servers} core(s), mean-field slowdown + per-server M/G/1"
+def sharing_mode(device: str, accelerator: str) -> str:
+    """The :mod:`qosched.policies.latency.sharing` mode of a profiled device.
+
+    A run on the host CPU is the ``cpu`` mode whatever ``--accelerator`` was called; on CUDA the
+    node's default sharing, time slicing (several processes on one GPU), resolved per accelerator.
+    """
+    from qosched.policies.latency.sharing import CPU_MODE, resolve_sharing
+
+    return CPU_MODE if device == "cpu" else resolve_sharing(accelerator, "time-slicing")
 
 
-def predict_mean_latency_ms(members: Sequence[MemberLoad], *, device: str, servers: int) -> list[float]:
-    """Predicted mean latency [ms] of each member (in input order); ``inf`` when a queue is unstable.
+def predict_mean_latency_ms(
+    members: Sequence[MemberLoad],
+    *,
+    device: str,
+    servers: int,
+    accelerator: str = "cpu",
+    params: Any = None,
+) -> list[float]:
+    """qosched's prediction of each member's mean latency [ms] (input order); ``inf`` if unbounded.
 
-    ``servers`` is how many requests the device serves at once at full speed (CPU cores divided
-    by threads per server). See :func:`_cpu_processor_sharing_ms` and :func:`_time_sliced_ms`.
+    Calls :func:`qosched.policies.latency.sharing.predict` — the model the placement policies
+    use — with the solo profile (E[S], E[S²]) and the offered rates; ``servers`` is the device's
+    ``cores`` (CPU cores // threads per server). ``params`` is a
+    :class:`~qosched.policies.latency.sharing.ModelParams` (default: the uncalibrated model).
     """
     if not members:
         return []
-    if device == "cuda":
-        return _time_sliced_ms(members)
-    return _cpu_processor_sharing_ms(members, servers)
+    from qosched.policies.latency.sharing import DeviceServices, predict
+
+    services = DeviceServices.build(
+        [m.rate_rps for m in members],
+        [m.service_mean_ms for m in members],
+        second_moment_ms2=[m.service_second_moment_ms2 for m in members],
+        cores=max(1, servers),
+    )
+    latency = predict(sharing_mode(device, accelerator), services, params).latency_ms
+    return [float(x) for x in latency]
 
 
-def _time_sliced_ms(members: Sequence[MemberLoad]) -> list[float]:
-    r"""models.md §A, time-sliced GPU; one model alone: M/G/1 (Pollaczek–Khinchine).
+def reference_fcfs_servers_ms(members: Sequence[MemberLoad], servers: int) -> list[float]:
+    r"""Reference model of the profiler's own serving set-up: one FCFS server process per model.
 
-    λ = Σλᵢ, E[S] = Σλᵢ Sᵢ / λ, μ = 1/E[S], E[W] = 1/(μ − λ) − 1/μ, E[Rᵢ] = Sᵢ + E[W].
-    """
-    lam = np.array([m.rate_rps / 1000.0 for m in members])  # per ms
-    s = np.array([m.service_mean_ms for m in members])
-    if len(members) == 1:
-        return _cpu_processor_sharing_ms(members, 1)
-    total = float(lam.sum())
-    if total <= 0:
-        return [float(x) for x in s]
-    mu = total / float((lam * s).sum())
-    if total >= mu:
-        return [math.inf] * len(members)
-    wait = 1.0 / (mu - total) - 1.0 / mu
-    return [float(x) + wait for x in s]
-
-
-def _cpu_processor_sharing_ms(members: Sequence[MemberLoad], servers: int) -> list[float]:
-    r"""Mean latency of single-threaded FCFS model servers sharing ``servers`` cores.
-
-    Each model server is its own FCFS queue (one request at a time). The OS shares the cores
-    among the servers that are busy: with k busy and c cores each runs at min(1, c/k) of full
-    speed (processor sharing; Linux CFS with time slices much shorter than S). Mean-field
-    approximation: server i, while busy, sees each other server j busy independently with
-    probability bⱼ, so its slowdown is
+    Each model server is its own FCFS queue (one request at a time), and the OS shares the
+    ``servers`` cores among the *servers* that are busy (not among requests): with k busy and c
+    cores each runs at min(1, c/k) of full speed. Mean-field approximation: server i, while busy,
+    sees each other server j busy independently with probability bⱼ, so its slowdown is
 
     .. math:: σᵢ = E[\max(1, (1 + Kᵢ) / c)],  Kᵢ ~ PoissonBinomial(bⱼ, j ≠ i),
-              bⱼ = min(1, λⱼ Sⱼ σⱼ)
+              bⱼ = \min(1, λⱼ Sⱼ σⱼ)
 
-    solved by fixed-point iteration; then each server is an M/G/1 queue with stretched service
-    Tᵢ = σᵢ Sᵢ (E[Tᵢ²] = σᵢ² E[Sᵢ²]): E[Rᵢ] = Tᵢ + λᵢ E[Tᵢ²] / (2 (1 − λᵢ Tᵢ)), ``inf`` when
-    λᵢ Tᵢ ≥ 1. With n ≤ c servers σ = 1 (each keeps a core) and E[Rᵢ] is the solo M/G/1 latency.
+    (fixed point, damped iteration), and each server is an M/G/1 queue with stretched service
+    Tᵢ = σᵢ Sᵢ, E[Tᵢ²] = σᵢ² E[Sᵢ²]: E[Rᵢ] = Tᵢ + λᵢ E[Tᵢ²] / (2 (1 − λᵢ Tᵢ)), ``inf`` when
+    λᵢ Tᵢ ≥ 1. Alone, or with n ≤ c servers, σ = 1 and this is the solo M/G/1 (models.md §A: "one
+    model alone: M/D/1"). It is not qosched's placement model (that is per-request processor
+    sharing, :func:`predict_mean_latency_ms`); the report shows it to separate the error of the
+    serving structure from the error of the host.
     """
     c = max(1, servers)
     lam = np.array([m.rate_rps / 1000.0 for m in members])  # per ms
@@ -103,7 +117,7 @@ def _cpu_processor_sharing_ms(members: Sequence[MemberLoad], servers: int) -> li
     s2 = np.array([m.service_second_moment_ms2 for m in members])
     n = len(members)
     sigma = np.ones(n)
-    for _ in range(500):
+    for _ in range(1000):
         busy = np.minimum(lam * s * sigma, 1.0)
         new = np.empty(n)
         for i in range(n):
@@ -113,19 +127,17 @@ def _cpu_processor_sharing_ms(members: Sequence[MemberLoad], servers: int) -> li
                     dist = np.append(dist * (1.0 - busy[j]), 0.0) + np.append(0.0, dist * busy[j])
             k = np.arange(dist.size)
             new[i] = float(np.sum(dist * np.maximum(1.0, (1.0 + k) / c)))
-        if np.max(np.abs(new - sigma)) < 1e-10:
+        done = np.max(np.abs(new - sigma), initial=0.0) < 1e-12
+        sigma = 0.5 * (sigma + new)  # damped: the map is monotone, damping avoids oscillation
+        if done:
             sigma = new
             break
-        sigma = 0.5 * (sigma + new)  # damped: the map is monotone, damping avoids oscillation
     t = sigma * s
     rho = lam * t
-    out = []
-    for i in range(n):
-        if rho[i] >= 1.0:
-            out.append(math.inf)
-        else:
-            out.append(float(t[i] + lam[i] * sigma[i] ** 2 * s2[i] / (2.0 * (1.0 - rho[i]))))
-    return out
+    return [
+        math.inf if rho[i] >= 1.0 else float(t[i] + lam[i] * sigma[i] ** 2 * s2[i] / (2.0 * (1.0 - rho[i])))
+        for i in range(n)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,9 +145,14 @@ def _cpu_processor_sharing_ms(members: Sequence[MemberLoad], servers: int) -> li
 # --------------------------------------------------------------------------------------------
 
 
+#: The predictions in a report: qosched's model as is, with ``colocation_overhead_frac`` fitted
+#: on the other co-located runs (leave one run out), and the FCFS-servers reference.
+PREDICTORS: tuple[str, ...] = ("qosched", "qosched_calibrated_heldout", "reference_fcfs_servers")
+
+
 @dataclass(frozen=True, slots=True)
 class ReportRow:
-    """One model in one run: what was offered, measured and predicted."""
+    """One model in one run: what was offered, measured and predicted (means in ms)."""
 
     run_id: str
     kind: str  # "solo" or "colocated"
@@ -146,15 +163,26 @@ class ReportRow:
     requests: int
     measured_mean_ms: float
     measured_p99_ms: float
-    predicted_mean_ms: float
+    predicted_mean_ms: float  # qosched's model, uncalibrated
+    calibrated_mean_ms: float  # qosched's model, overhead fitted without this run (nan: no fit)
+    reference_mean_ms: float  # reference_fcfs_servers_ms
     saturated: bool
+    background_cpu_cores: float  # other processes' CPU use on the device's CPUs (nan: unknown)
 
-    @property
-    def error_frac(self) -> float:
-        """(predicted − measured) / measured; nan when either is missing, inf when predicted is."""
-        if not (self.measured_mean_ms > 0 and math.isfinite(self.measured_mean_ms)):
+    def prediction_ms(self, predictor: str) -> float:
+        """The prediction of one of :data:`PREDICTORS`."""
+        return {
+            "qosched": self.predicted_mean_ms,
+            "qosched_calibrated_heldout": self.calibrated_mean_ms,
+            "reference_fcfs_servers": self.reference_mean_ms,
+        }[predictor]
+
+    def error_frac(self, predictor: str = "qosched") -> float:
+        """(predicted − measured) / measured; nan when either is missing, inf when unbounded."""
+        pred = self.prediction_ms(predictor)
+        if not (self.measured_mean_ms > 0 and math.isfinite(self.measured_mean_ms)) or math.isnan(pred):
             return math.nan
-        return (self.predicted_mean_ms - self.measured_mean_ms) / self.measured_mean_ms
+        return (pred - self.measured_mean_ms) / self.measured_mean_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,42 +190,116 @@ class Report:
     """All rows and the summary figures."""
 
     accelerator: str
-    predictor: str
+    sharing: str
+    servers: int
     rows: tuple[ReportRow, ...]
+    fitted_overhead_frac: dict[str, float]  # held-out run id → overhead fitted on the others
 
-    def _mape(self, kind: str) -> tuple[float, int]:
+    def mape_pct(self, kind: str, predictor: str = "qosched") -> tuple[float, int]:
+        """(MAPE [%], rows) over unsaturated rows of ``kind``; (nan, 0) when there are none.
+
+        Rows whose prediction is missing (nan) are skipped; an unbounded prediction makes it inf.
+        """
         errs = [
-            abs(r.error_frac)
+            abs(e)
             for r in self.rows
-            if r.kind == kind and not r.saturated and math.isfinite(r.error_frac)
+            if r.kind == kind and not r.saturated and not math.isnan(e := r.error_frac(predictor))
         ]
         return (100.0 * sum(errs) / len(errs), len(errs)) if errs else (math.nan, 0)
 
     @property
     def mape_colocated_pct(self) -> float:
-        """MAPE [%] of the predicted mean latency over co-located, unsaturated rows (nan if none)."""
-        return self._mape("colocated")[0]
+        """The headline: MAPE [%] of qosched's model over co-located, unsaturated rows."""
+        return self.mape_pct("colocated")[0]
 
     @property
     def mape_solo_pct(self) -> float:
-        """MAPE [%] over solo, unsaturated rows (nan if none)."""
-        return self._mape("solo")[0]
+        """MAPE [%] of qosched's model over solo, unsaturated rows."""
+        return self.mape_pct("solo")[0]
 
     def summary(self) -> dict[str, Any]:
         """The headline figures as a JSON-ready dict."""
+        backgrounds = [r.background_cpu_cores for r in self.rows if math.isfinite(r.background_cpu_cores)]
         return {
             "accelerator": self.accelerator,
-            "predictor": self.predictor,
+            "sharing": self.sharing,
+            "servers": self.servers,
             "mape_colocated_pct": _finite_or_none(self.mape_colocated_pct),
-            "colocated_rows": self._mape("colocated")[1],
+            "colocated_rows": self.mape_pct("colocated")[1],
             "mape_solo_pct": _finite_or_none(self.mape_solo_pct),
-            "solo_rows": self._mape("solo")[1],
+            "solo_rows": self.mape_pct("solo")[1],
+            "mape_pct_by_predictor": {
+                kind: {p: _finite_or_none(self.mape_pct(kind, p)[0]) for p in PREDICTORS}
+                for kind in ("colocated", "solo")
+            },
+            "fitted_overhead_frac_heldout": {k: round(v, 4) for k, v in self.fitted_overhead_frac.items()},
             "saturated_runs": sorted({r.run_id for r in self.rows if r.saturated}),
+            "max_background_cpu_cores": round(max(backgrounds), 3) if backgrounds else None,
         }
 
 
 def _finite_or_none(x: float) -> float | None:
     return round(x, 3) if math.isfinite(x) else None
+
+
+def _loads(run: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]]) -> list[MemberLoad]:
+    loads = []
+    for m in run["members"]:
+        if m["model"] not in services:
+            raise ValueError(f"run {run['id']!r}: no service time measured for {m['model']!r}")
+        svc = services[m["model"]]
+        loads.append(
+            MemberLoad(
+                model=m["model"],
+                rate_rps=float(m["rate_rps"]),
+                service_mean_ms=float(svc["mean"]),
+                service_second_moment_ms2=float(svc.get("second_moment", float(svc["mean"]) ** 2)),
+            )
+        )
+    return loads
+
+
+def _measured_mean(member: Mapping[str, Any]) -> float:
+    lat = member.get("latency_ms") or {}
+    return float(lat.get("mean", math.nan))
+
+
+def _heldout_calibration(
+    runs: Sequence[Mapping[str, Any]], loads: Sequence[list[MemberLoad]], sharing: str, servers: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Leave-one-run-out fit of ``colocation_overhead_frac`` over the co-located, unsaturated runs.
+
+    Uses :func:`qosched.policies.latency.calibration.leave_one_out`: for each run the overhead is
+    fitted on the *other* runs only, so no reported point is predicted by a fit that saw it.
+    Returns (run id → held-out predictions per member, run id → fitted overhead).
+    """
+    from qosched.policies.latency.calibration import CalibrationRun, leave_one_out
+    from qosched.policies.latency.sharing import DeviceServices
+
+    chosen = [
+        i
+        for i, run in enumerate(runs)
+        if run["kind"] == "colocated"
+        and not run.get("saturated", False)
+        and all(_measured_mean(m) > 0 for m in run["members"])
+    ]
+    if len(chosen) < 2:
+        return {}, {}
+    cal_runs = []
+    for i in chosen:
+        members = loads[i]
+        services = DeviceServices.build(
+            [m.rate_rps for m in members],
+            [m.service_mean_ms for m in members],
+            second_moment_ms2=[m.service_second_moment_ms2 for m in members],
+            cores=max(1, servers),
+        )
+        measured = np.array([_measured_mean(m) for m in runs[i]["members"]])
+        cal_runs.append(CalibrationRun(sharing, services, measured, label=str(runs[i]["id"])))
+    _, folds = leave_one_out(cal_runs)
+    predictions = {fold.test_labels[0]: [float(x) for x in fold.test_predicted_ms] for fold in folds}
+    overheads = {fold.test_labels[0]: float(fold.params.colocation_overhead_frac) for fold in folds}
+    return predictions, overheads
 
 
 def build_report(colocation: Mapping[str, Any]) -> Report:
@@ -210,35 +312,31 @@ def build_report(colocation: Mapping[str, Any]) -> Report:
     """
     if colocation.get("format") != "qosched-colocation-v1":
         raise ValueError(f"not a qosched colocation file (format {colocation.get('format')!r})")
-    services: Mapping[str, Mapping[str, float]] = colocation["service_ms"]
-    settings = colocation.get("settings", {})
+    services: Mapping[str, Mapping[str, Any]] = colocation["service_ms"]
+    settings = colocation.get("settings") or {}
     servers = int(settings.get("servers") or 1)
     device = str(colocation.get("device", "cpu"))
     accelerator = str(colocation.get("accelerator", device))
+    sharing = sharing_mode(device, accelerator)
+    runs = list(colocation["runs"])
+    loads = [_loads(run, services) for run in runs]
+    heldout, overheads = _heldout_calibration(runs, loads, sharing, servers)
     rows: list[ReportRow] = []
-    for run in colocation["runs"]:
-        members = run["members"]
-        loads = []
-        for m in members:
-            if m["model"] not in services:
-                raise ValueError(f"run {run['id']!r}: no service time measured for {m['model']!r}")
-            svc = services[m["model"]]
-            loads.append(
-                MemberLoad(
-                    model=m["model"],
-                    rate_rps=float(m["rate_rps"]),
-                    service_mean_ms=float(svc["mean"]),
-                    service_second_moment_ms2=float(svc["second_moment"]),
-                )
-            )
-        predicted = predict_mean_latency_ms(loads, device=device, servers=servers)
-        for m, pred in zip(members, predicted, strict=True):
+    for run, members in zip(runs, loads, strict=True):
+        predicted = predict_mean_latency_ms(members, device=device, servers=servers, accelerator=accelerator)
+        reference = reference_fcfs_servers_ms(members, servers) if device == "cpu" else predicted
+        if run["kind"] == "solo":
+            calibrated = predicted  # the co-location overhead applies only with ≥ 2 active services
+        else:
+            calibrated = heldout.get(str(run["id"]), [math.nan] * len(members))
+        background = run.get("background_cpu_cores")
+        for m, pred, cal, ref in zip(run["members"], predicted, calibrated, reference, strict=True):
             lat = m.get("latency_ms") or {}
             rows.append(
                 ReportRow(
-                    run_id=run["id"],
-                    kind=run["kind"],
-                    model=m["model"],
+                    run_id=str(run["id"]),
+                    kind=str(run["kind"]),
+                    model=str(m["model"]),
                     instance=int(m.get("instance", 0)),
                     rate_rps=float(m["rate_rps"]),
                     utilization=float(m["offered_utilization"]),
@@ -246,10 +344,19 @@ def build_report(colocation: Mapping[str, Any]) -> Report:
                     measured_mean_ms=float(lat.get("mean", math.nan)),
                     measured_p99_ms=float(lat.get("p99", math.nan)),
                     predicted_mean_ms=float(pred),
+                    calibrated_mean_ms=float(cal),
+                    reference_mean_ms=float(ref),
                     saturated=bool(run.get("saturated", False)),
+                    background_cpu_cores=math.nan if background is None else float(background),
                 )
             )
-    return Report(accelerator=accelerator, predictor=predictor_name(device, servers), rows=tuple(rows))
+    return Report(
+        accelerator=accelerator,
+        sharing=sharing,
+        servers=servers,
+        rows=tuple(rows),
+        fitted_overhead_frac=overheads,
+    )
 
 
 def load_report(out_dir: str | Path) -> Report:
@@ -277,38 +384,65 @@ _HEADER: tuple[str, ...] = (
     "rate rps",
     "ρ",
     "n",
+    "bg cores",
     "measured mean ms",
-    "predicted mean ms",
-    "error %",
+    "qosched ms",
+    "err %",
+    "calibrated ms",
+    "err %",
+    "fcfs-servers ms",
+    "err %",
     "measured p99 ms",
 )
 
 
+def _fmt(x: float, spec: str) -> str:
+    return "n/a" if math.isnan(x) else ("inf" if math.isinf(x) else format(x, spec))
+
+
 def _cells(row: ReportRow) -> tuple[str, ...]:
-    err = row.error_frac
     model = row.model if row.instance == 0 else f"{row.model}#{row.instance}"
+    preds: list[str] = []
+    for p in PREDICTORS:
+        preds += [_fmt(row.prediction_ms(p), ".2f"), _fmt(100 * row.error_frac(p), "+.1f")]
     return (
         row.run_id + (" (saturated)" if row.saturated else ""),
         model,
         f"{row.rate_rps:.2f}",
         f"{row.utilization:.2f}",
         str(row.requests),
-        f"{row.measured_mean_ms:.2f}",
-        f"{row.predicted_mean_ms:.2f}",
-        f"{100 * err:+.1f}" if math.isfinite(err) else "n/a",
-        f"{row.measured_p99_ms:.2f}",
+        _fmt(row.background_cpu_cores, ".2f"),
+        _fmt(row.measured_mean_ms, ".2f"),
+        *preds,
+        _fmt(row.measured_p99_ms, ".2f"),
     )
+
+
+_PREDICTOR_TITLES = {
+    "qosched": "qosched model",
+    "qosched_calibrated_heldout": "qosched model, overhead fitted on the other runs",
+    "reference_fcfs_servers": "reference: FCFS server per model",
+}
 
 
 def _summary_lines(report: Report) -> list[str]:
     s = report.summary()
-    lines = [f"predictor: {report.predictor}"]
+    lines = [f"device: {report.accelerator}, sharing mode `{report.sharing}`, {report.servers} core(s)"]
     for kind in ("colocated", "solo"):
-        mape = s[f"mape_{kind}_pct"]
-        shown = "n/a" if mape is None else f"{mape:.2f} %"
-        lines.append(f"MAPE {kind} (mean latency): {shown} over {s[f'{kind}_rows']} rows")
+        parts = []
+        for p in PREDICTORS:
+            mape, n = report.mape_pct(kind, p)
+            parts.append(f"{_PREDICTOR_TITLES[p]} {_fmt(mape, '.2f')} % ({n} rows)")
+        lines.append(f"MAPE {kind} (mean latency): " + "; ".join(parts))
+    if report.fitted_overhead_frac:
+        vals = list(report.fitted_overhead_frac.values())
+        lines.append(f"held-out fits of colocation_overhead_frac: {min(vals):.3f} .. {max(vals):.3f}")
     if s["saturated_runs"]:
         lines.append("saturated runs (left out): " + ", ".join(s["saturated_runs"]))
+    if s["max_background_cpu_cores"] is not None:
+        lines.append(
+            f"background CPU load of other processes: up to {s['max_background_cpu_cores']:.2f} cores"
+        )
     return lines
 
 
@@ -334,15 +468,17 @@ def report_markdown(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
+def _json_float(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 def report_json(report: Report) -> dict[str, Any]:
-    """The report as a JSON object: ``summary`` and ``rows`` (with ``error_frac``)."""
+    """The report as a JSON object: ``summary`` and ``rows`` (non-finite numbers as null)."""
     rows = []
     for r in report.rows:
-        d = asdict(r)
-        d["error_frac"] = r.error_frac if math.isfinite(r.error_frac) else None
-        d["predicted_mean_ms"] = r.predicted_mean_ms if math.isfinite(r.predicted_mean_ms) else None
-        d["measured_mean_ms"] = r.measured_mean_ms if math.isfinite(r.measured_mean_ms) else None
-        d["measured_p99_ms"] = r.measured_p99_ms if math.isfinite(r.measured_p99_ms) else None
+        d: dict[str, Any] = {k: (_json_float(v) if isinstance(v, float) else v) for k, v in asdict(r).items()}
+        for p in PREDICTORS:
+            d[f"error_frac_{p}"] = _json_float(r.error_frac(p))
         rows.append(d)
     return {"summary": report.summary(), "rows": rows}
 
@@ -359,12 +495,17 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
 
 
 __all__: Sequence[str] = (
+    "PREDICTORS",
+    "MemberLoad",
     "Report",
     "ReportRow",
     "build_report",
     "load_report",
+    "predict_mean_latency_ms",
+    "reference_fcfs_servers_ms",
     "render_table",
     "report_json",
     "report_markdown",
+    "sharing_mode",
     "write_report",
 )

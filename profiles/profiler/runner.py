@@ -160,6 +160,11 @@ class ProfilerConfig:
         Inputs per request.
     seed
         Seed of the weights, the inputs and every arrival schedule.
+    rounds
+        Interleaved rounds the plan is split into (see :func:`run_profile`).
+    nice
+        Niceness change of the servers (``os.nice``; negative needs privileges): on a shared host a
+        negative value keeps other jobs from stealing the servers' CPU time.
     """
 
     models: tuple[str, ...]
@@ -176,6 +181,8 @@ class ProfilerConfig:
     cpus: tuple[int, ...] | None = None
     batch_size: int = 1
     seed: int = 0
+    rounds: int = 3
+    nice: int = 0
 
     def __post_init__(self) -> None:
         if not self.models and not self.colocate:
@@ -193,6 +200,7 @@ class ProfilerConfig:
             ("warmup", self.warmup, 1),
             ("threads", self.threads, 1),
             ("batch-size", self.batch_size, 1),
+            ("rounds", self.rounds, 1),
         ):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value!r}")
@@ -522,6 +530,8 @@ class ProfileRun:
                 "duration_s": cfg.duration_s,
                 "min_requests": cfg.min_requests,
                 "seed": cfg.seed,
+                "rounds": cfg.rounds,
+                "nice": cfg.nice,
                 "levels": list(cfg.levels),
                 "colocate_levels": list(cfg.colocate_levels),
             },
@@ -576,7 +586,8 @@ def build_profile_dict(run: ProfileRun, model: str) -> dict[str, Any]:
     method = (
         f"closed loop, {st.count} back-to-back requests of batch {cfg.batch_size} after {cfg.warmup} "
         f"discarded warm-up inferences; torch.inference_mode, {cfg.threads} thread(s) per server "
-        f"process, one spawned process per model; {model} as in torchvision with random weights"
+        f"process, one spawned process per model, {cfg.rounds} interleaved rounds; "
+        f"{_describe_model(model)}, random weights"
     )
     where = (
         f"{host['platform']}; {host['cpu_model']}, CPUs {host['cpus']} of {host['cpu_count']}; "
@@ -607,6 +618,13 @@ def build_profile_dict(run: ProfileRun, model: str) -> dict[str, Any]:
     if device_memory:
         profile["device"] = {"memory_mib": round(float(device_memory), 1), "count": 1}
     return profile
+
+
+def _describe_model(model: str) -> str:
+    """The registry's description of ``model`` (needs torch, which a finished run has)."""
+    from qosched.profiles.profiler.models import model_spec
+
+    return model_spec(model).description
 
 
 def validate_profiles(profiles: dict[str, dict[str, Any]]) -> None:
@@ -659,8 +677,90 @@ def _seed_rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
+@dataclass(slots=True)
+class _Accumulator:
+    """Samples of one planned run (or one model's service time), pooled over the rounds."""
+
+    latency_ms: list[list[float]]
+    service_ms: list[list[float]]
+    unfinished: list[int]
+    late_starts: list[int]
+    cut: bool = False
+    busy_s: float = 0.0  # Σ background cores × duration, for the time-weighted mean
+    wall_s: float = 0.0
+
+    @classmethod
+    def empty(cls, n_members: int) -> _Accumulator:
+        return cls(
+            [[] for _ in range(n_members)], [[] for _ in range(n_members)], [0] * n_members, [0] * n_members
+        )
+
+    def add(self, results: Sequence[RunResult], cut: bool, background: float | None, wall_s: float) -> None:
+        for i, res in enumerate(results):
+            self.latency_ms[i].extend(res.latency_ms)
+            self.service_ms[i].extend(res.service_ms)
+            self.unfinished[i] += res.unfinished
+            self.late_starts[i] += res.late_starts
+        self.cut = self.cut or cut
+        if background is not None:
+            self.busy_s += background * wall_s
+            self.wall_s += wall_s
+
+    @property
+    def background_cpu_cores(self) -> float | None:
+        return self.busy_s / self.wall_s if self.wall_s > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class _PlannedRun:
+    """An open-loop run of the plan; its rates are fixed after the first round's service times."""
+
+    index: int
+    models: tuple[str, ...]
+    level: float | None
+    explicit_rates_rps: tuple[float, ...] | None
+
+    @property
+    def kind(self) -> str:
+        return "solo" if len(self.models) == 1 else "colocated"
+
+    @property
+    def run_id(self) -> str:
+        tag = f"u{self.level:.2f}" if self.level is not None else "explicit"
+        return f"{self.kind}-{'+'.join(self.models)}-{tag}"
+
+
+def plan_runs(config: ProfilerConfig) -> list[_PlannedRun]:
+    """The open-loop runs of ``config``: solo runs per model and level, then co-located groups."""
+    plan: list[tuple[tuple[str, ...], float | None, tuple[float, ...] | None]] = []
+    for model in config.all_models:
+        plan += [((model,), level, None) for level in config.levels]
+    for group in config.colocate:
+        if group.rates_rps is not None:
+            plan.append((group.models, None, group.rates_rps))
+        else:
+            plan += [(group.models, level, None) for level in config.colocate_levels]
+    return [_PlannedRun(i, models, level, rates) for i, (models, level, rates) in enumerate(plan)]
+
+
+def offered_rates_rps(run: _PlannedRun, mean_service_ms: Sequence[float], servers: int) -> tuple[float, ...]:
+    """λ of each member: explicit, or ρ/E[S] solo, or ρ·servers/(n·E[Sᵢ]) co-located (module docstring)."""
+    if run.explicit_rates_rps is not None:
+        return run.explicit_rates_rps
+    assert run.level is not None
+    n = len(run.models)
+    share = run.level * (1 if n == 1 else servers) / n
+    return tuple(share * 1000.0 / s for s in mean_service_ms)
+
+
 def run_profile(config: ProfilerConfig, progress: Progress | None = None) -> ProfileRun:
     """Run the whole plan of the module docstring and return the measurements.
+
+    The plan is measured in ``config.rounds`` interleaved rounds: each round takes a slice
+    (1/rounds of the requests or of the window) of every service-time measurement and every run,
+    and the slices are pooled. A slow drift of the host — other jobs on a shared machine — then
+    affects the solo profile and the co-located runs alike instead of biasing whichever ran
+    while the host was busy. The rates are fixed after the first round's service times.
 
     Raises
     ------
@@ -685,44 +785,64 @@ def run_profile(config: ProfilerConfig, progress: Progress | None = None) -> Pro
             warmup=config.warmup,
             seed=config.seed,
             cpus=cpus,
+            nice=config.nice,
         )
 
-    groups = config.colocate
-    n_steps = len(config.all_models) * (1 + len(config.levels)) + sum(
-        1 if g.rates_rps is not None else len(config.colocate_levels) for g in groups
-    )
-    prog.begin(n_steps)
-    services: dict[str, ServiceMeasurement] = {}
-    runs: list[RunMeasurement] = []
-    run_index = itertools.count()
+    models = config.all_models
+    plan = plan_runs(config)
+    rounds = config.rounds
+    prog.begin(rounds * (len(models) + len(plan)))
+    service_acc = {m: _Accumulator.empty(1) for m in models}
+    run_acc = {r.index: _Accumulator.empty(len(r.models)) for r in plan}
+    rates: dict[int, tuple[float, ...]] = {}
+    windows: dict[int, float] = {}
+    readies: dict[str, Ready] = {}
     try:
         with ServerPool(spec_for, config.affinity) as pool:
             prog.step("starting servers", 0.0)
-            pool.start([(m, 0) for m in config.all_models])
-            for model in config.all_models:
-                services[model] = _measure_service(pool, config, model, prog)
-                for level in config.levels:
-                    runs.append(
-                        _open_loop_run(pool, config, services, (model,), None, level, next(run_index), prog)
-                    )
-            for group in groups:
-                pool.start(_instance_keys(group.models))
-                if group.rates_rps is not None:
-                    runs.append(
-                        _open_loop_run(
-                            pool, config, services, group.models, group.rates_rps, None, next(run_index), prog
+            keys = [(m, 0) for m in models] + [k for g in config.colocate for k in _instance_keys(g.models)]
+            pool.start(keys)
+            readies = {m: pool.get(m).ready for m in models}
+            n_service = {m: _service_requests(config, readies[m]) for m in models}
+            for rnd in range(rounds):
+                for model in models:
+                    n = math.ceil(n_service[model] / rounds)
+                    _service_chunk(pool, model, n, rnd, rounds, service_acc[model], prog)
+                if rnd == 0:
+                    first_means = {m: float(np.mean(service_acc[m].service_ms[0])) for m in models}
+                    for run in plan:
+                        rates[run.index] = offered_rates_rps(
+                            run, [first_means[m] for m in run.models], config.servers
                         )
-                    )
-                else:
-                    for level in config.colocate_levels:
-                        runs.append(
-                            _open_loop_run(
-                                pool, config, services, group.models, None, level, next(run_index), prog
-                            )
+                        windows[run.index] = max(
+                            config.duration_s, max(config.min_requests / r for r in rates[run.index])
                         )
+                for run in plan:
+                    _open_loop_chunk(
+                        pool,
+                        config,
+                        run,
+                        rates[run.index],
+                        windows[run.index] / rounds,
+                        rnd,
+                        run_acc[run.index],
+                        prog,
+                    )
     finally:
         prog.end()
-    first = next(iter(services.values())).ready
+    services: dict[str, ServiceMeasurement] = {}
+    for m in models:
+        acc = service_acc[m]
+        if not acc.service_ms[0]:
+            raise ProfilerError(f"{m}: no inference completed in the service-time runs")
+        services[m] = ServiceMeasurement(
+            m, LatencyStats.from_samples(acc.service_ms[0]), readies[m], acc.background_cpu_cores
+        )
+    runs = [
+        _run_measurement(run, rates[run.index], windows[run.index], run_acc[run.index], services)
+        for run in plan
+    ]
+    first = readies[models[0]]
     host = host_description(
         config.device, config.threads, config.affinity, first.torch_version, first.device_name
     )
@@ -747,54 +867,48 @@ def _instance_keys(models: Sequence[str]) -> list[tuple[str, int]]:
     return keys
 
 
-def _measure_service(
-    pool: ServerPool, config: ProfilerConfig, model: str, prog: Progress
-) -> ServiceMeasurement:
-    srv = pool.get(model)
-    warm = np.asarray(srv.ready.warmup_service_ms[len(srv.ready.warmup_service_ms) // 2 :], dtype=float)
+def _service_requests(config: ProfilerConfig, ready: Ready) -> int:
+    """Closed-loop requests: enough for ``duration_s`` at the warm-up speed, at least ``min_requests``."""
+    warm = np.asarray(ready.warmup_service_ms[len(ready.warmup_service_ms) // 2 :], dtype=float)
     s_warm_ms = float(np.median(warm)) if warm.size else 1.0
-    n = max(config.min_requests, math.ceil(config.duration_s * 1000.0 / max(s_warm_ms, 1e-3)))
-    expected_s = n * s_warm_ms / 1000.0
-    prog.step(f"{model}: service time, {n} requests closed loop", expected_s)
+    return max(config.min_requests, math.ceil(config.duration_s * 1000.0 / max(s_warm_ms, 1e-3)))
+
+
+def _service_chunk(
+    pool: ServerPool, model: str, n: int, rnd: int, rounds: int, acc: _Accumulator, prog: Progress
+) -> None:
+    srv = pool.get(model)
+    warm = srv.ready.warmup_service_ms
+    expected_s = n * (float(np.median(warm)) if warm else 1.0) / 1000.0
+    prog.step(f"[{rnd + 1}/{rounds}] {model}: service time, {n} requests back to back", expected_s)
     start = time.monotonic() + _START_MARGIN_S
     cmd = ClosedLoopCommand(n_requests=n, start_at=start, max_s=max(10.0 * expected_s, 60.0))
-    (result,), _, background = pool.run([(srv, cmd)], deadline=start + cmd.max_s + 30.0, on_tick=prog.tick)
-    if not result.service_ms:
-        raise ProfilerError(f"{model}: no inference completed in the service-time run")
-    return ServiceMeasurement(model, LatencyStats.from_samples(result.service_ms), srv.ready, background)
+    results, cut, background = pool.run([(srv, cmd)], deadline=start + cmd.max_s + 30.0, on_tick=prog.tick)
+    acc.add(results, cut, background, time.monotonic() - start)
 
 
-def _open_loop_run(
+def _open_loop_chunk(
     pool: ServerPool,
     config: ProfilerConfig,
-    services: dict[str, ServiceMeasurement],
-    models: tuple[str, ...],
-    rates_rps: tuple[float, ...] | None,
-    level: float | None,
-    run_index: int,
+    run: _PlannedRun,
+    rates_rps: tuple[float, ...],
+    window_s: float,
+    rnd: int,
+    acc: _Accumulator,
     prog: Progress,
-) -> RunMeasurement:
-    mean_s = [services[m].stats.mean_ms / 1000.0 for m in models]
-    n = len(models)
-    if rates_rps is None:
-        assert level is not None
-        share = level * (1 if n == 1 else config.servers) / n
-        rates_rps = tuple(share / s for s in mean_s)
-    window_s = max(config.duration_s, max(config.min_requests / r for r in rates_rps))
+) -> None:
+    n = len(run.models)
     # Co-located members keep loading the device after their own window (see module docstring).
     horizon_s = config.settle_s + window_s + (window_s if n > 1 else 0.0)
-    kind = "solo" if n == 1 else "colocated"
-    tag = f"u{level:.2f}" if level is not None else "explicit"
-    run_id = f"{kind}-{'+'.join(models)}-{tag}"
     prog.step(
-        f"{run_id}: " + ", ".join(f"{m} {r:.2f} rps" for m, r in zip(models, rates_rps, strict=True)),
+        f"[{rnd + 1}/{config.rounds}] {run.run_id}: "
+        + ", ".join(f"{m} {r:.2f} rps" for m, r in zip(run.models, rates_rps, strict=True)),
         config.settle_s + window_s,
     )
-    keys = _instance_keys(models)
     start = time.monotonic() + _START_MARGIN_S
     commands = []
-    for i, (key, rate) in enumerate(zip(keys, rates_rps, strict=True)):
-        arrivals = poisson_arrivals_s(rate, horizon_s, _seed_rng(config.seed, run_index, i))
+    for i, (key, rate) in enumerate(zip(_instance_keys(run.models), rates_rps, strict=True)):
+        arrivals = poisson_arrivals_s(rate, horizon_s, _seed_rng(config.seed, run.index, rnd, i))
         cmd = OpenLoopCommand(
             arrivals_s=tuple(float(a) for a in arrivals),
             start_at=start,
@@ -806,22 +920,34 @@ def _open_loop_run(
     results, cut, background = pool.run(
         commands, deadline=start + config.settle_s + window_s + grace_s, on_tick=prog.tick
     )
+    acc.add(results, cut, background, time.monotonic() - start)
+
+
+def _run_measurement(
+    run: _PlannedRun,
+    rates_rps: tuple[float, ...],
+    window_s: float,
+    acc: _Accumulator,
+    services: dict[str, ServiceMeasurement],
+) -> RunMeasurement:
     members = []
-    for (model, inst), rate, s, res in zip(keys, rates_rps, mean_s, results, strict=True):
+    for i, ((model, inst), rate) in enumerate(zip(_instance_keys(run.models), rates_rps, strict=True)):
         members.append(
             MemberMeasurement(
                 model=model,
                 instance=inst,
                 rate_rps=rate,
-                offered_utilization=rate * s,
-                latency=LatencyStats.from_samples(res.latency_ms) if res.latency_ms else None,
-                service=LatencyStats.from_samples(res.service_ms) if res.service_ms else None,
-                unfinished=res.unfinished,
-                late_starts=res.late_starts,
+                offered_utilization=rate * services[model].stats.mean_ms / 1000.0,
+                latency=LatencyStats.from_samples(acc.latency_ms[i]) if acc.latency_ms[i] else None,
+                service=LatencyStats.from_samples(acc.service_ms[i]) if acc.service_ms[i] else None,
+                unfinished=acc.unfinished[i],
+                late_starts=acc.late_starts[i],
             )
         )
-    saturated = cut or any(m.unfinished > 0 or m.latency is None for m in members)
-    return RunMeasurement(run_id, kind, level, window_s, saturated, tuple(members), background)
+    saturated = acc.cut or any(m.unfinished > 0 or m.latency is None for m in members)
+    return RunMeasurement(
+        run.run_id, run.kind, run.level, window_s, saturated, tuple(members), acc.background_cpu_cores
+    )
 
 
 # --------------------------------------------------------------------------------------------
