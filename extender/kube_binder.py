@@ -131,19 +131,23 @@ class KubeBinder:
                 timeout=self._timeout,
                 preload_content=True,
             )
-        except urllib3.exceptions.MaxRetryError as err:
-            reason = "timeout" if isinstance(err.reason, urllib3.exceptions.TimeoutError) else "api"
-            raise BindError(f"binding {namespace}/{name} to {node}: {err.reason}", reason=reason) from None
-        except urllib3.exceptions.TimeoutError as err:
-            raise BindError(
-                f"binding {namespace}/{name} to {node} timed out: {err}", reason="timeout"
-            ) from None
         except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise BindError(f"binding {namespace}/{name} to {node}: {type(err).__name__}: {err}") from None
+            cause = err.reason if isinstance(err, urllib3.exceptions.MaxRetryError) else err
+            where = f"binding {namespace}/{name} to {node}"
+            if _is_timeout(cause):
+                raise BindError(f"{where} timed out: {cause}", reason="timeout") from None
+            raise BindError(f"{where}: {type(cause).__name__}: {cause}") from None
         status = int(resp.status)
         if 200 <= status < 300:
             return
         raise _error(status, resp.data, namespace, name, node)
+
+
+def _is_timeout(err: BaseException | None) -> bool:
+    # urllib3 2 makes NewConnectionError (refused, unreachable) a ConnectTimeoutError subclass.
+    return isinstance(err, urllib3.exceptions.TimeoutError | TimeoutError) and not isinstance(
+        err, urllib3.exceptions.NewConnectionError
+    )
 
 
 def _error(status: int, data: bytes, namespace: str, name: str, node: str) -> BindError:
