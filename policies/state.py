@@ -40,6 +40,7 @@ class ServiceParams:
     swap_ms: reload overhead when another model ran last (edge TPU) [ms].
     memory_mib: device memory the model needs [MiB]. frontend_ms: pre-processing on the node CPU [ms].
     accuracy: top-1 accuracy when known (variant choice).
+    overhead_frac: the model's own co-location slowdown (profile ``contention.overhead_frac``).
     """
 
     service_ms: float
@@ -48,6 +49,7 @@ class ServiceParams:
     memory_mib: float = 0.0
     frontend_ms: float = 0.0
     accuracy: float | None = None
+    overhead_frac: float = 0.0
 
 
 #: ``lookup(accelerator, model)`` → the model's parameters on that accelerator, or None when no
@@ -66,6 +68,7 @@ class _Placed:
     alloc: Allocation
     node_idx: int
     slots: list[tuple[int, int]]  # (device, k) service slots taken
+    affinity: int = -1  # -1 no GPU; 0 shared GPU; c >= 1 column c-1 of ``gpu_whole_pods``
 
 
 class ClusterState:
@@ -87,6 +90,8 @@ class ClusterState:
         self.node_index: dict[str, int] = {}
         self.accelerators: list[str] = []
         self._accel_code_of: dict[str, int] = {}
+        self.gpu_models: list[str] = []
+        self._gpu_model_code_of: dict[str, int] = {}
         self._placed: dict[str, _Placed] = {}
         self._pods_by_node: list[set[str]] = []
         n = len(nodes)
@@ -112,6 +117,9 @@ class ClusterState:
     def _alloc_arrays(self, n: int, d: int, k: int) -> None:
         self.n_nodes, self.n_devices, self.n_slots = n, d, k
         self.accel_code = np.full(n, -1, dtype=np.int32)
+        # Code of ``NodeView.gpu_model`` (e.g. ``V100M16``) in ``self.gpu_models``; -1 when unset.
+        # Matched against ``PodDemand.gpu_spec`` together with the accelerator key.
+        self.gpu_model_code = np.full(n, -1, dtype=np.int32)
         self.sharing_code = np.zeros(n, dtype=np.int8)
         self.device_count = np.zeros(n, dtype=np.int32)
         self.schedulable = np.zeros(n, dtype=bool)
@@ -121,6 +129,13 @@ class ClusterState:
         self.mem_used_mib = np.zeros(n, dtype=np.float64)
         self.frontend_util = np.zeros(n, dtype=np.float64)
         self.pod_count = np.zeros(n, dtype=np.int32)
+        # Bumped whenever anything about node i changes (its row, or a pod added or removed), so
+        # a consumer may memoise per-node results and reuse them while the version is unchanged.
+        self.node_version = np.zeros(n, dtype=np.int64)
+        # GPU "affinity" of the pods on each node, as the FGD simulator's GpuClustering reads it:
+        # pods sharing one GPU (gpu_milli < 1000), and pods of c whole GPUs in column c - 1.
+        self.gpu_share_pods = np.zeros(n, dtype=np.int32)
+        self.gpu_whole_pods = np.zeros((n, d), dtype=np.int32)
         self.dev_exists = np.zeros((n, d), dtype=bool)
         self.gpu_used_milli = np.zeros((n, d), dtype=np.int32)
         self.dev_mem_cap_mib = np.full(n, np.inf, dtype=np.float64)
@@ -133,6 +148,9 @@ class ClusterState:
         self.svc_swap_ms = np.zeros((n, d, k))
         self.svc_share_frac = np.ones((n, d, k))
         self.svc_slo_ms = np.full((n, d, k), np.inf)
+        # Percentile the SLO refers to (``qosched.io/slo-percentile``); NaN = the mean.
+        self.svc_slo_percentile = np.full((n, d, k), np.nan)
+        self.svc_overhead_frac = np.zeros((n, d, k))
         self.svc_mem_mib = np.zeros((n, d, k))
         self.svc_class: list[list[list[str | None]]] = [[[None] * k for _ in range(d)] for _ in range(n)]
         self.svc_uid: list[list[list[str | None]]] = [[[None] * k for _ in range(d)] for _ in range(n)]
@@ -146,11 +164,22 @@ class ClusterState:
             self._accel_code_of[accelerator] = code
         return code
 
+    def gpu_model_code_of(self, gpu_model: str) -> int:
+        """Stable small integer for a GPU model name (index into ``self.gpu_models``)."""
+        code = self._gpu_model_code_of.get(gpu_model)
+        if code is None:
+            code = len(self.gpu_models)
+            self.gpu_models.append(gpu_model)
+            self._gpu_model_code_of[gpu_model] = code
+        return code
+
     def _write_node_row(self, i: int, view: NodeView) -> None:
+        self.node_version[i] += 1
         slots = self._device_slots(view)
         if slots > self.n_devices:
             self._grow(devices=slots)
         self.accel_code[i] = -1 if view.accelerator is None else self.accelerator_code(view.accelerator)
+        self.gpu_model_code[i] = -1 if view.gpu_model is None else self.gpu_model_code_of(view.gpu_model)
         self.sharing_code[i] = SHARING_MODES.index(view.sharing)
         self.device_count[i] = slots
         self.schedulable[i] = view.schedulable
@@ -238,6 +267,8 @@ class ClusterState:
         self.cpu_cap_milli[i] = 0
         self.mem_cap_mib[i] = 0
         self.accel_code[i] = -1
+        self.gpu_model_code[i] = -1
+        self.node_version[i] += 1
         self.node_views[i] = NodeView(name=name, schedulable=False)
         self.version += 1
         return dropped
@@ -298,6 +329,14 @@ class ClusterState:
         self.cpu_used_milli[i] += pod.cpu_milli
         self.mem_used_mib[i] += pod.memory_mib
         self.pod_count[i] += 1
+        self.node_version[i] += 1
+        if pod.gpu_milli > 0:
+            if pod.gpu_milli < GPU_MILLI_PER_DEVICE:
+                placed.affinity = 0
+                self.gpu_share_pods[i] += 1
+            else:
+                placed.affinity = min(pod.gpu_count, self.n_devices)
+                self.gpu_whole_pods[i, placed.affinity - 1] += 1
         view = self.node_views[i]
         model = alloc.model or pod.model
         params = self.service_params(view.accelerator, model) if pod.is_inference else None
@@ -343,6 +382,8 @@ class ClusterState:
         self.svc_swap_ms[i, d, k] = params.swap_ms
         self.svc_share_frac[i, d, k] = share
         self.svc_slo_ms[i, d, k] = np.inf if pod.slo_ms is None else pod.slo_ms
+        self.svc_slo_percentile[i, d, k] = np.nan if pod.slo_percentile is None else pod.slo_percentile
+        self.svc_overhead_frac[i, d, k] = params.overhead_frac
         self.svc_mem_mib[i, d, k] = params.memory_mib
         self.dev_mem_used_mib[i, d] += params.memory_mib
         self.svc_class[i][d][k] = pod.qos_class
@@ -358,6 +399,11 @@ class ClusterState:
         self.cpu_used_milli[i] -= pod.cpu_milli
         self.mem_used_mib[i] -= pod.memory_mib
         self.pod_count[i] -= 1
+        self.node_version[i] += 1
+        if placed.affinity == 0:
+            self.gpu_share_pods[i] -= 1
+        elif placed.affinity > 0:
+            self.gpu_whole_pods[i, placed.affinity - 1] -= 1
         milli = pod.milli_per_device if pod.gpu_milli > 0 else 0
         modelled = {d for d, _ in placed.slots}
         for d in alloc.devices:
@@ -373,6 +419,8 @@ class ClusterState:
             self.svc_swap_ms[i, d, k] = 0.0
             self.svc_share_frac[i, d, k] = 1.0
             self.svc_slo_ms[i, d, k] = np.inf
+            self.svc_slo_percentile[i, d, k] = np.nan
+            self.svc_overhead_frac[i, d, k] = 0.0
             self.svc_mem_mib[i, d, k] = 0.0
             self.svc_class[i][d][k] = None
             self.svc_uid[i][d][k] = None

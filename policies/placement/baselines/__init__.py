@@ -1,0 +1,1 @@
+"""Interference-blind baselines: Kubernetes' own scores, the Ibis knapsacks, the FGD paper's baselines."""

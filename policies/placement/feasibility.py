@@ -1,0 +1,694 @@
+r"""Interference-aware feasibility of placing a pod on candidate devices, vectorised.
+
+For every (node, device) pair asked about, the pod is appended as one extra service slot to the
+device's co-located services (the ``svc_*`` arrays of
+:class:`~qosched.policies.state.ClusterState`, shape ``(n, D, K)``), giving padded arrays of
+shape ``(E, K + 1)``, and the **latency package** judges them:
+
+- :func:`qosched.policies.latency.sharing.predict` — latency of every service on the device and
+  the device's utilisation, with the model of the device's sharing mode
+  (:func:`~qosched.policies.latency.sharing.resolve_sharing`: edge TPU swap M/G/1, GPU time
+  slicing, MPS, MIG, exclusive, CPU processor sharing; models.md §A);
+- :func:`qosched.policies.latency.feasibility.feasible` — the rule of models.md §A: device memory
+  ≤ 0.8, utilisation ≤ 0.8, front end ≤ 0.8, and the predicted latency of **every** co-located
+  service, the new one included, within its SLO.
+
+Nothing here re-implements a latency formula; this module only builds the arrays, calls those
+two functions, and maps their reason codes onto :class:`~qosched.policies.placement.base.Reason`.
+
+Cost control. Predicting every device of every candidate would dominate decision time, so the
+drivers evaluate only what a decision needs:
+
+- :func:`first_feasible` walks each node's devices in the policy's preference order and stops at
+  the first feasible one (a pass evaluates one device per unresolved node; most nodes resolve in
+  the first pass). It returns exactly what "the most preferred feasible device" means.
+- :func:`all_devices` evaluates every eligible device (policies whose *score* needs the
+  prediction of every device, e.g. least-utilised device).
+- A device whose memory alone already breaks the threshold is rejected before prediction with
+  ``DEVICE_MEMORY``: the same comparison ``feasible`` makes first, so the reason is identical.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from qosched.policies.latency.feasibility import ReasonCode, Thresholds, feasible
+from qosched.policies.latency.sharing import (
+    EDGETPU_MODE,
+    DeviceServices,
+    ModelParams,
+    Prediction,
+    predict,
+    resolve_sharing,
+)
+from qosched.policies.placement.base import Reason
+from qosched.policies.placement.constraints import Candidates
+from qosched.policies.placement.rows import row_any, row_min
+from qosched.policies.state import ClusterState
+from qosched.policies.types import GPU_MILLI_PER_DEVICE, SHARING_MODES, PodDemand
+
+__all__ = [
+    "DeviceVerdicts",
+    "InterferenceModel",
+    "NewService",
+    "all_devices",
+    "first_feasible",
+    "judge",
+    "new_service",
+]
+
+#: latency.feasibility.ReasonCode → placement Reason.
+_REASON_OF: dict[int, int] = {
+    ReasonCode.OK: Reason.OK,
+    ReasonCode.MEMORY: Reason.DEVICE_MEMORY,
+    ReasonCode.UTILIZATION: Reason.UTILIZATION,
+    ReasonCode.FRONTEND: Reason.FRONTEND,
+    ReasonCode.SLO_VIOLATION_NEW: Reason.SLO_NEW,
+    ReasonCode.SLO_VIOLATION_EXISTING: Reason.SLO_EXISTING,
+}
+_REASON_LUT = np.zeros(max(_REASON_OF) + 1, dtype=np.int8)
+for _k, _v in _REASON_OF.items():
+    _REASON_LUT[_k] = _v
+
+_MPS_MIG = (SHARING_MODES.index("mps"), SHARING_MODES.index("mig"))
+
+
+@dataclass(frozen=True, slots=True)
+class InterferenceModel:
+    """What the interference-aware policies judge placements with.
+
+    Attributes
+    ----------
+    thresholds : Thresholds
+        Limits of the feasibility rule (default: the paper's 0.8 for memory, utilisation and
+        front end).
+    params : ModelParams
+        Contention terms of the latency models for device types not in
+        ``params_by_accelerator`` (default: the paper's models, see ``ModelParams``).
+    params_by_accelerator : mapping of str to ModelParams
+        Calibrated terms per accelerator key (e.g. from ``latency.calibration.fit``).
+    """
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    params: ModelParams = field(default_factory=ModelParams)
+    params_by_accelerator: Mapping[str, ModelParams] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params_by_accelerator", MappingProxyType(dict(self.params_by_accelerator)))
+
+    def params_for(self, accelerator: str | None) -> ModelParams:
+        if accelerator is None:
+            return self.params
+        return self.params_by_accelerator.get(accelerator, self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class NewService:
+    """The pod being placed, as one service, per candidate (arrays of shape (m,)).
+
+    ``rate_rps`` is the rate on *each* device (a pod on G devices spreads its rate over them, as
+    ``ClusterState.add`` records it); the node's front end sees ``total_rate_rps``.
+    """
+
+    service_ms: np.ndarray
+    second_moment_ms2: np.ndarray
+    swap_ms: np.ndarray
+    memory_mib: np.ndarray
+    frontend_ms: np.ndarray
+    share_frac: np.ndarray
+    rate_rps: float
+    total_rate_rps: float
+    slo_ms: float
+    slo_percentile: float | None
+    signature: tuple[object, ...] | None = None
+
+
+def new_service(cand: Candidates, variant: np.ndarray) -> NewService:
+    """The pod's service parameters on each candidate for the given variant (m,) (-1: none)."""
+    pod = cand.pod
+    table = cand.variants
+    if table is None or pod.slo_ms is None:
+        raise ValueError(f"pod {pod.name}: only inference pods (model and SLO) are judged for interference")
+    spatial = np.isin(cand.state.sharing_code[cand.row], _MPS_MIG) & (pod.gpu_milli > 0)
+    share = np.where(spatial, pod.milli_per_device / GPU_MILLI_PER_DEVICE, 1.0)
+    service = table.take("service_ms", variant)
+    return NewService(
+        service_ms=np.where(variant >= 0, service, 1.0),
+        second_moment_ms2=np.where(variant >= 0, table.take("second_moment_ms2", variant), 1.0),
+        swap_ms=table.take("swap_ms", variant),
+        memory_mib=table.take("memory_mib", variant),
+        frontend_ms=table.take("frontend_ms", variant),
+        share_frac=share,
+        rate_rps=pod.rate_rps / max(1, cand.need),
+        total_rate_rps=pod.rate_rps,
+        slo_ms=float(pod.slo_ms),
+        slo_percentile=pod.slo_percentile,
+        signature=_signature(pod, variant, cand.need),
+    )
+
+
+def _signature(pod: PodDemand, variant: np.ndarray, need: int) -> tuple[object, ...] | None:
+    """Everything about the pod a device verdict depends on, when one variant is judged everywhere.
+
+    (The node's side — its services, memory, front end, accelerator, sharing mode — is covered by
+    ``ClusterState.node_version``.) None when candidates are judged with different variants.
+    """
+    if variant.size == 0 or variant.min() != variant.max() or variant[0] < 0:
+        return None
+    return (
+        pod.variants[int(variant[0])],
+        pod.rate_rps,
+        pod.slo_ms,
+        pod.slo_percentile,
+        pod.milli_per_device if pod.gpu_milli > 0 else 0,
+        need,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceVerdicts:
+    """The verdict on E (candidate position, device) pairs, arrays of shape (E,).
+
+    reason:      Reason code (``OK`` where the pod fits there with every SLO met).
+    latency_ms:  predicted mean latency of the pod on that device [ms] (inf when unbounded).
+    utilization: the device's utilisation with the pod [0..].
+    utilization_before: the same without the pod (NaN unless asked for).
+    slack_frac:  min over the device's services with an SLO, the pod included, of
+                 (SLO − latency) / SLO (≤ 0 where some SLO is missed; 1 when none has an SLO).
+    """
+
+    pos: np.ndarray
+    dev: np.ndarray
+    reason: np.ndarray
+    latency_ms: np.ndarray
+    utilization: np.ndarray
+    utilization_before: np.ndarray
+    slack_frac: np.ndarray
+
+
+def _mode_table(state: ClusterState) -> tuple[list[str], np.ndarray]:
+    """Sharing model per (accelerator code, sharing code): (mode names, int table (A+1, S))."""
+    modes: list[str] = []
+    table = np.zeros((len(state.accelerators) + 1, len(SHARING_MODES)), dtype=np.int64)
+    for a, accel in enumerate([*state.accelerators, None]):
+        for s, label in enumerate(SHARING_MODES):
+            mode = resolve_sharing(accel, label)
+            if mode not in modes:
+                modes.append(mode)
+            table[a, s] = modes.index(mode)
+    return modes, table
+
+
+def judge(
+    cand: Candidates,
+    new: NewService,
+    pos: np.ndarray,
+    dev: np.ndarray,
+    model: InterferenceModel,
+    *,
+    with_before: bool = False,
+    screen_memory: bool = True,
+) -> DeviceVerdicts:
+    """Judge the pod on the (candidate position, device) pairs ``pos``, ``dev`` (arrays (E,)).
+
+    ``screen_memory=False`` predicts every pair even where memory already fails (the
+    interference-blind policies annotate the latency of the device they chose regardless).
+    """
+    state = cand.state
+    e = pos.shape[0]
+    k = state.n_slots
+    row = cand.row[pos]
+    flat = row * state.n_devices + dev
+    reason = np.zeros(e, dtype=np.int8)
+    latency = np.full(e, np.nan)
+    util = np.full(e, np.nan)
+    before = np.full(e, np.nan)
+    slack = np.full(e, np.nan)
+    if e == 0:
+        return DeviceVerdicts(pos, dev, reason, latency, util, before, slack)
+
+    th = model.thresholds
+    mem_after = np.take(state.dev_mem_used_mib.ravel(), flat) + new.memory_mib[pos]
+    mem_cap = np.take(state.dev_mem_cap_mib, row)
+    # Rule 1 of latency.feasibility, applied before the (costly) prediction; feasible() repeats it.
+    mem_ok = (mem_after <= th.memory_frac * mem_cap) & (mem_cap > 0)
+    reason[~mem_ok] = int(Reason.DEVICE_MEMORY)
+    go = np.flatnonzero(mem_ok) if screen_memory else np.arange(e)
+    if go.size == 0:
+        return DeviceVerdicts(pos, dev, reason, latency, util, before, slack)
+
+    p_go, f_go, r_go = pos[go], flat[go], row[go]
+    groups = _groups(state, r_go, model)
+    modes = {mode for mode, _, _ in groups}
+
+    def appended(arr: np.ndarray, column: np.ndarray | float) -> np.ndarray:
+        """(E, K+1): the device's K slots, then the pod. Laid out slot-major (Fortran order) so
+        that reductions over the slots, which the latency models do, run over whole vectors."""
+        out = np.empty((k + 1, go.size), dtype=arr.dtype)
+        out[:k] = np.take(arr.reshape(-1, k), f_go, axis=0).T
+        out[k] = column
+        return out.T
+
+    def appended_if(needed: bool, arr: np.ndarray, column: np.ndarray | float, default: float) -> np.ndarray:
+        # A field no model of these devices reads (or that is the default everywhere) is passed
+        # as a broadcast constant instead of being gathered.
+        return appended(arr, column) if needed else np.broadcast_to(np.float64(default), (go.size, k + 1))
+
+    new_share = new.share_frac[p_go]
+    mask = appended(state.svc_mask, True)
+    services = DeviceServices(
+        rate_rps=appended(state.svc_rate_rps, new.rate_rps),
+        service_ms=appended(state.svc_service_ms, new.service_ms[p_go]),
+        second_moment_ms2=appended(state.svc_second_ms2, new.second_moment_ms2[p_go]),
+        swap_ms=appended_if(EDGETPU_MODE in modes, state.svc_swap_ms, new.swap_ms[p_go], 0.0),
+        share_frac=appended_if(
+            bool(modes & {"mps", "mig"}) or bool((new_share != 1.0).any()),
+            state.svc_share_frac,
+            new_share,
+            1.0,
+        ),
+        mask=mask,
+        overhead_frac=appended_if(bool(state.svc_overhead_frac.any()), state.svc_overhead_frac, 0.0, 0.0),
+        cores=np.maximum(1, np.take(state.cpu_cap_milli, r_go) // 1000),
+    )
+    slo = appended(state.svc_slo_ms, new.slo_ms)
+    pct_column = np.nan if new.slo_percentile is None else new.slo_percentile
+    has_pct = new.slo_percentile is not None or bool(np.isfinite(state.svc_slo_percentile).any())
+    pct = appended(state.svc_slo_percentile, pct_column) if has_pct else None
+    pred = _predict_groups(services, groups)
+    frontend = np.take(state.frontend_util, r_go) + new.total_rate_rps * new.frontend_ms[p_go] / 1000.0
+    new_mask = np.zeros(k + 1, dtype=bool)
+    new_mask[k] = True
+    _, code = feasible(
+        pred,
+        slo,
+        mem_after[go],
+        mem_cap[go],
+        frontend,
+        th,
+        new_mask=new_mask,
+        slo_percentile=pct,
+    )
+    reason[go] = _REASON_LUT[code]
+    latency[go] = pred.latency_ms[:, k]
+    util[go] = pred.utilization
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(mask & np.isfinite(slo), (slo - pred.latency_ms) / slo, np.inf)
+    slack[go] = np.minimum(row_min(rel), 1.0)
+    if with_before:
+        mask_before = mask.copy()
+        mask_before[:, k] = False
+        services_before = DeviceServices(
+            rate_rps=services.rate_rps,
+            service_ms=services.service_ms,
+            second_moment_ms2=services.second_moment_ms2,
+            swap_ms=services.swap_ms,
+            share_frac=services.share_frac,
+            mask=mask_before,
+            overhead_frac=services.overhead_frac,
+            cores=services.cores,
+        )
+        before[go] = _predict_groups(services_before, groups).utilization
+    return DeviceVerdicts(pos, dev, reason, latency, util, before, slack)
+
+
+#: One group of judged devices: (sharing model, model params, positions in the judged arrays;
+#: None when the group is every position).
+_Group = tuple[str, ModelParams, "np.ndarray | None"]
+
+
+def _groups(state: ClusterState, rows: np.ndarray, model: InterferenceModel) -> list[_Group]:
+    """Split judged devices by (sharing model, model params): one ``predict`` call per group."""
+    modes, table = _mode_table(state)
+    accel = np.take(state.accel_code, rows)
+    mode_of = table[accel, np.take(state.sharing_code, rows)]
+    if rows.size == 0 or (accel.min() == accel.max() and mode_of.min() == mode_of.max()):
+        a = int(accel[0]) if rows.size else -1
+        return [(modes[int(mode_of[0]) if rows.size else 0], model.params_for(_accel_name(state, a)), None)]
+    groups: dict[tuple[str, int], tuple[ModelParams, list[int]]] = {}
+    for code in np.unique(mode_of):
+        for a in np.unique(accel[mode_of == code]):
+            params = model.params_for(_accel_name(state, int(a)))
+            groups.setdefault((modes[int(code)], id(params)), (params, []))[1].append(int(a))
+    out: list[_Group] = []
+    for (mode, _), (params, accels) in groups.items():
+        sel = np.flatnonzero((mode_of == modes.index(mode)) & np.isin(accel, accels))
+        out.append((mode, params, sel))
+    return out
+
+
+def _accel_name(state: ClusterState, code: int) -> str | None:
+    return state.accelerators[code] if code >= 0 else None
+
+
+def _predict_groups(services: DeviceServices, groups: list[_Group]) -> Prediction:
+    """``predict`` for each group, assembled into one Prediction."""
+    if len(groups) == 1 and groups[0][2] is None:
+        mode, params, _ = groups[0]
+        return predict(mode, services, params)
+    shape = services.shape
+    out = Prediction(np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape[:-1]))
+    for mode, params, sel in groups:
+        assert sel is not None
+        sub = predict(mode, _take(services, sel), params)
+        for name in ("latency_ms", "wait_ms", "service_ms", "service_utilization", "utilization"):
+            getattr(out, name)[sel] = getattr(sub, name)
+    return out
+
+
+def _take(sv: DeviceServices, sel: np.ndarray) -> DeviceServices:
+    return DeviceServices(
+        rate_rps=sv.rate_rps[sel],
+        service_ms=sv.service_ms[sel],
+        second_moment_ms2=sv.second_moment_ms2[sel],
+        swap_ms=sv.swap_ms[sel],
+        share_frac=sv.share_frac[sel],
+        mask=sv.mask[sel],
+        host_tail_ms=sv.host_tail_ms[sel],
+        overhead_frac=sv.overhead_frac[sel],
+        cores=sv.cores[sel],
+    )
+
+
+@dataclass(slots=True)
+class _Memo:
+    """Memoised verdicts of one pod signature on one state, per flat device index (n·D)."""
+
+    version: np.ndarray
+    reason: np.ndarray
+    latency_ms: np.ndarray
+    utilization: np.ndarray
+    utilization_before: np.ndarray
+    slack_frac: np.ndarray
+
+    @classmethod
+    def empty(cls, size: int) -> _Memo:
+        nan = np.full(size, np.nan)
+        return cls(
+            version=np.full(size, -1, dtype=np.int64),
+            reason=np.zeros(size, dtype=np.int8),
+            latency_ms=nan,
+            utilization=nan.copy(),
+            utilization_before=nan.copy(),
+            slack_frac=nan.copy(),
+        )
+
+
+class VerdictCache:
+    """Exact memo of device verdicts across calls, per state and pod signature.
+
+    A verdict depends only on the device's node (its services, memory, front end, accelerator,
+    sharing mode) and on the pod's signature (the variant's model, rate, SLO, percentile,
+    milli-GPU, device count); the policy's :class:`InterferenceModel` is fixed per cache (one cache
+    per policy object). An entry is reused only while ``ClusterState.node_version`` of its node is
+    the one it was computed at, so a reused verdict is bit-for-bit what :func:`judge` would
+    return. It pays off when the same pod is judged again on an unchanged cluster (the extender's
+    ``prioritize`` after ``filter``) and when pods of one signature arrive in a row (replicas; in
+    the simulator, one node changes between two decisions).
+
+    States are held weakly (a dropped state drops its memo); at most ``max_signatures`` pod
+    signatures per state are kept (least recently used evicted).
+    """
+
+    def __init__(self, max_signatures: int = 16) -> None:
+        if max_signatures < 1:
+            raise ValueError(f"VerdictCache.max_signatures must be >= 1 (got {max_signatures})")
+        self.max_signatures = max_signatures
+        self._states: weakref.WeakKeyDictionary[ClusterState, OrderedDict[tuple[object, ...], _Memo]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._states.clear()
+
+    def _memo(self, state: ClusterState, key: tuple[object, ...]) -> _Memo:
+        size = state.n_nodes * state.n_devices
+        per = self._states.get(state)
+        if per is None:
+            per = OrderedDict()
+            self._states[state] = per
+        memo = per.get(key)
+        if memo is None or memo.version.shape[0] != size:
+            memo = _Memo.empty(size)
+            per[key] = memo
+            while len(per) > self.max_signatures:
+                per.popitem(last=False)
+        per.move_to_end(key)
+        return memo
+
+    def judge(
+        self,
+        cand: Candidates,
+        new: NewService,
+        pos: np.ndarray,
+        dev: np.ndarray,
+        model: InterferenceModel,
+        *,
+        with_before: bool = False,
+        screen_memory: bool = True,
+    ) -> DeviceVerdicts:
+        """:func:`judge`, answering from the memo where the node is unchanged."""
+        if new.signature is None or pos.size == 0:
+            return judge(cand, new, pos, dev, model, with_before=with_before, screen_memory=screen_memory)
+        state = cand.state
+        row = cand.row[pos]
+        flat = row * state.n_devices + dev
+        versions = np.take(state.node_version, row)
+        with self._lock:
+            memo = self._memo(state, (new.signature, with_before, screen_memory))
+            stale = np.flatnonzero(np.take(memo.version, flat) != versions)
+            self.hits += int(pos.size - stale.size)
+            self.misses += int(stale.size)
+            if stale.size:
+                v = judge(
+                    cand,
+                    new,
+                    pos[stale],
+                    dev[stale],
+                    model,
+                    with_before=with_before,
+                    screen_memory=screen_memory,
+                )
+                at = flat[stale]
+                memo.reason[at] = v.reason
+                memo.latency_ms[at] = v.latency_ms
+                memo.utilization[at] = v.utilization
+                memo.utilization_before[at] = v.utilization_before
+                memo.slack_frac[at] = v.slack_frac
+                memo.version[at] = versions[stale]
+            return DeviceVerdicts(
+                pos=pos,
+                dev=dev,
+                reason=np.take(memo.reason, flat),
+                latency_ms=np.take(memo.latency_ms, flat),
+                utilization=np.take(memo.utilization, flat),
+                utilization_before=np.take(memo.utilization_before, flat),
+                slack_frac=np.take(memo.slack_frac, flat),
+            )
+
+
+def _judge_with(
+    cache: VerdictCache | None,
+    cand: Candidates,
+    new: NewService,
+    pos: np.ndarray,
+    dev: np.ndarray,
+    model: InterferenceModel,
+    *,
+    with_before: bool = False,
+    screen_memory: bool = True,
+) -> DeviceVerdicts:
+    if cache is None:
+        return judge(cand, new, pos, dev, model, with_before=with_before, screen_memory=screen_memory)
+    return cache.judge(cand, new, pos, dev, model, with_before=with_before, screen_memory=screen_memory)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeVerdicts:
+    """Per candidate (arrays (m,)): the outcome of choosing devices on each node.
+
+    reason:  OK, or the reason of the device that came closest (the largest Reason code among
+             the node's judged devices: the checks run memory → utilisation → front end → SLO).
+    devices: (m, G) chosen devices, -1 where infeasible.
+    latency_ms, utilization, utilization_before, slack_frac: of the chosen device (the worst
+             over the chosen devices of a multi-device pod); NaN where infeasible.
+    """
+
+    reason: np.ndarray
+    devices: np.ndarray
+    latency_ms: np.ndarray
+    utilization: np.ndarray
+    utilization_before: np.ndarray
+    slack_frac: np.ndarray
+
+
+def _empty_nodes(m: int, g: int) -> NodeVerdicts:
+    nan = np.full(m, np.nan)
+    return NodeVerdicts(
+        reason=np.zeros(m, dtype=np.int8),
+        devices=np.full((m, g), -1, dtype=np.int64),
+        latency_ms=nan.copy(),
+        utilization=nan.copy(),
+        utilization_before=nan.copy(),
+        slack_frac=nan.copy(),
+    )
+
+
+def first_feasible(
+    cand: Candidates,
+    new: NewService,
+    order_key: np.ndarray,
+    eligible: np.ndarray,
+    model: InterferenceModel,
+    *,
+    with_before: bool = False,
+    cache: VerdictCache | None = None,
+) -> NodeVerdicts:
+    """Per node, the most preferred feasible device (smallest ``order_key``, ties → lower index).
+
+    Parameters
+    ----------
+    order_key : (m, D) float
+        The policy's device preference, lower first; finite where ``eligible``.
+    eligible : (m, D) bool
+        Devices that may be judged (rows of nodes already rejected: all False).
+
+    Notes
+    -----
+    A node with G > 1 devices to occupy (a multi-GPU inference pod) is judged on all its eligible
+    devices and takes the G most preferred feasible ones (each device carries rate/G).
+    """
+    m, d = eligible.shape
+    g = max(1, cand.need)
+    out = _empty_nodes(m, g)
+    if g > 1:
+        return _pick_from_all(cand, new, eligible, model, g, with_before, lambda v, where: order_key, cache)
+    remaining = eligible.copy()
+    unresolved: np.ndarray = row_any(remaining)
+    worst_reason = np.zeros(m, dtype=np.int8)
+    masked = np.where(remaining, order_key, np.inf)
+    for _ in range(d):
+        rows = np.flatnonzero(unresolved)
+        if rows.size == 0:
+            break
+        dev = np.argmin(masked[rows], axis=1)
+        v = _judge_with(cache, cand, new, rows, dev, model, with_before=with_before)
+        ok = v.reason == 0
+        hit = rows[ok]
+        out.devices[hit, 0] = dev[ok]
+        out.latency_ms[hit] = v.latency_ms[ok]
+        out.utilization[hit] = v.utilization[ok]
+        out.utilization_before[hit] = v.utilization_before[ok]
+        out.slack_frac[hit] = v.slack_frac[ok]
+        miss = rows[~ok]
+        worst_reason[miss] = np.maximum(worst_reason[miss], v.reason[~ok])
+        masked[miss, dev[~ok]] = np.inf
+        remaining[miss, dev[~ok]] = False
+        unresolved[hit] = False
+        unresolved[miss] = row_any(remaining[miss])
+    failed = row_any(eligible) & (out.devices[:, 0] < 0)
+    out.reason[failed] = worst_reason[failed]
+    return out
+
+
+def all_devices(
+    cand: Candidates,
+    new: NewService,
+    eligible: np.ndarray,
+    model: InterferenceModel,
+    *,
+    with_before: bool = False,
+    cache: VerdictCache | None = None,
+) -> tuple[DeviceVerdicts, np.ndarray]:
+    """Judge every eligible device; returns the verdicts and a (m, D) index into them (-1: not judged)."""
+    pos, dev = np.nonzero(eligible)
+    v = _judge_with(cache, cand, new, pos, dev, model, with_before=with_before)
+    where = np.full(eligible.shape, -1, dtype=np.int64)
+    where[pos, dev] = np.arange(pos.shape[0])
+    return v, where
+
+
+def spread_to_grid(v: DeviceVerdicts, where: np.ndarray, name: str, fill: float = np.nan) -> np.ndarray:
+    """A (m, D) grid of one DeviceVerdicts field (``fill`` where not judged)."""
+    values: np.ndarray = getattr(v, name)
+    grid = np.full(where.shape, fill, dtype=np.float64)
+    judged = where >= 0
+    grid[judged] = values[where[judged]]
+    return grid
+
+
+def best_feasible(
+    cand: Candidates,
+    new: NewService,
+    eligible: np.ndarray,
+    model: InterferenceModel,
+    key: Callable[[DeviceVerdicts], np.ndarray],
+    *,
+    with_before: bool = False,
+    cache: VerdictCache | None = None,
+) -> NodeVerdicts:
+    """Judge every eligible device; per node take the feasible one(s) with the smallest ``key``.
+
+    ``key(verdicts) -> (E,)`` ranks judged devices from their own prediction (e.g. the device's
+    utilisation before the pod, for least-loaded choice); ties go to the lower device index.
+    """
+    g = max(1, cand.need)
+
+    def key_of(v: DeviceVerdicts, where: np.ndarray) -> np.ndarray:
+        values = key(v) if v.pos.size else np.zeros(0)
+        grid = np.full(where.shape, np.inf)
+        judged = where >= 0
+        grid[judged] = values[where[judged]]
+        return grid
+
+    return _pick_from_all(cand, new, eligible, model, g, with_before, key_of, cache)
+
+
+def _pick_from_all(
+    cand: Candidates,
+    new: NewService,
+    eligible: np.ndarray,
+    model: InterferenceModel,
+    g: int,
+    with_before: bool,
+    key_of: Callable[[DeviceVerdicts, np.ndarray], np.ndarray],
+    cache: VerdictCache | None = None,
+) -> NodeVerdicts:
+    m = eligible.shape[0]
+    out = _empty_nodes(m, g)
+    v, where = all_devices(cand, new, eligible, model, with_before=with_before, cache=cache)
+    reason_grid = np.where(where >= 0, v.reason[np.maximum(where, 0)] if v.pos.size else 0, 0)
+    ok_grid = (where >= 0) & (reason_grid == 0)
+    masked = np.where(ok_grid, key_of(v, where), np.inf)
+    order = np.argsort(masked, axis=1, kind="stable")[:, :g]
+    enough = ok_grid.sum(axis=1) >= g
+    out.devices[:] = np.where(enough[:, None], order, -1)
+    chosen_idx = np.take_along_axis(where, order, axis=1)
+    for name, worst in (
+        ("latency_ms", np.max),
+        ("utilization", np.max),
+        ("utilization_before", np.max),
+        ("slack_frac", np.min),
+    ):
+        values = getattr(v, name)
+        picked = values[np.maximum(chosen_idx, 0)] if values.size else np.full(chosen_idx.shape, np.nan)
+        getattr(out, name)[:] = np.where(enough, worst(picked, axis=1), np.nan)
+    failed = eligible.any(axis=1) & ~enough
+    # With some devices feasible but fewer than G, report the worst reason among the others.
+    worst_reason = reason_grid[failed].max(axis=1) if failed.any() else np.zeros(0, dtype=np.int8)
+    out.reason[failed] = np.where(worst_reason == 0, int(Reason.INSUFFICIENT_GPU), worst_reason)
+    return out
+
+
+__all__ += ["NodeVerdicts", "VerdictCache", "best_feasible", "spread_to_grid"]

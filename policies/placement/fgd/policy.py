@@ -1,0 +1,111 @@
+"""``fgd``: Fragmentation Gradient Descent (Weng et al., USENIX ATC 2023; models.md §F).
+
+Each pod goes to the node, and for a fractional request the device, where the expected
+fragmentation of the node (:mod:`.score`) grows least: ``raw score = −ΔF`` [milli-GPU]. A pod
+asking for whole GPUs takes the lowest-indexed fully free ones (the simulator's
+``AllocateExclusiveGpuId``). Interference-blind, as in the paper.
+
+The expected workload is an explicit input: give a fixed :class:`~.mix.WorkloadMix`
+(``mix=``), or a :class:`~.mix.WorkloadLearner` (``learner=``) that the caller feeds with
+``observe(pod)`` as pods arrive; ``evaluate`` reads the learner's current mix and is otherwise a
+pure function of ``(state, pod, mix)`` (:func:`fgd_evaluate`). While the mix is still empty (no
+pod observed) the pod's own shape is the whole mix, so the first decisions already avoid
+leaving unusable remainders for pods like it.
+
+Followed: hkust-adsl/kubernetes-scheduler-simulator ``pkg/simulator/plugin/fgd_score.go``
+(``calculateGpuShareFragExtendScore``: per-device trial for shared GPUs, node-level for whole
+GPUs) and ``pkg/utils/frag.go`` (``NodeGpuShareFragAmount``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qosched.policies.placement import devices as device_choice
+from qosched.policies.placement.base import Evaluation, register
+from qosched.policies.placement.common import BlindPolicy, Scored
+from qosched.policies.placement.constraints import Candidates
+from qosched.policies.placement.feasibility import InterferenceModel
+from qosched.policies.placement.fgd.mix import WorkloadLearner, WorkloadMix, shape_of
+from qosched.policies.placement.fgd.score import fragmentation_delta
+from qosched.policies.state import ClusterState
+from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
+
+__all__ = ["FGDPolicy", "fgd_evaluate", "frag_delta_for", "mix_for"]
+
+
+def mix_for(pod: PodDemand, mix: WorkloadMix | None) -> WorkloadMix:
+    """``mix``, or the pod's own shape when no workload is known yet."""
+    if mix is None or mix.empty:
+        return WorkloadMix((shape_of(pod),), np.ones(1))
+    return mix
+
+
+def frag_delta_for(cand: Candidates, mix: WorkloadMix) -> np.ndarray:
+    """ΔF [milli-GPU] of the pod per candidate device, (m, D); inf where the device is not ok."""
+    pod = cand.pod
+    count = pod.gpu_count if pod.gpu_milli > 0 else 0
+    return fragmentation_delta(
+        mix,
+        cand.free_milli,
+        cand.cpu_free_milli,
+        cpu_milli=pod.cpu_milli,
+        milli=cand.milli,
+        count=count,
+        device_ok=cand.device_ok,
+    )
+
+
+def fgd_devices(cand: Candidates, delta: np.ndarray) -> np.ndarray:
+    """Devices FGD takes: the ΔF-minimising one for a fractional pod, else first fully free ones."""
+    if 0 < cand.milli < GPU_MILLI_PER_DEVICE:
+        return device_choice.by_key(delta, cand.device_ok, cand.need)
+    return device_choice.first_fit(cand.free_milli, cand.device_ok, cand.need)
+
+
+def node_delta(cand: Candidates, delta: np.ndarray, devices: np.ndarray) -> np.ndarray:
+    """ΔF of each node for the chosen devices (m,); inf where none was chosen but some are needed."""
+    if cand.need == 0 or delta.shape[1] == 0:
+        return delta[:, 0] if delta.shape[1] else np.zeros(cand.m)
+    first = devices[:, 0]
+    return np.where(
+        first >= 0, np.take_along_axis(delta, np.maximum(first, 0)[:, None], axis=1)[:, 0], np.inf
+    )
+
+
+@register("fgd")
+class FGDPolicy(BlindPolicy):
+    """Fragmentation Gradient Descent (see the module docstring)."""
+
+    name = "fgd"
+
+    def __init__(
+        self,
+        *,
+        mix: WorkloadMix | None = None,
+        learner: WorkloadLearner | None = None,
+        predict_latency: bool = True,
+        model: InterferenceModel | None = None,
+    ) -> None:
+        super().__init__(predict_latency=predict_latency, model=model)
+        if mix is not None and learner is not None:
+            raise ValueError("fgd: give a fixed mix or a learner, not both")
+        self.mix = mix
+        self.learner = learner
+
+    def current_mix(self) -> WorkloadMix | None:
+        return self.learner.mix() if self.learner is not None else self.mix
+
+    def score(self, cand: Candidates, reason: np.ndarray) -> Scored:
+        mix = mix_for(cand.pod, self.current_mix())
+        delta = frag_delta_for(cand, mix)
+        devices = fgd_devices(cand, delta)
+        d_node = node_delta(cand, delta, devices)
+        return Scored(-d_node, devices, {"frag_delta_milli": d_node})
+
+
+def fgd_evaluate(
+    state: ClusterState, pod: PodDemand, candidates: np.ndarray, mix: WorkloadMix | None
+) -> Evaluation:
+    """The pure form: FGD's evaluation of ``pod`` against ``mix`` (no learner involved)."""
+    return FGDPolicy(mix=mix).evaluate(state, pod, candidates)

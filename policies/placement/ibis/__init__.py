@@ -1,0 +1,1 @@
+"""The Ibis interference-aware placement policies (pack/DFS, spread/BFS, heterogeneity-aware)."""

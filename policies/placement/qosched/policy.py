@@ -1,0 +1,114 @@
+r"""``qosched``: interference-aware, fragmentation-aware and QoS-fair placement.
+
+1. **Feasibility** (interference-aware, as ``ibis-*``): a device is kept only if the latency
+   models predict every co-located SLO met with the pod there, the pod's included, within the
+   memory / utilisation / front-end thresholds (:mod:`qosched.policies.placement.feasibility`);
+   the pod takes, per node, the first of its variants (preference order) that fits.
+2. **Device** on each node: the feasible device where the expected fragmentation grows least
+   (FGD's device rule, :mod:`qosched.policies.placement.fgd`); for a pod without a GPU request
+   (edge TPU, CPU) all devices tie on fragmentation and the least-loaded one (Σ λ·S of its
+   services) is tried first.
+3. **Score** of the node (:class:`~.config.QoschedConfig`):
+   :math:`s = -w_f\,\Delta F/1000 + w_s\,\sigma + w_q\,\phi`, with ΔF the fragmentation increase
+   [milli-GPU], σ the latency slack of the chosen device (min over its services of
+   (SLO − latency)/SLO), φ the fairness hook's term (:mod:`.fairness_hook`; 0 without one).
+
+The workload mix for ΔF is explicit, as for ``fgd``: ``mix=`` (fixed), ``learner=`` (a
+:class:`~qosched.policies.placement.fgd.mix.WorkloadLearner` the caller feeds), or neither — then
+the policy keeps a learner of its own and :meth:`QoschedPolicy.observe` must be called with the
+pods seen. Pods without a model and SLO are placed by fragmentation (and fairness) alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qosched.policies.placement.base import register
+from qosched.policies.placement.common import AwarePolicy, Scored
+from qosched.policies.placement.constraints import Candidates
+from qosched.policies.placement.feasibility import NodeVerdicts
+from qosched.policies.placement.fgd.mix import WorkloadLearner, WorkloadMix
+from qosched.policies.placement.fgd.policy import frag_delta_for, mix_for, node_delta
+from qosched.policies.placement.qosched.config import QoschedConfig
+from qosched.policies.placement.qosched.fairness_hook import FairnessHook, FairnessInputs
+from qosched.policies.types import PodDemand
+
+__all__ = ["QoschedPolicy"]
+
+#: ΔF is rounded to this [milli-GPU] before ordering devices, so float noise cannot split ties.
+_DELTA_RESOLUTION = 1e-6
+
+
+@register("qosched")
+class QoschedPolicy(AwarePolicy):
+    """The full policy (see the module docstring)."""
+
+    name = "qosched"
+    search = "first"
+
+    def __init__(
+        self,
+        *,
+        config: QoschedConfig | None = None,
+        mix: WorkloadMix | None = None,
+        learner: WorkloadLearner | None = None,
+        fairness: FairnessHook | None = None,
+    ) -> None:
+        self.config = config if config is not None else QoschedConfig()
+        super().__init__(model=self.config.interference)
+        if mix is not None and learner is not None:
+            raise ValueError("qosched: give a fixed mix or a learner, not both")
+        if mix is None and learner is None:
+            learner = WorkloadLearner(popularity_threshold=self.config.popularity_threshold)
+        self.mix = mix
+        self.learner = learner
+        # INTEGRATION: a FairnessHook (e.g. fairness_hook.SnapshotFairness over
+        # qosched.policies.fairness.fairness_term); None → the fairness term is 0.
+        self.fairness = fairness
+
+    def observe(self, pod: PodDemand) -> None:
+        """Feed the policy's own workload learner (no-op with a fixed mix)."""
+        if self.learner is not None:
+            self.learner.observe(pod)
+
+    def current_mix(self) -> WorkloadMix | None:
+        return self.learner.mix() if self.learner is not None else self.mix
+
+    def _frag_delta(self, cand: Candidates) -> np.ndarray:
+        """ΔF per device, computed once per call (kept in the call's own ``cand.extras``)."""
+        delta = cand.extras.get("frag_delta")
+        if delta is None:
+            delta = frag_delta_for(cand, mix_for(cand.pod, self.current_mix()))
+            cand.extras["frag_delta"] = delta
+        return delta
+
+    def device_order(self, cand: Candidates) -> np.ndarray:
+        delta = self._frag_delta(cand)
+        if cand.milli > 0:
+            return np.round(delta / _DELTA_RESOLUTION) * _DELTA_RESOLUTION
+        # No GPU request: fragmentation cannot tell devices apart; least loaded first.
+        st = cand.state
+        load = (st.svc_rate_rps[cand.row] * st.svc_service_ms[cand.row]).sum(axis=-1)
+        return np.where(cand.device_ok, load, np.inf)
+
+    def node_score(self, cand: Candidates, verdicts: NodeVerdicts, variant: np.ndarray) -> Scored:
+        cfg = self.config
+        d_node = node_delta(cand, self._frag_delta(cand), verdicts.devices)
+        slack = np.nan_to_num(verdicts.slack_frac, nan=0.0)
+        base = -cfg.frag_weight * d_node / 1000.0 + cfg.slack_weight * slack
+        feasible = verdicts.devices[:, 0] >= 0 if cand.need > 0 else cand.ok
+        base = np.where(feasible & np.isfinite(base), base, -np.inf)
+        fair = np.zeros(cand.m)
+        if self.fairness is not None and cfg.fairness_weight > 0:
+            inputs = FairnessInputs(
+                state=cand.state,
+                pod=cand.pod,
+                rows=cand.row,
+                devices=verdicts.devices,
+                latency_ms=verdicts.latency_ms,
+                slack_frac=verdicts.slack_frac,
+                base_score=base,
+            )
+            fair = np.nan_to_num(np.asarray(self.fairness(inputs), dtype=np.float64), nan=0.0)
+        raw = base + cfg.fairness_weight * fair
+        return Scored(raw, verdicts.devices, {"frag_delta_milli": d_node, "fairness": fair})
