@@ -161,6 +161,13 @@ def profile() -> None:
     type=int,
     help="os.nice increment of the servers; e.g. -10 on a shared host (needs root/CAP_SYS_NICE).",
 )
+@click.option(
+    "--accuracy",
+    "accuracy_text",
+    default="",
+    help="Top-1 accuracy of the trained weights each model is served with, copied into its profile: "
+    "'resnet18=0.69758,mobilenet_v2=0.71878'.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_cmd(
     models: str,
@@ -180,6 +187,7 @@ def run_cmd(
     seed: int,
     rounds: int,
     nice: int,
+    accuracy_text: str,
     quiet: bool,
 ) -> None:
     """Measure solo service times, solo and co-located latency; write profiles and the report."""
@@ -217,6 +225,19 @@ def run_cmd(
         raise click.BadParameter(
             f"expected comma-separated CPU numbers, got {cpus!r}", param_hint="--cpus"
         ) from None
+    accuracy: list[tuple[str, float]] = []
+    for item in (x.strip() for x in accuracy_text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(item)
+            accuracy.append((name.strip(), float(value)))
+        except ValueError:
+            raise click.BadParameter(
+                f"expected MODEL=FRACTION, got {item!r}", param_hint="--accuracy"
+            ) from None
     try:
         config = ProfilerConfig(
             models=model_names,
@@ -235,6 +256,7 @@ def run_cmd(
             seed=seed,
             rounds=rounds,
             nice=nice,
+            accuracy=tuple(accuracy),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

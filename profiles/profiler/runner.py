@@ -162,6 +162,9 @@ class ProfilerConfig:
         Seed of the weights, the inputs and every arrival schedule.
     rounds
         Interleaved rounds the plan is split into (see :func:`run_profile`).
+    accuracy
+        (model, top-1 accuracy) of the trained weights the model will be served with, copied into
+        its profile; latency does not depend on the weights, so the random ones time the same.
     nice
         Niceness change of the servers (``os.nice``; negative needs privileges): on a shared host a
         negative value keeps other jobs from stealing the servers' CPU time.
@@ -183,6 +186,7 @@ class ProfilerConfig:
     seed: int = 0
     rounds: int = 3
     nice: int = 0
+    accuracy: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.models and not self.colocate:
@@ -208,6 +212,9 @@ class ProfilerConfig:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.cpus is not None and not self.cpus:
             raise ValueError("cpus: give at least one CPU")
+        for model, acc in self.accuracy:
+            if not (0.0 <= acc <= 1.0):
+                raise ValueError(f"accuracy of {model!r} must be a fraction in [0, 1], got {acc!r}")
 
     @property
     def all_models(self) -> tuple[str, ...]:
@@ -612,6 +619,10 @@ def build_profile_dict(run: ProfileRun, model: str) -> dict[str, Any]:
             "date": run.date,
         },
     }
+    accuracy = dict(cfg.accuracy)
+    if model in accuracy:
+        profile["accuracy"] = accuracy[model]
+        profile["provenance"]["source"] += "; accuracy given with --accuracy (trained weights' top-1)"
     if cfg.batch_size != 1:
         profile["batch_size"] = cfg.batch_size
     device_memory = host.get("memory_mib") if on_cpu else host.get("device_memory_mib")

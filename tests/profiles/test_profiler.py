@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -449,6 +450,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         "--settle-s=0.2",
         "--rounds=1",
         "--accelerator=test-cpu",
+        "--accuracy=tiny_cnn=0.5",
         f"--out={out}",
         "--quiet",
     ]
@@ -469,7 +471,8 @@ def test_real_run_writes_a_valid_profile(tiny_run: tuple[Path, str]) -> None:
     assert st.second_moment_ms2 >= st.mean_ms**2
     assert st.p50_ms is not None and st.p99_ms is not None and st.p99_ms >= st.p50_ms
     assert profile.memory_mib > 0
-    assert profile.provenance.source == "qosched profile run"
+    assert profile.provenance.source.startswith("qosched profile run")
+    assert profile.accuracy == 0.5
     assert "torch" in profile.provenance.measured_on
 
 
@@ -498,6 +501,32 @@ def test_real_run_report_has_the_mape(tiny_run: tuple[Path, str]) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["summary"]["colocated_rows"] == 2
     assert report["summary"]["mape_colocated_pct"] is not None
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--accuracy=tiny_cnn"], "expected MODEL=FRACTION"),
+        (["--accuracy=tiny_cnn=1.5"], "must be a fraction in \\[0, 1\\]"),
+        (["--rates=0.2,x"], "comma-separated numbers"),
+        (["--rates=1.2"], "load level 1.2"),
+        (["--colocate=tiny_cnn"], "at least 2 models"),
+        (["--cpus=a"], "CPU numbers"),
+    ],
+    ids=[
+        "accuracy-no-value",
+        "accuracy-above-1",
+        "rate-not-a-number",
+        "rate-above-1",
+        "group-of-one",
+        "bad-cpus",
+    ],
+)
+def test_bad_options_are_usage_errors(args: list[str], match: str) -> None:
+    pytest.importorskip("torch")
+    result = CliRunner().invoke(main, ["profile", "run", "--models=tiny_cnn", "--quiet", *args])
+    assert result.exit_code == 2, result.output
+    assert re.search(match, result.output), result.output
 
 
 def test_unknown_model_is_a_usage_error() -> None:
