@@ -20,11 +20,13 @@ from qosched.extender.demo_cmd import demo  # noqa: E402
 from qosched.extender.predict_cmd import predict  # noqa: E402
 from qosched.extender.profile_cmd import profile  # noqa: E402
 from qosched.extender.serve_cmd import serve  # noqa: E402
+from qosched.extender.whatif_cmd import whatif  # noqa: E402
 
 main.add_command(serve)
 main.add_command(demo)
 main.add_command(profile)
 main.add_command(predict)
+main.add_command(whatif)
 
 if __name__ == "__main__":
     main()

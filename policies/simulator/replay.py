@@ -1,0 +1,699 @@
+r"""Event-driven what-if replay of a workload through one placement policy (or scheduler).
+
+The replay feeds pods to a policy through **the same interface the extender uses**: for each
+decision, ``policy.evaluate(state, pod, rows)`` over the candidate rows, then
+:func:`~qosched.policies.placement.base.best_candidate`, then the chosen node's devices and
+variant from the :class:`~qosched.policies.placement.base.Evaluation` go into
+``ClusterState.add(Allocation(...))``. No policy is implemented twice.
+
+Events, in time order (a heap of departures merged with the sorted arrivals):
+
+* **arrival** of pod *i* at ``workload.arrival_s[i]``: the scheduler places it; if it does not
+  fit anywhere and the scheduler can preempt, it may name victims, which are evicted, and the
+  pod is tried once more; a pod that still fails is counted (``failures``) and waits in the
+  pending queue.
+* **departure** of a running pod when it has run its ``duration_s`` (a preempted pod keeps the
+  remainder): ``ClusterState.remove``; then the pending queue is retried.
+* **tick** every ``retry_interval_s`` (only when configured, e.g. by a QoS-driven scheduler
+  whose queue order changes with time): the whole pending queue is retried.
+
+At equal times departures come first (capacity freed at *t* is usable at *t*), then ticks, then
+arrivals in workload order.
+
+Pending queue (documented choice). Failed pods wait in FIFO order (of entering the queue;
+evicted pods re-enter at the back) unless the scheduler reorders it (``order``). A retry goes
+through the queue once, trying every pod — no head-of-line blocking, as kube-scheduler moves all
+unschedulable pods back to its active queue on a cluster event. To stay cheap, a pod that
+already failed is only re-evaluated when one of the nodes freed since its last try passes a
+necessary resource test (free CPU, memory, and enough devices with its milli-GPU free — every
+policy applies these hard constraints, :mod:`qosched.policies.placement.constraints`): nothing
+else changed in its favour, so skipping it cannot change the outcome. Pods evicted during a
+retry are retried in a following round at the same instant (at most ``max_rounds`` rounds).
+
+FGD mode (``qosched whatif --inflate X``): pods never depart, so no retry happens and a pod
+that fails stays failed, as in FGD's evaluation; the GPU allocation ratio after each arrival
+against the arrived workload is the FGD curve (``ReplayResult.curve_*``).
+
+Scheduler hooks. The replay talks to a :class:`Scheduler`: ``order`` (queue order), ``place``
+(one decision) and ``preempt`` (victims for a pod that does not fit), plus ``observe`` (a pod
+was submitted: workload learners such as FGD's). :class:`PolicyScheduler` adapts any
+placement policy; a policy object that also defines ``order(pending, ledger, now_s)``,
+``preempt(state, pod, ledger, now_s)`` or ``retry_interval_s`` is used as a queue/preemption
+policy with no further glue (the ``priority`` and ``qos-driven`` policies of models.md §B).
+:class:`PodLedger` gives them each pod's submission, running time, preemptions and class, from
+which delivered QoS (availability) follows.
+
+Determinism: no clock is read; randomness comes only from the passed ``numpy.random.Generator``
+(request-level latency checkpoints) and from the policies' own seeds, so equal inputs give
+equal results.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
+from qosched.policies.placement.base import PlacementPolicy, best_candidate, make_policy
+from qosched.policies.simulator.latency_checks import DEFAULT_SIM_CONFIG, LatencyBook
+from qosched.policies.simulator.requests import SimConfig
+from qosched.policies.simulator.scenarios import Workload
+from qosched.policies.state import ClusterState, DeviceMemoryLookup, ServiceLookup, StateError
+from qosched.policies.types import CPU_ACCELERATOR, GPU_MILLI_PER_DEVICE, Allocation, PodDemand
+
+__all__ = [
+    "COMPLETED",
+    "NOT_ARRIVED",
+    "PENDING",
+    "RUNNING",
+    "STATUS_NAMES",
+    "Placement",
+    "PodLedger",
+    "PolicyScheduler",
+    "ReplayConfig",
+    "ReplayResult",
+    "Scheduler",
+    "build_scheduler",
+    "replay",
+]
+
+#: Pod status codes of :attr:`PodLedger.status`.
+NOT_ARRIVED, PENDING, RUNNING, COMPLETED = 0, 1, 2, 3
+STATUS_NAMES: tuple[str, ...] = ("not-arrived", "pending", "running", "completed")
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One decision: node row, device indexes, model variant, predicted latency [ms] (NaN: none)."""
+
+    row: int
+    devices: tuple[int, ...]
+    model: str | None
+    predicted_latency_ms: float
+
+
+class PodLedger:
+    """Per-pod bookkeeping of a replay, arrays indexed by the pod's position in the workload.
+
+    Attributes
+    ----------
+    pods : tuple of PodDemand
+    index : dict
+        Pod uid → position.
+    submit_s : ndarray
+        Submission (arrival) time [s].
+    first_start_s, end_s : ndarray
+        First placement time, departure time [s]; NaN when it did not happen.
+    run_start_s : ndarray
+        Start of the current run [s]; NaN when not running.
+    running_s : ndarray
+        Running time of the runs that ended [s] (see :meth:`running_now_s`).
+    remaining_s : ndarray
+        Running time still needed [s] (``inf`` = never leaves).
+    preemptions, attempts, failures : ndarray of int
+        Evictions suffered, placement decisions made for it, decisions that found no node.
+    node_row : ndarray of int
+        State row of its current (or last) node; -1 when never placed.
+    devices, model : list
+        Devices and model variant of its current (or last) placement.
+    predicted_latency_ms : ndarray
+        The policy's prediction at its last placement [ms] (NaN: not an inference pod).
+    class_name : ndarray of str
+        Service class; ``target`` and ``rank`` its QoS target and preemption rank.
+    status : ndarray of int8
+        ``NOT_ARRIVED``, ``PENDING``, ``RUNNING`` or ``COMPLETED``.
+    """
+
+    def __init__(self, workload: Workload, classes: ClassConfig = DEFAULT_CLASS_CONFIG) -> None:
+        n = len(workload)
+        self.pods = workload.pods
+        self.index = {p.uid: i for i, p in enumerate(workload.pods)}
+        self.submit_s = np.array(workload.arrival_s, dtype=np.float64)
+        self.first_start_s = np.full(n, np.nan)
+        self.end_s = np.full(n, np.nan)
+        self.run_start_s = np.full(n, np.nan)
+        self.running_s = np.zeros(n)
+        self.remaining_s = np.array(workload.duration_s, dtype=np.float64)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.attempts = np.zeros(n, dtype=np.int64)
+        self.failures = np.zeros(n, dtype=np.int64)
+        self.node_row = np.full(n, -1, dtype=np.int64)
+        self.devices: list[tuple[int, ...]] = [()] * n
+        self.model: list[str | None] = [None] * n
+        self.predicted_latency_ms = np.full(n, np.nan)
+        self.class_name = np.array([p.qos_class for p in workload.pods], dtype=str)
+        self.target = classes.targets(self.class_name.tolist())
+        self.rank = classes.ranks(self.class_name.tolist())
+        self.status = np.zeros(n, dtype=np.int8)
+
+    def __len__(self) -> int:
+        return len(self.pods)
+
+    def running_now_s(self, now_s: float) -> np.ndarray:
+        """Running time of every pod up to ``now_s`` [s] (the current run counted)."""
+        current = np.where(np.isnan(self.run_start_s), 0.0, now_s - self.run_start_s)
+        return self.running_s + np.maximum(current, 0.0)
+
+    def availability(self, now_s: float) -> np.ndarray:
+        """Availability r / (now − submit) of every arrived pod at ``now_s`` (1 with no time elapsed)."""
+        elapsed = now_s - self.submit_s
+        out = np.ones(len(self))
+        np.divide(self.running_now_s(now_s), elapsed, out=out, where=elapsed > 0)
+        return np.clip(out, 0.0, 1.0)
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """What the replay asks of a scheduler (see the module docstring)."""
+
+    name: str
+    can_preempt: bool
+    retry_interval_s: float | None
+
+    def observe(self, pod: PodDemand) -> None:
+        """A pod was submitted (called once per arrival, before it is placed)."""
+        ...
+
+    def order(self, pending: Sequence[int], ledger: PodLedger, now_s: float) -> Sequence[int]:
+        """The order in which to retry the pending pods (positions in the workload)."""
+        ...
+
+    def place(self, state: ClusterState, pod: PodDemand) -> Placement | None:
+        """One decision, or None when no node fits."""
+        ...
+
+    def preempt(self, state: ClusterState, pod: PodDemand, ledger: PodLedger, now_s: float) -> Sequence[str]:
+        """Uids of running pods to evict so that ``pod`` fits (empty: none)."""
+        ...
+
+
+CandidateMode = Literal["all", "fit"]
+
+
+class PolicyScheduler:
+    """A :class:`Scheduler` around one placement policy.
+
+    Parameters
+    ----------
+    policy : PlacementPolicy
+        Decides through ``evaluate`` + ``best_candidate``. Its optional ``order``, ``preempt``
+        and ``retry_interval_s`` attributes become the queue and preemption hooks.
+    observe : callable, optional
+        Called with every submitted pod (e.g. a FGD ``WorkloadLearner.observe``).
+    candidates : {"all", "fit"}
+        ``all`` (default): every node is a candidate, as the extender sees them with
+        ``nodeCacheCapable``. ``fit``: only nodes whose free CPU and memory fit the pod, what
+        kube-scheduler's own NodeResourcesFit filter passes to an extender; every policy rejects
+        the other nodes anyway, so decisions are identical (a test checks it) and it is faster
+        on a full cluster.
+    """
+
+    def __init__(
+        self,
+        policy: PlacementPolicy,
+        *,
+        observe: Callable[[PodDemand], None] | None = None,
+        candidates: CandidateMode = "all",
+    ) -> None:
+        if candidates not in ("all", "fit"):
+            raise ValueError(f"candidates must be 'all' or 'fit', got {candidates!r}")
+        self.policy = policy
+        self.name = getattr(policy, "name", type(policy).__name__)
+        self._observe = observe
+        self.candidates = candidates
+        self._order = getattr(policy, "order", None)
+        self._preempt = getattr(policy, "preempt", None)
+        self.can_preempt = callable(self._preempt)
+        self.retry_interval_s: float | None = getattr(policy, "retry_interval_s", None)
+        self._rows: np.ndarray | None = None
+        self.evaluations = 0
+
+    def observe(self, pod: PodDemand) -> None:
+        if self._observe is not None:
+            self._observe(pod)
+
+    def order(self, pending: Sequence[int], ledger: PodLedger, now_s: float) -> Sequence[int]:
+        if self._order is None:
+            return pending
+        return tuple(self._order(pending, ledger, now_s))
+
+    def preempt(self, state: ClusterState, pod: PodDemand, ledger: PodLedger, now_s: float) -> Sequence[str]:
+        if self._preempt is None:
+            return ()
+        return tuple(self._preempt(state, pod, ledger, now_s))
+
+    def place(self, state: ClusterState, pod: PodDemand) -> Placement | None:
+        rows = self._rows
+        if rows is None or rows.shape[0] != state.n_nodes:
+            rows = self._rows = np.arange(state.n_nodes, dtype=np.int64)
+        if self.candidates == "fit":
+            fits = (state.cpu_cap_milli - state.cpu_used_milli >= pod.cpu_milli) & (
+                state.mem_cap_mib - state.mem_used_mib >= pod.memory_mib
+            )
+            if pod.gpu_milli > 0:
+                free = GPU_MILLI_PER_DEVICE - state.gpu_used_milli
+                enough = ((free >= pod.milli_per_device) & state.dev_exists).sum(axis=1) >= pod.gpu_count
+                fits &= enough
+            rows = rows[fits]
+            if rows.shape[0] == 0:
+                return None
+        self.evaluations += 1
+        evaluation = self.policy.evaluate(state, pod, rows)
+        best = best_candidate(evaluation)
+        if best is None:
+            return None
+        devices = tuple(int(d) for d in evaluation.devices[best].tolist() if d >= 0)
+        variant = int(evaluation.variant[best])
+        model = pod.variants[variant] if 0 <= variant < len(pod.variants) else None
+        return Placement(
+            row=int(evaluation.node_idx[best]),
+            devices=devices,
+            model=model,
+            predicted_latency_ms=float(evaluation.latency_ms[best]),
+        )
+
+    def __repr__(self) -> str:
+        return f"PolicyScheduler({self.name!r}, candidates={self.candidates!r})"
+
+
+MixMode = Literal["learned", "workload"]
+
+
+def build_scheduler(
+    name: str,
+    *,
+    seed: int = 0,
+    workload: Workload | None = None,
+    classes: ClassConfig = DEFAULT_CLASS_CONFIG,
+    mix: MixMode = "learned",
+    candidates: CandidateMode = "all",
+) -> PolicyScheduler:
+    """The scheduler of a registered policy, with the inputs its constructor asks for.
+
+    Keyword arguments a policy's constructor declares are filled in: ``seed`` (random choices),
+    ``learner`` / ``mix`` (FGD's expected workload: a ``WorkloadLearner`` fed with every
+    submitted pod when ``mix="learned"``, the paper's setting of learning from the pods seen;
+    ``mix="workload"`` gives the fixed mix of all the workload's pods, what FGD's simulator
+    computes up front), ``classes`` (service classes). Unknown names raise ``KeyError`` listing
+    the known ones.
+    """
+    from qosched.policies.placement.fgd.mix import WorkloadLearner, WorkloadMix
+
+    probe = make_policy(name)
+    try:
+        params = inspect.signature(type(probe)).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        params = {}  # type: ignore[assignment]
+    options: dict[str, Any] = {}
+    observe: Callable[[PodDemand], None] | None = None
+    if "seed" in params:
+        options["seed"] = int(seed)
+    if "classes" in params:
+        options["classes"] = classes
+    if mix == "workload" and "mix" in params and workload is not None:
+        options["mix"] = WorkloadMix.from_pods(workload.pods)
+    elif "learner" in params:
+        learner = WorkloadLearner()
+        options["learner"] = learner
+        observe = learner.observe
+    policy = make_policy(name, **options) if options else probe
+    if observe is None and "mix" not in options:
+        own = getattr(policy, "observe", None)
+        observe = own if callable(own) else None
+    return PolicyScheduler(policy, observe=observe, candidates=candidates)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """Knobs of a replay.
+
+    Attributes
+    ----------
+    retry_pending : bool
+        Keep failed pods in a pending queue and retry them when capacity frees (default). False:
+        a pod that fails on arrival is never tried again.
+    horizon_s : float or None
+        End of the replay [s]: events after it are not processed, and QoS is measured at it.
+        None: the last arrival plus ``tick_s`` (a pod that arrives last and is not placed then
+        counts as unavailable for that tick, not as "no time elapsed").
+    tick_s : float
+        See ``horizon_s`` [s], > 0.
+    max_rounds : int
+        Retry rounds at one instant (pods evicted in one round are retried in the next).
+    retry_interval_s : float or None
+        Period of full retries of the pending queue [s]; None: the scheduler's own
+        ``retry_interval_s``, else none.
+    simulate_latency : bool
+        Take request-level latency checkpoints (:mod:`.latency_checks`).
+    sim : SimConfig
+        Requests per device simulation.
+    progress_every : int
+        Arrivals between two calls of the ``progress`` callback.
+    """
+
+    retry_pending: bool = True
+    horizon_s: float | None = None
+    tick_s: float = 1.0
+    max_rounds: int = 8
+    retry_interval_s: float | None = None
+    simulate_latency: bool = True
+    sim: SimConfig = DEFAULT_SIM_CONFIG
+    progress_every: int = 256
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tick_s) and self.tick_s > 0):
+            raise ValueError(f"ReplayConfig.tick_s must be > 0, got {self.tick_s!r}")
+        if self.horizon_s is not None and not (math.isfinite(self.horizon_s) and self.horizon_s >= 0):
+            raise ValueError(f"ReplayConfig.horizon_s must be finite and >= 0, got {self.horizon_s!r}")
+        if self.max_rounds < 1:
+            raise ValueError(f"ReplayConfig.max_rounds must be >= 1, got {self.max_rounds!r}")
+        if self.retry_interval_s is not None and not (
+            math.isfinite(self.retry_interval_s) and self.retry_interval_s > 0
+        ):
+            raise ValueError(f"ReplayConfig.retry_interval_s must be > 0, got {self.retry_interval_s!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class ReplayResult:
+    """What one replay produced (see :mod:`qosched.policies.simulator.metrics` for summaries).
+
+    Attributes
+    ----------
+    policy : str
+    workload : Workload
+    ledger : PodLedger
+        Per-pod outcome; ``running_end_s`` holds the running time up to ``horizon_s``.
+    state : ClusterState
+        The cluster at the horizon.
+    horizon_s : float
+    running_end_s : ndarray
+        Running time of each pod up to the horizon [s].
+    curve_arrived_frac, curve_allocated_frac : ndarray
+        After each arrival (in arrival order): arrived GPU requests / capacity and allocated
+        GPU / capacity [-] (the FGD curve; all 0 when the cluster has no accelerator).
+    latency : LatencyBook or None
+        Request-level checkpoints (None when not simulated).
+    stats : dict
+        Counts: events, departures, evaluations, retried, preemptions, rounds, skipped checks.
+    """
+
+    policy: str
+    workload: Workload
+    ledger: PodLedger
+    state: ClusterState
+    horizon_s: float
+    running_end_s: np.ndarray
+    curve_arrived_frac: np.ndarray
+    curve_allocated_frac: np.ndarray
+    latency: LatencyBook | None
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class _Replay:
+    """The event loop (one instance per replay; see the module docstring)."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        scheduler: Scheduler,
+        rng: np.random.Generator,
+        config: ReplayConfig,
+        lookup: ServiceLookup,
+        device_memory: DeviceMemoryLookup,
+        classes: ClassConfig,
+    ) -> None:
+        self.workload = workload
+        self.sched = scheduler
+        self.config = config
+        self.state = ClusterState(workload.nodes, lookup, device_memory)
+        self.ledger = PodLedger(workload, classes)
+        self.latency = LatencyBook(rng, config.sim) if config.simulate_latency else None
+        self.heap: list[tuple[float, int, int, int]] = []
+        self.seq = 0
+        self.token = [0] * len(workload)
+        self.pending: list[int] = []
+        self.unchecked = np.zeros(len(workload), dtype=bool)
+        self.freed: set[int] = set()
+        self.allocated_milli = 0
+        self.stats = {
+            "arrivals": 0,
+            "departures": 0,
+            "placed": 0,
+            "failed_attempts": 0,
+            "retried": 0,
+            "skipped_checks": 0,
+            "preemptions": 0,
+            "rounds": 0,
+            "ticks": 0,
+        }
+        # Rows whose devices count in the GPU allocation ratio (as ``accelerator_capacity_milli``).
+        st = self.state
+        accel = np.array([v.accelerator != CPU_ACCELERATOR for v in st.node_views], dtype=bool)
+        self._gpu_rows = accel & st.schedulable
+
+    # ------------------------------------------------------------------ pod transitions
+    def _start(self, i: int, placement: Placement, t: float) -> None:
+        pod = self.workload.pods[i]
+        st, lg = self.state, self.ledger
+        alloc = Allocation(
+            pod=pod, node=st.node_names[placement.row], devices=placement.devices, model=placement.model
+        )
+        try:
+            st.add(alloc)
+        except StateError as err:
+            raise StateError(f"policy {self.sched.name} produced an invalid placement: {err}") from None
+        lg.run_start_s[i] = t
+        if math.isnan(lg.first_start_s[i]):
+            lg.first_start_s[i] = t
+        lg.node_row[i] = placement.row
+        lg.devices[i] = placement.devices
+        lg.model[i] = placement.model
+        lg.predicted_latency_ms[i] = placement.predicted_latency_ms
+        lg.status[i] = RUNNING
+        if self._gpu_rows[placement.row]:
+            self.allocated_milli += pod.gpu_milli
+        self.stats["placed"] += 1
+        remaining = lg.remaining_s[i]
+        if remaining != math.inf:
+            self.seq += 1
+            heapq.heappush(self.heap, (t + remaining, self.seq, i, self.token[i]))
+
+    def _stop(self, i: int, t: float) -> int:
+        """Take a running pod off its node (departure or eviction); returns its node row."""
+        pod = self.workload.pods[i]
+        lg = self.ledger
+        if self.latency is not None and pod.is_inference:
+            self.latency.check_pod(self.state, pod.uid)
+        self.state.remove(pod.uid)
+        ran = t - lg.run_start_s[i]
+        lg.running_s[i] += ran
+        lg.remaining_s[i] -= ran
+        lg.run_start_s[i] = np.nan
+        row = int(lg.node_row[i])
+        if self._gpu_rows[row]:
+            self.allocated_milli -= pod.gpu_milli
+        self.freed.add(row)
+        return row
+
+    def _depart(self, i: int, t: float) -> None:
+        self._stop(i, t)
+        self.ledger.end_s[i] = t
+        self.ledger.status[i] = COMPLETED
+        self.stats["departures"] += 1
+
+    def _evict(self, uid: str, t: float) -> None:
+        i = self.ledger.index.get(uid)
+        if i is None or self.ledger.status[i] != RUNNING:
+            raise StateError(f"scheduler {self.sched.name} named {uid!r} as a victim, but it is not running")
+        self._stop(i, t)
+        self.token[i] += 1  # its scheduled departure is void
+        self.ledger.preemptions[i] += 1
+        self.stats["preemptions"] += 1
+        if self.ledger.remaining_s[i] <= 0:
+            self.ledger.end_s[i] = t
+            self.ledger.status[i] = COMPLETED
+            return
+        self.ledger.status[i] = PENDING
+        self.pending.append(i)
+        self.unchecked[i] = True
+
+    def _try(self, i: int, t: float) -> bool:
+        pod = self.workload.pods[i]
+        self.ledger.attempts[i] += 1
+        placement = self.sched.place(self.state, pod)
+        if placement is None and self.sched.can_preempt:
+            victims = self.sched.preempt(self.state, pod, self.ledger, t)
+            if victims:
+                for uid in victims:
+                    self._evict(uid, t)
+                placement = self.sched.place(self.state, pod)
+        if placement is None:
+            self.ledger.failures[i] += 1
+            self.stats["failed_attempts"] += 1
+            return False
+        self._start(i, placement, t)
+        return True
+
+    # ------------------------------------------------------------------ pending queue
+    def _could_fit(self, pod: PodDemand, rows: np.ndarray) -> bool:
+        """Necessary test on the freed rows (see the module docstring)."""
+        st = self.state
+        ok = (st.cpu_cap_milli[rows] - st.cpu_used_milli[rows] >= pod.cpu_milli) & (
+            st.mem_cap_mib[rows] - st.mem_used_mib[rows] >= pod.memory_mib
+        )
+        if pod.gpu_milli > 0 and ok.any():
+            free = np.where(st.dev_exists[rows], GPU_MILLI_PER_DEVICE - st.gpu_used_milli[rows], 0)
+            ok &= (free >= pod.milli_per_device).sum(axis=1) >= pod.gpu_count
+        return bool(ok.any())
+
+    def _retry(self, t: float, *, full: bool) -> None:
+        if not self.config.retry_pending:
+            self.freed.clear()
+            return
+        lg = self.ledger
+        for _ in range(self.config.max_rounds):
+            if not self.pending:
+                break
+            self.stats["rounds"] += 1
+            freed = np.fromiter(self.freed, dtype=np.int64, count=len(self.freed))
+            self.freed = set()
+            evicted_before = self.stats["preemptions"]
+            queue = list(self.sched.order(list(self.pending), lg, t))
+            for i in queue:
+                if lg.status[i] != PENDING:
+                    continue
+                if not (full or self.unchecked[i]) and (
+                    freed.size == 0 or not self._could_fit(self.workload.pods[i], freed)
+                ):
+                    self.stats["skipped_checks"] += 1
+                    continue
+                self.unchecked[i] = False
+                self.stats["retried"] += 1
+                self._try(i, t)
+            self.pending = [i for i in self.pending if lg.status[i] == PENDING]
+            full = False
+            if self.stats["preemptions"] == evicted_before and not self.unchecked[self.pending].any():
+                break
+            # Evictions happened: freed nodes and unchecked victims go round once more.
+        self.freed.clear()
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, progress: Callable[[int, int], None] | None) -> ReplayResult:
+        wl, lg, cfg = self.workload, self.ledger, self.config
+        n = len(wl)
+        order = np.lexsort((np.arange(n), wl.arrival_s)) if n else np.zeros(0, dtype=np.int64)
+        arrivals = wl.arrival_s[order].tolist()
+        order_list = order.tolist()
+        horizon = cfg.horizon_s if cfg.horizon_s is not None else (arrivals[-1] if n else 0.0) + cfg.tick_s
+        interval = cfg.retry_interval_s if cfg.retry_interval_s is not None else self.sched.retry_interval_s
+        capacity = float(wl.capacity_gpu_milli)
+        inv_cap = 1.0 / capacity if capacity > 0 else 0.0
+        curve_x = np.zeros(n)
+        curve_y = np.zeros(n)
+        arrived_milli = 0
+        heap = self.heap
+        next_tick = math.inf
+        k = 0
+        every = max(1, cfg.progress_every)
+        pods = wl.pods
+        while True:
+            t_arr = arrivals[k] if k < n else math.inf
+            t_dep = heap[0][0] if heap else math.inf
+            t_tick = next_tick if (interval is not None and self.pending) else math.inf
+            t = min(t_arr, t_dep, t_tick)
+            if t == math.inf or t > horizon:
+                break
+            if t_dep == t:
+                while heap and heap[0][0] == t:
+                    _, _, i, token = heapq.heappop(heap)
+                    if token == self.token[i] and lg.status[i] == RUNNING:
+                        self._depart(i, t)
+                if self.pending and self.freed:
+                    self._retry(t, full=False)
+                self.freed.clear()
+                continue
+            if t_tick == t:
+                self.stats["ticks"] += 1
+                self._retry(t, full=True)
+                assert interval is not None
+                next_tick = t + interval
+                continue
+            i = order_list[k]
+            pod = pods[i]
+            self.stats["arrivals"] += 1
+            lg.status[i] = PENDING
+            self.sched.observe(pod)
+            if not self._try(i, t):
+                self.pending.append(i)
+                if interval is not None and next_tick == math.inf:
+                    next_tick = t + interval
+            if self.freed:  # the arrival evicted victims
+                self._retry(t, full=False)
+            arrived_milli += pod.gpu_milli
+            curve_x[k] = arrived_milli * inv_cap
+            curve_y[k] = self.allocated_milli * inv_cap
+            k += 1
+            if progress is not None and k % every == 0:
+                progress(k, n)
+            if not self.pending:
+                next_tick = math.inf
+        if progress is not None:
+            progress(k, n)
+        if self.latency is not None:
+            self.latency.check_all(self.state)
+        running_end = lg.running_now_s(horizon)
+        return ReplayResult(
+            policy=self.sched.name,
+            workload=wl,
+            ledger=lg,
+            state=self.state,
+            horizon_s=float(horizon),
+            running_end_s=running_end,
+            curve_arrived_frac=curve_x[:k],
+            curve_allocated_frac=curve_y[:k],
+            latency=self.latency,
+            stats=dict(self.stats, evaluations=int(getattr(self.sched, "evaluations", 0))),
+        )
+
+
+def replay(
+    workload: Workload,
+    scheduler: Scheduler,
+    rng: np.random.Generator,
+    *,
+    lookup: ServiceLookup,
+    device_memory: DeviceMemoryLookup,
+    config: ReplayConfig | None = None,
+    classes: ClassConfig = DEFAULT_CLASS_CONFIG,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Replay ``workload`` through ``scheduler`` (see the module docstring).
+
+    Parameters
+    ----------
+    workload : Workload
+        Nodes and pods with arrival times and durations.
+    scheduler : Scheduler
+        E.g. ``build_scheduler("fgd")``. Holds state (learners): use a fresh one per replay.
+    rng : numpy.random.Generator
+        Source of the request-level latency simulations.
+    lookup, device_memory : callables
+        Profile lookups for ``ClusterState`` (``qosched.policies.profile_lookup.lookup_from_profiles``).
+    config : ReplayConfig, optional
+    classes : ClassConfig
+        Service classes (targets, ranks) of the pods' ``qos_class``.
+    progress : callable, optional
+        ``progress(arrived, total)``, every ``config.progress_every`` arrivals and at the end.
+
+    Returns
+    -------
+    ReplayResult
+    """
+    run = _Replay(workload, scheduler, rng, config or ReplayConfig(), lookup, device_memory, classes)
+    return run.run(progress)

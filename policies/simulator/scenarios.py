@@ -1,0 +1,359 @@
+r"""Workloads for the what-if replay: a cluster (nodes) and a sequence of pods with times.
+
+A :class:`Workload` is everything :func:`qosched.policies.simulator.replay.replay` needs: the
+nodes as :class:`~qosched.policies.types.NodeView`, the pods as
+:class:`~qosched.policies.types.PodDemand`, and per pod its arrival time and the running time it
+needs (``inf`` = it stays). Two sources build one:
+
+* :func:`openb_workload` — the Alibaba GPU trace v2023 ("openb", ``../shared/data/alibaba-gpu-v2023``),
+  optionally inflated as the FGD paper does (:func:`qosched.policies.traces.tune_workload`);
+* a snapshot file (contract §3), parsed in the I/O shell (``qosched.extender.whatif_cmd``), which
+  calls :meth:`Workload.build`.
+
+Mapping of the openb trace (documented here, used nowhere else)
+----------------------------------------------------------------
+Nodes (``sn, cpu_milli, memory_mib, gpu, model``):
+
+==================  ==========================================================================
+``sn``              ``NodeView.name``
+``cpu_milli``       ``cpu_milli``; ``memory_mib`` → ``memory_mib``
+``gpu``             ``device_count`` (each GPU offers 1000 milli-GPU)
+``model``           ``gpu_model`` unchanged (``V100M16`` ...; what a pod's ``gpu_spec`` names) and
+                    ``accelerator`` = :data:`TRACE_GPU_ACCELERATORS` [model] (the profile key of
+                    the device type, contract §1: ``V100M16``/``V100M32`` → ``nvidia-v100``,
+                    ``T4`` → ``nvidia-t4``, the undisclosed ``G1`` → ``alibaba-g1`` ...);
+                    a node with no GPU has neither (plain pods only)
+sharing             ``time-slicing`` (the trace shares GPUs by memory/time, as FGD models them)
+==================  ==========================================================================
+
+Pods (``name, cpu_milli, memory_mib, num_gpu, gpu_milli, gpu_spec, qos, ...``):
+
+==================  ==========================================================================
+``name``            ``uid`` and ``name``; namespace ``openb``
+``num_gpu``,        ``gpu_milli`` = ``num_gpu x gpu_milli`` (the contract's total request: 250 is a
+``gpu_milli``       quarter of one GPU, 2000 two whole GPUs), as FGD's ``TotalMilliGpu``
+``gpu_spec``        ``gpu_spec`` (allowed GPU models, matched against ``NodeView.gpu_model``)
+``qos``             ``qos_class`` through :meth:`ClassConfig.class_from_trace_qos` (LS, Guaranteed →
+                    prod; Burstable → batch; BE → free)
+``creation_time``   arrival [s] (trace mode) and ``creation_s``
+``deletion_time``,  running time needed = ``deletion − scheduled`` (the time it ran in production;
+``scheduled_time``  ``deletion − creation`` for a pod the trace never scheduled); ``inf`` when the
+                    trace has no deletion
+==================  ==========================================================================
+
+Trace pods carry no model and no SLO: they are plain resource requests (``is_inference`` False),
+so no request-level latency is simulated for them.
+
+Two modes (:func:`openb_workload`):
+
+``inflate=None`` (trace mode)
+    Pods arrive at their ``creation_time`` and leave after their running time.
+``inflate=X`` (FGD mode)
+    The workload is grown to X x the cluster's GPU capacity by :func:`tune_workload` (trace pods
+    shuffled, clones appended, the rule of the FGD paper's scripts, ``-tune 1.3
+    --shuffle-pod=true``); pods arrive one per second in that order (arrival ``i`` at ``i`` s, so
+    the arrival order is the submission order) and never depart, as in FGD's evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
+from qosched.policies.traces import (
+    TraceNode,
+    TracePod,
+    cluster_capacity,
+    load_nodes,
+    load_pods,
+    tune_workload,
+)
+from qosched.policies.types import (
+    CPU_ACCELERATOR,
+    GPU_MILLI_PER_DEVICE,
+    NodeView,
+    PodDemand,
+)
+
+__all__ = [
+    "TRACE_GPU_ACCELERATORS",
+    "Workload",
+    "WorkloadError",
+    "accelerator_capacity_milli",
+    "node_from_trace",
+    "openb_workload",
+    "pod_from_trace",
+    "trace_accelerator",
+]
+
+#: openb GPU model → accelerator profile key (contract §1: lowercase with hyphens). V100 sizes
+#: share one key (the profiles are per device type); ``gpu_model`` keeps the size for ``gpu_spec``.
+TRACE_GPU_ACCELERATORS: Mapping[str, str] = MappingProxyType(
+    {
+        "P100": "nvidia-p100",
+        "T4": "nvidia-t4",
+        "V100M16": "nvidia-v100",
+        "V100M32": "nvidia-v100",
+        "A10": "nvidia-a10",
+        "G1": "alibaba-g1",
+        "G2": "alibaba-g2",
+        "G3": "alibaba-g3",
+    }
+)
+#: Namespace given to trace pods.
+OPENB_NAMESPACE = "openb"
+
+
+class WorkloadError(ValueError):
+    """A workload is inconsistent (lengths, times, duplicate pods); the message says which pod."""
+
+
+def trace_accelerator(gpu_model: str) -> str:
+    """Accelerator key of a trace GPU model: the table above, else ``gpu-<model>`` sanitised.
+
+    >>> trace_accelerator("V100M32"), trace_accelerator("H800 PCIe")
+    ('nvidia-v100', 'gpu-h800-pcie')
+    """
+    known = TRACE_GPU_ACCELERATORS.get(gpu_model)
+    if known is not None:
+        return known
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu_model.lower()).strip("-")
+    return f"gpu-{slug or 'unknown'}"
+
+
+def node_from_trace(node: TraceNode) -> NodeView:
+    """A trace node as a :class:`NodeView` (see the module docstring for the mapping)."""
+    has_gpu = node.gpu_count > 0 and node.gpu_model is not None
+    return NodeView(
+        name=node.name,
+        accelerator=trace_accelerator(node.gpu_model) if has_gpu and node.gpu_model else None,
+        device_count=node.gpu_count,
+        cpu_milli=node.cpu_milli,
+        memory_mib=float(node.memory_mib),
+        gpu_model=node.gpu_model if has_gpu else None,
+    )
+
+
+def pod_from_trace(pod: TracePod, qos_class: str) -> PodDemand:
+    """A trace pod as a plain (non-inference) :class:`PodDemand` of class ``qos_class``."""
+    return PodDemand(
+        uid=pod.name,
+        name=pod.name,
+        namespace=OPENB_NAMESPACE,
+        managed=True,
+        qos_class=qos_class,
+        gpu_milli=pod.total_gpu_milli,
+        cpu_milli=pod.cpu_milli,
+        memory_mib=float(pod.memory_mib),
+        gpu_spec=pod.gpu_spec,
+        creation_s=pod.creation_s,
+    )
+
+
+def _trace_duration_s(pod: TracePod) -> float:
+    if pod.deletion_s is None:
+        return math.inf
+    started = pod.scheduled_s if pod.scheduled_s is not None else pod.creation_s
+    return max(pod.deletion_s - started, 0.0)
+
+
+def accelerator_capacity_milli(nodes: Iterable[NodeView]) -> int:
+    """Accelerator capacity [milli-GPU]: 1000 per device of every node that is not a CPU node.
+
+    The denominator of the GPU allocation ratio. Edge TPUs and Jetson GPUs count as devices
+    (a pod may request ``qosched.io/gpu-milli`` of them); a ``cpu`` node's one "device" is its CPU
+    and does not count.
+    """
+    return GPU_MILLI_PER_DEVICE * sum(
+        n.device_count for n in nodes if n.accelerator != CPU_ACCELERATOR and n.schedulable
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Workload:
+    """A cluster and the pods to replay through it (build with :meth:`build`).
+
+    Attributes
+    ----------
+    nodes : tuple of NodeView
+        The cluster, in state row order.
+    pods : tuple of PodDemand
+        The pods, in submission order (ties in ``arrival_s`` are submitted in this order).
+    arrival_s : ndarray of float64, shape (P,)
+        Arrival (submission) time of each pod [s], finite, >= 0.
+    duration_s : ndarray of float64, shape (P,)
+        Running time each pod needs before it leaves [s], > 0 or ``inf`` (never leaves).
+        A pod preempted part-way keeps the remainder.
+    description : mapping
+        Free-form facts for ``summary.json["workload"]`` (source files, inflation, counts).
+    """
+
+    nodes: tuple[NodeView, ...]
+    pods: tuple[PodDemand, ...]
+    arrival_s: np.ndarray
+    duration_s: np.ndarray
+    description: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        nodes: Sequence[NodeView],
+        pods: Sequence[PodDemand],
+        arrival_s: Sequence[float] | np.ndarray | None = None,
+        duration_s: Sequence[float] | np.ndarray | None = None,
+        description: Mapping[str, Any] | None = None,
+    ) -> Workload:
+        """Validate and freeze a workload.
+
+        ``arrival_s`` defaults to 0 for every pod, ``duration_s`` to ``inf`` (pods stay).
+
+        Raises
+        ------
+        WorkloadError
+            Lengths differ, a time is NaN/negative, a duration is not > 0, a pod uid or node
+            name repeats, or there is no node.
+        """
+        n = len(pods)
+        arrival = np.zeros(n) if arrival_s is None else np.array(arrival_s, dtype=np.float64)
+        duration = np.full(n, np.inf) if duration_s is None else np.array(duration_s, dtype=np.float64)
+        if arrival.shape != (n,) or duration.shape != (n,):
+            raise WorkloadError(
+                f"workload: {n} pods but {arrival.size} arrival times and {duration.size} durations"
+            )
+        if not nodes:
+            raise WorkloadError("workload: no nodes")
+        names = [v.name for v in nodes]
+        if len(set(names)) != len(names):
+            dup = sorted({x for x in names if names.count(x) > 1})[0]
+            raise WorkloadError(f"workload: node {dup!r} listed twice")
+        seen: set[str] = set()
+        for pod in pods:
+            if pod.uid in seen:
+                raise WorkloadError(f"workload: pod uid {pod.uid!r} ({pod.name}) listed twice")
+            seen.add(pod.uid)
+        bad = np.flatnonzero(~(np.isfinite(arrival) & (arrival >= 0)))
+        if bad.size:
+            i = int(bad[0])
+            raise WorkloadError(f"pod {pods[i].name}: arrival {arrival[i]!r} s must be finite and >= 0")
+        bad = np.flatnonzero(~(duration > 0))  # NaN fails too
+        if bad.size:
+            i = int(bad[0])
+            raise WorkloadError(f"pod {pods[i].name}: duration {duration[i]!r} s must be > 0 (inf = stays)")
+        arrival.setflags(write=False)
+        duration.setflags(write=False)
+        return cls(
+            nodes=tuple(nodes),
+            pods=tuple(pods),
+            arrival_s=arrival,
+            duration_s=duration,
+            description=MappingProxyType(dict(description or {})),
+        )
+
+    def __len__(self) -> int:
+        return len(self.pods)
+
+    @property
+    def capacity_gpu_milli(self) -> int:
+        """Accelerator capacity of the cluster [milli-GPU] (:func:`accelerator_capacity_milli`)."""
+        return accelerator_capacity_milli(self.nodes)
+
+    @property
+    def departs(self) -> bool:
+        """True when some pod leaves (a finite duration)."""
+        return bool(np.isfinite(self.duration_s).any())
+
+    def head(self, n: int) -> Workload:
+        """The first ``n`` pods (in submission order) on the same nodes: a quick slice for tests."""
+        order = np.lexsort((np.arange(len(self.pods)), self.arrival_s))[: max(0, n)]
+        order.sort()
+        return Workload.build(
+            self.nodes,
+            [self.pods[i] for i in order],
+            self.arrival_s[order],
+            self.duration_s[order],
+            {**self.description, "pods_kept": int(order.size)},
+        )
+
+
+def openb_workload(
+    nodes_csv: str | Path,
+    pods_csv: str | Path,
+    *,
+    inflate: float | None = None,
+    rng: np.random.Generator | None = None,
+    classes: ClassConfig = DEFAULT_CLASS_CONFIG,
+    max_pods: int | None = None,
+) -> Workload:
+    """Build a workload from openb node and pod lists (see the module docstring for the mapping).
+
+    Parameters
+    ----------
+    nodes_csv, pods_csv : path
+        e.g. ``../shared/data/alibaba-gpu-v2023/openb_node_list_all_node.csv`` and
+        ``openb_pod_list_default.csv``.
+    inflate : float, optional
+        FGD mode: grow the workload to ``inflate`` x the GPU capacity (``tune_workload`` with the
+        trace pods shuffled), arrivals one per second, no departures. None: trace times.
+    rng : numpy.random.Generator, optional
+        Draws of the inflation (required with ``inflate``).
+    classes : ClassConfig
+        Maps the trace ``qos`` column to service classes.
+    max_pods : int, optional
+        Keep only the first ``max_pods`` pods of the pod list (before inflation): a slice for
+        tests and quick looks.
+
+    Raises
+    ------
+    TraceFormatError
+        From the loader: the message names the file, line and column.
+    ValueError
+        ``inflate`` without ``rng``, a bad ratio, or a trace with no GPU request to inflate.
+    """
+    trace_nodes = load_nodes(nodes_csv)
+    trace_pods = load_pods(pods_csv)
+    if max_pods is not None:
+        trace_pods = trace_pods[: max(0, max_pods)]
+    description: dict[str, Any] = {
+        "source": "openb (Alibaba GPU cluster trace v2023)",
+        "nodes_file": Path(nodes_csv).name,
+        "pods_file": Path(pods_csv).name,
+        "nodes": len(trace_nodes),
+        "trace_pods": len(trace_pods),
+    }
+    capacity = cluster_capacity(trace_nodes)
+    if inflate is not None:
+        if rng is None:
+            raise ValueError("openb_workload: inflate needs an rng")
+        tuned = tune_workload(trace_pods, capacity, inflate, rng, shuffle=True)
+        pods_rows: Sequence[TracePod] = tuned.pods
+        arrival = np.arange(len(pods_rows), dtype=np.float64)
+        duration = np.full(len(pods_rows), np.inf)
+        description.update(
+            mode="fgd-inflation",
+            inflate=float(inflate),
+            rule="tune_workload (FGD -tune X --shuffle-pod=true): clones until total GPU requests "
+            "reach X x capacity; arrivals 1 s apart in submission order; no departures",
+            clones=tuned.n_clones,
+            arrived_gpu_frac_end=tuned.total_gpu_milli / capacity.gpu_milli if capacity.gpu_milli else 0.0,
+        )
+    else:
+        pods_rows = trace_pods
+        arrival = np.array([p.creation_s for p in pods_rows], dtype=np.float64)
+        duration = np.array([_trace_duration_s(p) for p in pods_rows], dtype=np.float64)
+        # A pod the trace deleted at the very moment it started needs some running time: 1 s.
+        duration = np.where(duration > 0, duration, 1.0)
+        description.update(mode="trace-times", rule="arrive at creation_time, run deletion - scheduled")
+    qos = classes.classes_from_trace_qos([p.qos for p in pods_rows]) if pods_rows else np.array([], str)
+    demands = [pod_from_trace(p, str(c)) for p, c in zip(pods_rows, qos, strict=True)]
+    description["pods"] = len(demands)
+    description["gpu_capacity_milli"] = capacity.gpu_milli
+    views = [node_from_trace(n) for n in trace_nodes]
+    return Workload.build(views, demands, arrival, duration, description)
