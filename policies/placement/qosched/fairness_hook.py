@@ -14,10 +14,15 @@ fairness can reorder the leaders but never lift an unexamined node above an exam
 Inputs the adapter derives for a candidate node (from the state and the caller's maps):
 
 - the classes and current normalised QoS of the services on the device(s) the pod would take
-  (``normalised_qos`` by pod uid; a service missing from it counts as meeting its target, 1.0/target);
-- their predicted normalised QoS with the pod there: unchanged where the device keeps positive
-  latency slack (every accepted placement does: all SLOs are predicted met), 0 otherwise;
-- the pod's own predicted normalised QoS: 1/target of its class when its SLO is predicted met.
+  (``normalised_qos`` by pod uid; a service missing from it counts as meeting its target,
+  1.0/target);
+- their predicted normalised QoS with the pod there, and the pod's own: the current value (the
+  pod's: 1/target) scaled by a headroom factor a(σ) = min(1, σ/σ_ref), σ the latency slack of
+  the device after placement (min over its services of (SLO − latency)/SLO) and σ_ref
+  (``headroom_frac``, default 0.2). *Approximation:* a feasible placement meets every SLO on
+  average, but a device left with little headroom misses more requests under bursts and model
+  error, so its services' QoS is discounted; without the discount every feasible node would get
+  the same fairness term (the placement would not change any predicted QoS).
 """
 
 from __future__ import annotations
@@ -82,18 +87,28 @@ class SnapshotFairness:
         target_of: Callable[[str], float],
         *,
         top_k: int = 16,
+        headroom_frac: float = 0.2,
         weights: Any = None,
     ) -> None:
         from qosched.policies.fairness.shares import fairness_term
 
         if top_k < 1:
             raise ValueError(f"SnapshotFairness.top_k must be >= 1 (got {top_k})")
+        if not 0.0 < headroom_frac <= 1.0:
+            raise ValueError(f"SnapshotFairness.headroom_frac must be in (0, 1] (got {headroom_frac})")
         self._term = fairness_term
         self.snapshot = snapshot
         self.normalised_qos = normalised_qos
         self.target_of = target_of
         self.top_k = top_k
+        self.headroom_frac = headroom_frac
         self.weights = weights
+
+    def headroom(self, slack_frac: float) -> float:
+        """a(σ) = min(1, max(σ, 0)/σ_ref); 1 when the slack is unknown (no SLO on the device)."""
+        if not np.isfinite(slack_frac):
+            return 1.0
+        return min(1.0, max(float(slack_frac), 0.0) / self.headroom_frac)
 
     def __call__(self, inputs: FairnessInputs) -> np.ndarray:
         m = inputs.rows.shape[0]
@@ -104,30 +119,27 @@ class SnapshotFairness:
         order = np.argsort(-np.where(feasible, inputs.base_score, -np.inf), kind="stable")
         top = [int(i) for i in order[: min(self.top_k, int(feasible.sum()))]]
         state = inputs.state
-        pod_target = self.target_of(inputs.pod.qos_class)
+        pod_class = inputs.pod.qos_class
         for i in top:
             classes: list[str] = []
             before: list[float] = []
-            after: list[float] = []
             row = int(inputs.rows[i])
-            kept = bool(inputs.slack_frac[i] > 0) if np.isfinite(inputs.slack_frac[i]) else True
+            factor = self.headroom(float(inputs.slack_frac[i]))
             for dev in inputs.devices[i]:
                 if dev < 0:
                     continue
                 for k in np.flatnonzero(state.svc_mask[row, dev]):
-                    uid = state.svc_uid[row][dev][k]
-                    cls = state.svc_class[row][dev][k] or inputs.pod.qos_class
-                    nq = self.normalised_qos.get(uid or "", 1.0 / self.target_of(cls))
+                    uid = state.svc_uid[row][dev][k] or ""
+                    cls = state.svc_class[row][dev][k] or pod_class
                     classes.append(cls)
-                    before.append(nq)
-                    after.append(nq if kept else 0.0)
+                    before.append(float(self.normalised_qos.get(uid, 1.0 / self.target_of(cls))))
             delta = self._term(
                 self.snapshot,
-                inputs.pod.qos_class,
-                1.0 / pod_target if kept else 0.0,
+                pod_class,
+                factor / self.target_of(pod_class),
                 classes,
                 before,
-                after,
+                [b * factor for b in before],
                 self.weights,
             )
             out[i] = float(delta.value)
