@@ -16,6 +16,7 @@ def main() -> None:
     )
 
 
+from qosched.extender.controller_cmd import controller  # noqa: E402
 from qosched.extender.demo_cmd import demo  # noqa: E402
 from qosched.extender.predict_cmd import predict  # noqa: E402
 from qosched.extender.profile_cmd import profile  # noqa: E402
@@ -26,6 +27,7 @@ main.add_command(serve)
 main.add_command(demo)
 main.add_command(profile)
 main.add_command(predict)
+main.add_command(controller)
 main.add_command(whatif)
 
 if __name__ == "__main__":

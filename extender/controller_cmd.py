@@ -1,0 +1,244 @@
+"""``qosched controller``: run the QoE controller (read Prometheus, move CPU/GPU shares).
+
+See ``docs/controller.md`` for the law, RBAC and a deployment example. Exit codes: 0 normal
+stop (SIGTERM/SIGINT, or after ``--once``), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+log = logging.getLogger(__name__)
+
+UNIT_TO_MS = {"seconds": 1000.0, "milliseconds": 1.0}
+
+
+def _api_client(kubeconfig: str | None, context: str | None) -> Any:
+    """A kubeconfig file, else the in-cluster service account (``click.UsageError`` otherwise)."""
+    from kubernetes import client as k8s
+    from kubernetes import config as kube_config
+
+    configuration = k8s.Configuration()
+    try:
+        if kubeconfig:
+            kube_config.load_kube_config(
+                config_file=kubeconfig,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        else:
+            kube_config.load_incluster_config(client_configuration=configuration)
+    except (kube_config.ConfigException, OSError) as exc:
+        where = (
+            f"kubeconfig {kubeconfig}"
+            if kubeconfig
+            else "in-cluster config (pass --kubeconfig outside a cluster)"
+        )
+        raise click.UsageError(f"{where}: {exc}") from None
+    return k8s.ApiClient(configuration)
+
+
+def _classes(path: str | None) -> Any:
+    from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
+
+    if path is None:
+        return DEFAULT_CLASS_CONFIG
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+        return ClassConfig.from_mapping(data or {})
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise click.UsageError(f"--classes {path}: {exc}") from None
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    return {
+        "skipped": report.skipped,
+        "dry_run": report.dry_run,
+        "pools": [
+            {"pool": p.label, "capacity": p.capacity, "pods": [q.key for q in p.pods]} for p in report.pools
+        ],
+        "changes": [
+            {
+                "pod": c.pod.key,
+                "pool": c.pool,
+                "resource": c.pod.resource,
+                "old": c.old_share,
+                "new": c.new_share,
+                "observed_ms": c.observed_ms,
+                "slo_ms": c.pod.slo_ms,
+                "action": c.action,
+                "applied": c.applied,
+                "error": c.error,
+            }
+            for c in report.changes
+        ],
+    }
+
+
+@click.command("controller")
+@click.option(
+    "--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Default: in-cluster config."
+)
+@click.option("--context", default=None, help="kubeconfig context (default: the current one).")
+@click.option(
+    "--prometheus-url", envvar="QOSCHED_PROMETHEUS_URL", required=True, help="e.g. http://prometheus:9090"
+)
+@click.option(
+    "--interval-s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Time between cycles.",
+)
+@click.option(
+    "--settle-s",
+    default=None,
+    type=click.FloatRange(min=0),
+    help="Hold a pod this long after a change [default: --interval-s].",
+)
+@click.option("--dry-run", is_flag=True, help="Plan and log changes, write nothing.")
+@click.option("--once", is_flag=True, help="Run one cycle, print it as JSON, exit (no leader election).")
+@click.option("--namespace", default=None, help="Only control pods of this namespace.")
+@click.option(
+    "--metric", default=None, help="Latency histogram name [default: inference_request_duration_seconds]."
+)
+@click.option("--window", default="1m", show_default=True, help="PromQL rate() window.")
+@click.option(
+    "--query", "quantile_query", default=None, help="Percentile query template ($metric, $window, $quantile)."
+)
+@click.option("--mean-query", default=None, help="Mean-latency query template ($metric, $window).")
+@click.option("--rate-query", default=None, help="Request-rate query template ($metric, $window).")
+@click.option("--latency-unit", type=click.Choice(sorted(UNIT_TO_MS)), default="seconds", show_default=True)
+@click.option("--pod-label", default="pod", show_default=True)
+@click.option("--namespace-label", default="namespace", show_default=True)
+@click.option("--prometheus-timeout-s", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option(
+    "--classes", "classes_file", type=click.Path(exists=True, dir_okay=False), help="Service classes YAML."
+)
+@click.option(
+    "--rate-source",
+    type=click.Choice(["measured", "annotation", "none"]),
+    default="measured",
+    show_default=True,
+)
+@click.option("--setpoint-frac", default=0.9, show_default=True, type=float)
+@click.option("--deadband-frac", default=0.05, show_default=True, type=float)
+@click.option("--damping", default=0.5, show_default=True, type=float)
+@click.option("--exponent", default=0.5, show_default=True, type=float)
+@click.option("--max-step-frac", default=0.25, show_default=True, type=float)
+@click.option("--slack", type=click.Choice(["keep", "proportional"]), default="keep", show_default=True)
+@click.option("--min-cpu-milli", default=50, show_default=True, type=int)
+@click.option("--max-cpu-milli", default=0, show_default=True, type=int, help="0: the pool's capacity.")
+@click.option("--min-gpu-milli", default=50, show_default=True, type=int)
+@click.option("--max-gpu-milli", default=1000, show_default=True, type=int)
+@click.option("--cpu-pool-frac", default=1.0, show_default=True, type=float)
+@click.option("--min-change-frac", default=0.02, show_default=True, type=float)
+@click.option("--leader-elect/--no-leader-elect", default=True, show_default=True)
+@click.option("--lease-name", default="qosched-controller", show_default=True)
+@click.option("--lease-namespace", default="qosched-system", show_default=True)
+@click.option(
+    "--identity", default=None, help="holderIdentity [default: $POD_NAME or hostname, plus a random suffix]."
+)
+@click.option("--lease-duration-s", default=15.0, show_default=True, type=float)
+@click.option("--renew-deadline-s", default=10.0, show_default=True, type=float)
+@click.option("--retry-period-s", default=2.0, show_default=True, type=float)
+def controller(**opts: Any) -> None:
+    """Move CPU / GPU shares between co-located services toward their latency targets (DQoES)."""
+    from kubernetes import client as k8s
+
+    from qosched.extender.controller import ControllerSettings, QoEController, run_loop
+    from qosched.extender.leader import LeaderElector, LeaseSettings, default_identity
+    from qosched.extender.prom import PromQueries, PromReader
+    from qosched.policies.control.law import ControlSettings
+
+    try:
+        query_kw = {
+            k: opts[k]
+            for k in ("metric", "quantile_query", "mean_query", "rate_query")
+            if opts[k] is not None
+        }
+        queries = PromQueries(
+            window=opts["window"],
+            pod_label=opts["pod_label"],
+            namespace_label=opts["namespace_label"],
+            unit_to_ms=UNIT_TO_MS[opts["latency_unit"]],
+            **query_kw,
+        )
+        law = ControlSettings(
+            setpoint_frac=opts["setpoint_frac"],
+            deadband_frac=opts["deadband_frac"],
+            damping=opts["damping"],
+            exponent=opts["exponent"],
+            max_step_frac=opts["max_step_frac"],
+            slack=opts["slack"],
+        )
+        settings = ControllerSettings(
+            interval_s=opts["interval_s"],
+            settle_s=opts["settle_s"] if opts["settle_s"] is not None else opts["interval_s"],
+            namespace=opts["namespace"],
+            dry_run=opts["dry_run"],
+            min_cpu_milli=opts["min_cpu_milli"],
+            max_cpu_milli=opts["max_cpu_milli"],
+            min_gpu_milli=opts["min_gpu_milli"],
+            max_gpu_milli=opts["max_gpu_milli"],
+            cpu_pool_frac=opts["cpu_pool_frac"],
+            min_change_frac=opts["min_change_frac"],
+            rate_source=opts["rate_source"],
+            control=law,
+            classes=_classes(opts["classes_file"]),
+        )
+        lease = LeaseSettings(
+            namespace=opts["lease_namespace"],
+            name=opts["lease_name"],
+            lease_duration_s=opts["lease_duration_s"],
+            renew_deadline_s=opts["renew_deadline_s"],
+            retry_period_s=opts["retry_period_s"],
+        )
+        reader = PromReader(opts["prometheus_url"], queries, timeout_s=opts["prometheus_timeout_s"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    api = _api_client(opts["kubeconfig"], opts["context"])
+    core = k8s.CoreV1Api(api)
+    try:
+        if opts["once"]:
+            report = QoEController(core, reader, settings).cycle()
+            click.echo(json.dumps(_report_json(report), indent=2))
+            return
+        elector = None
+        if opts["leader_elect"]:
+            elector = LeaderElector(k8s.CoordinationV1Api(api), opts["identity"] or default_identity(), lease)
+        qoe = QoEController(
+            core, reader, settings, may_act=(lambda: elector.is_leader) if elector else lambda: True
+        )
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("controller: signal %d, stopping", signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        log.info(
+            "controller: prometheus %s, every %gs%s, law %s",
+            reader.url,
+            settings.interval_s,
+            " (dry run)" if settings.dry_run else "",
+            asdict(law),
+        )
+        run_loop(qoe, stop, elector=elector, retry_period_s=lease.retry_period_s)
+    finally:
+        reader.close()
+        api.close()
+    sys.exit(0)
