@@ -32,6 +32,7 @@ FAST = WatchSettings(
     backoff_initial_s=0.01,
     backoff_max_s=0.05,
     backoff_jitter_frac=0.0,
+    gc_freeze_after_list=False,  # keep the test process's collector as pytest expects it
 )
 
 SERVICE_MS = 10.0

@@ -207,6 +207,23 @@ def test_pod_seen_before_its_node_is_accounted_when_the_node_arrives() -> None:
     assert [int(x) for x in cache.state.gpu_used_milli[0, :2]] == [0, 500]
 
 
+def test_lists_freeze_the_collector_when_asked(kube_api: FakeKubeAPI) -> None:
+    import gc
+
+    kube_api.add_node("gpu-0", gpus=1)
+    for i in range(5):
+        kube_api.add_pod(_pod(f"p{i}", 100, "gpu-0", "0"))
+    before = gc.get_freeze_count()
+    try:
+        watch = dataclasses.replace(FAST, gc_freeze_after_list=True, list_page_size=2)
+        with live_cluster(kube_api, start=False, watch=watch) as cache:
+            cache.sync()
+            assert gc.get_freeze_count() > before
+            assert used_milli(cache, "gpu-0") == [500]
+    finally:
+        gc.unfreeze()
+
+
 # ------------------------------------------------------------------------------------ recovery
 
 
