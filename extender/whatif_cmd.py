@@ -244,36 +244,41 @@ def _jsonable(value: Any) -> Any:
 
 
 def _print_table(summary: Mapping[str, Any]) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="qosched what-if", show_lines=False)
-    for column, justify in (
-        ("policy", "left"),
-        ("pods", "right"),
-        ("scheduled", "right"),
-        ("failed", "right"),
-        ("GPU alloc", "right"),
-        ("SLO met / services", "right"),
-        ("mean QoS by class", "left"),
-        ("penalty $", "right"),
-        ("runtime s", "right"),
+    table = Table(title="qosched what-if", box=box.SIMPLE_HEAD, pad_edge=False)
+    classes = sorted({c for s in summary["policies"].values() for c in s["mean_qos_by_class"]})
+    table.add_column("policy", no_wrap=True)
+    for column in (
+        "pods",
+        "placed",
+        "failed",
+        "GPU %",
+        "SLO ok",
+        *(f"QoS {c}" for c in classes),
+        "penalty $",
+        "s",
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify="right", no_wrap=True)
     for name, s in summary["policies"].items():
-        qos = ", ".join(f"{k} {v:.3f}" for k, v in s["mean_qos_by_class"].items())
+        qos = [f"{s['mean_qos_by_class'].get(c, float('nan')):.3f}" for c in classes]
         table.add_row(
             name,
             str(s["pods_total"]),
             str(s["pods_scheduled"]),
             str(s["pods_failed"]),
-            f"{100 * s['gpu_allocation_ratio']:.1f} %",
-            f"{s['services_slo_met']} / {s['services_total']}",
-            qos,
-            f"{s['penalty']:.2f}",
+            f"{100 * s['gpu_allocation_ratio']:.1f}",
+            f"{s['services_slo_met']}/{s['services_total']}",
+            *qos,
+            f"{s['penalty']:.3g}",
             f"{s['runtime_s']:.2f}",
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120))
+    console.print(table)
 
 
 @click.command("whatif")
@@ -336,6 +341,12 @@ def _print_table(summary: Mapping[str, Any]) -> None:
     help="Nodes offered to a policy: those whose free resources fit the pod (as kube-scheduler "
     "filters before an extender; same decisions, faster), or all.",
 )
+@click.option(
+    "--rate-scale",
+    type=float,
+    default=None,
+    help="Multiply every pod's qosched.io/rate-rps by X (load what-if).",
+)
 @click.option("--no-latency", is_flag=True, help="Skip the request-level latency simulation.")
 def whatif(
     cluster_file: str | None,
@@ -353,6 +364,7 @@ def whatif(
     horizon_s: float | None,
     mix: str,
     candidates: str,
+    rate_scale: float | None,
     no_latency: bool,
 ) -> None:
     """Replay a cluster and a workload through placement policies; write CSVs, plots, summary.json, report.html."""
@@ -414,6 +426,10 @@ def whatif(
             raise click.ClickException(str(err)) from None
     if max_pods is not None and cluster_file:
         workload = workload.head(max_pods)
+    if rate_scale is not None:
+        if not (math.isfinite(rate_scale) and rate_scale >= 0):
+            raise click.BadParameter(f"must be a number >= 0, got {rate_scale!r}", param_hint="--rate-scale")
+        workload = workload.with_rate_scale(rate_scale)
 
     summary = run_whatif(
         workload,

@@ -188,6 +188,14 @@ def plot_services_slo(summary: Mapping[str, Any], path: Path) -> bytes | None:
     return _save(fig, path)
 
 
+def _horizontal() -> dict[str, Any]:
+    """Horizontal box plots: ``orientation`` since Matplotlib 3.10 (``vert`` is deprecated)."""
+    import matplotlib
+
+    major, minor = (int(x) for x in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+
+
 def plot_qos_by_class(results: Mapping[str, Any], outcomes: Mapping[str, Any], path: Path) -> bytes | None:
     """Box plots of delivered QoS per class (one panel per class), one box per policy."""
     import matplotlib.pyplot as plt
@@ -211,7 +219,7 @@ def plot_qos_by_class(results: Mapping[str, Any], outcomes: Mapping[str, Any], p
             out = outcomes[n]
             mask = out.arrived & (results[n].ledger.class_name == cls)
             data.append(out.qos[mask])
-        ax.boxplot(data, vert=False, widths=0.6, showfliers=False)
+        ax.boxplot(data, widths=0.6, showfliers=False, **_horizontal())
         means = [float(d.mean()) if d.size else math.nan for d in data]
         ax.plot(means, np.arange(1, len(names) + 1), "D", color="tab:red", markersize=3, label="mean")
         target = float(first.target[first.class_name == cls][0])

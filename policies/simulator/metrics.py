@@ -297,7 +297,7 @@ def summarize(
         if cls.size
         else {},
         "gini_by_class": {k: _round(v) for k, v in gini_by_class(out.qos[arrived], cls).items()},
-        "penalty": _round(float(out.penalty_usd.sum())),
+        "penalty": float(f"{float(out.penalty_usd.sum()):.6g}"),  # 6 significant digits [USD]
         "runtime_s": _round(runtime_s, 4),
     }
     status = lg.status

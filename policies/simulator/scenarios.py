@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -242,11 +242,15 @@ class Workload:
         bad = np.flatnonzero(~(np.isfinite(arrival) & (arrival >= 0)))
         if bad.size:
             i = int(bad[0])
-            raise WorkloadError(f"pod {pods[i].name}: arrival {arrival[i]!r} s must be finite and >= 0")
+            raise WorkloadError(
+                f"pod {pods[i].name}: arrival {float(arrival[i])!r} s must be finite and >= 0"
+            )
         bad = np.flatnonzero(~(duration > 0))  # NaN fails too
         if bad.size:
             i = int(bad[0])
-            raise WorkloadError(f"pod {pods[i].name}: duration {duration[i]!r} s must be > 0 (inf = stays)")
+            raise WorkloadError(
+                f"pod {pods[i].name}: duration {float(duration[i])!r} s must be > 0 (inf = stays)"
+            )
         arrival.setflags(write=False)
         duration.setflags(write=False)
         return cls(
@@ -269,6 +273,19 @@ class Workload:
     def departs(self) -> bool:
         """True when some pod leaves (a finite duration)."""
         return bool(np.isfinite(self.duration_s).any())
+
+    def with_rate_scale(self, factor: float) -> Workload:
+        """The same workload with every pod's request rate multiplied by ``factor`` (>= 0).
+
+        What-if over load: the placement and SLO outcome of one cluster and service mix at a
+        range of rates (``qosched whatif --rate-scale``).
+        """
+        if not (math.isfinite(factor) and factor >= 0):
+            raise WorkloadError(f"rate scale must be a finite number >= 0, got {factor!r}")
+        pods = [replace(p, rate_rps=p.rate_rps * factor) for p in self.pods]
+        return Workload.build(
+            self.nodes, pods, self.arrival_s, self.duration_s, {**self.description, "rate_scale": factor}
+        )
 
     def head(self, n: int) -> Workload:
         """The first ``n`` pods (in submission order) on the same nodes: a quick slice for tests."""
