@@ -18,6 +18,10 @@ Every open-loop run has a settling time (served, not measured) and a measurement
 on after their own window until every member's window has completed, so nobody is measured
 without its neighbours. A run whose measured requests do not complete within a grace period
 (the device is overloaded) is stopped and flagged ``saturated``.
+
+The plan is taken in ``rounds`` interleaved slices (see :func:`run_profile`), and every slice
+records the CPU time other processes used on the servers' CPUs (``background_cpu_cores``) so a
+run disturbed by other jobs on a shared host can be recognised in ``colocation.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import multiprocessing as mp
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -984,8 +988,3 @@ def write_outputs(run: ProfileRun, out_dir: str | Path) -> list[Path]:
     coloc.write_text(json.dumps(run.colocation_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     written.append(coloc)
     return written
-
-
-def iter_colocated(colocation: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The co-located runs of a ``colocation.json`` object."""
-    return (r for r in colocation.get("runs", []) if r.get("kind") == "colocated")
