@@ -303,6 +303,15 @@ def test_watch_5xx_backs_off_and_rewatches_from_the_same_version(kube_api: FakeK
         assert cache.lists["pods"] == 1
 
 
+def test_iterations_bound_the_loop(kube_api: FakeKubeAPI) -> None:
+    kube_api.add_node("gpu-0", gpus=1)
+    with live_cluster(kube_api, start=False) as cache:
+        cache.sync()
+        kube_api.fail_next("^/api/v1/pods$", 500, times=3, verb="watch")
+        cache.watch_loop("pods", cache.resource_versions["pods"], iterations=2)  # returns by itself
+        assert [r.status for r in kube_api.calls(verb="watch")] == [500, 500]
+
+
 def test_stop_ends_the_threads_promptly(kube_api: FakeKubeAPI) -> None:
     import time
 
