@@ -248,11 +248,20 @@ def judge(
     groups = _groups(state, r_go, model)
     modes = {mode for mode, _, _ in groups}
 
+    # Slots fill from index 0 (``ClusterState._free_slot``) and the slot count only grows, so
+    # the judged devices usually use a prefix of the K slots: keep just that prefix.
+    k_all = k
+    held = np.take(state.svc_mask.reshape(-1, k_all), f_go, axis=0)
+    used = [j for j in range(k_all) if held[:, j].any()]
+    k = used[-1] + 1 if used else 0
+
     def appended(arr: np.ndarray, column: np.ndarray | float) -> np.ndarray:
-        """(E, K+1): the device's K slots, then the pod. Laid out slot-major (Fortran order) so
-        that reductions over the slots, which the latency models do, run over whole vectors."""
+        """(E, k+1): the device's first k slots, then the pod. Laid out slot-major (Fortran
+        order) so that reductions over the slots, which the latency models do, run over whole
+        vectors."""
         out = np.empty((k + 1, go.size), dtype=arr.dtype)
-        out[:k] = np.take(arr.reshape(-1, k), f_go, axis=0).T
+        if k:
+            out[:k] = np.take(arr.reshape(-1, k_all), f_go, axis=0)[:, :k].T
         out[k] = column
         return out.T
 
