@@ -477,11 +477,14 @@ class LiveCluster(ClusterCache):
             try:
                 self.sync()
                 return True
-            except TRANSIENT as err:
+            except Exception as err:  # transient or not, retry: readiness depends on it
                 if self._stopping.is_set():
                     break
                 pause = backoff.next_s(_retry_after_s(err))
-                log.warning("initial list failed (%s); retrying in %.2f s", _describe(err), pause)
+                if isinstance(err, TRANSIENT):
+                    log.warning("initial list failed (%s); retrying in %.2f s", _describe(err), pause)
+                else:
+                    log.exception("initial list failed unexpectedly; retrying in %.2f s", pause)
                 if not self._sleep(pause):
                     break
         return False
@@ -537,6 +540,13 @@ class LiveCluster(ClusterCache):
                     self.resource_versions.get(resource, "<relist>"),
                     pause,
                 )
+                self._sleep(pause)
+            except Exception:  # a bug or a malformed answer must not kill the watch for good
+                if self._stopping.is_set():
+                    break
+                pause = backoff.next_s()
+                log.exception("%s watch failed unexpectedly; relisting in %.2f s", resource, pause)
+                self.resource_versions.pop(resource, None)
                 self._sleep(pause)
 
     def relist(self, resource: Resource) -> str:

@@ -312,6 +312,29 @@ def test_iterations_bound_the_loop(kube_api: FakeKubeAPI) -> None:
         assert [r.status for r in kube_api.calls(verb="watch")] == [500, 500]
 
 
+def test_unexpected_error_is_logged_and_the_loop_goes_on(
+    kube_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    kube_api.add_node("gpu-0", gpus=1)
+    kube_api.add_pod(_pod("a", 300, "gpu-0", "0"))
+    with live_cluster(kube_api, start=False) as cache:
+        cache.sync()
+        real = cache.replace_pods
+        calls = []
+
+        def flaky(pods: Any) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("bug in a relist")
+            real(pods)
+
+        cache.replace_pods = flaky  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="qosched.extender.watch"), looping(cache, "pods", None):
+            wait_until(lambda: cache.lists["pods"] == 2 and kube_api.open_watches == 1, what="recovery")
+        assert "pods watch failed unexpectedly" in caplog.text and "bug in a relist" in caplog.text
+        assert used_milli(cache, "gpu-0") == [300]
+
+
 def test_stop_ends_the_threads_promptly(kube_api: FakeKubeAPI) -> None:
     import time
 
