@@ -37,7 +37,7 @@ import numpy as np
 from qosched.policies.placement.base import Evaluation, Reason
 from qosched.policies.placement.rows import row_any, row_count
 from qosched.policies.state import ClusterState
-from qosched.policies.types import CPU_ACCELERATOR, EDGETPU_ACCELERATORS, GPU_MILLI_PER_DEVICE, PodDemand
+from qosched.policies.types import CPU_ACCELERATOR, GPU_MILLI_PER_DEVICE, PodDemand
 
 __all__ = [
     "Candidates",
@@ -280,12 +280,6 @@ def _nothing_known(state: ClusterState, pod: PodDemand, node_idx: np.ndarray) ->
         mem_free_mib=np.zeros(m),
         variants=None,
     )
-
-
-def is_edgetpu(state: ClusterState, accel_code: np.ndarray) -> np.ndarray:
-    """(m,) True where the node's accelerator is an edge TPU (one model resident, swaps)."""
-    codes = [i for i, a in enumerate(state.accelerators) if a in EDGETPU_ACCELERATORS]
-    return np.isin(accel_code, codes)
 
 
 def evaluation(

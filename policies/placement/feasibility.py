@@ -22,10 +22,14 @@ drivers evaluate only what a decision needs:
 - :func:`first_feasible` walks each node's devices in the policy's preference order and stops at
   the first feasible one (a pass evaluates one device per unresolved node; most nodes resolve in
   the first pass). It returns exactly what "the most preferred feasible device" means.
-- :func:`all_devices` evaluates every eligible device (policies whose *score* needs the
-  prediction of every device, e.g. least-utilised device).
+- :func:`best_feasible` evaluates every eligible device, for policies that rank devices by their
+  own prediction (least utilised, least utilisation added).
 - A device whose memory alone already breaks the threshold is rejected before prediction with
   ``DEVICE_MEMORY``: the same comparison ``feasible`` makes first, so the reason is identical.
+- Only the prefix of service slots some judged device uses is passed on (slots fill from 0), and
+  fields no model of the judged devices reads (swap, share, contention, percentile) are passed as
+  broadcast constants instead of being gathered.
+- :class:`VerdictCache` reuses verdicts across calls while a node is unchanged (exact).
 """
 
 from __future__ import annotations
@@ -58,7 +62,10 @@ __all__ = [
     "DeviceVerdicts",
     "InterferenceModel",
     "NewService",
+    "NodeVerdicts",
+    "VerdictCache",
     "all_devices",
+    "best_feasible",
     "first_feasible",
     "judge",
     "new_service",
@@ -628,15 +635,6 @@ def all_devices(
     return v, where
 
 
-def spread_to_grid(v: DeviceVerdicts, where: np.ndarray, name: str, fill: float = np.nan) -> np.ndarray:
-    """A (m, D) grid of one DeviceVerdicts field (``fill`` where not judged)."""
-    values: np.ndarray = getattr(v, name)
-    grid = np.full(where.shape, fill, dtype=np.float64)
-    judged = where >= 0
-    grid[judged] = values[where[judged]]
-    return grid
-
-
 def best_feasible(
     cand: Candidates,
     new: NewService,
@@ -698,6 +696,3 @@ def _pick_from_all(
     worst_reason = reason_grid[failed].max(axis=1) if failed.any() else np.zeros(0, dtype=np.int8)
     out.reason[failed] = np.where(worst_reason == 0, int(Reason.INSUFFICIENT_GPU), worst_reason)
     return out
-
-
-__all__ += ["NodeVerdicts", "VerdictCache", "best_feasible", "spread_to_grid"]
