@@ -134,6 +134,8 @@ def _fmt_ms(value: Any) -> str:
 def demo(cluster_file: str | None, policy: str, port: int) -> None:
     """Start the extender on the demo snapshot and schedule its pending pods over HTTP."""
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # logs/CI: do not fold the table to 80 columns
     snapshot = Path(cluster_file) if cluster_file else demo_snapshot_path()
     port = port or _free_port()
     base = f"http://127.0.0.1:{port}"
