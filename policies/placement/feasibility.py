@@ -39,7 +39,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import numpy as np
 
@@ -108,7 +107,8 @@ class InterferenceModel:
     params_by_accelerator: Mapping[str, ModelParams] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "params_by_accelerator", MappingProxyType(dict(self.params_by_accelerator)))
+        # A private copy, read-only by convention (a mappingproxy would not pickle or deep-copy).
+        object.__setattr__(self, "params_by_accelerator", dict(self.params_by_accelerator))
 
     def params_for(self, accelerator: str | None) -> ModelParams:
         if accelerator is None:
@@ -447,6 +447,11 @@ class VerdictCache:
     def clear(self) -> None:
         with self._lock:
             self._states.clear()
+
+    def __reduce__(self) -> tuple[type[VerdictCache], tuple[int]]:
+        # Copies and pickles (a policy sent to a worker process, a deep-copied scheduler) start
+        # empty: the memo is tied to state objects of this process, and a lock cannot be copied.
+        return (VerdictCache, (self.max_signatures,))
 
     def _memo(self, state: ClusterState, key: tuple[object, ...]) -> _Memo:
         size = state.n_nodes * state.n_devices

@@ -262,3 +262,18 @@ def test_multi_gpu_inference_pod_spreads_its_rate() -> None:
     assert ev.latency_ms[0] == pytest.approx(15.0)
     st.add(Allocation(pod, "n", tuple(int(d) for d in ev.devices[0])))
     assert st.svc_rate_rps[0, 1, 0] == 50.0
+
+
+@pytest.mark.parametrize("name", ["qosched", "default", "ibis-spread"])
+def test_policies_copy_and_pickle_with_an_empty_cache(name: str) -> None:
+    import copy
+    import pickle
+
+    st = three_idle_levels()
+    pod = inference_pod("p", "resnet50", rate_rps=20.0, slo_ms=100.0, gpu_milli=100)
+    policy = make_policy(name)
+    want = policy.evaluate(st, pod, np.arange(4))
+    for clone in (copy.deepcopy(policy), pickle.loads(pickle.dumps(policy))):
+        assert clone.cache.hits == 0 and clone.cache.misses == 0  # type: ignore[attr-defined]
+        got = clone.evaluate(st, pod, np.arange(4))
+        np.testing.assert_array_equal(got.raw_score, want.raw_score)
