@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -24,6 +25,7 @@ from qosched.extender.cluster import ClusterCache, StaticCluster
 from qosched.extender.config import load_config
 from qosched.extender.metrics import CacheCollector, ExtenderMetrics
 from qosched.extender.runtime import Binder, Runtime
+from qosched.extender.upload import ConfigMapSink, load_configmap_profiles, make_uploader
 from qosched.policies.placement.base import make_policy
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.profiles.store import ProfileStore
@@ -40,18 +42,33 @@ def create_app(
     binder: Binder | None = None,
     registry: CollectorRegistry | None = None,
     profile_store: ProfileStore | None = None,
+    api_client: Any | None = None,
 ) -> Flask:
-    """Build the extender app; see the module docstring."""
+    """Build the extender app; see the module docstring.
+
+    ``api_client`` (a ``kubernetes.client.ApiClient``) serves the upload token Secret and the
+    profiles ConfigMap; in live mode without a caller-supplied cache it is made from the settings.
+    """
     app = Flask(__name__)
     settings = load_config((overrides or {}).get("CONFIG_FILE"), overrides=overrides)
     app.config.update(settings)
     app.config["MAX_CONTENT_LENGTH"] = int(settings["MAX_CONTENT_LENGTH"])
     registry = registry if registry is not None else CollectorRegistry()
     metrics = ExtenderMetrics(registry)
-    store = profile_store or _profile_store(settings)
+    store = profile_store if profile_store is not None else _profile_store(settings)
+    live = cache is None and not settings.get("CLUSTER_FILE")
+    if live and api_client is None:
+        from qosched.extender.watch import api_client_from
+
+        api_client = api_client_from(settings)
+    if settings.get("PROFILES_CONFIGMAP") and api_client is not None:
+        # Uploaded profiles of earlier runs, before the cache computes any service parameter.
+        load_configmap_profiles(
+            store, ConfigMapSink.from_ref(api_client, str(settings["PROFILES_CONFIGMAP"]))
+        )
     lookup, device_memory = lookup_from_profiles(store.current())
     if cache is None:
-        cache, default_binder = _cluster(settings, lookup, device_memory)
+        cache, default_binder = _cluster(settings, lookup, device_memory, api_client)
         binder = binder or default_binder
     if binder is None:
         raise ValueError("create_app: a binder is required with a caller-supplied cache")
@@ -63,6 +80,7 @@ def create_app(
     app.extensions[EXTENSION] = runtime
     app.extensions["qosched.registry"] = registry
     app.extensions["qosched.metrics"] = metrics
+    app.extensions["qosched.uploader"] = make_uploader(settings, store, cache, api_client)
     from qosched.extender.routes import api
 
     app.register_blueprint(api)
@@ -77,10 +95,14 @@ def runtime_of(app: Flask) -> Runtime:
 
 def _profile_store(settings: Mapping[str, Any]) -> ProfileStore:
     extra = settings.get("PROFILES_DIR")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)  # uploads persist here; empty at first
     return ProfileStore(directories=[extra] if extra else [])
 
 
-def _cluster(settings: Mapping[str, Any], lookup: Any, device_memory: Any) -> tuple[ClusterCache, Binder]:
+def _cluster(
+    settings: Mapping[str, Any], lookup: Any, device_memory: Any, api_client: Any | None
+) -> tuple[ClusterCache, Binder]:
     ttl = float(settings["ASSUME_TTL_S"])
     if settings.get("CLUSTER_FILE"):
         static = StaticCluster.from_file(settings["CLUSTER_FILE"], lookup, device_memory, assume_ttl_s=ttl)
@@ -88,9 +110,8 @@ def _cluster(settings: Mapping[str, Any], lookup: Any, device_memory: Any) -> tu
 
         return static, SnapshotBinder(static)
     from qosched.extender.binder import KubeBinder
-    from qosched.extender.watch import LiveCluster, api_client_from
+    from qosched.extender.watch import LiveCluster
 
-    api_client = api_client_from(settings)
     live = LiveCluster(api_client, lookup, device_memory, settings=settings, assume_ttl_s=ttl)
     live.start()
     return live, KubeBinder(api_client, timeout_s=float(settings["BIND_TIMEOUT_S"]))

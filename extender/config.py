@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     # Bearer token for `PUT /profiles/...`: a file, or a Secret `namespace/name` (key `token`).
     "UPLOAD_TOKEN_FILE": None,
     "UPLOAD_TOKEN_SECRET": None,
+    # Seconds a token read from UPLOAD_TOKEN_SECRET is reused before the Secret is read again.
+    "UPLOAD_TOKEN_TTL_S": 10.0,
     # Largest request body of a scheduler verb. kube-scheduler sends full Node objects when
     # nodeCacheCapable is false: ~3 KiB a node, so 64 MiB covers ~20k nodes.
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,

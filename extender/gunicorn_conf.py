@@ -8,7 +8,9 @@ Production: ``gunicorn -c python:qosched.extender.gunicorn_conf 'qosched.extende
 (settings reach ``create_app`` through ``QOSCHED_*`` environment variables).
 """
 
+import gc
 import os
+from typing import Any
 
 bind = os.environ.get("QOSCHED_BIND", "127.0.0.1:8888")
 workers = 1
@@ -26,3 +28,15 @@ graceful_timeout = 10
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("QOSCHED_LOG_LEVEL", "info")
+
+
+def post_worker_init(worker: Any) -> None:
+    """Move everything loaded so far (the cluster cache: ~12 objects per pod) out of the GC's way.
+
+    A 5,000-node snapshot is ~700k Python objects; a full collection over them takes ~0.5 s on
+    one core, and the cyclic GC would run one at some request's expense. ``gc.freeze()`` puts the
+    start-up heap in the permanent generation, which collections never scan (objects created
+    later are collected as usual).
+    """
+    gc.collect()
+    gc.freeze()

@@ -284,3 +284,8 @@ def report_cmd(out_dir: str, quiet: bool) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     _print_report(report, Path(out_dir), quiet)
+
+
+from qosched.extender.profile_upload_cmd import upload as _upload  # noqa: E402
+
+profile.add_command(_upload)

@@ -3,22 +3,26 @@
 Bad input (malformed JSON, missing or mistyped fields, wrong content type, oversized body) is a
 4xx with a clear message. A failure inside a policy is answered with HTTP 200 and the verb's
 ``Error`` field (what kube-scheduler reads), logged with the pod's name, never a stack trace.
+Every error body is JSON ``{"error": "..."}``, including Flask's own 404/405/413.
+
+``PUT /profiles/<accelerator>/<model>`` is served by :mod:`qosched.extender.upload`.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+import numpy as np
 import orjson
 from flask import Blueprint, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
 
 from qosched.extender import wire
 from qosched.extender.runtime import Runtime
+from qosched.extender.upload import Uploader, UploadError
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +52,31 @@ def _timed(verb: str, fn: Callable[[], Response]) -> Response:
         response = fn()
     except wire.WireError as err:
         response = _error(err.status, err.message)
+    except HTTPException as err:  # e.g. 413 from MAX_CONTENT_LENGTH while reading the body
+        response = _http_error(err)
     metrics.observe_request(verb, response.status_code, time.perf_counter() - t0)
     return response
+
+
+def _http_error(err: HTTPException) -> Response:
+    response = _error(err.code or 500, err.description or err.name)
+    for key, value in err.get_headers():
+        if key.lower() != "content-type":
+            response.headers[key] = value
+    return response
+
+
+@api.app_errorhandler(HTTPException)
+def http_error(err: HTTPException) -> Response:
+    """Flask's own errors (404, 405, 413...) as JSON like every other error of the extender."""
+    return _http_error(err)
+
+
+def _internal_error(verb: str, pod: object, err: Exception) -> str:
+    """Log a failure inside the runtime with the pod's name; the client gets no stack trace."""
+    log.exception("%s failed for pod %s", verb, wire.pod_label(pod))  # type: ignore[arg-type]
+    current_app.extensions["qosched.metrics"].decision(verb, "error")
+    return f"qosched: internal error: {type(err).__name__}"
 
 
 def _body() -> bytes:
@@ -64,8 +91,7 @@ def filter_verb() -> Response:
         try:
             outcome = _runtime().filter(args.pod, names)
         except Exception as err:
-            log.exception("filter failed for pod %s", wire.pod_label(args.pod))
-            error = f"qosched: internal error: {type(err).__name__}"
+            error = _internal_error("filter", args.pod, err)
             return _json(wire.encode_filter_result(wire.filter_result_for(args, [], error=error)))
         result = wire.filter_result_for(
             args, outcome.kept, outcome.failed, outcome.unresolvable, outcome.error
@@ -81,12 +107,12 @@ def prioritize_verb() -> Response:
         args = wire.parse_extender_args(_body(), request.content_type)
         names = wire.candidate_names(args)
         try:
-            scores = _runtime().prioritize(args.pod, names)
-        except Exception:
+            scores = _runtime().prioritize_array(args.pod, names)
+        except Exception as err:
             # HostPriorityList has no Error field: answer "no preference" rather than fail the cycle.
-            log.exception("prioritize failed for pod %s", wire.pod_label(args.pod))
-            scores = [(n, 0) for n in names]
-        return _json(wire.encode_host_priorities([h for h, _ in scores], [v for _, v in scores]))
+            _internal_error("prioritize", args.pod, err)
+            scores = np.zeros(len(names), dtype=np.int64)
+        return _json(wire.encode_host_priorities(names, scores))
 
     return _timed("prioritize", run)
 
@@ -99,8 +125,8 @@ def bind_verb() -> Response:
             outcome = _runtime().bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
             error = outcome.error
         except Exception as err:
-            log.exception("bind failed for pod %s/%s", args.pod_namespace, args.pod_name)
-            error = f"qosched: internal error: {type(err).__name__}"
+            pod = {"metadata": {"namespace": args.pod_namespace, "name": args.pod_name}}
+            error = _internal_error("bind", pod, err)
         return _json(wire.encode_binding_result(wire.ExtenderBindingResult(error)))
 
     return _timed("bind", run)
@@ -113,9 +139,9 @@ def preempt_verb() -> Response:
         proposed = wire.victim_uids(args)
         try:
             kept = _runtime().preempt(args.pod, proposed)
-        except Exception:
+        except Exception as err:
             # On failure, do not veto kube-scheduler's own (already valid) proposal.
-            log.exception("preempt failed for pod %s", wire.pod_label(args.pod))
+            _internal_error("preempt", args.pod, err)
             kept = {node: list(uids) for node, uids in proposed.items()}
         return _json(wire.encode_preemption_result(wire.preemption_result_for(args, kept)))
 
@@ -155,21 +181,44 @@ def list_profiles() -> Response:
     return _json(orjson.dumps(body))
 
 
-def _token() -> str | None:
-    settings = _runtime().settings  # type: ignore[attr-defined]
-    path = settings.get("UPLOAD_TOKEN_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip() or None
-        except OSError:
-            return None
-    secret_reader = current_app.extensions.get("qosched.token_reader")
-    return secret_reader() if secret_reader else None
+def _uploader() -> Uploader:
+    uploader = current_app.extensions["qosched.uploader"]
+    assert isinstance(uploader, Uploader)
+    return uploader
 
 
 def _authorised() -> bool:
-    expected = _token()
-    header = request.headers.get("Authorization", "")
-    if not expected or not header.startswith("Bearer "):
+    """True when the request carries the upload bearer token (constant-time comparison)."""
+    try:
+        _uploader().authorise(request.headers.get("Authorization"))
+    except UploadError:
         return False
-    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), expected.encode())
+    return True
+
+
+@api.put("/profiles/<accelerator>/<model>")
+def upload_profile(accelerator: str, model: str) -> Response:
+    """Upload one profile: 200 replaced / 201 new, with where it was stored and the new version.
+
+    401 without the right bearer token, 403 when uploads are disabled, 400 malformed JSON, 413 over
+    ``MAX_PROFILE_BYTES``, 415 not JSON, 422 an invalid profile (the message names the field),
+    503 when the token or the storage is unavailable.
+    """
+    uploader = _uploader()
+    try:
+        uploader.authorise(request.headers.get("Authorization"))
+        try:
+            wire.check_content_type(request.content_type)
+        except wire.WireError as err:
+            raise UploadError(err.status, err.message) from None
+        limit = uploader.max_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise UploadError(413, f"profile: {length} bytes exceed the limit of {limit}")
+        body = request.stream.read(limit + 1)  # bounded even for a chunked body
+        result = uploader.upload(accelerator, model, body)
+    except UploadError as err:
+        response = _error(err.status, err.message)
+        response.headers.update(err.headers)
+        return response
+    return _json(orjson.dumps(result.to_json()), 201 if result.created else 200)

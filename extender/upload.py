@@ -1,0 +1,463 @@
+"""Profile uploads: ``PUT /profiles/<accelerator>/<model>`` (contract §2), stored and hot-reloaded.
+
+One upload goes through four steps, in this order, so that a profile is never in use before it
+is stored and never stored unless it is valid:
+
+1. **Authorise.** ``Authorization: Bearer <token>`` is compared with the configured token in
+   constant time (:func:`hmac.compare_digest`). The token comes from a file
+   (``UPLOAD_TOKEN_FILE``, re-read when the file changes, so it can be rotated without a restart)
+   or from a Kubernetes Secret (``UPLOAD_TOKEN_SECRET`` = ``namespace/name``, key ``token``, read
+   with the official client and cached for ``UPLOAD_TOKEN_TTL_S`` seconds). No token configured
+   means uploads are disabled (403); a configured token that cannot be read is a 503.
+2. **Validate.** The body (at most ``MAX_PROFILE_BYTES``) must be JSON (400 otherwise) and a valid
+   profile per :func:`qosched.profiles.schema.loads_profile` (422 naming the field path), whose
+   ``accelerator`` and ``model`` are those of the URL (422 naming the field).
+3. **Store durably.** Into ``PROFILES_DIR`` (an atomic, fsynced file write through
+   :meth:`ProfileStore.put`) or, in live mode, into the ConfigMap ``PROFILES_CONFIGMAP`` =
+   ``namespace/name`` under the key ``<accelerator>__<model>.json`` (created if missing, else
+   patched with its ``resourceVersion`` as a precondition and retried on a 409 conflict). With
+   neither configured the upload is refused (503): a profile that silently vanished at the next
+   restart would be worse than none.
+4. **Hot-reload.** The profile store swaps in a new immutable set, then the cluster cache
+   recomputes every service's parameters (``cache.rebuild(*lookup_from_profiles(new_set))``)
+   under its lock: a filter already evaluating finishes on the old state, the next one sees the
+   new one, and none ever sees a mix. Uploads are serialised by one lock so the store and the
+   cache always end on the same set.
+
+At start-up in live mode the ConfigMap's profiles are layered over the bundled ones
+(:func:`load_configmap_profiles`), so uploads survive restarts there as the directory's do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from qosched.extender.cluster import ClusterCache
+from qosched.policies.profile_lookup import lookup_from_profiles
+from qosched.profiles.schema import Profile, ProfileError, dump_profile_json, loads_profile, profile_filename
+from qosched.profiles.store import ProfileSet, ProfileStore, merge
+
+log = logging.getLogger(__name__)
+
+#: Key of the token inside the Secret named by ``UPLOAD_TOKEN_SECRET``.
+SECRET_TOKEN_KEY = "token"
+#: Attempts at a ConfigMap write before giving up on repeated resourceVersion conflicts.
+CONFIGMAP_ATTEMPTS = 5
+#: ``WWW-Authenticate`` challenge of a 401 (RFC 6750 §3).
+CHALLENGE = 'Bearer realm="qosched"'
+
+
+class UploadError(Exception):
+    """An upload refused with an HTTP status, a message for the client and optional headers."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class TokenUnavailable(Exception):
+    """The configured token exists but cannot be read now (missing file, API error)."""
+
+
+class TokenSource(Protocol):
+    """Returns the expected bearer token; raises :class:`TokenUnavailable` when it cannot."""
+
+    def __call__(self) -> str: ...
+
+
+# --------------------------------------------------------------------------------- token sources
+
+
+class FileToken:
+    """The token in a file (surrounding whitespace stripped), re-read when its mtime or size change.
+
+    A mounted Secret is updated in place by the kubelet, so rotation needs no restart; the stat
+    per request costs ~2 µs.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._token = ""
+
+    def __call__(self) -> str:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            with self._lock:
+                if stamp != self._stamp:
+                    self._token = self.path.read_text(encoding="utf-8").strip()
+                    self._stamp = stamp
+                token = self._token
+        except (OSError, UnicodeDecodeError) as err:
+            raise TokenUnavailable(f"upload token file {self.path}: cannot read it ({err})") from None
+        if not token:
+            raise TokenUnavailable(f"upload token file {self.path} is empty")
+        return token
+
+
+@dataclass(slots=True)
+class SecretToken:
+    """The ``token`` key of a Kubernetes Secret, read with the official client, cached ``ttl_s``.
+
+    A failed read is not cached (the next request tries again) and is a :class:`TokenUnavailable`,
+    never a stale token: a rotated-away token must stop working within ``ttl_s``.
+    """
+
+    api_client: Any
+    namespace: str
+    name: str
+    ttl_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _token: str = ""
+    _until: float = float("-inf")
+
+    @classmethod
+    def from_ref(cls, api_client: Any, ref: str, **kw: Any) -> SecretToken:
+        namespace, name = split_ref(ref, "UPLOAD_TOKEN_SECRET")
+        return cls(api_client, namespace, name, **kw)
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self.clock() < self._until:
+                return self._token
+            token = self._read()
+            self._token, self._until = token, self.clock() + self.ttl_s
+            return token
+
+    def _read(self) -> str:
+        from kubernetes import client as k8s
+        from kubernetes.client.rest import ApiException
+
+        where = f"upload token Secret {self.namespace}/{self.name}"
+        try:
+            secret = k8s.CoreV1Api(self.api_client).read_namespaced_secret(self.name, self.namespace)
+        except ApiException as err:
+            raise TokenUnavailable(f"{where}: the API server answered {err.status} {err.reason}") from None
+        except Exception as err:  # connection refused, timeout, TLS: all "cannot read it now"
+            raise TokenUnavailable(f"{where}: {type(err).__name__}: {err}") from None
+        raw = (secret.data or {}).get(SECRET_TOKEN_KEY)
+        if raw is None:
+            raise TokenUnavailable(f"{where} has no key {SECRET_TOKEN_KEY!r}")
+        try:
+            token = base64.b64decode(raw, validate=True).decode("utf-8").strip()
+        except (binascii.Error, UnicodeDecodeError):
+            raise TokenUnavailable(f"{where}: key {SECRET_TOKEN_KEY!r} is not base64 UTF-8 text") from None
+        if not token:
+            raise TokenUnavailable(f"{where}: key {SECRET_TOKEN_KEY!r} is empty")
+        return token
+
+
+def split_ref(ref: str, setting: str) -> tuple[str, str]:
+    """``namespace/name`` → (namespace, name); ValueError naming the setting otherwise."""
+    namespace, sep, name = str(ref).partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise ValueError(f"{setting}: expected namespace/name, got {ref!r}")
+    return namespace, name
+
+
+# --------------------------------------------------------------------------------- durable sinks
+
+
+class ProfileSink(Protocol):
+    """Stores a validated profile durably and makes it current in ``store``; returns where."""
+
+    def store(self, store: ProfileStore, profile: Profile) -> tuple[ProfileSet, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySink:
+    """``PROFILES_DIR``: atomic fsynced file write and swap, both by :meth:`ProfileStore.put`."""
+
+    directory: Path
+
+    def store(self, store: ProfileStore, profile: Profile) -> tuple[ProfileSet, str]:
+        new_set = store.put(profile, persist_dir=self.directory)
+        return new_set, str(self.directory / profile.filename)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMapSink:
+    """``PROFILES_CONFIGMAP``: one key ``<accelerator>__<model>.json`` per profile in a ConfigMap.
+
+    Create when absent; otherwise a merge patch of that one key carrying the ``resourceVersion``
+    read just before, so a concurrent writer (another replica, ``kubectl edit``) makes the API
+    server answer 409 and the write is retried on the fresh object instead of clobbering it.
+    """
+
+    api_client: Any
+    namespace: str
+    name: str
+    attempts: int = CONFIGMAP_ATTEMPTS
+
+    @classmethod
+    def from_ref(cls, api_client: Any, ref: str) -> ConfigMapSink:
+        namespace, name = split_ref(ref, "PROFILES_CONFIGMAP")
+        return cls(api_client, namespace, name)
+
+    def store(self, store: ProfileStore, profile: Profile) -> tuple[ProfileSet, str]:
+        self.write(profile.filename, dump_profile_json(profile))
+        return store.put(profile), f"configmap {self.namespace}/{self.name} key {profile.filename}"
+
+    def write(self, key: str, text: str) -> None:
+        from kubernetes import client as k8s
+        from kubernetes.client.rest import ApiException
+
+        v1 = k8s.CoreV1Api(self.api_client)
+        last = ""
+        for _ in range(self.attempts):
+            try:
+                current = v1.read_namespaced_config_map(self.name, self.namespace)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+                body = {"metadata": {"name": self.name, "namespace": self.namespace}, "data": {key: text}}
+                try:
+                    v1.create_namespaced_config_map(self.namespace, body)
+                    return
+                except ApiException as create_err:
+                    if create_err.status != 409:  # 409 AlreadyExists: someone created it first
+                        raise
+                    last = "created concurrently"
+                    continue
+            patch = {
+                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "data": {key: text},
+            }
+            try:
+                v1.patch_namespaced_config_map(self.name, self.namespace, patch)
+                return
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+                last = "resourceVersion conflict"
+        raise RuntimeError(
+            f"configmap {self.namespace}/{self.name}: gave up after {self.attempts} attempts ({last})"
+        )
+
+    def load(self) -> list[Profile]:
+        """The valid profiles stored in the ConfigMap (none when it does not exist yet)."""
+        from kubernetes import client as k8s
+        from kubernetes.client.rest import ApiException
+
+        try:
+            cm = k8s.CoreV1Api(self.api_client).read_namespaced_config_map(self.name, self.namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return []
+            raise
+        out = []
+        for key, text in sorted((cm.data or {}).items()):
+            source = f"configmap {self.namespace}/{self.name} key {key}"
+            try:
+                profile = loads_profile(text, source=source)
+            except ProfileError as err:
+                log.warning("skipping an invalid stored profile: %s", err)
+                continue
+            if key != profile.filename:
+                log.warning("skipping %s: it holds %s", source, profile.filename)
+                continue
+            out.append(profile)
+        return out
+
+
+def load_configmap_profiles(store: ProfileStore, sink: ConfigMapSink) -> ProfileSet:
+    """Layer the ConfigMap's profiles over ``store``'s current set (start-up in live mode)."""
+    stored = sink.load()
+    if not stored:
+        return store.current()
+    new_set = merge(store.current(), ProfileSet(stored))
+    store.replace(new_set)
+    log.info("loaded %d uploaded profile(s) from configmap %s/%s", len(stored), sink.namespace, sink.name)
+    return new_set
+
+
+# --------------------------------------------------------------------------------- the uploader
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    accelerator: str
+    model: str
+    created: bool
+    stored: str
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accelerator": self.accelerator,
+            "model": self.model,
+            "created": self.created,
+            "stored": self.stored,
+            "version": self.version,
+        }
+
+
+class Uploader:
+    """Authorises, validates, stores and hot-reloads uploaded profiles (module docstring).
+
+    Parameters
+    ----------
+    store : ProfileStore
+        The extender's profile store.
+    cache : ClusterCache
+        Rebuilt with the new lookups after each upload.
+    token : TokenSource or None
+        None: uploads disabled (403).
+    sink : ProfileSink or None
+        None: no durable storage configured (503).
+    max_bytes : int
+        Largest accepted body (413 above).
+    """
+
+    def __init__(
+        self,
+        store: ProfileStore,
+        cache: ClusterCache,
+        *,
+        token: TokenSource | None,
+        sink: ProfileSink | None,
+        max_bytes: int,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.token = token
+        self.sink = sink
+        self.max_bytes = int(max_bytes)
+        self._lock = threading.Lock()
+
+    def authorise(self, header: str | None) -> None:
+        """Raise :class:`UploadError` unless ``header`` is ``Bearer <the token>``."""
+        if self.token is None:
+            raise UploadError(
+                403,
+                "profile uploads are disabled: no token configured "
+                "(set UPLOAD_TOKEN_FILE / --token-file, or UPLOAD_TOKEN_SECRET)",
+            )
+        try:
+            expected = self.token()
+        except TokenUnavailable as err:
+            log.error("profile upload refused: %s", err)
+            raise UploadError(503, f"profile uploads are unavailable: {err}") from None
+        scheme, _, given = (header or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise UploadError(
+                401,
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": CHALLENGE},
+            )
+        if not hmac.compare_digest(given.strip().encode("utf-8"), expected.encode("utf-8")):
+            raise UploadError(
+                401, "invalid bearer token", {"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'}
+            )
+
+    def upload(self, accelerator: str, model: str, body: bytes) -> UploadResult:
+        """Validate ``body`` as the profile of (accelerator, model), store it, hot-reload.
+
+        The caller has already authorised the request and bounded the body's size.
+        """
+        if self.sink is None:
+            raise UploadError(
+                503,
+                "profile uploads have no durable storage configured "
+                "(set PROFILES_DIR / --profiles, or PROFILES_CONFIGMAP in live mode)",
+            )
+        if len(body) > self.max_bytes:
+            raise UploadError(413, f"profile: {len(body)} bytes exceed the limit of {self.max_bytes}")
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError as err:
+            raise UploadError(400, f"profile: invalid JSON: {err}") from None
+        try:
+            profile = loads_profile(body, source="profile")
+        except ProfileError as err:
+            raise UploadError(422, str(err)) from None
+        for field_name, want in (("accelerator", accelerator), ("model", model)):
+            got = getattr(profile, field_name)
+            if got != want:
+                raise UploadError(
+                    422, f"profile field `{field_name}`: {got!r} does not match the URL's {want!r}"
+                )
+        with self._lock:
+            created = (accelerator, model) not in self.store.current()
+            try:
+                new_set, where = self.sink.store(self.store, profile)
+            except Exception as err:
+                log.exception("storing profile %s failed", profile_filename(accelerator, model))
+                raise UploadError(503, f"profile could not be stored: {type(err).__name__}: {err}") from None
+            t0 = time.perf_counter()
+            self.cache.rebuild(*lookup_from_profiles(new_set))
+            log.info(
+                "profile %s uploaded to %s; profiles version %s, cache rebuilt in %.1f ms",
+                profile.filename,
+                where,
+                new_set.version,
+                (time.perf_counter() - t0) * 1000,
+            )
+        return UploadResult(accelerator, model, created, where, new_set.version)
+
+
+def make_uploader(
+    settings: Mapping[str, Any],
+    store: ProfileStore,
+    cache: ClusterCache,
+    api_client: Any | None,
+) -> Uploader:
+    """The uploader the settings describe (see :data:`qosched.extender.config.DEFAULTS`).
+
+    Raises
+    ------
+    ValueError
+        A Secret or ConfigMap reference that is not ``namespace/name``, or one given without an
+        API client (a static ``--cluster`` run has none: use the file settings there).
+    """
+    token: TokenSource | None = None
+    if settings.get("UPLOAD_TOKEN_FILE"):
+        token = FileToken(settings["UPLOAD_TOKEN_FILE"])
+    elif settings.get("UPLOAD_TOKEN_SECRET"):
+        if api_client is None:
+            raise ValueError("UPLOAD_TOKEN_SECRET needs a Kubernetes API client (live mode)")
+        token = SecretToken.from_ref(
+            api_client, str(settings["UPLOAD_TOKEN_SECRET"]), ttl_s=float(settings["UPLOAD_TOKEN_TTL_S"])
+        )
+    sink: ProfileSink | None = None
+    if settings.get("PROFILES_CONFIGMAP") and api_client is not None:
+        sink = ConfigMapSink.from_ref(api_client, str(settings["PROFILES_CONFIGMAP"]))
+    elif settings.get("PROFILES_DIR"):
+        sink = DirectorySink(Path(settings["PROFILES_DIR"]))
+    elif settings.get("PROFILES_CONFIGMAP"):
+        raise ValueError("PROFILES_CONFIGMAP needs a Kubernetes API client (live mode)")
+    return Uploader(store, cache, token=token, sink=sink, max_bytes=int(settings["MAX_PROFILE_BYTES"]))
+
+
+__all__ = [
+    "CHALLENGE",
+    "ConfigMapSink",
+    "DirectorySink",
+    "FileToken",
+    "ProfileSink",
+    "SecretToken",
+    "TokenSource",
+    "TokenUnavailable",
+    "UploadError",
+    "UploadResult",
+    "Uploader",
+    "load_configmap_profiles",
+    "make_uploader",
+    "split_ref",
+]
