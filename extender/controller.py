@@ -8,8 +8,10 @@
      ``qosched.io/device`` naming one index): its time share of that device is written to the
      annotation :data:`A_GPU_SHARE_MILLI`, which the device layer enforces (HAMi-style core
      limit, MPS active-thread percentage, ...);
-   - otherwise its CPU — the sum of its containers' CPU requests, changed in place through the
-     ``pods/resize`` subresource (Kubernetes >= 1.33).
+   - a CPU share, when it has no GPU at all — the sum of its containers' CPU requests, changed
+     in place through the ``pods/resize`` subresource (Kubernetes >= 1.33).
+
+   Pods with whole GPUs (or a fraction without a single device index) are not controlled.
 
    Controlled pods that share capacity form a *pool*: the CPU of one node, or one GPU.
 
@@ -347,7 +349,9 @@ def parse_controlled(pod: Mapping[str, Any], classes: ClassConfig) -> Controlled
             resource="gpu", device=devices[0], share=gpu_share_of(pod, demand.gpu_milli), **common
         )
     if demand.gpu_milli > 0:
-        log.debug("pod %s: whole GPUs or no device index; its GPU is not time-shared", key)
+        # Its latency is the GPU's; moving its CPU on that signal would be moving the wrong knob.
+        log.debug("pod %s: whole GPUs or no single device index; not controlled", key)
+        return None
     try:
         cpus = container_cpu(pod)
     except (ValueError, TypeError, ArithmeticError) as exc:

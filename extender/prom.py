@@ -211,14 +211,15 @@ class PromReader:
         """Run one instant query; ``{(namespace, pod): value}`` or None when the query failed."""
         try:
             result: Any = self._prom.custom_query(query)
+        except ValueError as exc:  # a body that is not JSON (a proxy's error page); before
+            # RequestException: requests' JSONDecodeError is both
+            log.error("prometheus %s answered %r with a body that is not JSON (%s)", self.url, query, exc)
+            return None
         except requests.exceptions.RequestException as exc:
             log.error("prometheus %s unreachable (%s); skipping this cycle", self.url, _short(exc))
             return None
         except PrometheusApiClientException as exc:
             log.error("prometheus %s refused query %r: %s; skipping this cycle", self.url, query, _short(exc))
-            return None
-        except ValueError as exc:  # a body that is not JSON (a proxy's error page)
-            log.error("prometheus %s answered %r with a body that is not JSON (%s)", self.url, query, exc)
             return None
         return self._parse_vector(query, result)
 
