@@ -58,11 +58,12 @@ from qosched.extender.controller import (
     run_loop,
     writable_shares,
 )
+from qosched.extender.leader import LeaderElector, LeaseSettings
 from qosched.extender.objects import A_DEVICE
 from qosched.extender.prom import PromQueries, PromReader, PromSnapshot
 from qosched.policies.control.law import ControlSettings
 from tests.extender.test_prom import FakePrometheus, vector
-from tests.kubefake import conftest_plugin
+from tests.kubefake import RbacAuthorizer, conftest_plugin, load_snapshot
 from tests.kubefake.objects import make_node, make_pod
 from tests.kubefake.server import FakeKubeAPI
 
@@ -895,3 +896,32 @@ def test_cli_once_with_prometheus_down(two_pods: FakeKubeAPI, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{") :])["skipped"] == "prometheus unavailable"
     assert two_pods.count(method="PATCH") == 0
+
+
+def test_manifest_rbac_allows_everything_the_controller_does() -> None:
+    """Against a fake apiserver enforcing manifests/rbac.yaml for the qosched ServiceAccount: one
+    cycle (list nodes and pods, pods/resize, pod annotation patch) and the lease election."""
+    rbac = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
+    user = "system:serviceaccount:qosched-system:qosched"
+    with FakeKubeAPI(authorizer=RbacAuthorizer(load_snapshot(rbac), user=user)) as api:
+        api.add_node("n1", accelerator="cpu", cpu="2", gpus=0)
+        api.add_node("g1", accelerator="nvidia-t4", gpus=1)
+        for name in ("miss", "beat"):
+            api.add_pod(name, slo_ms=10, node_name="n1", cpu="1", memory="128Mi")
+        for name in ("gpu-miss", "gpu-beat"):
+            api.add_pod(
+                name, slo_ms=10, gpu_milli=500, node_name="g1", cpu="100m", annotations={A_DEVICE: "0"}
+            )
+        api_client = api.api_client()
+        try:
+            core = k8s.CoreV1Api(api_client)
+            elector = LeaderElector(k8s.CoordinationV1Api(api_client), "me", LeaseSettings())
+            assert elector.try_acquire_or_renew()
+            report = QoEController(
+                core, CannedLatency(CANNED), NO_RATE, may_act=lambda: elector.is_leader
+            ).cycle()
+            assert elector.release()
+        finally:
+            api_client.close()
+        assert report.applied == 4 and report.failed == 0, [c.error for c in report.changes]
+        assert api.count(status=403) == 0
