@@ -393,10 +393,10 @@ def build_pools(
             requests = pod_requests(pod)
         except (ValueError, ArithmeticError):
             requests = {}
-        overhead = ((pod.get("spec") or {}).get("overhead") or {}).get("cpu")
         if controlled is not None and controlled.resource == "cpu":
             members.setdefault(("cpu", node, None), []).append(controlled)
-            others_cpu[node] = others_cpu.get(node, 0.0) + (_milli(overhead) if overhead is not None else 0)
+            overhead = float(requests.get("cpu", Decimal(0)) * 1000) - controlled.share  # overhead, init
+            others_cpu[node] = others_cpu.get(node, 0.0) + max(0.0, overhead)
             continue
         others_cpu[node] = others_cpu.get(node, 0.0) + float(requests.get("cpu", Decimal(0)) * 1000)
         if controlled is not None:  # a GPU share
@@ -500,44 +500,57 @@ class QoEController:
         """Run the law on every pool; the changes worth writing."""
         s = self.settings
         now = self._monotonic()
+        self._changed_at = {uid: t for uid, t in self._changed_at.items() if now - t < s.settle_s}
         steps: dict[PoolKey, ControlStep] = {}
         changes: list[Change] = []
         for pool in pools:
-            inputs = []
-            observed: list[float | None] = []
-            for pod in pool.pods:
-                obs = snapshot.latency_of(pod.namespace, pod.name, pod.percentile)
-                changed = self._changed_at.get(pod.uid)
-                if changed is not None and now - changed < s.settle_s:
-                    obs = None
-                observed.append(obs)
-                if pod.resource == "cpu":
-                    hi = float(min(s.max_cpu_milli or pool.capacity, pool.capacity))
-                    lo = float(min(s.min_cpu_milli, hi))
-                else:
-                    hi = float(min(s.max_gpu_milli, pool.capacity))
-                    lo = float(min(s.min_gpu_milli, hi))
-                inputs.append(
-                    ServiceInput(
-                        share=float(pod.share),
-                        slo_ms=pod.slo_ms,
-                        observed_ms=obs,
-                        lo=lo,
-                        hi=hi,
-                        qos_target=pod.qos_target,
-                        class_name=pod.class_name,
-                        rate_rps=self._rate(pod, snapshot),
-                        percentile=pod.percentile,
-                    )
-                )
-            step = control_step(inputs, pool.capacity, s.control, self._solvers)
+            try:
+                step, pool_changes = self._plan_pool(pool, snapshot, now)
+            except (ValueError, ArithmeticError) as exc:  # one bad pool must not stop the others
+                log.error("pool %s: control step failed (%s); its pods hold", pool.label, exc)
+                continue
             steps[pool.key] = step
-            old = [pod.share for pod in pool.pods]
-            written = writable_shares(old, step.shares, pool.capacity, s.min_change_frac)
-            for pod, new, action, obs in zip(pool.pods, written, step.actions, observed, strict=True):
-                if new != pod.share:
-                    changes.append(Change(pod, pool.label, pod.share, new, obs, action))
+            changes.extend(pool_changes)
         return steps, changes
+
+    def _plan_pool(self, pool: Pool, snapshot: PromSnapshot, now: float) -> tuple[ControlStep, list[Change]]:
+        """One pool: inputs from the snapshot (held while settling), the law, integer shares."""
+        s = self.settings
+        changes: list[Change] = []
+        inputs = []
+        observed: list[float | None] = []
+        for pod in pool.pods:
+            obs = snapshot.latency_of(pod.namespace, pod.name, pod.percentile)
+            changed = self._changed_at.get(pod.uid)
+            if changed is not None and now - changed < s.settle_s:
+                obs = None
+            observed.append(obs)
+            if pod.resource == "cpu":
+                hi = float(min(s.max_cpu_milli or pool.capacity, pool.capacity))
+                lo = float(min(s.min_cpu_milli, hi))
+            else:
+                hi = float(min(s.max_gpu_milli, pool.capacity))
+                lo = float(min(s.min_gpu_milli, hi))
+            inputs.append(
+                ServiceInput(
+                    share=float(pod.share),
+                    slo_ms=pod.slo_ms,
+                    observed_ms=obs,
+                    lo=lo,
+                    hi=hi,
+                    qos_target=pod.qos_target,
+                    class_name=pod.class_name,
+                    rate_rps=self._rate(pod, snapshot),
+                    percentile=pod.percentile,
+                )
+            )
+        step = control_step(inputs, pool.capacity, s.control, self._solvers)
+        old = [pod.share for pod in pool.pods]
+        written = writable_shares(old, step.shares, pool.capacity, s.min_change_frac)
+        for pod, new, action, obs in zip(pool.pods, written, step.actions, observed, strict=True):
+            if new != pod.share:
+                changes.append(Change(pod, pool.label, pod.share, new, obs, action))
+        return step, changes
 
     def _rate(self, pod: ControlledPod, snapshot: PromSnapshot) -> float | None:
         source = self.settings.rate_source
@@ -739,7 +752,11 @@ def run_loop(
             leading = elector.try_acquire_or_renew() if elector is not None else True
             now = monotonic()
             if leading and now >= next_at:
-                report = controller.cycle()
+                try:
+                    report = controller.cycle()
+                except Exception as exc:  # a bug in one cycle must not end the controller
+                    log.exception("controller cycle failed")
+                    report = CycleReport(skipped=f"error: {exc}")
                 cycles += 1
                 next_at = now + interval
                 _log_report(report)
