@@ -215,7 +215,19 @@ class Runtime:
             return self._decisions.get(uid)
 
     def demand_of(self, pod: Mapping[str, Any]) -> PodDemand:
-        return pod_demand(pod, self.class_of)
+        """The pod's qosched request; ``DemandError`` for bad annotations *or* a malformed spec.
+
+        The wire layer validates only the metadata the protocol needs; a spec of the wrong shape
+        (``containers: "x"``, ``requests: [1]``) makes the parser fail with a ``TypeError`` or
+        ``AttributeError``, which is the pod's fault, not the extender's: it becomes a reason on
+        every node ("invalid request"), not an internal error.
+        """
+        try:
+            return pod_demand(pod, self.class_of)
+        except DemandError:
+            raise
+        except (TypeError, AttributeError, ValueError, ArithmeticError) as err:
+            raise DemandError(f"pod spec is malformed ({type(err).__name__}: {err})") from None
 
     # ------------------------------------------------------------------ filter
     def filter(self, pod: Mapping[str, Any], names: Sequence[str]) -> FilterOutcome:
