@@ -65,6 +65,9 @@ measured). With enough capacity every acting service's update is
 :math:`x_{k+1} = x_k + \beta(d(x_k) - x_k)`, a fixed point being :math:`L(x) = T^*`. Its slope
 there is :math:`g' = 1 - \beta(1 - d'(x^*))`.
 
+- Every fixed point is on target whatever the plant: :math:`d(x) = x \iff L = T^*` for both
+  rules, so model error (bursty arrivals, a non-exponential service, a wrong rate) changes the
+  speed of convergence, never its destination.
 - M/M/1 inversion on an M/M/1 plant with the true rate: :math:`d` does not depend on :math:`x`
   (the calibration is exact), :math:`g' = 1 - \beta`: the error shrinks geometrically by
   :math:`(1-\beta)` per step and monotonically (no overshoot for :math:`\beta \le 1`).
