@@ -112,6 +112,8 @@ def _cluster(
     from qosched.extender.binder import KubeBinder
     from qosched.extender.watch import LiveCluster
 
+    if api_client is None:
+        raise ValueError("create_app: live mode needs a Kubernetes API client")
     live = LiveCluster(api_client, lookup, device_memory, settings=settings, assume_ttl_s=ttl)
     live.start()
     return live, KubeBinder(api_client, timeout_s=float(settings["BIND_TIMEOUT_S"]))

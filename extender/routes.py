@@ -93,9 +93,18 @@ def filter_verb() -> Response:
         except Exception as err:
             error = _internal_error("filter", args.pod, err)
             return _json(wire.encode_filter_result(wire.filter_result_for(args, [], error=error)))
-        result = wire.filter_result_for(
-            args, outcome.kept, outcome.failed, outcome.unresolvable, outcome.error
-        )
+        if args.nodes is None:
+            # Names in, names out. ``Runtime.filter`` builds ``kept`` by compressing the request's
+            # names in order and gives every other name exactly one reason, so the subset and
+            # disjointness checks of ``filter_result_for`` (set algebra over every name, ~0.4 ms
+            # at 5,000 nodes) cannot fail here; the hypothesis tests hold the runtime to it.
+            result = wire.ExtenderFilterResult(
+                None, tuple(outcome.kept), outcome.failed or None, outcome.unresolvable or None, outcome.error
+            )
+        else:
+            result = wire.filter_result_for(
+                args, outcome.kept, outcome.failed, outcome.unresolvable, outcome.error
+            )
         return _json(wire.encode_filter_result(result))
 
     return _timed("filter", run)

@@ -226,7 +226,9 @@ class ConfigMapSink:
             except ApiException as err:
                 if err.status != 404:
                     raise
-                body = {"metadata": {"name": self.name, "namespace": self.namespace}, "data": {key: text}}
+                body = k8s.V1ConfigMap(
+                    metadata=k8s.V1ObjectMeta(name=self.name, namespace=self.namespace), data={key: text}
+                )
                 try:
                     v1.create_namespaced_config_map(self.namespace, body)
                     return
@@ -235,10 +237,10 @@ class ConfigMapSink:
                         raise
                     last = "created concurrently"
                     continue
-            patch = {
-                "metadata": {"resourceVersion": current.metadata.resource_version},
-                "data": {key: text},
-            }
+            # The resourceVersion makes the patch conditional: a concurrent write since the read
+            # above is a 409, and the loop reads again.
+            version = current.metadata.resource_version if current.metadata is not None else None
+            patch = {"metadata": {"resourceVersion": version}, "data": {key: text}}
             try:
                 v1.patch_namespaced_config_map(self.name, self.namespace, patch)
                 return
