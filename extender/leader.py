@@ -158,11 +158,11 @@ class LeaderElector:
             self._renewed_at = None
             return False
 
-        stamp = self._wall()
+        stamp = self._stamp()
         spec = lease.spec or V1LeaseSpec()
-        if holder != self.identity:
+        if holder != self.identity:  # as client-go: every acquisition is a transition
             spec.acquire_time = stamp
-            spec.lease_transitions = int(spec.lease_transitions or 0) + (1 if holder else 0)
+            spec.lease_transitions = int(spec.lease_transitions or 0) + 1
         spec.holder_identity = self.identity
         spec.lease_duration_seconds = round(s.lease_duration_s)
         spec.renew_time = stamp
@@ -191,7 +191,7 @@ class LeaderElector:
                 return False
             lease.spec.holder_identity = None
             lease.spec.lease_duration_seconds = 1
-            lease.spec.renew_time = self._wall()
+            lease.spec.renew_time = self._stamp()
             self.api.replace_namespaced_lease(s.name, s.namespace, lease)
         except Exception as exc:
             log.warning("lease %s/%s: could not release (%s)", s.namespace, s.name, exc)
@@ -200,9 +200,15 @@ class LeaderElector:
         return True
 
     # ------------------------------------------------------------------ internals
+    def _stamp(self) -> datetime:
+        """Now, never on a whole second: the client sends ``isoformat()``, which drops a zero
+        fraction, and the apiserver parses ``MicroTime`` with exactly six fractional digits."""
+        stamp = self._wall()
+        return stamp.replace(microsecond=1) if stamp.microsecond == 0 else stamp
+
     def _create(self, now: float) -> bool:
         s = self.settings
-        stamp = self._wall()
+        stamp = self._stamp()
         body = V1Lease(
             metadata=V1ObjectMeta(name=s.name, namespace=s.namespace),
             spec=V1LeaseSpec(

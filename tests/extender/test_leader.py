@@ -5,8 +5,10 @@ the renew deadline, and the controller loop acting only while leading."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -248,3 +250,14 @@ def test_loop_without_elector_runs_the_given_iterations(stop: threading.Event) -
     reports: list[CycleReport] = []
     assert run_loop(c, stop, iterations=3, on_report=reports.append) == 3  # type: ignore[arg-type]
     assert c.cycles == 3 and len(reports) == 3
+
+
+def test_times_always_carry_microseconds(kube_api: FakeKubeAPI, coord: Any, clock: FakeClock) -> None:
+    """The apiserver parses MicroTime with exactly six fractional digits; isoformat() drops a zero
+    fraction, so a stamp on a whole second is moved by 1 us."""
+    whole = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    a = LeaderElector(coord, "a", LeaseSettings(), monotonic=clock, wall_clock=lambda: whole)
+    assert a.try_acquire_or_renew()
+    spec = lease(kube_api)["spec"]
+    assert re.fullmatch(r"2025-01-01T12:00:00\.000001(\+00:00|Z)", spec["renewTime"]), spec["renewTime"]
+    assert re.fullmatch(r"2025-01-01T12:00:00\.000001(\+00:00|Z)", spec["acquireTime"])
