@@ -387,3 +387,32 @@ def test_binds_of_one_pod_from_two_threads_bind_it_once(cluster: Path) -> None:
         answers = list(pool.map(lambda _: raw(app, "bind", dumps(BIND_OK)).get_json(), range(2)))
     assert answers == [{"Error": ""}, {"Error": ""}]
     assert len(binder.calls) == 1
+
+
+# ----------------------------------------------------------------------------- serve start-up
+
+
+@pytest.mark.parametrize(
+    ("extra", "snapshot", "message"),
+    [
+        ([], "garbage: [\n", "not valid YAML/JSON"),
+        ([], '{"kind": "List", "items": []}', "no Node objects found"),
+        (["--policy", "nope"], None, "unknown policy 'nope'; known: "),
+    ],
+    ids=["broken-yaml", "no-nodes", "unknown-policy"],
+)
+def test_serve_fails_fast_with_one_clear_line(
+    tmp_path: Path, cluster: Path, extra: list[str], snapshot: str | None, message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from qosched.extender.cli import main
+
+    path = cluster
+    if snapshot is not None:
+        path = tmp_path / "bad.yaml"
+        path.write_text(snapshot)
+    result = CliRunner().invoke(main, ["serve", "--cluster", str(path), "--port", "1", *extra])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and message in result.output
+    assert "Traceback" not in result.output
