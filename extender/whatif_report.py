@@ -182,9 +182,10 @@ def plot_services_slo(summary: Mapping[str, Any], path: Path) -> bytes | None:
         ax.text(t, yi, f" {m}/{t}", va="center", fontsize=8)
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
+    ax.set_xlim(0, 1.15 * max(int(total.max()), 1))  # room on the right for the labels
     ax.set_xlabel("inference services")
-    ax.set_title("Services meeting their SLO (request-level simulation)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Services meeting their SLO (request-level simulation)", pad=24)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
     return _save(fig, path)
 
 

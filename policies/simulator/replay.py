@@ -212,6 +212,10 @@ class PolicyScheduler:
         kube-scheduler's own NodeResourcesFit filter passes to an extender; every policy rejects
         the other nodes anyway, so decisions are identical (a test checks it) and it is faster
         on a full cluster.
+    refresh : callable, optional
+        ``refresh(ledger, now_s)``: the replay calls it before a decision once at least
+        ``ReplayConfig.refresh_every`` pods started or stopped since the last call (e.g. to
+        rebuild ``qosched``'s fairness snapshot from the pods' current QoS).
     """
 
     def __init__(
@@ -220,12 +224,14 @@ class PolicyScheduler:
         *,
         observe: Callable[[PodDemand], None] | None = None,
         candidates: CandidateMode = "all",
+        refresh: Callable[[PodLedger, float], None] | None = None,
     ) -> None:
         if candidates not in ("all", "fit"):
             raise ValueError(f"candidates must be 'all' or 'fit', got {candidates!r}")
         self.policy = policy
         self.name = getattr(policy, "name", type(policy).__name__)
         self._observe = observe
+        self.refresh = refresh
         self.candidates = candidates
         self._order = getattr(policy, "order", None)
         self._preempt = getattr(policy, "preempt", None)
@@ -316,6 +322,10 @@ def build_scheduler(
         options["seed"] = int(seed)
     if "classes" in params:
         options["classes"] = classes
+    refresh: Callable[[PodLedger, float], None] | None = None
+    if "fairness" in params and (workload is None or any(p.is_inference for p in workload.pods)):
+        hook, refresh = _fairness_feed(classes)
+        options["fairness"] = hook
     if mix == "workload" and "mix" in params and workload is not None:
         options["mix"] = WorkloadMix.from_pods(workload.pods)
     elif "learner" in params:
@@ -326,7 +336,34 @@ def build_scheduler(
     if observe is None and "mix" not in options:
         own = getattr(policy, "observe", None)
         observe = own if callable(own) else None
-    return PolicyScheduler(policy, observe=observe, candidates=candidates)
+    return PolicyScheduler(policy, observe=observe, candidates=candidates, refresh=refresh)
+
+
+def _fairness_feed(classes: ClassConfig) -> tuple[Any, Callable[[PodLedger, float], None]]:
+    """``qosched``'s fairness hook and the function that keeps its snapshot current.
+
+    The hook (:class:`~qosched.policies.placement.qosched.fairness_hook.SnapshotFairness`) reads a
+    :class:`~qosched.policies.fairness.shares.FairnessSnapshot` of the normalised QoS (QoS /
+    class target) of the placed pods; in the replay a pod's QoS is its availability so far
+    (SLO attainment is only known at latency checkpoints). It is only wired when the workload
+    has inference services: on plain pods the fairness term is the same for every candidate
+    (no co-located service is affected), so it cannot change a decision.
+    """
+    from qosched.policies.fairness.shares import FairnessSnapshot
+    from qosched.policies.placement.qosched.fairness_hook import SnapshotFairness
+
+    targets = {c.name: c.qos_target for c in classes.classes}
+    hook = SnapshotFairness(FairnessSnapshot.from_values([], []), {}, targets.__getitem__)
+
+    def refresh(ledger: PodLedger, now_s: float) -> None:
+        running = np.flatnonzero(ledger.status == RUNNING)
+        normalised = ledger.availability(now_s)[running] / ledger.target[running]
+        hook.snapshot = FairnessSnapshot.from_values(normalised, ledger.class_name[running].tolist())
+        hook.normalised_qos = {
+            ledger.pods[i].uid: float(q) for i, q in zip(running.tolist(), normalised.tolist(), strict=True)
+        }
+
+    return hook, refresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +392,11 @@ class ReplayConfig:
         Requests per device simulation.
     progress_every : int
         Arrivals between two calls of the ``progress`` callback.
+    refresh_every : int
+        Pod starts/stops between two calls of the scheduler's ``refresh`` (if it has one).
+        Default 1: before every decision that follows a change, because ``qosched``'s fairness
+        hook requires every service on a candidate device to be in its snapshot (a service
+        placed after the last refresh makes ``GiniSummary.gini_after`` raise).
     """
 
     retry_pending: bool = True
@@ -365,12 +407,15 @@ class ReplayConfig:
     simulate_latency: bool = True
     sim: SimConfig = DEFAULT_SIM_CONFIG
     progress_every: int = 256
+    refresh_every: int = 1
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.tick_s) and self.tick_s > 0):
             raise ValueError(f"ReplayConfig.tick_s must be > 0, got {self.tick_s!r}")
         if self.horizon_s is not None and not (math.isfinite(self.horizon_s) and self.horizon_s >= 0):
             raise ValueError(f"ReplayConfig.horizon_s must be finite and >= 0, got {self.horizon_s!r}")
+        if self.refresh_every < 1:
+            raise ValueError(f"ReplayConfig.refresh_every must be >= 1, got {self.refresh_every!r}")
         if self.max_rounds < 1:
             raise ValueError(f"ReplayConfig.max_rounds must be >= 1, got {self.max_rounds!r}")
         if self.retry_interval_s is not None and not (
@@ -441,6 +486,8 @@ class _Replay:
         self.unchecked = np.zeros(len(workload), dtype=bool)
         self.freed: set[int] = set()
         self.allocated_milli = 0
+        self._refresh = getattr(scheduler, "refresh", None)
+        self._changes = config.refresh_every  # refresh before the first decision
         self.stats = {
             "arrivals": 0,
             "departures": 0,
@@ -479,6 +526,7 @@ class _Replay:
         if self._gpu_rows[placement.row]:
             self.allocated_milli += pod.gpu_milli
         self.stats["placed"] += 1
+        self._changes += 1
         remaining = lg.remaining_s[i]
         if remaining != math.inf:
             self.seq += 1
@@ -499,6 +547,7 @@ class _Replay:
         if self._gpu_rows[row]:
             self.allocated_milli -= pod.gpu_milli
         self.freed.add(row)
+        self._changes += 1
         return row
 
     def _depart(self, i: int, t: float) -> None:
@@ -526,6 +575,9 @@ class _Replay:
     def _try(self, i: int, t: float) -> bool:
         pod = self.workload.pods[i]
         self.ledger.attempts[i] += 1
+        if self._refresh is not None and self._changes >= self.config.refresh_every:
+            self._refresh(self.ledger, t)
+            self._changes = 0
         placement = self.sched.place(self.state, pod)
         if placement is None and self.sched.can_preempt:
             victims = self.sched.preempt(self.state, pod, self.ledger, t)

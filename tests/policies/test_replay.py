@@ -22,6 +22,7 @@ GPU allocation (500 + 1000 + 600) / 3000 = 0.7.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -211,8 +212,15 @@ class _LowestRow:
         )
 
 
-if _TEST_POLICY not in policy_names():
-    register(_TEST_POLICY)(_LowestRow)
+@pytest.fixture(autouse=True, scope="module")
+def _registered_test_policy() -> Iterator[None]:
+    """Register the test policy for this module's tests only (other modules never see it)."""
+    from qosched.policies.placement import base
+
+    if _TEST_POLICY not in policy_names():
+        register(_TEST_POLICY)(_LowestRow)
+    yield
+    base._REGISTRY.pop(_TEST_POLICY, None)
 
 
 def _one_gpu_cluster() -> list[NodeView]:
