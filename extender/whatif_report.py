@@ -363,14 +363,14 @@ def _class_table(summary: Mapping[str, Any]) -> str:
         return ""
     head = "<tr><th class=l>policy</th>" + "".join(f"<th>placed {html.escape(c)}</th>" for c in classes)
     head += "<th>running at end</th><th>completed</th><th>pending at end</th><th>preemptions</th>"
-    head += "<th>partly-used GPU free</th></tr>"
+    head += "<th>GPU allocation, time average</th><th>partly-used GPU free</th></tr>"
     rows = []
     for name, s in policies.items():
         cells = "".join(f"<td>{s['placed_by_class'].get(c, 0)}</td>" for c in classes)
         rows.append(
             f"<tr><td class=l>{html.escape(name)}</td>{cells}<td>{s['pods_running_end']}</td>"
             f"<td>{s['pods_completed']}</td><td>{s['pods_pending_end']}</td><td>{s['preemptions']}</td>"
-            f"<td>{100 * s['gpu_partial_free_frac']:.2f} %</td></tr>"
+            f"<td>{100 * s['gpu_allocation_time_avg']:.2f} %</td><td>{100 * s['gpu_partial_free_frac']:.2f} %</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 

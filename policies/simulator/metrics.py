@@ -30,7 +30,8 @@ otherwise — times SLO attainment :math:`a` = the fraction of its latency check
 SLO (1 for pods without an SLO or never checked). A pod never placed has :math:`Q = 0`.
 
 Extras (beyond the contract): ``pods_running_end``, ``pods_completed``, ``pods_pending_end``,
-``failed_attempts``, ``preemptions``, ``gpu_partial_free_frac`` (free milli-GPU on devices that are
+``failed_attempts``, ``preemptions``, ``gpu_allocation_time_avg`` (the allocation ratio averaged
+over time from the first event to the horizon), ``gpu_partial_free_frac`` (free milli-GPU on devices that are
 partly allocated, over capacity: the fragmentation you can see without a workload model),
 ``allocation_curve`` (the FGD curve on a grid of arrived workload), ``latency_model`` (how far
 the analytic latency models were from the simulation), ``placed_by_class``.
@@ -313,6 +314,7 @@ def summarize(
             "preemptions": int(lg.preemptions.sum()),
             "placed_by_class": placed_by_class,
             "gpu_capacity_milli": int(capacity),
+            "gpu_allocation_time_avg": _round(result.gpu_allocation_time_avg),
             "gpu_partial_free_frac": _round(partial_free / capacity) if capacity else 0.0,
             "horizon_s": _round(result.horizon_s, 3),
             "allocation_curve": allocation_curve(result),

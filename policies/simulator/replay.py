@@ -446,6 +446,9 @@ class ReplayResult:
         Request-level checkpoints (None when not simulated).
     stats : dict
         Counts: events, departures, evaluations, retried, preemptions, rounds, skipped checks.
+    gpu_allocation_time_avg : float
+        Allocated GPU / capacity averaged over time from the first event to the horizon [-]
+        (the meaningful allocation figure when pods come and go, e.g. the trace's own times).
     """
 
     policy: str
@@ -458,6 +461,7 @@ class ReplayResult:
     curve_allocated_frac: np.ndarray
     latency: LatencyBook | None
     stats: dict[str, int] = field(default_factory=dict)
+    gpu_allocation_time_avg: float = 0.0
 
 
 class _Replay:
@@ -651,6 +655,9 @@ class _Replay:
         arrived_milli = 0
         heap = self.heap
         next_tick = math.inf
+        t_prev: float | None = None
+        t_first = 0.0
+        alloc_area = 0.0  # ∫ allocated milli-GPU dt [milli-GPU·s]
         k = 0
         every = max(1, cfg.progress_every)
         pods = wl.pods
@@ -661,6 +668,11 @@ class _Replay:
             t = min(t_arr, t_dep, t_tick)
             if t == math.inf or t > horizon:
                 break
+            if t_prev is None:
+                t_first = t
+            else:
+                alloc_area += self.allocated_milli * (t - t_prev)  # allocation held since the last event
+            t_prev = t
             if t_dep == t:
                 while heap and heap[0][0] == t:
                     _, _, i, token = heapq.heappop(heap)
@@ -700,6 +712,10 @@ class _Replay:
         if self.latency is not None:
             self.latency.check_all(self.state)
         running_end = lg.running_now_s(horizon)
+        if t_prev is not None:
+            alloc_area += self.allocated_milli * (horizon - t_prev)
+        span = horizon - t_first
+        time_avg = alloc_area * inv_cap / span if span > 0 else self.allocated_milli * inv_cap
         return ReplayResult(
             policy=self.sched.name,
             workload=wl,
@@ -711,6 +727,7 @@ class _Replay:
             curve_allocated_frac=curve_y[:k],
             latency=self.latency,
             stats=dict(self.stats, evaluations=int(getattr(self.sched, "evaluations", 0))),
+            gpu_allocation_time_avg=float(time_avg),
         )
 
 

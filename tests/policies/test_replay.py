@@ -252,6 +252,8 @@ def test_departure_frees_capacity_and_the_pending_pod_is_retried() -> None:
     assert lg.first_start_s[1] == 10.0  # placed the moment a left
     assert lg.failures.tolist() == [0, 1]
     assert result.stats["departures"] == 1 and result.stats["retried"] == 1
+    # The GPU was busy all along: a 0..10, b 10..20.
+    assert result.gpu_allocation_time_avg == pytest.approx(1.0)
     # QoS: a ran 10 of 10 s; b ran 10 of the 19 s since it was submitted.
     out = pod_outcomes(result)
     assert out.qos.tolist() == pytest.approx([1.0, 10 / 19])
@@ -315,7 +317,9 @@ def test_horizon_stops_the_replay_and_running_time_is_cut_there() -> None:
     result = _run(wl, _TEST_POLICY, ReplayConfig(simulate_latency=False, horizon_s=12.0))
     assert result.ledger.status.tolist() == [RUNNING]
     assert result.running_end_s.tolist() == [10.0]
-    assert summarize(result)["gpu_allocation_ratio"] == 0.5
+    summary = summarize(result)
+    assert summary["gpu_allocation_ratio"] == 0.5
+    assert summary["gpu_allocation_time_avg"] == 0.5  # 500 of 1000 milli from t = 2 to 12
 
 
 # ----------------------------------------------------------------------------------- preemption hook
