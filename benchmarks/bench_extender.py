@@ -245,24 +245,35 @@ def timed_posts(
     return times, answers
 
 
-def cycle(base: str, names: list[str], calls: int, warmup: int) -> dict[str, list[float]]:
-    """filter (all names) then prioritize (the kept names) for ``calls`` new pods."""
-    out: dict[str, list[float]] = {"filter": [], "prioritize": []}
-    with requests.Session() as session:
+def cycles(
+    bases: dict[str, str], names: list[str], calls: int, warmup: int
+) -> dict[str, dict[str, list[float]]]:
+    """filter (all names) then prioritize (the kept names) for ``calls`` new pods, on every server.
+
+    The servers take turns pod by pod (qosched, null, qosched, ...), each over its own keep-alive
+    session, so a burst of load from elsewhere on the machine hits both sides alike.
+    """
+    out = {label: {"filter": [], "prioritize": []} for label in bases}
+    sessions = {label: requests.Session() for label in bases}
+    try:
         for i in range(warmup + calls):
             pod = new_pod(i)
-            t_f, (kept,) = timed_posts(
-                session, base + "/filter", [orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})]
-            )
-            survivors = kept["NodeNames"] or []
-            t_p, _ = timed_posts(
-                session,
-                base + "/prioritize",
-                [orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": survivors})],
-            )
-            if i >= warmup:
-                out["filter"] += t_f
-                out["prioritize"] += t_p
+            filter_body = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
+            for label, base in bases.items():
+                session = sessions[label]
+                t_f, (kept,) = timed_posts(session, base + "/filter", [filter_body])
+                survivors = kept["NodeNames"] or []
+                t_p, _ = timed_posts(
+                    session,
+                    base + "/prioritize",
+                    [orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": survivors})],
+                )
+                if i >= warmup:
+                    out[label]["filter"] += t_f
+                    out[label]["prioritize"] += t_p
+    finally:
+        for session in sessions.values():
+            session.close()
     return out
 
 
@@ -292,18 +303,16 @@ def binds(base: str, master: int, names: list[str], count: int) -> tuple[list[fl
     return times, cpu / count, sum(bool(a.get("Error")) for a in answers)
 
 
-def policy_metric(base: str) -> dict[str, float]:
-    """Mean policy time per verb [ms] from the server's histogram."""
+def mean_metric(base: str, family: str) -> dict[str, float]:
+    """Mean of a per-verb histogram of the server [ms]: ``family`` without ``_sum``/``_count``."""
     text = requests.get(base + "/metrics", timeout=10).text
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("qosched_extender_policy_decision_duration_seconds_sum"):
-            verb = line.split('verb="')[1].split('"')[0]
-            sums[verb] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("qosched_extender_policy_decision_duration_seconds_count"):
-            verb = line.split('verb="')[1].split('"')[0]
-            counts[verb] = float(line.rsplit(" ", 1)[1])
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            if line.startswith(family + suffix + "{"):
+                verb = line.split('verb="')[1].split('"')[0]
+                into[verb] = float(line.rsplit(" ", 1)[1])
     return {v: 1000 * sums[v] / counts[v] for v in sums if counts.get(v)}
 
 
@@ -347,28 +356,35 @@ def run(n_nodes: int, calls: int, bind_count: int, workdir: Path, python: str) -
     warmup = max(10, calls // 10)
     result: dict[str, Any] = {"nodes": n_nodes}
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    ours, null = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     t0 = time.perf_counter()
     proc = start(
-        [python, "-m", "qosched.extender.cli", "serve", "--cluster", str(path), "--port", str(port)], base
+        [
+            python,
+            "-m",
+            "qosched.extender.cli",
+            "serve",
+            "--cluster",
+            str(path),
+            "--port",
+            ours.rsplit(":", 1)[1],
+        ],
+        ours,
     )
     result["startup_s"] = time.perf_counter() - t0
+    null_proc = start([python, __file__, "--serve-null", null.rsplit(":", 1)[1]], null)
     try:
-        result["qosched"] = cycle(base, names, calls, warmup)
-        result["policy_metric_ms"] = policy_metric(base)
-        result["bind"], result["bind_cpu_s"], result["bind_errors"] = binds(base, proc.pid, names, bind_count)
+        result["load_before"] = Path("/proc/loadavg").read_text().split()[0]
+        timings = cycles({"qosched": ours, "null": null}, names, calls, warmup)
+        result["qosched"], result["null"] = timings["qosched"], timings["null"]
+        result["policy_metric_ms"] = mean_metric(ours, "qosched_extender_policy_decision_duration_seconds")
+        result["server_metric_ms"] = mean_metric(ours, "qosched_extender_request_duration_seconds")
+        result["bind"], result["bind_cpu_s"], result["bind_errors"] = binds(ours, proc.pid, names, bind_count)
+        result["null_bind"], result["null_bind_cpu_s"], _ = binds(null, null_proc.pid, names, bind_count)
+        result["load_after"] = Path("/proc/loadavg").read_text().split()[0]
     finally:
         stop(proc)
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start([python, __file__, "--serve-null", str(port)], base)
-    try:
-        result["null"] = cycle(base, names, calls, warmup)
-        result["null_bind"], result["null_bind_cpu_s"], _ = binds(base, proc.pid, names, bind_count)
-    finally:
-        stop(proc)
+        stop(null_proc)
 
     result["policy_in_process"] = in_process_policy(path, names, calls)
     return result
@@ -376,14 +392,18 @@ def run(n_nodes: int, calls: int, bind_count: int, workdir: Path, python: str) -
 
 def report(r: dict[str, Any]) -> None:
     print(
-        f"\n{r['nodes']:,} nodes ({GPUS_PER_NODE} GPUs, {SERVICES_PER_GPU} services/GPU); startup {r['startup_s']:.1f} s"
+        f"\n{r['nodes']:,} nodes ({GPUS_PER_NODE} GPUs, {SERVICES_PER_GPU} services/GPU); startup {r['startup_s']:.1f} s;"
+        f" 1-min load average {r['load_before']} -> {r['load_after']} on {os.cpu_count()} CPUs"
     )
     print(f"  {'[ms]':<22} {'p50':>8} {'p99':>8}   {'null p50':>8} {'null p99':>8}   {'Δp50':>8}")
     print(row("filter (all nodes)", r["qosched"]["filter"], r["null"]["filter"]))
     print(row("prioritize (kept)", r["qosched"]["prioritize"], r["null"]["prioritize"]))
     print(row("policy, in process", r["policy_in_process"], None))
-    metric = ", ".join(f"{v} {ms:.2f}" for v, ms in sorted(r["policy_metric_ms"].items()))
-    print(f"  policy mean from /metrics [ms]: {metric}")
+    for key, what in (("server_metric_ms", "server-side request"), ("policy_metric_ms", "policy")):
+        means = ", ".join(
+            f"{v} {ms:.2f}" for v, ms in sorted(r[key].items()) if v in ("filter", "prioritize")
+        )
+        print(f"  {what} mean from /metrics [ms]: {means}")
     print(row("bind (whole request)", r["bind"], r["null_bind"]))
     print(
         f"  bind worker CPU per call: {1000 * r['bind_cpu_s']:.2f} ms (null {1000 * r['null_bind_cpu_s']:.2f} ms);"

@@ -13,6 +13,7 @@ each hold their own cache and could double-book a device between two concurrent 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -96,7 +97,10 @@ def runtime_of(app: Flask) -> Runtime:
 def _profile_store(settings: Mapping[str, Any]) -> ProfileStore:
     extra = settings.get("PROFILES_DIR")
     if extra:
-        Path(extra).mkdir(parents=True, exist_ok=True)  # uploads persist here; empty at first
+        # Uploads persist here; start empty when it is new. (A read-only mount that is missing
+        # stays an error: ProfileStore names the directory.)
+        with contextlib.suppress(OSError):
+            Path(extra).mkdir(parents=True, exist_ok=True)
     return ProfileStore(directories=[extra] if extra else [])
 
 

@@ -15,7 +15,7 @@ is stored and never stored unless it is valid:
 3. **Store durably.** Into ``PROFILES_DIR`` (an atomic, fsynced file write through
    :meth:`ProfileStore.put`) or, in live mode, into the ConfigMap ``PROFILES_CONFIGMAP`` =
    ``namespace/name`` under the key ``<accelerator>__<model>.json`` (created if missing, else
-   patched with its ``resourceVersion`` as a precondition and retried on a 409 conflict). With
+   updated with the ``resourceVersion`` it was read at, retried on a 409 conflict). With
    neither configured the upload is refused (503): a profile that silently vanished at the next
    restart would be worse than none.
 4. **Hot-reload.** The profile store swaps in a new immutable set, then the cluster cache
@@ -195,9 +195,11 @@ class DirectorySink:
 class ConfigMapSink:
     """``PROFILES_CONFIGMAP``: one key ``<accelerator>__<model>.json`` per profile in a ConfigMap.
 
-    Create when absent; otherwise a merge patch of that one key carrying the ``resourceVersion``
-    read just before, so a concurrent writer (another replica, ``kubectl edit``) makes the API
-    server answer 409 and the write is retried on the fresh object instead of clobbering it.
+    Create when absent; otherwise read, set that one key, and write the object back (``update``)
+    with the ``resourceVersion`` it was read at, so a concurrent writer (another replica,
+    ``kubectl edit``) makes the API server answer 409 and the write is retried on the fresh
+    object instead of clobbering it. Verbs: ``get``, ``update`` on the ConfigMap and ``create``
+    in its namespace, what ``manifests/rbac.yaml`` grants (no ``patch``).
     """
 
     api_client: Any
@@ -237,12 +239,11 @@ class ConfigMapSink:
                         raise
                     last = "created concurrently"
                     continue
-            # The resourceVersion makes the patch conditional: a concurrent write since the read
-            # above is a 409, and the loop reads again.
-            version = current.metadata.resource_version if current.metadata is not None else None
-            patch = {"metadata": {"resourceVersion": version}, "data": {key: text}}
+            # Read-modify-write: the object carries the resourceVersion just read, so the update
+            # is conditional; a concurrent write since the read is a 409 and the loop reads again.
+            current.data = {**(current.data or {}), key: text}
             try:
-                v1.patch_namespaced_config_map(self.name, self.namespace, patch)
+                v1.replace_namespaced_config_map(self.name, self.namespace, current)
                 return
             except ApiException as err:
                 if err.status != 409:

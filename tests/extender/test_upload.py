@@ -387,10 +387,12 @@ def test_secret_token_and_configmap_storage_survive_a_restart(
 
 def test_configmap_write_retries_a_resource_version_conflict(kube_api: FakeKubeAPI, kube_client: Any) -> None:
     kube_api.add_configmap("profiles", "qosched", {"keep.json": "{}"})
-    kube_api.fail_next("configmaps/profiles", 409, times=2, method="PATCH")
+    kube_api.fail_next("configmaps/profiles", 409, times=2, method="PUT")
     sink = ConfigMapSink.from_ref(kube_client, "qosched/profiles")
     sink.write("nvidia-t4__tiny_net.json", "{}\n")
-    assert kube_api.count(method="PATCH", resource="configmaps") == 3
+    assert kube_api.count(method="PUT", resource="configmaps") == 3
+    assert kube_api.count(method="GET", resource="configmaps") == 3  # read again after each conflict
+    assert kube_api.count(method="PATCH", resource="configmaps") == 0  # RBAC grants get/update only
     cm = kube_api.get("configmaps", "profiles", namespace="qosched")
     assert cm is not None and cm["data"] == {"keep.json": "{}", "nvidia-t4__tiny_net.json": "{}\n"}
 
@@ -401,7 +403,7 @@ def test_configmap_write_gives_up_after_repeated_conflicts_and_the_upload_is_503
     kube_api.add_secret("upload", "qosched", {"token": TOKEN})
     kube_api.add_configmap("profiles", "qosched", {})
     app = k8s_app(cluster, kube_client)
-    kube_api.fail_next("configmaps/profiles", 409, times=5, method="PATCH")
+    kube_api.fail_next("configmaps/profiles", 409, times=5, method="PUT")
     response = put(app, profile_doc())
     assert response.status_code == 503
     assert "gave up after 5 attempts (resourceVersion conflict)" in response.get_json()["error"]
@@ -521,3 +523,41 @@ def test_cli_upload_against_a_live_gunicorn_server(cluster: Path, token_file: Pa
         ).json()
         assert answer["NodeNames"] == NODES
     assert (profiles / "nvidia-t4__tiny_net.json").exists()
+
+
+def test_uploads_need_only_the_verbs_manifests_rbac_grants(cluster: Path) -> None:
+    """Against an API server enforcing ``manifests/rbac.yaml`` for the extender's ServiceAccount:
+    Secret token, ConfigMap read/update, and create when the store is missing, all allowed."""
+    import yaml
+
+    from tests.kubefake import RbacAuthorizer
+
+    manifests = Path(__file__).resolve().parents[2] / "manifests"
+    objects = [
+        d
+        for p in sorted(manifests.glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+        for d in yaml.safe_load_all(p.read_text())
+        if d
+    ]
+    user = "system:serviceaccount:qosched-system:qosched"
+    with FakeKubeAPI(authorizer=RbacAuthorizer(objects, user=user)) as api:
+        api.add_secret("qosched-upload-token", "qosched-system", {"token": TOKEN})
+        client = api.api_client()
+        try:
+            settings = {
+                "CLUSTER_FILE": str(cluster),
+                "UPLOAD_TOKEN_SECRET": "qosched-system/qosched-upload-token",
+                "PROFILES_CONFIGMAP": "qosched-system/qosched-profiles",
+            }
+            app = create_app(
+                settings, registry=CollectorRegistry(), api_client=client
+            )  # the store is missing
+            assert put(app, profile_doc(2.0)).status_code == 201  # create
+            assert put(app, profile_doc(3.0)).status_code == 200  # get + update
+            denied = [r for r in api.requests if r.status == 403]
+            assert denied == [], denied
+            cm = api.get("configmaps", "qosched-profiles", namespace="qosched-system")
+            assert cm is not None and list(cm["data"]) == ["nvidia-t4__tiny_net.json"]
+        finally:
+            client.close()
