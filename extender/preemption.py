@@ -29,7 +29,7 @@ from qosched.policies.preemption.live import LiveConfig, LivePod, LiveVerdict, t
 from qosched.policies.preemption.priority import PriorityRule
 from qosched.policies.preemption.qos_driven import QosDrivenRule
 from qosched.policies.preemption.room import NodeRoom, VictimResources
-from qosched.policies.preemption.search import fits_with_policy
+from qosched.policies.preemption.search import fits_many_with_policy
 from qosched.policies.preemption.victims import VictimRule
 from qosched.policies.state import ClusterState
 from qosched.policies.types import Allocation, PodDemand
@@ -79,10 +79,41 @@ def restarts(obj: Mapping[str, Any]) -> int:
     return total
 
 
+#: Parsed victims by (uid, resourceVersion, class, class config): a running pod's object rarely
+#: changes, and parsing its timestamps is most of the gathering cost. Bounded; cleared when full.
+_PARSED: dict[tuple[str, str, str, int], LivePod] = {}
+_PARSED_MAX = 65_536
+
+
 def live_pod(
     obj: Mapping[str, Any], class_name: str, classes: ClassConfig, *, pending: bool = False
 ) -> LivePod:
-    """The numbers ``trim_proposal`` needs of one pod object (an unknown class: the default class)."""
+    """The numbers ``trim_proposal`` needs of one pod object (an unknown class: the default class).
+
+    Objects with a ``resourceVersion`` are parsed once per version (cached).
+    """
+    meta = _mapping(obj, "metadata")
+    version = meta.get("resourceVersion")
+    key = (
+        (str(meta.get("uid") or ""), str(version), class_name, hash(classes))
+        if version and not pending
+        else None
+    )
+    if key is not None:
+        hit = _PARSED.get(key)
+        if hit is not None:
+            return hit
+    parsed = _parse_live_pod(obj, class_name, classes, pending=pending)
+    if key is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = parsed
+    return parsed
+
+
+def _parse_live_pod(
+    obj: Mapping[str, Any], class_name: str, classes: ClassConfig, *, pending: bool
+) -> LivePod:
     try:
         cls = classes.get(class_name)
     except UnknownClassError:
@@ -110,7 +141,7 @@ def victim_rule(policy: PlacementPolicy) -> tuple[VictimRule, ClassConfig]:
 
 
 class PolicyFit:
-    """``fits(node, uids)`` for ``trim_proposal`` (see the module docstring)."""
+    """The :class:`~qosched.policies.preemption.live.FitOracle` of ``trim_proposal`` (module docstring)."""
 
     def __init__(
         self,
@@ -119,14 +150,17 @@ class PolicyFit:
         demand: PodDemand,
         allocs: Mapping[str, Allocation],
     ) -> None:
-        self.state, self.policy, self.demand, self.allocs = state, policy, demand, allocs
+        self.state, self.placement, self.demand, self.allocs = state, policy, demand, allocs
         self._rooms: dict[str, tuple[NodeRoom, dict[str, int]]] = {}
+        self._on_node: dict[str, list[str]] = {}
+        for uid, alloc in allocs.items():
+            self._on_node.setdefault(alloc.node, []).append(uid)
         self.policy_checks = 0
 
     def _room(self, node: str) -> tuple[NodeRoom, dict[str, int]]:
         room = self._rooms.get(node)
         if room is None:
-            mine = [u for u, a in self.allocs.items() if a.node == node]
+            mine = self._on_node.get(node, [])
             pods = [self.allocs[u].pod for u in mine]
             res = VictimResources(
                 row=np.full(len(mine), self.state.node_index[node], dtype=np.int64),
@@ -142,13 +176,18 @@ class PolicyFit:
             self._rooms[node] = room
         return room
 
-    def __call__(self, node: str, uids: list[str]) -> bool:
+    def resources(self, node: str, uids: list[str]) -> bool:
+        """Resource arithmetic on the node once ``uids`` are gone (necessary)."""
         room, pos = self._room(node)
-        ours = [u for u in uids if u in pos]
-        if not room.fits([pos[u] for u in ours]):
-            return False
+        return room.fits([pos[u] for u in uids if u in pos])
+
+    def policy(self, choices: Mapping[str, list[str]]) -> dict[str, bool]:
+        """The placement policy's verdict on every node of ``choices`` in one evaluation."""
         self.policy_checks += 1
-        return fits_with_policy(self.state, self.policy, self.demand, self.state.node_index[node], ours)
+        index = self.state.node_index
+        by_row = {index[node]: uids for node, uids in choices.items()}
+        verdict = fits_many_with_policy(self.state, self.placement, self.demand, by_row)
+        return {node: verdict[index[node]] for node in choices}
 
 
 def decide_preemption(

@@ -23,6 +23,8 @@ from qosched.policies.preemption.base import (
     ledger_facts,
 )
 from qosched.policies.preemption.live import (
+    CallableFit,
+    FitOracle,
     LiveConfig,
     LivePod,
     LiveVerdict,
@@ -33,10 +35,18 @@ from qosched.policies.preemption.live import (
 from qosched.policies.preemption.priority import PriorityPolicy, PriorityRule
 from qosched.policies.preemption.qos_driven import QosDrivenPolicy, QosDrivenRule, preemptive_qosched
 from qosched.policies.preemption.queue import expected_wait_s, priority_order, qos_driven_order
-from qosched.policies.preemption.search import SearchConfig, VictimChoice, fits_with_policy, search_victims
+from qosched.policies.preemption.search import (
+    SearchConfig,
+    VictimChoice,
+    fits_many_with_policy,
+    fits_with_policy,
+    search_victims,
+)
 from qosched.policies.preemption.victims import Preemptor, VictimFacts, VictimRule, minimal_subset
 
 __all__ = [
+    "CallableFit",
+    "FitOracle",
     "LedgerFacts",
     "LiveConfig",
     "LivePod",
@@ -54,6 +64,7 @@ __all__ = [
     "VictimFacts",
     "VictimRule",
     "expected_wait_s",
+    "fits_many_with_policy",
     "fits_with_policy",
     "ledger_facts",
     "live_qos",

@@ -36,13 +36,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from qosched.policies.fairness.qos import has_slack
 from qosched.policies.preemption.victims import Preemptor, VictimFacts, VictimRule, minimal_subset
 
-__all__ = ["LiveConfig", "LivePod", "LiveVerdict", "live_qos", "preemptor_of", "trim_proposal"]
+__all__ = [
+    "CallableFit",
+    "FitOracle",
+    "LiveConfig",
+    "LivePod",
+    "LiveVerdict",
+    "live_qos",
+    "preemptor_of",
+    "trim_proposal",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,22 +147,68 @@ def live_qos(
 
 
 def _facts(victims: Sequence[LivePod], now_s: float, config: LiveConfig) -> VictimFacts:
-    """Facts of the victims; one whose start is unknown has no slack and the lowest surplus."""
+    """Facts of the victims (vectorised :func:`live_qos` + ``has_slack``); a victim whose
+    creation or start is unknown has no slack and the lowest surplus."""
     k = len(victims)
-    rank = np.array([v.rank for v in victims], dtype=np.int64)
+    rank = np.fromiter((v.rank for v in victims), dtype=np.int64, count=k)
+    target = np.fromiter((v.target for v in victims), dtype=np.float64, count=k)
+    created = np.fromiter((math.nan if v.created_s is None else v.created_s for v in victims), np.float64, k)
+    started = np.fromiter((math.nan if v.started_s is None else v.started_s for v in victims), np.float64, k)
+    restarts = np.fromiter((max(0, v.restarts) for v in victims), dtype=np.float64, count=k)
+    known = np.isfinite(created) & np.isfinite(started)
     surplus = np.full(k, -np.inf)
     slack = np.zeros(k, dtype=bool)
-    start = np.full(k, -np.inf)
-    for j, v in enumerate(victims):
-        est = live_qos(v.created_s, v.started_s, v.restarts, now_s, config.restart_penalty_s)
-        if est is None or v.started_s is None:
-            continue
-        running, elapsed = est
-        qos = running / elapsed if elapsed > 0 else 1.0
-        surplus[j] = qos - v.target
-        slack[j] = bool(has_slack(running, elapsed, config.pause_s, v.target))
-        start[j] = v.started_s
+    start = np.where(known, started, -np.inf)
+    if known.any():
+        c, b, n = created[known], started[known], restarts[known]
+        elapsed = np.maximum(0.0, now_s - c)
+        running = np.clip(now_s - np.maximum(b, c) - n * config.restart_penalty_s, 0.0, elapsed)
+        qos = np.ones_like(elapsed)
+        np.divide(running, elapsed, out=qos, where=elapsed > 0)
+        surplus[known] = qos - target[known]
+        slack[known] = has_slack(running, elapsed, config.pause_s, target[known])
     return VictimFacts(rank=rank, surplus=surplus, slack=slack, start_s=start)
+
+
+class FitOracle(Protocol):
+    """How ``trim_proposal`` asks whether the pod fits once some victims are gone.
+
+    ``resources(node, uids)``: a cheap *necessary* test (resource arithmetic). ``policy(choices)``:
+    the placement policy's verdict for several nodes at once, ``{node: victims}`` →
+    ``{node: fits}`` (one vectorised evaluation: victims on different nodes do not interact).
+    Both must be monotone (evicting more never hurts).
+    """
+
+    def resources(self, node: str, uids: list[str]) -> bool: ...
+
+    def policy(self, choices: Mapping[str, list[str]]) -> dict[str, bool]: ...
+
+
+class CallableFit:
+    """A :class:`FitOracle` from one ``fits(node, uids) -> bool`` (tests, simple callers)."""
+
+    def __init__(self, fits: Callable[[str, list[str]], bool]) -> None:
+        self._fits = fits
+
+    def resources(self, node: str, uids: list[str]) -> bool:
+        return self._fits(node, uids)
+
+    def policy(self, choices: Mapping[str, list[str]]) -> dict[str, bool]:
+        return {node: self._fits(node, uids) for node, uids in choices.items()}
+
+
+def _on_node(
+    oracle: FitOracle, node: str, uids: list[str], *, with_policy: bool
+) -> Callable[[list[int]], bool]:
+    """The oracle's test of victims given as positions into ``uids`` on ``node``."""
+
+    def check(subset: list[int]) -> bool:
+        chosen = [uids[i] for i in subset]
+        if not oracle.resources(node, chosen):
+            return False
+        return not with_policy or oracle.policy({node: chosen})[node]
+
+    return check
 
 
 def preemptor_of(pod: LivePod, now_s: float, config: LiveConfig) -> Preemptor:
@@ -168,12 +224,18 @@ def trim_proposal(
     preemptor: LivePod,
     proposal: Mapping[str, Sequence[str]],
     pods: Mapping[str, LivePod],
-    fits: Callable[[str, list[str]], bool],
+    fits: FitOracle | Callable[[str, list[str]], bool],
     rule: VictimRule,
     now_s: float,
     config: LiveConfig | None = None,
 ) -> LiveVerdict:
     """Narrow kube-scheduler's proposal (see the module docstring).
+
+    Per node, the allowed victims (``rule.eligible``) in the rule's order go through
+    :func:`~.victims.minimal_subset` on the cheap resource test; the sets found on all nodes are
+    then confirmed by the placement policy in one batched call, and a node the policy rejects is
+    searched again with the policy in the loop (interference may need more room than the
+    resources show).
 
     Parameters
     ----------
@@ -184,9 +246,8 @@ def trim_proposal(
     pods : mapping
         Uid → :class:`LivePod` of the victims the extender knows (a proposed victim missing
         here is unknown to its cache: its node is dropped this round).
-    fits : callable
-        ``fits(node, uids) -> bool``: the pod fits on ``node`` once ``uids`` are gone (the
-        runtime evaluates its placement policy on a borrowed state). Must be monotone.
+    fits : FitOracle or callable
+        The fit test (a plain ``fits(node, uids) -> bool`` is wrapped in :class:`CallableFit`).
     rule : VictimRule
         ``QosDrivenRule`` (slack) or ``PriorityRule`` (lower classes).
     now_s : float
@@ -198,43 +259,59 @@ def trim_proposal(
     LiveVerdict
     """
     cfg = config or LiveConfig()
+    oracle: FitOracle = fits if hasattr(fits, "policy") else CallableFit(fits)  # type: ignore[arg-type]
     who = preemptor_of(preemptor, now_s, cfg)
     if not rule.may_preempt(who):
         return LiveVerdict(kept={}, dropped=dict.fromkeys(proposal, "the pod can wait: it has slack itself"))
-    options: list[tuple[tuple[float, ...], str, list[str]]] = []
     dropped: dict[str, str] = {}
-    for node, uids in proposal.items():
-        uids = list(uids)
+    found: dict[str, tuple[list[str], VictimFacts, list[int], list[int]]] = {}
+    # Facts of every known victim in one vectorised pass, then a slice per node.
+    known = list(dict.fromkeys(u for raw in proposal.values() for u in raw if u in pods))
+    at = {u: i for i, u in enumerate(known)}
+    all_facts = _facts([pods[u] for u in known], now_s, cfg)
+    for node, raw in proposal.items():
+        uids = list(raw)
         missing = [u for u in uids if u not in pods]
         if missing:
             dropped[node] = f"victim {missing[0]} is not in the extender's cache yet"
             continue
-        victims = [pods[u] for u in uids]
-        facts = _facts(victims, now_s, cfg)
+        facts = all_facts.take(np.fromiter((at[u] for u in uids), dtype=np.int64, count=len(uids)))
         allowed = np.asarray(rule.eligible(who, facts), dtype=bool)
+        pos = np.flatnonzero(allowed)
+        order = pos[rule.order(facts.take(pos))].tolist()
         if not cfg.trim_victims:
             if not allowed.all():
-                dropped[node] = (
-                    f"victim {uids[int(np.flatnonzero(~allowed)[0])]} may not be evicted ({rule.name})"
-                )
+                bad = uids[int(np.flatnonzero(~allowed)[0])]
+                dropped[node] = f"victim {bad} may not be evicted ({rule.name})"
                 continue
-            if not fits(node, uids):
+            if not oracle.resources(node, uids):
                 dropped[node] = "the pod does not fit even with every proposed victim gone"
                 continue
-            chosen_pos = list(range(len(uids)))
-        else:
-            pos = np.flatnonzero(allowed)
-            order = pos[rule.order(facts.take(pos))].tolist()
-            found = minimal_subset(order, lambda subset, n=node, u=uids: fits(n, [u[i] for i in subset]))
-            if found is None:
-                dropped[node] = (
-                    "the pod does not fit with the victims the rule allows gone"
-                    if pos.size
-                    else f"no proposed victim may be evicted ({rule.name})"
-                )
+            found[node] = (uids, facts, order, list(range(len(uids))))
+            continue
+        chosen = minimal_subset(order, _on_node(oracle, node, uids, with_policy=False))
+        if chosen is None:
+            dropped[node] = (
+                "the pod does not fit with the victims the rule allows gone"
+                if pos.size
+                else f"no proposed victim may be evicted ({rule.name})"
+            )
+            continue
+        found[node] = (uids, facts, order, chosen)
+    verdicts = oracle.policy({node: [f[0][i] for i in f[3]] for node, f in found.items()}) if found else {}
+    options: list[tuple[tuple[float, ...], str, list[str]]] = []
+    for node, (uids, facts, order, chosen) in found.items():
+        final: list[int] | None = chosen
+        if not verdicts.get(node, False):
+            final = (
+                None
+                if not cfg.trim_victims
+                else minimal_subset(order, _on_node(oracle, node, uids, with_policy=True))
+            )
+            if final is None:
+                dropped[node] = "the placement policy rejects the pod there with the allowed victims gone"
                 continue
-            chosen_pos = found
-        ordered = sorted(chosen_pos)  # the proposal's order
+        ordered = sorted(final)  # the proposal's order
         cost = rule.cost(facts.take(np.array(ordered))) if ordered else (-math.inf,)
         options.append((cost, node, [uids[i] for i in ordered]))
     options.sort(key=lambda o: (o[0], o[1]))

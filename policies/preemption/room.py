@@ -90,10 +90,11 @@ def fits_if_all_gone(state: ClusterState, pod: PodDemand, victims: VictimResourc
     free = state.free_gpu_milli().astype(np.int64)
     has_gpu = victims.milli > 0
     if has_gpu.any():
-        counts = np.fromiter((len(victims.devices[i]) for i in np.flatnonzero(has_gpu)), dtype=np.int64)
+        gpu_idx = np.flatnonzero(has_gpu).tolist()
+        counts = np.fromiter((len(victims.devices[i]) for i in gpu_idx), dtype=np.int64, count=len(gpu_idx))
         rows = np.repeat(victims.row[has_gpu], counts)
         devs = np.fromiter(
-            (d for i in np.flatnonzero(has_gpu) for d in victims.devices[i]),
+            (d for i in gpu_idx for d in victims.devices[i]),
             dtype=np.int64,
             count=int(counts.sum()),
         )

@@ -27,19 +27,19 @@ victims put back in a ``finally``); it is returned unchanged in content.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from qosched.policies.placement.base import PlacementPolicy, Reason, best_candidate
+from qosched.policies.placement.base import PlacementPolicy, Reason
 from qosched.policies.placement.constraints import gather
 from qosched.policies.preemption.room import NodeRoom, VictimResources, fits_if_all_gone
 from qosched.policies.preemption.victims import Preemptor, VictimFacts, VictimRule, minimal_subset
 from qosched.policies.state import ClusterState
 from qosched.policies.types import Allocation, PodDemand
 
-__all__ = ["SearchConfig", "VictimChoice", "fits_with_policy", "search_victims"]
+__all__ = ["SearchConfig", "VictimChoice", "fits_many_with_policy", "fits_with_policy", "search_victims"]
 
 _RESOLVABLE = np.array([Reason(c).resolvable_by_preemption for c in range(max(Reason) + 1)], dtype=bool)
 
@@ -82,17 +82,47 @@ def fits_with_policy(
     state: ClusterState, policy: PlacementPolicy, pod: PodDemand, row: int, uids: Sequence[str]
 ) -> bool:
     """True when ``policy`` accepts ``pod`` on ``row`` once ``uids`` are gone (state restored after)."""
+    return fits_many_with_policy(state, policy, pod, {row: uids})[row]
+
+
+def fits_many_with_policy(
+    state: ClusterState, policy: PlacementPolicy, pod: PodDemand, choices: Mapping[int, Sequence[str]]
+) -> dict[int, bool]:
+    """Per row: ``policy`` accepts ``pod`` there once that row's victims are gone.
+
+    All victims are removed at once and the rows judged in one vectorised ``evaluate`` (a pod's
+    fit on one node does not depend on the pods of another), then every victim is put back,
+    also on error. Victims that are not placed on their row are ignored.
+    """
     removed: list[Allocation] = []
+    rows = np.fromiter(choices, dtype=np.int64, count=len(choices))
+    if rows.size == 0:
+        return {}
     try:
-        for uid in uids:
-            alloc = state.remove(uid)
-            if alloc is not None:
+        for row, uids in choices.items():
+            for uid in uids:
+                alloc = state.allocation(uid)
+                if alloc is None or state.node_index.get(alloc.node) != row:
+                    continue
+                state.remove(uid)
                 removed.append(alloc)
-        evaluation = policy.evaluate(state, pod, np.array([row], dtype=np.int64))
-        return best_candidate(evaluation) is not None
+        evaluation = policy.evaluate(state, pod, rows)
+        ok = evaluation.feasible & np.isfinite(evaluation.raw_score)
+        return {int(r): bool(v) for r, v in zip(evaluation.node_idx.tolist(), ok.tolist(), strict=True)}
     finally:
         for alloc in removed:
             state.add(alloc, strict=False)
+
+
+def _policy_check(
+    state: ClusterState, policy: PlacementPolicy, pod: PodDemand, row: int, uids: list[str]
+) -> Callable[[list[int]], bool]:
+    """:func:`fits_with_policy` of victims given as positions into ``uids``."""
+
+    def check(subset: list[int]) -> bool:
+        return fits_with_policy(state, policy, pod, row, [uids[i] for i in subset])
+
+    return check
 
 
 def _static_ok(state: ClusterState, pod: PodDemand) -> np.ndarray:
@@ -195,9 +225,7 @@ def search_victims(
         local_uids = [eligible_uids[int(i)] for i in local.tolist()]
         again = minimal_subset(
             rule.order(node_facts).tolist(),
-            lambda subset, r=row, lu=local_uids: fits_with_policy(
-                state, policy, pod, r, [lu[i] for i in subset]
-            ),
+            _policy_check(state, policy, pod, row, local_uids),
         )
         if again:
             names = [local_uids[i] for i in again]

@@ -73,7 +73,10 @@ class Preemptor:
 class VictimRule(Protocol):
     """Which pods a preemptor may evict, in which order, and how good a victim set is."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The rule's name (the policy's)."""
+        ...
 
     def may_preempt(self, preemptor: Preemptor) -> bool:
         """False: this pod must wait (no victim is ever taken for it)."""

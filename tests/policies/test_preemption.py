@@ -319,8 +319,8 @@ VICTIM_ROWS = [
     ),
     pytest.param(
         one_gpu_nodes(1, gpus=2),
-        # batch with more surplus (r = 1000, +0.1) and free with little (r = 600, +0.1): lowest class first
-        [Run("b1", "batch", "n0", (0,), start_s=0.0), Run("f1", "free", "n0", (1,), start_s=400.0)],
+        # batch with more surplus (r = 1000, +0.1) than free (r = 550, +0.05): lowest class first
+        [Run("b1", "batch", "n0", (0,), start_s=0.0), Run("f1", "free", "n0", (1,), start_s=450.0)],
         ("p", "prod", 1000),
         ("f1",),
         ("f1",),
