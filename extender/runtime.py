@@ -35,12 +35,14 @@ from qosched.extender.objects import (
     is_managed,
     pod_demand,
 )
+from qosched.extender.preemption import decide_preemption
 from qosched.policies.placement.base import (
     Evaluation,
     PlacementPolicy,
     Reason,
     scheduler_scores,
 )
+from qosched.policies.preemption.live import LiveConfig
 from qosched.policies.state import ClusterState, StateError
 from qosched.policies.types import Allocation, DemandError, PodDemand
 
@@ -430,10 +432,20 @@ class Runtime:
         return alloc, annotations
 
     # ------------------------------------------------------------------ preempt
+    #: Knobs of the preemption decision (predicted pause, restart penalty, trimming).
+    preemption_config: LiveConfig = LiveConfig()
+    #: Wall clock [epoch s] for pod ages in ``preempt`` (tests replace it per instance).
+    wall_clock: Callable[[], float] = staticmethod(time.time)
+
     def preempt(self, pod: Mapping[str, Any], victims: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-        """Trim kube-scheduler's proposed victims: keep a node only if the pod fits there once its
-        victims are gone, and keep only the victims needed (re-admitted greedily, lowest priority
-        evicted first). It can never add a node or a victim (the protocol does not allow it)."""
+        """Narrow kube-scheduler's proposed victims with the QoS-driven rule (or the policy's own).
+
+        Per node: keep it only if the pod fits there (in this extender's view: devices,
+        interference) once a subset of the proposed victims the rule allows is gone, and answer
+        the minimal such subset, victims of the lowest class with the largest QoS surplus first
+        (:func:`qosched.policies.preemption.live.trim_proposal`; the numbers are gathered in
+        :func:`qosched.extender.preemption.decide_preemption`). Never adds a node or a victim.
+        """
         if not is_managed(pod):
             self.observer.decision("preempt", "unmanaged")
             return {node: list(uids) for node, uids in victims.items()}
@@ -442,32 +454,17 @@ class Runtime:
         except DemandError:
             self.observer.decision("preempt", "invalid")
             return {}
-        out: dict[str, list[str]] = {}
+        now_s = float(self.wall_clock())
+        t0 = self._clock()
         with self.cache.reading() as state:
-            for node, uids in victims.items():
-                row = state.node_index.get(node)
-                if row is None:
-                    continue
-                removed = [a for u in uids if (a := state.remove(u)) is not None]
-                try:
-                    rows = np.array([row], dtype=np.int64)
-                    if Reason(int(self.policy.evaluate(state, demand, rows).reason[0])) != Reason.OK:
-                        continue
-                    # Give back victims, highest priority first, while the pod still fits.
-                    needed: list[str] = []
-                    for alloc in sorted(removed, key=lambda a: (-a.pod.priority, a.pod.name)):
-                        state.add(alloc, strict=False)
-                        if Reason(int(self.policy.evaluate(state, demand, rows).reason[0])) != Reason.OK:
-                            state.remove(alloc.uid)
-                            needed.append(alloc.uid)
-                    unknown = [u for u in uids if u not in {a.uid for a in removed}]
-                    out[node] = [u for u in uids if u in needed] + unknown
-                finally:
-                    for alloc in removed:
-                        if alloc.uid not in state:
-                            state.add(alloc, strict=False)
-        self.observer.decision("preempt", "trimmed" if out else "no_fit")
-        return out
+            verdict = decide_preemption(
+                state, self.cache.pod_locked, self.policy, pod, demand, victims, now_s, self.preemption_config
+            )
+        self.observer.policy_seconds("preempt", self._clock() - t0)
+        for node, why in verdict.dropped.items():
+            log.debug("preempt %s/%s: node %s left out: %s", demand.namespace, demand.name, node, why)
+        self.observer.decision("preempt", "trimmed" if verdict.kept else "no_fit")
+        return verdict.kept
 
     def placements(self) -> dict[str, dict[str, Any]]:
         """Placed pods with their node, devices, model and the latency predicted at bind."""
