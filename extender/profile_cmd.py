@@ -84,7 +84,7 @@ def _print_report(report: Any, out_dir: Path, quiet: bool) -> None:
     from qosched.profiles.profiler.report import render_table, write_report
 
     paths = write_report(report, out_dir)
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = Console(width=None if sys.stdout.isatty() else 240)
     console.print(render_table(report))
     if not quiet:
         click.echo("wrote " + ", ".join(str(p) for p in paths), err=True)

@@ -232,6 +232,29 @@ def _memory_now_mib() -> tuple[float, float]:
         return float("nan"), float("nan")
 
 
+def _renice(nice: int) -> None:
+    """Change this server's priority by ``nice``, also across sessions where Linux autogroups them.
+
+    With CFS autogroup (``/proc/sys/kernel/sched_autogroup_enabled`` = 1, the default on most
+    distributions) the CPU is first shared fairly between *sessions*, and ``nice`` only orders the
+    processes inside one. A server therefore starts its own session (``setsid``) and sets that
+    session's autogroup nice too (``/proc/self/autogroup``), so other jobs' sessions cannot take
+    half its core; the servers, all at the same nice, still share the CPU fairly among themselves.
+    """
+    try:
+        os.nice(nice)
+        autogroup = "/proc/self/autogroup"
+        if os.path.exists(autogroup):
+            with contextlib.suppress(OSError):
+                os.setsid()
+            with open(autogroup, "w", encoding="ascii") as fh:
+                fh.write(str(nice))
+    except PermissionError:
+        raise PermissionError(
+            f"nice {nice}: not permitted to raise the priority (needs root or CAP_SYS_NICE)"
+        ) from None
+
+
 def server_main(conn: Connection, stop_event: Any, spec: ServerSpec) -> None:
     """Entry point of one model server process (runs under the *spawn* start method).
 
@@ -242,12 +265,7 @@ def server_main(conn: Connection, stop_event: Any, spec: ServerSpec) -> None:
         if spec.cpus is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, spec.cpus)
         if spec.nice:
-            try:
-                os.nice(spec.nice)
-            except PermissionError:
-                raise PermissionError(
-                    f"nice {spec.nice}: not permitted to raise the priority (needs root or CAP_SYS_NICE)"
-                ) from None
+            _renice(spec.nice)
         from qosched.profiles.profiler import require_torch
 
         torch = require_torch()

@@ -198,14 +198,23 @@ class Report:
     def mape_pct(self, kind: str, predictor: str = "qosched") -> tuple[float, int]:
         """(MAPE [%], rows) over unsaturated rows of ``kind``; (nan, 0) when there are none.
 
-        Rows whose prediction is missing (nan) are skipped; an unbounded prediction makes it inf.
+        Rows whose prediction is missing (nan) or unbounded (the model says ρ ≥ 1 while the host
+        served the load: see :meth:`unbounded_rows`) are left out.
         """
         errs = [
             abs(e)
             for r in self.rows
-            if r.kind == kind and not r.saturated and not math.isnan(e := r.error_frac(predictor))
+            if r.kind == kind and not r.saturated and math.isfinite(e := r.error_frac(predictor))
         ]
         return (100.0 * sum(errs) / len(errs), len(errs)) if errs else (math.nan, 0)
+
+    def unbounded_rows(self, kind: str, predictor: str = "qosched") -> int:
+        """Unsaturated rows of ``kind`` whose prediction is ``inf`` (left out of the MAPE)."""
+        return sum(
+            1
+            for r in self.rows
+            if r.kind == kind and not r.saturated and math.isinf(r.prediction_ms(predictor))
+        )
 
     @property
     def mape_colocated_pct(self) -> float:
@@ -231,6 +240,9 @@ class Report:
             "mape_pct_by_predictor": {
                 kind: {p: _finite_or_none(self.mape_pct(kind, p)[0]) for p in PREDICTORS}
                 for kind in ("colocated", "solo")
+            },
+            "unbounded_prediction_rows": {
+                kind: {p: self.unbounded_rows(kind, p) for p in PREDICTORS} for kind in ("colocated", "solo")
             },
             "fitted_overhead_frac_heldout": {k: round(v, 4) for k, v in self.fitted_overhead_frac.items()},
             "saturated_runs": sorted({r.run_id for r in self.rows if r.saturated}),
@@ -282,6 +294,7 @@ def _heldout_calibration(
         if run["kind"] == "colocated"
         and not run.get("saturated", False)
         and all(_measured_mean(m) > 0 for m in run["members"])
+        and sum(m.rate_rps * m.service_mean_ms / 1000.0 for m in loads[i]) < servers  # a stable queue
     ]
     if len(chosen) < 2:
         return {}, {}
@@ -432,7 +445,9 @@ def _summary_lines(report: Report) -> list[str]:
         parts = []
         for p in PREDICTORS:
             mape, n = report.mape_pct(kind, p)
-            parts.append(f"{_PREDICTOR_TITLES[p]} {_fmt(mape, '.2f')} % ({n} rows)")
+            unbounded = report.unbounded_rows(kind, p)
+            extra = f", {unbounded} unbounded left out" if unbounded else ""
+            parts.append(f"{_PREDICTOR_TITLES[p]} {_fmt(mape, '.2f')} % ({n} rows{extra})")
         lines.append(f"MAPE {kind} (mean latency): " + "; ".join(parts))
     if report.fitted_overhead_frac:
         vals = list(report.fitted_overhead_frac.values())

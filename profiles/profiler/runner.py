@@ -170,8 +170,9 @@ class ProfilerConfig:
         (model, top-1 accuracy) of the trained weights the model will be served with, copied into
         its profile; latency does not depend on the weights, so the random ones time the same.
     nice
-        Niceness change of the servers (``os.nice``; negative needs privileges): on a shared host a
-        negative value keeps other jobs from stealing the servers' CPU time.
+        Niceness change of the servers (``os.nice`` and, under CFS autogroup, their own session's
+        autogroup nice; negative needs privileges): on a shared host a negative value keeps other
+        jobs from taking the servers' CPU time.
     """
 
     models: tuple[str, ...]
