@@ -32,7 +32,15 @@ import numpy as np
 
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG
 from qosched.policies.fairness.gini import gini_by_class
-from qosched.policies.preemption import PriorityPolicy, QosDrivenPolicy, SchedulerConfig, preemptive_qosched
+from qosched.policies.placement.base import make_policy
+from qosched.policies.placement.baselines.kube import WorstFitPolicy
+from qosched.policies.preemption import (
+    PauseModel,
+    PriorityPolicy,
+    QosDrivenPolicy,
+    SchedulerConfig,
+    preemptive_qosched,
+)
 from qosched.policies.simulator.metrics import pod_outcomes, summarize
 from qosched.policies.simulator.replay import PolicyScheduler, ReplayConfig, replay
 from qosched.policies.simulator.scenarios import Workload, node_from_trace, pod_from_trace
@@ -83,7 +91,11 @@ def _policy(name: str, config: SchedulerConfig) -> Any:
         return QosDrivenPolicy(config=config)
     if name == "qosched":
         return preemptive_qosched(config=config)
-    raise SystemExit(f"unknown policy {name!r}: priority, qos-driven or qosched")
+    if name == "qosched-priority":  # ablation: qosched's hosts with the priority queue and victims
+        return PriorityPolicy(config=config, placement=make_policy("qosched"), name="qosched-priority")
+    if name == "worst-fit":  # reference: worst-fit hosts, FIFO queue, no preemption
+        return WorstFitPolicy(name="worst-fit")
+    raise SystemExit(f"unknown policy {name!r}: priority, qos-driven, qosched, qosched-priority, worst-fit")
 
 
 def _by_class(values: np.ndarray, classes: np.ndarray, op: Any) -> dict[str, float]:
@@ -92,8 +104,20 @@ def _by_class(values: np.ndarray, classes: np.ndarray, op: Any) -> dict[str, flo
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     wl = contended_workload(args.inflate, args.interarrival_s, args.seed, args.pods_file)
-    config = SchedulerConfig(victims_any_class=not args.same_or_lower)
-    out: dict[str, Any] = {"workload": dict(wl.description, horizon_s=args.horizon_s), "policies": {}}
+    config = SchedulerConfig(
+        victims_any_class=not args.same_or_lower,
+        pause=PauseModel(floor_s=args.pause_floor_s, safety=args.pause_safety),
+    )
+    out: dict[str, Any] = {
+        "workload": dict(wl.description, horizon_s=args.horizon_s),
+        "config": {
+            "pause_floor_s": args.pause_floor_s,
+            "pause_safety": args.pause_safety,
+            "victims_any_class": not args.same_or_lower,
+            "retry_interval_s": config.retry_interval_s,
+        },
+        "policies": {},
+    }
     cdfs: dict[str, dict[str, np.ndarray]] = {}
     for name in args.policies.split(","):
         policy = _policy(name, config)
@@ -188,6 +212,8 @@ def main() -> None:
     ap.add_argument(
         "--same-or-lower", action="store_true", help="qos-driven victims: own class and lower only"
     )
+    ap.add_argument("--pause-floor-s", type=float, default=60.0, help="PauseModel.floor_s")
+    ap.add_argument("--pause-safety", type=float, default=2.0, help="PauseModel.safety")
     ap.add_argument("--out", default="")
     run(ap.parse_args())
 

@@ -33,7 +33,12 @@ from qosched.policies.preemption.live import (
     trim_proposal,
 )
 from qosched.policies.preemption.priority import PriorityPolicy, PriorityRule
-from qosched.policies.preemption.qos_driven import QosDrivenPolicy, QosDrivenRule, preemptive_qosched
+from qosched.policies.preemption.qos_driven import (
+    QosDrivenHooks,
+    QosDrivenPolicy,
+    QosDrivenRule,
+    preemptive_qosched,
+)
 from qosched.policies.preemption.queue import expected_wait_s, priority_order, qos_driven_order
 from qosched.policies.preemption.search import (
     SearchConfig,
@@ -56,6 +61,7 @@ __all__ = [
     "Preemptor",
     "PriorityPolicy",
     "PriorityRule",
+    "QosDrivenHooks",
     "QosDrivenPolicy",
     "QosDrivenRule",
     "SchedulerConfig",

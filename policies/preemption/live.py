@@ -259,7 +259,7 @@ def trim_proposal(
     LiveVerdict
     """
     cfg = config or LiveConfig()
-    oracle: FitOracle = fits if hasattr(fits, "policy") else CallableFit(fits)  # type: ignore[arg-type]
+    oracle: FitOracle = CallableFit(fits) if not hasattr(fits, "policy") and callable(fits) else fits  # type: ignore[assignment]
     who = preemptor_of(preemptor, now_s, cfg)
     if not rule.may_preempt(who):
         return LiveVerdict(kept={}, dropped=dict.fromkeys(proposal, "the pod can wait: it has slack itself"))
@@ -302,15 +302,13 @@ def trim_proposal(
     options: list[tuple[tuple[float, ...], str, list[str]]] = []
     for node, (uids, facts, order, chosen) in found.items():
         final: list[int] | None = chosen
-        if not verdicts.get(node, False):
-            final = (
-                None
-                if not cfg.trim_victims
-                else minimal_subset(order, _on_node(oracle, node, uids, with_policy=True))
-            )
-            if final is None:
-                dropped[node] = "the placement policy rejects the pod there with the allowed victims gone"
-                continue
+        if not verdicts.get(node, False) and cfg.trim_victims:
+            final = minimal_subset(order, _on_node(oracle, node, uids, with_policy=True))
+        elif not verdicts.get(node, False):
+            final = None
+        if final is None:
+            dropped[node] = "the placement policy rejects the pod there with the allowed victims gone"
+            continue
         ordered = sorted(final)  # the proposal's order
         cost = rule.cost(facts.take(np.array(ordered))) if ordered else (-math.inf,)
         options.append((cost, node, [uids[i] for i in ordered]))

@@ -30,6 +30,7 @@ preemptive ``qosched``: the same queue and victim rule on qosched's hosts
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +41,10 @@ from qosched.policies.placement.base import PlacementPolicy, make_policy, regist
 from qosched.policies.preemption.base import PreemptivePolicy, SchedulerConfig
 from qosched.policies.preemption.queue import qos_driven_order
 from qosched.policies.preemption.victims import Preemptor, VictimFacts
+from qosched.policies.state import ClusterState
+from qosched.policies.types import PodDemand
 
-__all__ = ["QosDrivenPolicy", "QosDrivenRule", "preemptive_qosched"]
+__all__ = ["QosDrivenHooks", "QosDrivenPolicy", "QosDrivenRule", "preemptive_qosched"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +136,48 @@ def preemptive_qosched(
         options["config"] = options.pop("qosched_config")
     placement = make_policy("qosched", **options)
     return QosDrivenPolicy(classes=classes, config=config, placement=placement, name="qosched")
+
+
+class QosDrivenHooks:
+    """Mixin giving a placement policy class the ``qos-driven`` queue order and preemption.
+
+    ``class QoschedPolicy(QosDrivenHooks, AwarePolicy): ...`` makes the policy's objects carry
+    ``order``, ``preempt``, ``retry_interval_s`` and ``rule`` — what the what-if replay and the
+    extender's ``preempt`` verb look for — delegating to one :class:`QosDrivenPolicy` whose host
+    choice is the policy itself (so victims are confirmed by the policy's own feasibility).
+    Configure with the class attributes ``preemption_config`` / ``preemption_classes`` (or set
+    them on an instance before first use).
+    """
+
+    name: str
+    preemption_config: SchedulerConfig = SchedulerConfig()
+    preemption_classes: ClassConfig = DEFAULT_CLASS_CONFIG
+
+    def _qos_driven(self) -> QosDrivenPolicy:
+        hooks = self.__dict__.get("_qos_driven_hooks")
+        if hooks is None:
+            hooks = QosDrivenPolicy(
+                classes=self.preemption_classes,
+                config=self.preemption_config,
+                placement=self,  # type: ignore[arg-type]
+                name=self.name,
+            )
+            self.__dict__["_qos_driven_hooks"] = hooks
+        return hooks
+
+    @property
+    def rule(self) -> QosDrivenRule:
+        """The victim rule (read by the extender's ``preempt``)."""
+        rule = self._qos_driven().rule
+        assert isinstance(rule, QosDrivenRule)
+        return rule
+
+    @property
+    def retry_interval_s(self) -> float | None:
+        return self.preemption_config.retry_interval_s
+
+    def order(self, pending: Sequence[int], ledger: Any, now_s: float) -> list[int]:
+        return self._qos_driven().order(pending, ledger, now_s)
+
+    def preempt(self, state: ClusterState, pod: PodDemand, ledger: Any, now_s: float) -> tuple[str, ...]:
+        return self._qos_driven().preempt(state, pod, ledger, now_s)

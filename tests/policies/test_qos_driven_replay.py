@@ -30,8 +30,15 @@ import numpy as np
 import pytest
 
 from qosched.policies.fairness.gini import gini
+from qosched.policies.placement.baselines.kube import WorstFitPolicy
 from qosched.policies.placement.testing import gpu_node
-from qosched.policies.preemption import PriorityPolicy, QosDrivenPolicy
+from qosched.policies.preemption import (
+    PriorityPolicy,
+    QosDrivenHooks,
+    QosDrivenPolicy,
+    QosDrivenRule,
+    preemptive_qosched,
+)
 from qosched.policies.simulator.metrics import pod_outcomes, summarize
 from qosched.policies.simulator.replay import (
     PolicyScheduler,
@@ -130,3 +137,24 @@ def test_build_scheduler_resolves_the_contract_names(name: str, cls: type) -> No
         config=ReplayConfig(horizon_s=1050.0, simulate_latency=False),
     )
     assert result.policy == name and int(result.ledger.preemptions.sum()) == 10
+
+
+class _HookedWorstFit(QosDrivenHooks, WorstFitPolicy):
+    """A placement policy made preemptive by the mixin (as ``qosched`` can be)."""
+
+
+def test_hooks_mixin_makes_a_placement_policy_qos_driven() -> None:
+    policy = _HookedWorstFit(name="hooked")
+    assert policy.retry_interval_s == 60.0 and isinstance(policy.rule, QosDrivenRule)
+    hooked = _run(rotating_workload(), policy, 1050.0)
+    plain = _run(rotating_workload(), QosDrivenPolicy(), 1050.0)
+    assert hooked.ledger.preemptions.tolist() == plain.ledger.preemptions.tolist()
+    np.testing.assert_allclose(_free_qos(hooked), _free_qos(plain), rtol=1e-12)
+
+
+def test_preemptive_qosched_runs_the_same_rule() -> None:
+    policy = preemptive_qosched()
+    assert policy.name == "qosched" and isinstance(policy.rule, QosDrivenRule)
+    result = _run(rotating_workload(), policy, 1050.0)
+    assert int(result.ledger.preemptions.sum()) == 10
+    assert max(result.ledger.preemptions[:4]) - min(result.ledger.preemptions[:4]) <= 1
