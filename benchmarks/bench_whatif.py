@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qosched.extender.whatif_cmd import load_policy_packages
 from qosched.policies.placement.base import policy_names
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.simulator.metrics import summarize
@@ -64,6 +65,7 @@ def main() -> int:
     if not DATA.is_dir():
         print(f"trace not found at {DATA}", file=sys.stderr)
         return 1
+    load_policy_packages()  # priority, qos-driven
     policies = args.policies.split(",") if args.policies else policy_names()
     rss_start = peak_rss_mib()
     started = time.perf_counter()

@@ -39,7 +39,23 @@ from qosched.extender.objects import (
     pod_key,
 )
 
-__all__ = ["run_whatif", "whatif", "workload_from_snapshot"]
+__all__ = ["load_policy_packages", "run_whatif", "whatif", "workload_from_snapshot"]
+
+#: Packages that register placement policies outside ``qosched.policies.placement`` (their
+#: import registers them): ``priority`` and ``qos-driven`` (models.md §B).
+POLICY_PACKAGES: tuple[str, ...] = ("qosched.policies.preemption",)
+
+
+def load_policy_packages() -> None:
+    """Import :data:`POLICY_PACKAGES` so that every contract policy is registered (absent: skipped)."""
+    import importlib
+
+    for module in POLICY_PACKAGES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
 
 
 def _class_mapper(classes: Any) -> Any:
@@ -388,6 +404,7 @@ def whatif(
         raise click.BadParameter(f"must be a number > 0, got {inflate!r}", param_hint="--inflate")
     if horizon_s is not None and not (math.isfinite(horizon_s) and horizon_s >= 0):
         raise click.BadParameter(f"must be a number >= 0, got {horizon_s!r}", param_hint="--horizon-s")
+    load_policy_packages()
     policies = _policy_list(policies_text, policy_names())
 
     classes = DEFAULT_CLASS_CONFIG

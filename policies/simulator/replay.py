@@ -490,6 +490,12 @@ class _Replay:
         self.unchecked = np.zeros(len(workload), dtype=bool)
         self.freed: set[int] = set()
         self.allocated_milli = 0
+        pods = workload.pods
+        # Per-pod requests as arrays, for the vectorised necessary test of the pending queue.
+        self._cpu = np.array([p.cpu_milli for p in pods], dtype=np.int64)
+        self._mem = np.array([p.memory_mib for p in pods], dtype=np.float64)
+        self._milli = np.array([p.milli_per_device if p.gpu_milli > 0 else 0 for p in pods], dtype=np.int64)
+        self._count = np.array([p.gpu_count for p in pods], dtype=np.int64)
         self._refresh = getattr(scheduler, "refresh", None)
         self._changes = config.refresh_every  # refresh before the first decision
         self.stats = {
@@ -608,6 +614,19 @@ class _Replay:
             ok &= (free >= pod.milli_per_device).sum(axis=1) >= pod.gpu_count
         return bool(ok.any())
 
+    def _could_fit_many(self, pods: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """:meth:`_could_fit` of many pending pods at once (P x R x D booleans), shape (P,)."""
+        st = self.state
+        cpu_free = st.cpu_cap_milli[rows] - st.cpu_used_milli[rows]
+        mem_free = st.mem_cap_mib[rows] - st.mem_used_mib[rows]
+        ok = (cpu_free[None, :] >= self._cpu[pods, None]) & (mem_free[None, :] >= self._mem[pods, None])
+        milli = self._milli[pods]
+        if (milli > 0).any():
+            free = np.where(st.dev_exists[rows], GPU_MILLI_PER_DEVICE - st.gpu_used_milli[rows], -1)
+            enough = (free[None, :, :] >= milli[:, None, None]).sum(axis=2) >= self._count[pods, None]
+            ok &= (milli == 0)[:, None] | enough
+        return ok.any(axis=1)
+
     def _retry(self, t: float, *, full: bool) -> None:
         if not self.config.retry_pending:
             self.freed.clear()
@@ -616,17 +635,30 @@ class _Replay:
         for _ in range(self.config.max_rounds):
             if not self.pending:
                 break
-            self.stats["rounds"] += 1
             freed = np.fromiter(self.freed, dtype=np.int64, count=len(self.freed))
             self.freed = set()
+            pending = np.array(self.pending, dtype=np.int64)
+            # Necessary test against the round's starting state, vectorised over the queue; as
+            # placements during the round only consume capacity, a pod failing it now would fail
+            # it at its turn too. A pod passing it is tested again at its turn (exact skip rule).
+            if full:
+                worth = np.ones(pending.size, dtype=bool)
+            else:
+                worth = self.unchecked[pending].copy()
+                if freed.size:
+                    worth |= self._could_fit_many(pending, freed)
+            if not worth.any():
+                self.stats["skipped_checks"] += int(pending.size)
+                break
+            self.stats["rounds"] += 1
+            candidates = set(pending[worth].tolist())
+            self.stats["skipped_checks"] += int(pending.size - len(candidates))
             evicted_before = self.stats["preemptions"]
             queue = list(self.sched.order(list(self.pending), lg, t))
             for i in queue:
-                if lg.status[i] != PENDING:
+                if lg.status[i] != PENDING or i not in candidates:
                     continue
-                if not (full or self.unchecked[i]) and (
-                    freed.size == 0 or not self._could_fit(self.workload.pods[i], freed)
-                ):
+                if not (full or self.unchecked[i]) and not self._could_fit(self.workload.pods[i], freed):
                     self.stats["skipped_checks"] += 1
                     continue
                 self.unchecked[i] = False
