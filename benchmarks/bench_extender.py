@@ -246,31 +246,39 @@ def timed_posts(
 
 
 def cycles(
-    bases: dict[str, str], names: list[str], calls: int, warmup: int
+    bases: dict[str, str], workers: dict[str, int], names: list[str], calls: int, warmup: int
 ) -> dict[str, dict[str, list[float]]]:
     """filter (all names) then prioritize (the kept names) for ``calls`` new pods, on every server.
 
     The servers take turns pod by pod (qosched, null, qosched, ...), each over its own keep-alive
-    session, so a burst of load from elsewhere on the machine hits both sides alike.
+    session, so a burst of load from elsewhere on the machine hits both sides alike. Besides the
+    latency, the worker's CPU time is read around every call (``/proc``, 10 ms ticks: the sum
+    over hundreds of calls is exact on average); CPU per call does not grow when other processes
+    take the cores, latency does.
     """
-    out = {label: {"filter": [], "prioritize": []} for label in bases}
+    out = {label: {"filter": [], "prioritize": [], "filter_cpu": [], "prioritize_cpu": []} for label in bases}
     sessions = {label: requests.Session() for label in bases}
     try:
         for i in range(warmup + calls):
             pod = new_pod(i)
             filter_body = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
             for label, base in bases.items():
-                session = sessions[label]
+                session, worker = sessions[label], workers[label]
+                c0 = cpu_s(worker)
                 t_f, (kept,) = timed_posts(session, base + "/filter", [filter_body])
+                c1 = cpu_s(worker)
                 survivors = kept["NodeNames"] or []
                 t_p, _ = timed_posts(
                     session,
                     base + "/prioritize",
                     [orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": survivors})],
                 )
+                c2 = cpu_s(worker)
                 if i >= warmup:
                     out[label]["filter"] += t_f
                     out[label]["prioritize"] += t_p
+                    out[label]["filter_cpu"].append(c1 - c0)
+                    out[label]["prioritize_cpu"].append(c2 - c1)
     finally:
         for session in sessions.values():
             session.close()
@@ -375,7 +383,8 @@ def run(n_nodes: int, calls: int, bind_count: int, workdir: Path, python: str) -
     null_proc = start([python, __file__, "--serve-null", null.rsplit(":", 1)[1]], null)
     try:
         result["load_before"] = Path("/proc/loadavg").read_text().split()[0]
-        timings = cycles({"qosched": ours, "null": null}, names, calls, warmup)
+        workers = {"qosched": children(proc.pid)[0], "null": children(null_proc.pid)[0]}
+        timings = cycles({"qosched": ours, "null": null}, workers, names, calls, warmup)
         result["qosched"], result["null"] = timings["qosched"], timings["null"]
         result["policy_metric_ms"] = mean_metric(ours, "qosched_extender_policy_decision_duration_seconds")
         result["server_metric_ms"] = mean_metric(ours, "qosched_extender_request_duration_seconds")
@@ -398,6 +407,10 @@ def report(r: dict[str, Any]) -> None:
     print(f"  {'[ms]':<22} {'p50':>8} {'p99':>8}   {'null p50':>8} {'null p99':>8}   {'Δp50':>8}")
     print(row("filter (all nodes)", r["qosched"]["filter"], r["null"]["filter"]))
     print(row("prioritize (kept)", r["qosched"]["prioritize"], r["null"]["prioritize"]))
+    for verb in ("filter", "prioritize"):
+        ours = 1000 * float(np.mean(r["qosched"][f"{verb}_cpu"]))
+        null = 1000 * float(np.mean(r["null"][f"{verb}_cpu"]))
+        print(f"  {verb} worker CPU per call [ms]: {ours:.2f} (null {null:.2f}, +{ours - null:.2f})")
     print(row("policy, in process", r["policy_in_process"], None))
     for key, what in (("server_metric_ms", "server-side request"), ("policy_metric_ms", "policy")):
         means = ", ".join(

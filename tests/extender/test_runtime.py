@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from qosched.extender.cluster import StaticCluster
-from qosched.extender.runtime import Runtime
+from qosched.extender.runtime import Runtime, compact_index, rows_of
 from qosched.policies.placement.base import Evaluation, make_policy
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.state import ClusterState
@@ -231,3 +231,27 @@ def test_preempt_leaves_the_cache_as_it_was(tmp_path: Path) -> None:
 def test_preempt_of_an_unmanaged_pod_accepts_the_proposal(tmp_path: Path) -> None:
     rt = preempt_cluster(tmp_path)
     assert rt.preempt(pod("plain", model=None, cpu="1500m"), proposal()) == proposal()
+
+
+# ----------------------------------------------------------------------------- name lookups
+
+
+def test_compact_index_has_the_same_content_in_new_strings(tmp_path: Path) -> None:
+    rt, _ = runtime(tmp_path)
+    state = rt.cache.state
+    index = compact_index(state)
+    assert index == state.node_index
+    assert all(a is not b for a, b in zip(index, state.node_index, strict=True))  # new key objects
+    names = ["n3", "ghost", "n0"]
+    assert rows_of(state, names, index).tolist() == rows_of(state, names).tolist() == [3, -1, 0]
+
+
+def test_the_runtime_sees_a_node_added_after_its_index_was_built(tmp_path: Path) -> None:
+    rt, _ = runtime(tmp_path)
+    assert rt.filter(P, ["n9"]).unresolvable == {
+        "n9": "qosched (qosched): node is not in the extender's cache"
+    }
+    rt.cache.apply_node(node("n9"))
+    assert rt.filter(P, ["n9"]).kept == ["n9"]
+    rt.cache.delete_node("n9")  # the row stays, unusable
+    assert rt.filter(P, ["n9"]).unresolvable == {"n9": "qosched (qosched): node is not ready or is cordoned"}
