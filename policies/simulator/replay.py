@@ -694,9 +694,16 @@ class _Replay:
         every = max(1, cfg.progress_every)
         pods = wl.pods
         while True:
+            if interval is not None:
+                # Ticks run only while pods wait: the first one `interval` after the queue
+                # became non-empty (as of the last event), none while it is empty.
+                if not self.pending:
+                    next_tick = math.inf
+                elif next_tick == math.inf:
+                    next_tick = (t_prev if t_prev is not None else 0.0) + interval
             t_arr = arrivals[k] if k < n else math.inf
             t_dep = heap[0][0] if heap else math.inf
-            t_tick = next_tick if (interval is not None and self.pending) else math.inf
+            t_tick = next_tick
             t = min(t_arr, t_dep, t_tick)
             if t == math.inf or t > horizon:
                 break
@@ -727,8 +734,6 @@ class _Replay:
             self.sched.observe(pod)
             if not self._try(i, t):
                 self.pending.append(i)
-                if interval is not None and next_tick == math.inf:
-                    next_tick = t + interval
             if self.freed:  # the arrival evicted victims
                 self._retry(t, full=False)
             arrived_milli += pod.gpu_milli
@@ -737,8 +742,6 @@ class _Replay:
             k += 1
             if progress is not None and k % every == 0:
                 progress(k, n)
-            if not self.pending:
-                next_tick = math.inf
         if progress is not None:
             progress(k, n)
         if self.latency is not None:

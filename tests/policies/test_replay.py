@@ -279,6 +279,22 @@ def test_no_retry_keeps_failed_pods_failed() -> None:
     assert summarize(result)["pods_failed"] == 1
 
 
+def test_periodic_retries_run_only_while_pods_wait() -> None:
+    # b waits from 1 and gets the GPU when a leaves at 3 (before the first tick at 6); c arrives
+    # at 20 behind b, which stays: ticks at 25 and 30 retry it (failures 1 + 2).
+    wl = Workload.build(
+        _one_gpu_cluster(),
+        [_pod("a", 1000, 1000, 1), _pod("b", 1000, 1000, 1), _pod("c", 1000, 1000, 1)],
+        arrival_s=[0.0, 1.0, 20.0],
+        duration_s=[3.0, math.inf, math.inf],
+    )
+    config = ReplayConfig(simulate_latency=False, horizon_s=32.0, retry_interval_s=5.0)
+    result = _run(wl, _TEST_POLICY, config)
+    assert result.ledger.first_start_s[1] == 3.0
+    assert result.ledger.failures.tolist() == [0, 1, 3]
+    assert result.stats["ticks"] == 2
+
+
 def test_departures_come_before_arrivals_at_the_same_instant() -> None:
     wl = Workload.build(
         _one_gpu_cluster(),
