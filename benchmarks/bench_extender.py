@@ -346,6 +346,54 @@ def in_process_policy(path: Path, names: list[str], calls: int) -> list[float]:
     return times
 
 
+# ----------------------------------------------------------------------------- in process
+
+
+def use_extender_from(directory: Path) -> None:
+    """Import ``qosched.extender`` from ``directory`` (e.g. an older version from ``git archive``),
+    with this checkout's ``policies`` and ``profiles``: a ``qosched`` package of symlinks put first
+    on ``sys.path``, ahead of the editable install."""
+    root = Path(tempfile.mkdtemp(prefix="bench-extender-pkg-"))
+    pkg = root / "qosched"
+    pkg.mkdir()
+    here = Path(__file__).resolve().parents[1]
+    (pkg / "extender").symlink_to(directory.resolve())
+    (pkg / "policies").symlink_to(here / "policies")
+    (pkg / "profiles").symlink_to(here / "profiles")
+    sys.path.insert(0, str(root))
+    import yaml
+
+    # Old loaders parse snapshots with pure-Python PyYAML (minutes at 5,000 nodes); our files are
+    # JSON, so hand them to orjson to keep the comparison about the request path.
+    yaml.safe_load_all = lambda text: [orjson.loads(text)]  # type: ignore[assignment]
+
+
+def in_process(n_nodes: int, calls: int, workdir: Path) -> dict[str, list[float]]:
+    """CPU time per call [s] of filter and prioritize through the Flask test client (no HTTP)."""
+    from prometheus_client import CollectorRegistry
+
+    from qosched.extender.app import create_app
+
+    path = workdir / f"cluster-{n_nodes}.json"
+    path.write_bytes(orjson.dumps(make_snapshot(n_nodes, pending=0)))
+    app = create_app({"CLUSTER_FILE": str(path)}, registry=CollectorRegistry())
+    client = app.test_client()
+    names = [node_name(i) for i in range(n_nodes)]
+    out: dict[str, list[float]] = {"filter": [], "prioritize": []}
+    warmup = max(10, calls // 10)
+    for i in range(warmup + calls):
+        body = orjson.dumps({"Pod": new_pod(i), "Nodes": None, "NodeNames": names})
+        for verb in ("filter", "prioritize"):
+            t0 = time.thread_time()
+            response = client.post("/" + verb, data=body, content_type="application/json")
+            spent = time.thread_time() - t0
+            if response.status_code != 200:
+                raise RuntimeError(f"/{verb}: HTTP {response.status_code}")
+            if i >= warmup:
+                out[verb].append(spent)
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -430,10 +478,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=300, help="measured calls per verb")
     parser.add_argument("--binds", type=int, default=300, help="binds measured")
     parser.add_argument("--out", type=Path, help="also write the raw figures as JSON here")
+    parser.add_argument(
+        "--in-process", action="store_true", help="CPU per call through the Flask test client only (no HTTP)"
+    )
+    parser.add_argument(
+        "--extender-dir",
+        type=Path,
+        help="with --in-process: take qosched.extender from this directory (e.g. `git archive REV extender`)",
+    )
     parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_null:
         serve_null(args.serve_null)
+        return 0
+    if args.in_process:
+        if args.extender_dir:
+            use_extender_from(args.extender_dir)
+        with tempfile.TemporaryDirectory(prefix="bench-extender-") as tmp:
+            for n in (int(x) for x in args.nodes.split(",") if x.strip()):
+                cpu = in_process(n, args.calls, Path(tmp))
+                for verb, values in cpu.items():
+                    print(
+                        f"{n:,} nodes, {verb}: CPU per call median {1000 * float(np.median(values)):.2f} ms,"
+                        f" mean {1000 * float(np.mean(values)):.2f} ms ({args.extender_dir or 'this checkout'})"
+                    )
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-extender-") as tmp:
