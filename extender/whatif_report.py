@@ -139,30 +139,51 @@ def _colors(n: int) -> list[Any]:
 
 
 def plot_allocation_curves(results: Mapping[str, Any], path: Path) -> bytes | None:
-    """GPU allocation ratio [%] against arrived workload [%], one line per policy."""
-    curves = {n: r for n, r in results.items() if r.curve_arrived_frac.size and r.workload.capacity_gpu_milli}
-    if not curves:
+    """GPU allocation ratio [%] against arrived workload [%], one line per policy.
+
+    Two panels: the whole curve, and a zoom on its upper part (from 60 % arrived, or where the
+    first policy leaves the diagonal), where the policies differ.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {
+        n: r
+        for n, r in results.items()
+        if r.curve_arrived_frac.size and r.workload.capacity_gpu_milli and r.curve_arrived_frac[-1] > 0
+    }
+    if not curves:  # no GPU request arrived (e.g. inference on edge TPUs): nothing to draw
         return None
-    fig, ax = _figure()
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=110)
     top = 0.0
+    low_end = 100.0
     for color, (name, r) in zip(_colors(len(curves)), curves.items(), strict=True):
         x = 100 * r.curve_arrived_frac
         y = 100 * r.curve_allocated_frac
-        ax.plot(x, y, label=f"{name} ({y[-1]:.1f} %)", color=color, linewidth=1.3)
+        for a in (ax, zoom):
+            a.plot(x, y, label=f"{name} ({y[-1]:.1f} %)", color=color, linewidth=1.3)
         top = max(top, float(x[-1]))
-    ax.plot(
-        [0, min(top, 100)],
-        [0, min(top, 100)],
-        color="0.6",
-        linestyle=":",
-        linewidth=1,
-        label="placed = arrived",
-    )
-    ax.set_xlabel("arrived workload: GPU requested / capacity [%]")
+        low_end = min(low_end, float(y[-1]))
+    for a in (ax, zoom):
+        a.plot(
+            [0, min(top, 100)],
+            [0, min(top, 100)],
+            color="0.6",
+            linestyle=":",
+            linewidth=1,
+            label="placed = arrived",
+        )
+        a.set_xlabel("arrived workload: GPU requested / capacity [%]")
+        a.grid(True, alpha=0.3)
     ax.set_ylabel("GPU allocation ratio [%]")
     ax.set_title("Allocation ratio as the workload arrives")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    x0 = min(60.0, max(low_end - 10.0, 0.0))
+    zoom.set_xlim(x0, max(top, x0 + 1.0) + 1.0)
+    zoom.set_ylim(max(min(low_end - 3.0, x0), 0.0), min(100.0, max(low_end, 0.0) + 10.0) + 0.5)
+    zoom.set_title("upper part")
+    zoom.legend(fontsize=7, ncol=1, loc="lower right")
     return _save(fig, path)
 
 
