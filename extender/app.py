@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,18 @@ from qosched.extender.config import load_config
 from qosched.extender.metrics import CacheCollector, ExtenderMetrics
 from qosched.extender.runtime import Binder, Runtime
 from qosched.extender.upload import ConfigMapSink, load_configmap_profiles, make_uploader
-from qosched.policies.placement.base import make_policy
+from qosched.policies.fairness.classes import (
+    CLASS_ANNOTATION,
+    DEFAULT_CLASS_CONFIG,
+    ClassConfig,
+    UnknownClassError,
+)
+from qosched.policies.latency.feasibility import Thresholds
+from qosched.policies.placement.base import PlacementPolicy, make_policy
+from qosched.policies.placement.feasibility import InterferenceModel
+from qosched.policies.placement.qosched.config import QoschedConfig
 from qosched.policies.profile_lookup import lookup_from_profiles
+from qosched.policies.types import DemandError
 from qosched.profiles.store import ProfileStore
 
 log = logging.getLogger(__name__)
@@ -74,8 +84,8 @@ def create_app(
     if binder is None:
         raise ValueError("create_app: a binder is required with a caller-supplied cache")
     registry.register(CacheCollector(cache.stats))
-    policy = make_policy(str(settings["POLICY"]))
-    runtime = Runtime(cache, policy, binder, observer=metrics)
+    policy = policy_from_settings(settings)
+    runtime = Runtime(cache, policy, binder, observer=metrics, class_of=class_mapper(settings))
     runtime.profile_store = store  # type: ignore[attr-defined]
     runtime.settings = settings  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = runtime
@@ -86,6 +96,47 @@ def create_app(
 
     app.register_blueprint(api)
     return app
+
+
+def class_mapper(settings: Mapping[str, Any]) -> Callable[[str | None, str | None], str]:
+    """``class_of(annotation, priorityClassName)`` from the ``CLASSES`` / ``PRIORITY_CLASS_MAP`` settings.
+
+    ``CLASSES`` takes the mapping form of ``ClassConfig.from_mapping`` (classes with their QoS
+    targets, default class, priority-class map and keywords); ``PRIORITY_CLASS_MAP`` adds exact
+    ``priorityClassName -> class`` entries on top. An annotation naming an unknown class is an
+    invalid request (the pod is rejected with the reason), not an internal error.
+    """
+    data: dict[str, Any] = dict(settings.get("CLASSES") or {})
+    if settings.get("PRIORITY_CLASS_MAP"):
+        data["priority_class_map"] = {
+            **dict(data.get("priority_class_map") or {}),
+            **settings["PRIORITY_CLASS_MAP"],
+        }
+    config = ClassConfig.from_mapping(data) if data else DEFAULT_CLASS_CONFIG
+
+    def class_of(annotation: str | None, priority_class: str | None) -> str:
+        try:
+            return config.resolve({CLASS_ANNOTATION: annotation} if annotation else None, priority_class).name
+        except UnknownClassError as err:
+            raise DemandError(str(err)) from None
+
+    return class_of
+
+
+def policy_from_settings(settings: Mapping[str, Any]) -> PlacementPolicy:
+    """The configured policy, judging placements with the configured latency-model thresholds."""
+    thresholds = Thresholds(
+        memory_frac=float(settings["THRESHOLD_MEMORY_FRAC"]),
+        utilization=float(settings["THRESHOLD_UTILIZATION"]),
+        frontend_utilization=float(settings["THRESHOLD_FRONTEND_UTILIZATION"]),
+    )
+    name = str(settings["POLICY"])
+    if thresholds == Thresholds():
+        return make_policy(name)
+    model = InterferenceModel(thresholds=thresholds)
+    if name == "qosched":
+        return make_policy(name, config=QoschedConfig(interference=model))
+    return make_policy(name, model=model)
 
 
 def runtime_of(app: Flask) -> Runtime:

@@ -51,6 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "THRESHOLD_MEMORY_FRAC": 0.8,
     "THRESHOLD_UTILIZATION": 0.8,
     "THRESHOLD_FRONTEND_UTILIZATION": 0.8,
+    # Answer filter/prioritize/bind/preempt only to loopback callers. kube-scheduler reaches the
+    # sidecar on 127.0.0.1; the metrics/upload port (0.0.0.0:9090 in the Deployment) is served by
+    # the same app, and nobody else in the cluster should be able to bind pods through it.
+    "SCHEDULER_VERBS_LOOPBACK_ONLY": True,
 }
 
 
@@ -73,6 +77,9 @@ def load_config(
 ) -> dict[str, Any]:
     """Merge defaults, a config file, ``QOSCHED_*`` variables and overrides (see module doc)."""
     config = dict(DEFAULTS)
+    env = os.environ if environ is None else environ
+    if path is None and env.get("QOSCHED_CONFIG_FILE"):
+        path = env["QOSCHED_CONFIG_FILE"]  # plain-gunicorn deployments pass the file this way
     if path is not None:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
@@ -82,7 +89,6 @@ def load_config(
             raise ConfigError(f"config file {path}: must be a mapping of settings")
         for key, value in data.items():
             _set(config, str(key).upper(), value, f"config file {path}")
-    env = os.environ if environ is None else environ
     for key, raw in env.items():
         if key.startswith("QOSCHED_"):
             name = key[len("QOSCHED_") :]

@@ -45,11 +45,20 @@ def _error(status: int, message: str) -> Response:
     return _json(orjson.dumps({"error": message}), status)
 
 
+def _loopback(addr: str | None) -> bool:
+    if not addr:
+        return False
+    return addr == "::1" or addr.startswith(("127.", "::ffff:127."))
+
+
 def _timed(verb: str, fn: Callable[[], Response]) -> Response:
     metrics = current_app.extensions["qosched.metrics"]
     t0 = time.perf_counter()
     try:
-        response = fn()
+        if current_app.config.get("SCHEDULER_VERBS_LOOPBACK_ONLY") and not _loopback(request.remote_addr):
+            response = _error(403, f"/{verb} is served to kube-scheduler on loopback only")
+        else:
+            response = fn()
     except wire.WireError as err:
         response = _error(err.status, err.message)
     except HTTPException as err:  # e.g. 413 from MAX_CONTENT_LENGTH while reading the body

@@ -191,6 +191,7 @@ class Runtime:
         self.class_of = class_of
         self.observer: Observer = observer or _NullObserver()
         self._decisions: OrderedDict[str, _Decision] = OrderedDict()
+        self._observed: OrderedDict[str, None] = OrderedDict()
         self._decisions_lock = threading.Lock()
         self._decision_cache_size = decision_cache_size
         self._bind_locks: dict[str, threading.Lock] = {}
@@ -223,6 +224,7 @@ class Runtime:
                     self.reused += 1
                     return _subset(decision.evaluation, pos), rows, state.version
             t0 = self._clock()
+            self._observe_locked(demand)
             evaluation = self.policy.evaluate(state, demand, known)
             version = state.version
         self.evaluated += 1
@@ -238,6 +240,19 @@ class Runtime:
         index = compact_index(state)
         self._name_index = (state, len(state.node_index), index)
         return index
+
+    def _observe_locked(self, demand: PodDemand) -> None:
+        """Feed a pod seen for the first time to a policy that learns the workload (FGD's mix).
+
+        Called under the cache lock, like ``evaluate``, so learning never races a decision.
+        """
+        observe = getattr(self.policy, "observe", None)
+        if observe is None or demand.uid in self._observed:
+            return
+        self._observed[demand.uid] = None
+        if len(self._observed) > 65536:
+            self._observed.popitem(last=False)
+        observe(demand)
 
     def _remember(self, demand: PodDemand, evaluation: Evaluation, version: int) -> None:
         with self._decisions_lock:

@@ -416,3 +416,73 @@ def test_serve_fails_fast_with_one_clear_line(
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and message in result.output
     assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------- settings that shape decisions
+def _cluster_file() -> str:
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[2] / "extender" / "demo" / "demo-cluster.yaml")
+
+
+def _filter_body(annotations: dict[str, str], names: list[str]) -> dict:
+    pod = {
+        "metadata": {"name": "p", "namespace": "default", "uid": "u-settings", "annotations": annotations},
+        "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
+    }
+    return {"Pod": pod, "Nodes": None, "NodeNames": names}
+
+
+def test_scheduler_verbs_refuse_non_loopback_callers() -> None:
+    from qosched.extender.app import create_app
+
+    app = create_app({"CLUSTER_FILE": _cluster_file()})
+    client = app.test_client()
+    body = _filter_body({}, ["t4-0"])
+    remote = client.post("/filter", json=body, environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert remote.status_code == 403 and "loopback" in remote.get_json()["error"]
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+    assert client.post("/filter", json=body).status_code == 200  # the test client is 127.0.0.1
+    opened = create_app(
+        {"CLUSTER_FILE": _cluster_file(), "SCHEDULER_VERBS_LOOPBACK_ONLY": False}
+    ).test_client()
+    assert opened.post("/filter", json=body, environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+
+
+def test_unknown_class_annotation_is_an_invalid_request_not_an_error() -> None:
+    from qosched.extender.app import create_app
+
+    client = create_app({"CLUSTER_FILE": _cluster_file()}).test_client()
+    ann = {"qosched.io/model": "resnet50", "qosched.io/slo-ms": "50", "qosched.io/class": "gold"}
+    out = client.post("/filter", json=_filter_body(ann, ["t4-0", "t4-1"])).get_json()
+    assert out["NodeNames"] == [] and not out["Error"]
+    assert all("gold" in msg for msg in out["FailedAndUnresolvableNodes"].values())
+
+
+def test_configured_classes_and_thresholds_reach_the_decision() -> None:
+    from qosched.extender.app import create_app
+
+    classes = {
+        "classes": [
+            {"name": "gold", "qos_target": 1.0, "rank": 0},
+            {"name": "prod", "qos_target": 1.0, "rank": 1},
+            {"name": "batch", "qos_target": 0.9, "rank": 2},
+            {"name": "free", "qos_target": 0.5, "rank": 3},
+        ]
+    }
+    ann = {
+        "qosched.io/model": "resnet50",
+        "qosched.io/slo-ms": "50",
+        "qosched.io/rate-rps": "150",
+        "qosched.io/class": "gold",
+        "qosched.io/gpu-milli": "250",
+    }
+    strict = create_app(
+        {"CLUSTER_FILE": _cluster_file(), "CLASSES": classes, "THRESHOLD_UTILIZATION": 0.3}
+    ).test_client()
+    loose = create_app({"CLUSTER_FILE": _cluster_file(), "CLASSES": classes}).test_client()
+    # ResNet-50 on a T4 is ~3 ms a request: 150 rps is ρ ≈ 0.45, over 0.3 but under the default 0.8.
+    body = _filter_body(ann, ["t4-0"])
+    assert loose.post("/filter", json=body).get_json()["NodeNames"] == ["t4-0"]
+    refused = strict.post("/filter", json=body).get_json()
+    assert refused["NodeNames"] == [] and "utilisation" in refused["FailedNodes"]["t4-0"]
