@@ -17,6 +17,7 @@ Run (about 2-3 min per policy on one core)::
 
 Prints per policy: mean QoS, Gini and penalty per class, and the ratios between policies;
 writes ``summary.json`` (contract keys + extras) and ``qos_cdf.png`` into ``--out``.
+``--write-snapshot FILE`` writes the same workload as a snapshot for ``qosched whatif --cluster``.
 """
 
 from __future__ import annotations
@@ -84,6 +85,50 @@ def contended_workload(inflate: float, interarrival_s: float, seed: int, pods_fi
     )
 
 
+def write_snapshot(wl: Workload, path: Path) -> None:
+    """The workload as a contract snapshot (``qosched whatif --cluster``): Nodes with
+    ``qosched.io/accelerator`` and ``nvidia.com/gpu``; Pods with ``qosched.io/gpu-milli``,
+    ``qosched.io/class``, ``qosched.io/arrival-s`` and ``qosched.io/duration-s``. The trace's
+    ``gpu_spec`` (allowed GPU models) has no contract annotation and is dropped."""
+    items: list[dict[str, Any]] = []
+    for n in wl.nodes:
+        alloc = {"cpu": f"{n.cpu_milli}m", "memory": f"{int(n.memory_mib)}Mi", "pods": "1000"}
+        labels = {"kubernetes.io/hostname": n.name}
+        if n.accelerator and n.device_count:
+            alloc["nvidia.com/gpu"] = str(n.device_count)
+            labels["qosched.io/accelerator"] = n.accelerator
+        items.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": n.name, "labels": labels},
+                "status": {"allocatable": alloc, "capacity": alloc},
+            }
+        )
+    for pod, arrival, duration in zip(wl.pods, wl.arrival_s.tolist(), wl.duration_s.tolist(), strict=True):
+        ann = {"qosched.io/class": pod.qos_class, "qosched.io/arrival-s": repr(float(arrival))}
+        if math.isfinite(duration):
+            ann["qosched.io/duration-s"] = repr(float(duration))
+        if pod.gpu_milli:
+            ann["qosched.io/gpu-milli"] = str(pod.gpu_milli)
+        requests = {"cpu": f"{pod.cpu_milli}m", "memory": f"{int(pod.memory_mib)}Mi"}
+        items.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod.name,
+                    "namespace": pod.namespace,
+                    "uid": pod.uid,
+                    "annotations": ann,
+                },
+                "spec": {"containers": [{"name": "c", "resources": {"requests": requests}}]},
+                "status": {"phase": "Pending"},
+            }
+        )
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+
 def _policy(name: str, config: SchedulerConfig) -> Any:
     if name == "priority":
         return PriorityPolicy(config=config)
@@ -104,9 +149,14 @@ def _by_class(values: np.ndarray, classes: np.ndarray, op: Any) -> dict[str, flo
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     wl = contended_workload(args.inflate, args.interarrival_s, args.seed, args.pods_file)
+    if args.write_snapshot:
+        write_snapshot(wl, Path(args.write_snapshot))
+        print(f"wrote {args.write_snapshot} ({len(wl)} pods, {len(wl.nodes)} nodes)")
+        return {}
     config = SchedulerConfig(
         victims_any_class=not args.same_or_lower,
         pause=PauseModel(floor_s=args.pause_floor_s, safety=args.pause_safety),
+        retry_interval_s=args.retry_interval_s,
     )
     out: dict[str, Any] = {
         "workload": dict(wl.description, horizon_s=args.horizon_s),
@@ -214,7 +264,11 @@ def main() -> None:
     )
     ap.add_argument("--pause-floor-s", type=float, default=60.0, help="PauseModel.floor_s")
     ap.add_argument("--pause-safety", type=float, default=2.0, help="PauseModel.safety")
+    ap.add_argument("--retry-interval-s", type=float, default=60.0, help="SchedulerConfig.retry_interval_s")
     ap.add_argument("--out", default="")
+    ap.add_argument(
+        "--write-snapshot", default="", help="only write the workload as a snapshot file and exit"
+    )
     run(ap.parse_args())
 
 

@@ -62,6 +62,8 @@ class PriorityPolicy(PreemptivePolicy):
     placement : PlacementPolicy, optional
         Host choice; default worst fit (interference-blind unless
         ``config.interference_aware``).
+    name : str, optional
+        Policy name in reports (default ``priority``).
     """
 
     name = "priority"
@@ -72,8 +74,9 @@ class PriorityPolicy(PreemptivePolicy):
         classes: ClassConfig = DEFAULT_CLASS_CONFIG,
         config: SchedulerConfig | None = None,
         placement: PlacementPolicy | None = None,
+        name: str | None = None,
     ) -> None:
-        super().__init__(rule=PriorityRule(), classes=classes, config=config, placement=placement)
+        super().__init__(rule=PriorityRule(), classes=classes, config=config, placement=placement, name=name)
 
     def queue_order(
         self, rank: np.ndarray, qos: np.ndarray, submit_s: np.ndarray, tiebreak: np.ndarray
