@@ -10,6 +10,13 @@ Shapes: ``n`` nodes, ``D`` device slots per node (the largest device count; abse
 ``dev_exists == False``), ``K`` service slots per device (grows on demand). A node whose
 accelerator is ``cpu`` has one "device": its CPU, shared by processor sharing.
 
+Per-device summaries, kept current by ``add`` / ``remove`` (recomputed from the device's slots
+on every change, never by running ``+=``/``-=``, so they equal a from-scratch recomputation
+exactly): the load sums of the time-slicing model (``dev_load_sums``), the end of the used slot
+prefix, and counts of services that need the general model path (a percentile SLO, their own
+co-location overhead, parameters the latency models reject). The judge of a pod on a device
+reads them instead of re-reading every service slot.
+
 Concurrency: the state is not locked here. The extender serialises writers and readers with
 one lock held only around pure, in-memory work (never across I/O); the simulator is
 single-threaded.
@@ -23,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qosched.policies.latency.queueing import MS_PER_S
+from qosched.policies.latency.sharing import LoadSums, valid_services
 from qosched.policies.types import (
     CPU_ACCELERATOR,
     GPU_MILLI_PER_DEVICE,
@@ -69,6 +78,7 @@ class _Placed:
     node_idx: int
     slots: list[tuple[int, int]]  # (device, k) service slots taken
     affinity: int = -1  # -1 no GPU; 0 shared GPU; c >= 1 column c-1 of ``gpu_whole_pods``
+    invalid: bool = False  # its profile parameters fail ``latency.sharing.valid_services``
 
 
 class ClusterState:
@@ -94,6 +104,12 @@ class ClusterState:
         self._gpu_model_code_of: dict[str, int] = {}
         self._placed: dict[str, _Placed] = {}
         self._pods_by_node: list[set[str]] = []
+        # Services (over the whole state) with a percentile SLO, with their own co-location
+        # overhead, and with parameters the latency models reject (``valid_services``).
+        self.n_pct_services = 0
+        self.n_overhead_services = 0
+        self.n_invalid_services = 0
+        self._valid_params: dict[ServiceParams, bool] = {}
         n = len(nodes)
         d = max([1, *(self._device_slots(v) for v in nodes)])
         k = max(1, services_per_device)
@@ -152,6 +168,17 @@ class ClusterState:
         self.svc_slo_percentile = np.full((n, d, k), np.nan)
         self.svc_overhead_frac = np.zeros((n, d, k))
         self.svc_mem_mib = np.zeros((n, d, k))
+        # Per device, from its valid service slots (see ``_refresh_device``): the sums of
+        # ``latency.sharing.LoadSums`` (Σλ [1/ms], Σλ·S, Σλ·E[S²] [ms], active services), one
+        # past the last slot in use (0: none), and the services with a percentile SLO / with
+        # their own overhead. Invariant the judge relies on: an empty slot has SLO inf.
+        self.dev_rate_per_ms = np.zeros((n, d))
+        self.dev_load = np.zeros((n, d))
+        self.dev_second_load_ms = np.zeros((n, d))
+        self.dev_active = np.zeros((n, d), dtype=np.int32)
+        self.dev_slot_end = np.zeros((n, d), dtype=np.int32)
+        self.dev_pct_services = np.zeros((n, d), dtype=np.int32)
+        self.dev_overhead_services = np.zeros((n, d), dtype=np.int32)
         self.svc_class: list[list[list[str | None]]] = [[[None] * k for _ in range(d)] for _ in range(n)]
         self.svc_uid: list[list[list[str | None]]] = [[[None] * k for _ in range(d)] for _ in range(n)]
 
@@ -340,6 +367,7 @@ class ClusterState:
         view = self.node_views[i]
         model = alloc.model or pod.model
         params = self.service_params(view.accelerator, model) if pod.is_inference else None
+        placed.invalid = params is not None and not self._params_valid(params)
         for d in devices:
             self.gpu_used_milli[i, d] += milli
             if not pod.is_inference:
@@ -350,6 +378,7 @@ class ClusterState:
             k = self._free_slot(i, d)
             self._write_service(i, d, k, alloc, params, len(devices))
             placed.slots.append((d, k))
+            self.n_invalid_services += placed.invalid
         if params is not None:
             self.frontend_util[i] += pod.rate_rps * params.frontend_ms / 1000.0
         self._placed[uid] = placed
@@ -388,6 +417,69 @@ class ClusterState:
         self.dev_mem_used_mib[i, d] += params.memory_mib
         self.svc_class[i][d][k] = pod.qos_class
         self.svc_uid[i][d][k] = pod.uid
+        self._count_service(i, d, k, +1)
+        self._refresh_device(i, d)
+
+    def _count_service(self, i: int, d: int, k: int, sign: int) -> None:
+        """Add (``sign`` +1) or take back (-1) slot (i, d, k) in the per-device service counts."""
+        if np.isfinite(self.svc_slo_percentile[i, d, k]):
+            self.n_pct_services += sign
+            self.dev_pct_services[i, d] += sign
+        if self.svc_overhead_frac[i, d, k] != 0.0:
+            self.n_overhead_services += sign
+            self.dev_overhead_services[i, d] += sign
+
+    def _params_valid(self, params: ServiceParams) -> bool:
+        """Whether the latency models accept a service of these parameters (memoised).
+
+        The rest of a slot is valid by construction: ``PodDemand`` checks its rate (finite,
+        >= 0) and milli-GPU, so the share is in (0, 1].
+        """
+        ok = self._valid_params.get(params)
+        if ok is None:
+            ok = bool(
+                valid_services(
+                    0.0,
+                    params.service_ms,
+                    params.second_moment_ms2,
+                    swap_ms=params.swap_ms,
+                    overhead_frac=params.overhead_frac,
+                )
+            )
+            self._valid_params[params] = ok
+        return ok
+
+    def _refresh_device(self, i: int, d: int) -> None:
+        """Recompute device (i, d)'s summaries from its slots (exact; see the module docstring)."""
+        # ``LoadSums.of`` on this device's slots, in its order (slot by slot, one addition at a
+        # time; Python floats are IEEE doubles, so the result is the same bit for bit, tested),
+        # without its per-call array overhead: this runs on every add and remove.
+        used = np.flatnonzero(self.svc_mask[i, d]).tolist()
+        rates = self.svc_rate_rps[i, d].tolist()
+        service = self.svc_service_ms[i, d].tolist()
+        second = self.svc_second_ms2[i, d].tolist()
+        lam_sum = load = second_load = 0.0
+        active = 0
+        for k in used:
+            lam = rates[k] / MS_PER_S
+            lam_sum += lam
+            load += lam * service[k]
+            second_load += lam * second[k]
+            active += rates[k] > 0
+        self.dev_rate_per_ms[i, d] = lam_sum
+        self.dev_load[i, d] = load
+        self.dev_second_load_ms[i, d] = second_load
+        self.dev_active[i, d] = active
+        self.dev_slot_end[i, d] = used[-1] + 1 if used else 0
+
+    def dev_load_sums(self, flat: np.ndarray) -> LoadSums:
+        """The ``LoadSums`` of devices ``flat`` (indexes into the (n·D) flattened device axes)."""
+        return LoadSums(
+            rate_per_ms=np.take(self.dev_rate_per_ms, flat),
+            load=np.take(self.dev_load, flat),
+            second_load_ms=np.take(self.dev_second_load_ms, flat),
+            active=np.take(self.dev_active, flat),
+        )
 
     def remove(self, uid: str) -> Allocation | None:
         """Release a pod's accounting; returns its allocation (None if it was not placed)."""
@@ -411,6 +503,8 @@ class ClusterState:
             if pod.is_inference and d not in modelled:
                 self.dev_unmodelled[i, d] -= 1
         for d, k in placed.slots:
+            self._count_service(i, d, k, -1)
+            self.n_invalid_services -= placed.invalid
             self.dev_mem_used_mib[i, d] -= self.svc_mem_mib[i, d, k]
             self.svc_mask[i, d, k] = False
             self.svc_rate_rps[i, d, k] = 0.0
@@ -424,6 +518,7 @@ class ClusterState:
             self.svc_mem_mib[i, d, k] = 0.0
             self.svc_class[i][d][k] = None
             self.svc_uid[i][d][k] = None
+            self._refresh_device(i, d)
         if placed.slots:
             params = self.service_params(self.node_views[i].accelerator, alloc.model or pod.model)
             if params is not None:

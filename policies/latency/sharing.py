@@ -70,11 +70,14 @@ __all__ = [
     "EDGETPU_MODE",
     "SHARING_MODELS",
     "DeviceServices",
+    "LoadSums",
     "ModelParams",
     "Prediction",
     "predict",
     "predict_modes",
     "resolve_sharing",
+    "time_slicing_wait_ms",
+    "valid_services",
 ]
 
 EDGETPU_MODE: Final = "edgetpu"
@@ -289,26 +292,17 @@ class DeviceServices:
 
     def _validate(self) -> None:
         v = self.mask
-        s = self.service_ms
-        with np.errstate(invalid="ignore", over="ignore"):
-            # One combined pass (NaN fails every comparison); the per-field pass below runs
-            # only to name the culprit.
-            ok = (
-                (self.rate_rps >= 0)
-                & (self.rate_rps < np.inf)
-                & (s > 0)
-                & (s < np.inf)
-                & (self.second_moment_ms2 >= s * s * (1 - 1e-9))
-                & (self.second_moment_ms2 < np.inf)
-                & (self.swap_ms >= 0)
-                & (self.swap_ms < np.inf)
-                & (self.share_frac > 0)
-                & (self.share_frac <= 1)
-                & (self.host_tail_ms >= 0)
-                & (self.host_tail_ms <= s)
-                & (self.overhead_frac >= 0)
-                & (self.overhead_frac < np.inf)
-            )
+        # One combined pass (NaN fails every comparison); the per-field pass below runs only to
+        # name the culprit.
+        ok = valid_services(
+            self.rate_rps,
+            self.service_ms,
+            self.second_moment_ms2,
+            swap_ms=self.swap_ms,
+            share_frac=self.share_frac,
+            host_tail_ms=self.host_tail_ms,
+            overhead_frac=self.overhead_frac,
+        )
         cores_ok = self.cores.dtype.kind in "iu" and (self.cores.size == 0 or int(self.cores.min()) >= 1)
         if cores_ok and bool(np.all(ok | ~v)):
             return
@@ -360,12 +354,179 @@ class DeviceServices:
         return self.mask & (self.rate_rps > 0)
 
     @classmethod
+    def trusted(
+        cls,
+        *,
+        rate_rps: np.ndarray,
+        service_ms: np.ndarray,
+        second_moment_ms2: np.ndarray,
+        swap_ms: np.ndarray,
+        share_frac: np.ndarray,
+        mask: np.ndarray,
+        overhead_frac: np.ndarray,
+        cores: np.ndarray,
+        host_tail_ms: np.ndarray | None = None,
+    ) -> DeviceServices:
+        """Wrap arrays the caller has already checked, without validating them again.
+
+        For internal producers whose values were validated when they were recorded (e.g.
+        ``ClusterState`` checks every service with :func:`valid_services` when it is added,
+        and the caller checks the one service it appends). External input must go through the
+        constructor or :meth:`build`, which validate.
+
+        Every ``(..., K)`` argument must be a float64 array of the mask's shape (a broadcast
+        view is fine) and ``cores`` an integer array of shape ``(...)``; ``host_tail_ms``
+        defaults to zeros.
+        """
+        shape = mask.shape
+        tail = np.broadcast_to(np.float64(0.0), shape) if host_tail_ms is None else host_tail_ms
+        return cls._trusted(
+            rate_rps=rate_rps,
+            service_ms=service_ms,
+            second_moment_ms2=second_moment_ms2,
+            swap_ms=swap_ms,
+            share_frac=share_frac,
+            mask=mask,
+            host_tail_ms=tail,
+            overhead_frac=overhead_frac,
+            cores=cores,
+        )
+
+    @classmethod
     def _trusted(cls, **fields: np.ndarray) -> DeviceServices:
         """Build from arrays already validated and shaped (skips ``__post_init__``)."""
         obj = object.__new__(cls)
         for name, value in fields.items():
             object.__setattr__(obj, name, value)
         return obj
+
+
+def valid_services(
+    rate_rps: ArrayLike,
+    service_ms: ArrayLike,
+    second_moment_ms2: ArrayLike,
+    *,
+    swap_ms: ArrayLike = 0.0,
+    share_frac: ArrayLike = 1.0,
+    host_tail_ms: ArrayLike = 0.0,
+    overhead_frac: ArrayLike = 0.0,
+) -> np.ndarray:
+    """Which services have parameters the models accept (the rule :class:`DeviceServices` checks).
+
+    rate finite and >= 0; service time finite and > 0; E[S²] finite and >= S² (1e-9 relative
+    slack for rounding); swap finite and >= 0; share in (0, 1]; host tail in [0, S]; overhead
+    finite and >= 0. NaN fails every rule. Arguments broadcast; returns a bool array (or
+    ``numpy.bool_`` for scalars).
+    """
+    s = np.asarray(service_ms, dtype=float)
+    rate = np.asarray(rate_rps, dtype=float)
+    m2 = np.asarray(second_moment_ms2, dtype=float)
+    swap = np.asarray(swap_ms, dtype=float)
+    share = np.asarray(share_frac, dtype=float)
+    tail = np.asarray(host_tail_ms, dtype=float)
+    over = np.asarray(overhead_frac, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (
+            (rate >= 0)
+            & (rate < np.inf)
+            & (s > 0)
+            & (s < np.inf)
+            & (m2 >= s * s * (1 - 1e-9))
+            & (m2 < np.inf)
+            & (swap >= 0)
+            & (swap < np.inf)
+            & (share > 0)
+            & (share <= 1)
+            & (tail >= 0)
+            & (tail <= s)
+            & (over >= 0)
+            & (over < np.inf)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSums:
+    r"""Per-device sums over the services of each device, shape ``(...)``.
+
+    What the shared queue of GPU time slicing reads besides each service's own Sᵢ: with these
+    and one service appended (:meth:`plus`), :func:`time_slicing_wait_ms` gives the device's
+    utilisation and the wait every service there sees, in O(1) per device instead of O(K).
+    ``ClusterState`` keeps them per device (``dev_load_sums``), so judging a pod on a device
+    does not re-add the services already there.
+
+    Attributes
+    ----------
+    rate_per_ms : (...) float
+        Σ λᵢ [requests/ms] (λᵢ = rateᵢ/1000).
+    load : (...) float
+        Σ λᵢ·Sᵢ: the device's utilisation ρ.
+    second_load_ms : (...) float
+        Σ λᵢ·E[Sᵢ²] [ms].
+    active : (...) int
+        Number of services with load (rate > 0).
+
+    Notes
+    -----
+    The sums run over the valid services in slot order, one addition at a time (masked slots
+    add nothing). That is the order the models add a short last axis of padded arrays (numpy
+    accumulates such a reduction column by column), so sums kept per device and extended with
+    :meth:`plus` are the very floats :func:`predict` computes on the appended arrays. They
+    carry no co-location slowdown: they stand for the time-slicing model only where it is 1
+    (``ModelParams.colocation_overhead_frac == 0`` and every ``overhead_frac`` 0).
+    """
+
+    rate_per_ms: np.ndarray
+    load: np.ndarray
+    second_load_ms: np.ndarray
+    active: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        rate_rps: ArrayLike,
+        service_ms: ArrayLike,
+        second_moment_ms2: ArrayLike,
+        mask: ArrayLike | None = None,
+    ) -> LoadSums:
+        """The sums over the last axis of ``(..., K)`` arrays (valid entries only).
+
+        Examples
+        --------
+        >>> s = LoadSums.of([[10.0, 0.0, 30.0]], [[20.0, 5.0, 10.0]], [[400.0, 25.0, 100.0]])
+        >>> s.rate_per_ms.tolist(), s.load.tolist(), s.active.tolist()
+        ([0.04], [0.5], [2])
+        """
+        rate = np.asarray(rate_rps, dtype=float)
+        s = np.asarray(service_ms, dtype=float)
+        m2 = np.asarray(second_moment_ms2, dtype=float)
+        shape = np.broadcast_shapes(rate.shape, s.shape, m2.shape, np.shape(mask) if mask is not None else ())
+        if len(shape) == 0:
+            shape = (1,)
+        valid = np.ones(shape, dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
+        rate, s, m2 = (np.broadcast_to(a, shape) for a in (rate, s, m2))
+        lam_sum = np.zeros(shape[:-1])
+        load = np.zeros(shape[:-1])
+        second = np.zeros(shape[:-1])
+        active = np.zeros(shape[:-1], dtype=np.int64)
+        for j in range(shape[-1]):  # slot by slot, each step over every device
+            on = valid[..., j]
+            lam = np.where(on, rate[..., j] / MS_PER_S, 0.0)
+            lam_sum = lam_sum + lam
+            load = load + np.where(on, lam * s[..., j], 0.0)
+            second = second + np.where(on, lam * m2[..., j], 0.0)
+            active = active + (on & (rate[..., j] > 0))
+        return cls(lam_sum, load, second, active)
+
+    def plus(self, rate_rps: ArrayLike, service_ms: ArrayLike, second_moment_ms2: ArrayLike) -> LoadSums:
+        """The sums with one more service on every device (appended after the others)."""
+        rate = np.asarray(rate_rps, dtype=float)
+        lam = rate / MS_PER_S
+        return LoadSums(
+            self.rate_per_ms + lam,
+            self.load + lam * np.asarray(service_ms, dtype=float),
+            self.second_load_ms + lam * np.asarray(second_moment_ms2, dtype=float),
+            self.active + (rate > 0),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +612,76 @@ def _from_queue(sv: DeviceServices, m: QueueMetrics) -> Prediction:
     return Prediction(m.latency_ms, m.wait_ms, m.service_ms, rho_k, m.utilization)
 
 
+def _alone_wait_ms(
+    rho: np.ndarray, inv_gap: np.ndarray, alone: np.ndarray, second_load: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """W of a device with at most one active model: its own M/G/1 queue, Σλᵢ·E[Sᵢ²] / (2(1 − ρ)).
+
+    (M/D/1 for deterministic service, §A; a request of an idle co-located model, rate 0, waits
+    the same W behind it.) ``second_load`` is called only when some device is alone.
+    """
+    if not alone.any():
+        return np.zeros(rho.shape)
+    return _unbounded_where(rho, second_load() * inv_gap / 2.0)
+
+
+def _paper_wait_ms(
+    rho: np.ndarray, rate_per_ms: np.ndarray, inv_gap: np.ndarray, alone: np.ndarray, wait_alone: np.ndarray
+) -> np.ndarray:
+    """W every service of a time-sliced device waits (§A): E[S]·ρ/(1 − ρ), E[S] = Σλᵢ Sᵢ / λ."""
+    if np.shape(rate_per_ms) == np.shape(rho):
+        # queueing._safe_div without its broadcasting (same shapes here): 0 where λ = 0.
+        mean_s = np.zeros(np.shape(rho))
+        np.divide(rho, rate_per_ms, out=mean_s, where=rate_per_ms != 0)
+    else:
+        mean_s = _safe_div(rho, rate_per_ms)
+    shared = _unbounded_where(rho, mean_s * rho * inv_gap)
+    return np.where(alone, wait_alone, shared) if alone.any() else shared
+
+
+def time_slicing_wait_ms(sums: LoadSums, params: ModelParams | None = None) -> np.ndarray:
+    """The wait W [ms] every service of a time-sliced device sees, from the device's sums.
+
+    The ``time-slicing`` model of :func:`predict` (``ModelParams.time_slicing == "paper"``) in
+    O(1) per device: W = E[S]·ρ/(1 − ρ) with ρ = Σλᵢ Sᵢ and E[S] = ρ/Σλᵢ, or Σλᵢ·E[Sᵢ²]/(2(1 − ρ))
+    when at most one service is active; ``inf`` where ρ ≥ 1. Service i's mean latency is then
+    Sᵢ + W, and its queue's utilisation is the device's, ``sums.load`` — bit for bit what
+    :func:`predict` returns on the same services (see :class:`LoadSums` for the order of the sums).
+
+    Parameters
+    ----------
+    sums : LoadSums
+        The services of each device, the new one included (:meth:`LoadSums.plus`).
+    params : ModelParams, optional
+        Must have ``time_slicing == "paper"`` and ``colocation_overhead_frac == 0``; the caller
+        guarantees the services' own ``overhead_frac`` are 0 (the sums carry no slowdown).
+
+    Raises
+    ------
+    ValueError
+        For parameters outside that case (use :func:`predict`).
+
+    Examples
+    --------
+    Two models, λ = (10, 10) rps, S = (20, 30) ms: ρ = 0.5, E[S] = 25 ms, W = 25 ms.
+
+    >>> sums = LoadSums.of([10.0, 10.0], [20.0, 30.0], [400.0, 900.0])
+    >>> time_slicing_wait_ms(sums).tolist()
+    25.0
+    """
+    p = params if params is not None else ModelParams()
+    if p.time_slicing != "paper" or p.colocation_overhead_frac != 0.0:
+        raise ValueError(
+            "time_slicing_wait_ms covers time_slicing='paper' without co-location overhead; "
+            f"got time_slicing={p.time_slicing!r}, colocation_overhead_frac={p.colocation_overhead_frac!r}"
+        )
+    rho = np.asarray(sums.load, dtype=float)
+    inv_gap = _wait_factor(rho)
+    alone = np.asarray(sums.active) <= 1
+    wait_alone = _alone_wait_ms(rho, inv_gap, alone, lambda: np.asarray(sums.second_load_ms, dtype=float))
+    return _paper_wait_ms(rho, np.asarray(sums.rate_per_ms, dtype=float), inv_gap, alone, wait_alone)
+
+
 def _time_slicing(sv: DeviceServices, params: ModelParams) -> Prediction:
     # Per-device quantities stay at shape (...) and are broadcast once: at tens of thousands of
     # devices each full (..., K) pass costs about as much as the whole per-device arithmetic.
@@ -461,16 +692,14 @@ def _time_slicing(sv: DeviceServices, params: ModelParams) -> Prediction:
     rho = np.sum(lam * s, axis=-1)
     inv_gap = _wait_factor(rho)  # 1/(1 − ρ), inf where ρ ≥ 1
     alone = np.count_nonzero(sv.rate_rps > 0, axis=-1) <= 1
-    if alone.any():
-        # One active model alone: its own M/G/1 queue (M/D/1 for deterministic service), §A. A
-        # request of an idle co-located model (rate 0) waits the same W behind it.
+
+    def second_load() -> np.ndarray:
         m2 = sv.second_moment_ms2 if factor.ndim == 0 else sv.second_moment_ms2 * factor**2
-        wait_alone = _unbounded_where(rho, np.sum(lam * m2, axis=-1) * inv_gap / 2.0)
-    else:
-        wait_alone = np.zeros(rho.shape)
+        return np.sum(lam * m2, axis=-1)
+
+    wait_alone = _alone_wait_ms(rho, inv_gap, alone, second_load)
     if params.time_slicing == "paper":
-        mean_s = _safe_div(rho, np.sum(lam, axis=-1))  # E[S] = Σλᵢ Sᵢ / λ
-        wait_dev = np.where(alone, wait_alone, _unbounded_where(rho, mean_s * rho * inv_gap))
+        wait_dev = _paper_wait_ms(rho, np.sum(lam, axis=-1), inv_gap, alone, wait_alone)
         wait_k = np.where(sv.mask, wait_dev[..., None], 0.0)
     else:  # per-class processor sharing: Wᵢ = Sᵢ·ρ/(1 − ρ)
         slow = _unbounded_where(rho, rho * inv_gap)

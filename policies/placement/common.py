@@ -232,13 +232,13 @@ class AwarePolicy:
         pending = cand.ok.copy()
         first_reason = np.zeros(m, dtype=np.int8)
         tried = np.zeros(m, dtype=bool)
-        combined = _no_verdicts(m, cand.columns)
+        combined: NodeVerdicts | None = None
         for v in range(table.n_variants):
             nodes = pending & table.usable(v)
             if not nodes.any():
                 continue
             verdicts = self._choose(cand, v, nodes, order)
-            combined = _merge(combined, verdicts, nodes)
+            combined = _first(verdicts) if combined is None else _merge(combined, verdicts, nodes)
             hit = nodes & (verdicts.devices[:, 0] >= 0)
             variant[hit] = v
             fresh = nodes & ~tried
@@ -247,7 +247,7 @@ class AwarePolicy:
             pending &= ~hit
         failed = cand.ok & (variant < 0)
         reason[failed] = np.where(first_reason[failed] == 0, int(Reason.UTILIZATION), first_reason[failed])
-        return combined, variant, reason
+        return (_no_verdicts(m, cand.columns) if combined is None else combined), variant, reason
 
     def _blind(self, cand: Candidates) -> Evaluation:
         """Pods without a model or SLO: hard constraints, the policy's device order, its score."""
@@ -289,6 +289,22 @@ def _no_verdicts(m: int, g: int) -> NodeVerdicts:
         utilization=nan.copy(),
         utilization_before=nan.copy(),
         slack_frac=nan.copy(),
+    )
+
+
+def _first(b: NodeVerdicts) -> NodeVerdicts:
+    """``_merge(_no_verdicts(...), b, nodes)`` for the first variant judged, without the copies.
+
+    ``b`` already holds devices -1 and NaN values on every row where it found no device (rows
+    outside ``nodes`` had nothing eligible), so only the reason differs: 0 on every row.
+    """
+    return NodeVerdicts(
+        reason=np.zeros(b.reason.shape, dtype=np.int8),
+        devices=b.devices,
+        latency_ms=b.latency_ms,
+        utilization=b.utilization,
+        utilization_before=b.utilization_before,
+        slack_frac=b.slack_frac,
     )
 
 

@@ -88,6 +88,27 @@ class VariantTable:
         flat = np.maximum(variant, 0) * cols + self.accel_idx
         return np.where(variant >= 0, np.take(table.ravel(), flat), 0.0)
 
+    def per_candidate(self, small: np.ndarray, variant: np.ndarray, fill: float) -> np.ndarray:
+        """A per-(variant, accelerator) table ``small`` (V, A + 1) read per candidate, (m,);
+        ``fill`` where the variant is -1."""
+        if variant.size and variant.min() == variant.max() and variant[0] >= 0:
+            return np.take(small[int(variant[0])], self.accel_idx)
+        flat = np.maximum(variant, 0) * small.shape[1] + self.accel_idx
+        return np.where(variant >= 0, np.take(small.ravel(), flat), fill)
+
+    def take_all(self, variant: np.ndarray) -> np.ndarray:
+        """Every parameter (rows in ``_PARAMS`` order) of the given variant per candidate, (5, m).
+
+        The same values as :meth:`take` for each name, in one gather (one per call when every
+        candidate has the same variant, the usual case).
+        """
+        if variant.size and variant.min() == variant.max() and variant[0] >= 0:
+            return np.take(self.params_table[:, int(variant[0]), :], self.accel_idx, axis=1)
+        cols = self.params_table.shape[2]
+        flat = np.maximum(variant, 0) * cols + self.accel_idx
+        per = np.take(self.params_table.reshape(len(self._PARAMS), -1), flat, axis=1)
+        return np.where(variant >= 0, per, 0.0)
+
 
 @dataclass(frozen=True, slots=True)
 class Candidates:
@@ -193,7 +214,8 @@ def gather(state: ClusterState, pod: PodDemand, candidates: np.ndarray) -> Candi
         return np.take(arr, row, axis=0)
 
     def fail(bad: np.ndarray, code: Reason) -> None:
-        reason[(reason == 0) & bad] = int(code)
+        if bad.any():  # usually nothing fails a check: skip the masked write
+            reason[(reason == 0) & bad] = int(code)
 
     fail(~known, Reason.UNKNOWN_NODE)
     fail(~rows_of(state.schedulable), Reason.UNSCHEDULABLE)
@@ -236,7 +258,10 @@ def gather(state: ClusterState, pod: PodDemand, candidates: np.ndarray) -> Candi
 
     exists = rows_of(state.dev_exists)
     used = rows_of(state.gpu_used_milli)
-    free = np.where(exists & ~cpu_node[:, None], GPU_MILLI_PER_DEVICE - used, 0).astype(np.int32, copy=False)
+    # np.where(exists & ~cpu_node, 1000 - used, 0), in place (np.where with a scalar is slow
+    # on (m, D) arrays).
+    free = (GPU_MILLI_PER_DEVICE - used).astype(np.int32, copy=False)
+    np.copyto(free, 0, where=~(exists & ~cpu_node[:, None]) if cpu_node.any() else ~exists)
     device_ok = exists & (free >= milli) if milli > 0 else exists.copy()
     if need > 0:
         exclusive = rows_of(state.sharing_code) == _EXCLUSIVE

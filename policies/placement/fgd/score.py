@@ -120,17 +120,23 @@ def fragmentation_delta(
         device is not ok. Whole GPUs or no GPU: the node's ΔF, the same in every column (the pod
         takes k fully free GPUs, which are alike), ``inf`` on rows without enough ok devices.
     """
-    free = np.clip(free_milli, 0, _FULL).astype(np.int64, copy=False)
+    free = _clipped(free_milli)
     cpu = np.asarray(cpu_free_milli).astype(np.int64, copy=False)
     p_all = float(mix.popularity.sum())
     total = row_sum(free)
-    a0, b0 = _parts(mix, free, cpu)
-    before = p_all * total - a0 - b0
-    r1 = mix.cpu_row(cpu - cpu_milli)
-    g_now = _g(mix, r1, free)
-    a1 = row_sum(free * g_now)  # A with the CPU taken, devices unchanged
+    r0 = mix.cpu_row(cpu)
+    g0 = _g(mix, r0, free)
+    fg0 = free * g0
+    a0 = row_sum(fg0)
     full = free >= _FULL
     k = row_count(full)
+    before = p_all * total - a0 - _FULL * k * _h(mix, r0, k)
+    r1 = mix.cpu_row(cpu - cpu_milli)
+    same_row = bool(np.array_equal(r0, r1))
+    # Where taking the pod's CPU leaves a node in the same CPU row of the tables (the usual
+    # case), G and A are unchanged: reuse them (the same numbers, not recomputed).
+    fg_now = fg0 if same_row else free * _g(mix, r1, free)
+    a1 = a0 if same_row else row_sum(fg_now)  # A with the CPU taken, devices unchanged
     m, d = free.shape
     if count <= 0 or milli <= 0:
         after = p_all * total - a1 - _FULL * k * _h(mix, r1, k)
@@ -143,8 +149,20 @@ def fragmentation_delta(
         return np.where(enough[:, None], np.repeat((after - before)[:, None], d, axis=1), np.inf)
     # Fractional: one device goes from f to f - milli.
     f_after = np.maximum(free - milli, 0)
-    a_after = a1[:, None] - free * g_now + f_after * _g(mix, r1, f_after)
-    k1 = k[:, None] - full
-    b1 = _FULL * k1 * _h(mix, r1[:, None], k1)
-    after = p_all * (total[:, None] - milli) - a_after - b1
-    return np.where(device_ok, after - before[:, None], np.inf)
+    a_after = a1[:, None] - fg_now + f_after * _g(mix, r1, f_after)
+    # B after: k - 1 fully free GPUs where the device taken was fully free, else k; one value
+    # per node for each case, then picked per device.
+    k_less = np.maximum(k - 1, 0)
+    b_full = _FULL * k_less * _h(mix, r1, k_less)
+    b_kept = _FULL * k * _h(mix, r1, k)
+    b1 = np.repeat(b_kept[:, None], d, axis=1)
+    np.copyto(b1, b_full[:, None], where=full)
+    delta = (p_all * (total - milli))[:, None] - a_after - b1
+    delta -= before[:, None]
+    np.copyto(delta, np.inf, where=~device_ok)  # np.where(device_ok, delta, inf), cheaper
+    return delta
+
+
+def _clipped(free_milli: np.ndarray) -> np.ndarray:
+    """Free milli as int64 within 0..1000 (one pass)."""
+    return np.clip(free_milli, 0, _FULL, out=np.empty(np.shape(free_milli), dtype=np.int64), casting="unsafe")
