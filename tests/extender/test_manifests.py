@@ -2,34 +2,49 @@
 
 - Every document round-trips through the official client's models unchanged: a misspelt or
   misplaced key (which ``kubectl apply`` might drop or the API reject) shows up as a difference.
-- RBAC: the rules are exactly the expected table below, and a fake apiserver that enforces them
-  accepts every API call the extender makes and refuses what it must not do.
+- RBAC: the rules are exactly the expected tables below, and a fake apiserver that enforces them
+  accepts every API call the extender makes and refuses what it must not do; the same for the QoE
+  controller's own ServiceAccount, down to running the real ``qosched controller`` command with
+  the Deployment's flags against it.
 - The embedded KubeSchedulerConfiguration uses kubescheduler.config.k8s.io/v1 field names
   (kube-scheduler decodes it strictly), verbs that are the contract's HTTP paths, and values
   kube-scheduler's validation accepts.
-- The Deployment, Service and example workloads agree with each other, with
-  ``qosched.extender.config`` and with the contract's annotations.
+- The Deployments, Service and example workloads agree with each other, with
+  ``qosched.extender.config``, with the options of the ``qosched controller`` click command and
+  with the contract's annotations.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
+import importlib.metadata
 import json
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import click
 import pytest
 import yaml
+from click.testing import CliRunner
 from kubernetes import client
 
 from qosched.extender import config as extender_config
-from qosched.extender.objects import A_POLICY, USER_ANNOTATIONS, pod_demand
+from qosched.extender import controller as controller_module
+from qosched.extender.controller import A_GPU_SHARE_MILLI
+from qosched.extender.controller_cmd import controller as controller_command
+from qosched.extender.leader import LeaderElector, LeaseSettings, default_identity
+from qosched.extender.objects import A_DEVICE, A_POLICY, USER_ANNOTATIONS, pod_demand
+from qosched.extender.prom import PromReader
 from qosched.policies.fairness.classes import DEFAULT_CLASSES
 from qosched.profiles.store import bundled_profiles
+from tests.extender.test_prom import FakePrometheus, vector
 from tests.kubefake import FakeKubeAPI, RbacAuthorizer, load_snapshot
 from tests.kubefake.objects import BIND_ANNOTATIONS
 
@@ -42,6 +57,8 @@ CLUSTER_YAML = SHARED / "fixtures" / "kube-scheduler" / "cluster.yaml"
 NAMESPACE = "qosched-system"
 SERVICE_ACCOUNT = "qosched"
 USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+CONTROLLER = "qosched-controller"  # Deployment, ServiceAccount, roles and lease of the QoE controller
+CONTROLLER_USER = f"system:serviceaccount:{NAMESPACE}:{CONTROLLER}"
 
 
 def _load() -> list[tuple[str, int, dict[str, Any]]]:
@@ -71,13 +88,17 @@ def _one(kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
     return found[0]
 
 
-def _deployment() -> dict[str, Any]:
-    return _one("Deployment", "qosched", NAMESPACE)
+def _deployment(name: str = "qosched") -> dict[str, Any]:
+    return _one("Deployment", name, NAMESPACE)
 
 
-def _container(name: str) -> dict[str, Any]:
-    (c,) = [c for c in _deployment()["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+def _container(name: str, deployment: str = "qosched") -> dict[str, Any]:
+    (c,) = [c for c in _deployment(deployment)["spec"]["template"]["spec"]["containers"] if c["name"] == name]
     return c
+
+
+def _controller_container() -> dict[str, Any]:
+    return _container("controller", CONTROLLER)
 
 
 def _scheduler_config() -> dict[str, Any]:
@@ -175,7 +196,6 @@ EXPECTED_CLUSTER_RULES = {
     ("", "pods", "watch", ""),
     ("", "pods", "patch", ""),  # qosched.io/* annotations
     ("", "pods/binding", "create", ""),  # the bind verb
-    ("", "pods/resize", "patch", ""),  # QoE controller, in-place resize
     ("", "events", "create", ""),
     ("events.k8s.io", "events", "create", ""),
 }
@@ -190,8 +210,18 @@ EXPECTED_NAMESPACE_RULES = {
     ("coordination.k8s.io", "leases", "create", ""),
     ("coordination.k8s.io", "leases", "get", "qosched-scheduler"),
     ("coordination.k8s.io", "leases", "update", "qosched-scheduler"),
-    ("coordination.k8s.io", "leases", "get", "qosched-controller"),
-    ("coordination.k8s.io", "leases", "update", "qosched-controller"),
+}
+#: The QoE controller's own ServiceAccount: what qosched.extender.controller and .leader call.
+EXPECTED_CONTROLLER_CLUSTER_RULES = {
+    ("", "nodes", "list", ""),  # every cycle: allocatable CPU
+    ("", "pods", "list", ""),  # every cycle: pools and capacity
+    ("", "pods", "patch", ""),  # qosched.io/gpu-share-milli
+    ("", "pods/resize", "patch", ""),  # in-place CPU resize
+}
+EXPECTED_CONTROLLER_NAMESPACE_RULES = {
+    ("coordination.k8s.io", "leases", "create", ""),
+    ("coordination.k8s.io", "leases", "get", CONTROLLER),
+    ("coordination.k8s.io", "leases", "update", CONTROLLER),
 }
 
 
@@ -214,32 +244,71 @@ def test_namespace_role_grants_exactly_what_the_extender_needs() -> None:
     assert _flatten(_one("Role", "qosched", NAMESPACE)["rules"]) == EXPECTED_NAMESPACE_RULES
 
 
+def test_controller_roles_grant_exactly_what_the_controller_needs() -> None:
+    assert _flatten(_one("ClusterRole", CONTROLLER)["rules"]) == EXPECTED_CONTROLLER_CLUSTER_RULES
+    assert _flatten(_one("Role", CONTROLLER, NAMESPACE)["rules"]) == EXPECTED_CONTROLLER_NAMESPACE_RULES
+
+
 @pytest.mark.parametrize(
-    ("kind", "name", "namespace", "role_kind", "role"),
+    ("kind", "name", "namespace", "role_kind", "role", "account"),
     [
-        ("ClusterRoleBinding", "qosched-extender", None, "ClusterRole", "qosched-extender"),
-        ("RoleBinding", "qosched", NAMESPACE, "Role", "qosched"),
-        ("ClusterRoleBinding", "qosched-as-kube-scheduler", None, "ClusterRole", "system:kube-scheduler"),
-        ("ClusterRoleBinding", "qosched-as-volume-scheduler", None, "ClusterRole", "system:volume-scheduler"),
+        ("ClusterRoleBinding", "qosched-extender", None, "ClusterRole", "qosched-extender", SERVICE_ACCOUNT),
+        ("RoleBinding", "qosched", NAMESPACE, "Role", "qosched", SERVICE_ACCOUNT),
+        (
+            "ClusterRoleBinding",
+            "qosched-as-kube-scheduler",
+            None,
+            "ClusterRole",
+            "system:kube-scheduler",
+            SERVICE_ACCOUNT,
+        ),
+        (
+            "ClusterRoleBinding",
+            "qosched-as-volume-scheduler",
+            None,
+            "ClusterRole",
+            "system:volume-scheduler",
+            SERVICE_ACCOUNT,
+        ),
         (
             "RoleBinding",
             "qosched-extension-apiserver-authentication-reader",
             "kube-system",
             "Role",
             "extension-apiserver-authentication-reader",
+            SERVICE_ACCOUNT,
         ),
+        ("ClusterRoleBinding", CONTROLLER, None, "ClusterRole", CONTROLLER, CONTROLLER),
+        ("RoleBinding", CONTROLLER, NAMESPACE, "Role", CONTROLLER, CONTROLLER),
     ],
-    ids=["extender-cluster", "extender-namespace", "kube-scheduler", "volume-scheduler", "auth-reader"],
+    ids=[
+        "extender-cluster",
+        "extender-namespace",
+        "kube-scheduler",
+        "volume-scheduler",
+        "auth-reader",
+        "controller-cluster",
+        "controller-namespace",
+    ],
 )
-def test_bindings_give_the_service_account_its_roles(
-    kind: str, name: str, namespace: str | None, role_kind: str, role: str
+def test_bindings_give_the_service_accounts_their_roles(
+    kind: str, name: str, namespace: str | None, role_kind: str, role: str, account: str
 ) -> None:
     binding = _one(kind, name, namespace)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role}
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}
-    ]
-    _one("ServiceAccount", SERVICE_ACCOUNT, NAMESPACE)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    _one("ServiceAccount", account, NAMESPACE)
+
+
+def test_only_the_scheduler_pod_holds_the_scheduler_roles() -> None:
+    """The controller's identity is bound to its own two roles and nothing else."""
+    bound = {
+        (b["kind"], b["metadata"]["name"])
+        for b in OBJECTS
+        if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and any(s.get("name") == CONTROLLER for s in b["subjects"])
+    }
+    assert bound == {("ClusterRoleBinding", CONTROLLER), ("RoleBinding", CONTROLLER)}
 
 
 def test_no_wildcards_anywhere() -> None:
@@ -252,10 +321,8 @@ def test_no_wildcards_anywhere() -> None:
 # ------------------------------------------------------------------------------------ RBAC enforced
 
 
-@pytest.fixture
-def rbac_api() -> Iterator[tuple[FakeKubeAPI, Any, Any, Any]]:
-    """A fake apiserver enforcing manifests/rbac.yaml for the qosched ServiceAccount."""
-    with FakeKubeAPI(authorizer=RbacAuthorizer(OBJECTS, user=USER)) as api:
+def _rbac_server(user: str) -> Iterator[tuple[FakeKubeAPI, Any, Any, Any]]:
+    with FakeKubeAPI(authorizer=RbacAuthorizer(OBJECTS, user=user)) as api:
         api.add_node("gpu-0", gpus=2)
         api.add_pod("p", model="resnet50", slo_ms=50, rate_rps=10)
         api.add_pod("r", model="resnet50", node_name="gpu-0", cpu="500m", memory="256Mi")
@@ -276,6 +343,18 @@ def rbac_api() -> Iterator[tuple[FakeKubeAPI, Any, Any, Any]]:
             api_client.close()
 
 
+@pytest.fixture
+def rbac_api() -> Iterator[tuple[FakeKubeAPI, Any, Any, Any]]:
+    """A fake apiserver enforcing manifests/rbac.yaml for the qosched ServiceAccount."""
+    yield from _rbac_server(USER)
+
+
+@pytest.fixture
+def controller_rbac_api() -> Iterator[tuple[FakeKubeAPI, Any, Any, Any]]:
+    """The same, for the QoE controller's ServiceAccount."""
+    yield from _rbac_server(CONTROLLER_USER)
+
+
 def _watch(list_fn: Callable[..., Any], *args: Any) -> None:
     """Open a watch (authorised like any request) and hang up at once."""
     resp = list_fn(*args, watch=True, timeout_seconds=1, _preload_content=False)
@@ -291,6 +370,17 @@ def _lease_cycle(coord: Any, name: str) -> None:
     current = coord.read_namespaced_lease(name, NAMESPACE)
     current.spec.holder_identity = "b"
     coord.replace_namespaced_lease(name, NAMESPACE, current)
+
+
+def _resize(core: Any) -> Any:
+    body = {
+        "spec": {
+            "containers": [
+                {"name": "server", "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}}
+            ]
+        }
+    }
+    return core.patch_namespaced_pod_resize("r", "default", body)
 
 
 def _replace_profiles(core: Any) -> None:
@@ -357,20 +447,6 @@ ALLOWED_CALLS: list[tuple[str, Callable[[FakeKubeAPI, Any, Any, Any], Any]]] = [
         ),
     ),
     (
-        "resize",
-        lambda api, core, coord, ev: core.patch_namespaced_pod_resize(
-            "r",
-            "default",
-            {
-                "spec": {
-                    "containers": [
-                        {"name": "server", "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}}
-                    ]
-                }
-            },
-        ),
-    ),
-    (
         "get-profiles",
         lambda api, core, coord, ev: core.read_namespaced_config_map("qosched-profiles", NAMESPACE),
     ),
@@ -383,7 +459,6 @@ ALLOWED_CALLS: list[tuple[str, Callable[[FakeKubeAPI, Any, Any, Any], Any]]] = [
         lambda api, core, coord, ev: core.read_namespaced_secret("qosched-upload-token", NAMESPACE),
     ),
     ("scheduler-lease", lambda api, core, coord, ev: _lease_cycle(coord, "qosched-scheduler")),
-    ("controller-lease", lambda api, core, coord, ev: _lease_cycle(coord, "qosched-controller")),
     ("core-event", lambda api, core, coord, ev: _core_event(core)),
     ("events-v1-event", lambda api, core, coord, ev: _events_v1_event(ev)),
 ]
@@ -448,6 +523,19 @@ FORBIDDEN_CALLS: list[tuple[str, Callable[[Any, Any], Any], str]] = [
         'leases.coordination.k8s.io "someone-else" is forbidden: User "{user}" cannot get resource "leases" in '
         'API group "coordination.k8s.io" in the namespace "qosched-system"',
     ),
+    # The QoE controller's grants are its own ServiceAccount's, not the scheduler pod's.
+    (
+        "resize",
+        lambda core, coord: _resize(core),
+        'pods "r" is forbidden: User "{user}" cannot patch resource "pods/resize" in API group "" in the '
+        'namespace "default"',
+    ),
+    (
+        "take-the-controller-lease",
+        lambda core, coord: coord.read_namespaced_lease(CONTROLLER, NAMESPACE),
+        'leases.coordination.k8s.io "qosched-controller" is forbidden: User "{user}" cannot get resource '
+        '"leases" in API group "coordination.k8s.io" in the namespace "qosched-system"',
+    ),
 ]
 
 
@@ -463,6 +551,217 @@ def test_rbac_refuses_what_the_extender_must_not_do(
     assert err.value.status == 403
     body = json.loads(err.value.body or "{}")
     assert (body["reason"], body["message"]) == ("Forbidden", message.format(user=USER))
+
+
+# ------------------------------------------------------------------------------------ controller RBAC
+
+CONTROLLER_ALLOWED_CALLS: list[tuple[str, Callable[[Any, Any], Any]]] = [
+    ("list-nodes", lambda core, coord: core.list_node()),
+    ("list-pods", lambda core, coord: core.list_pod_for_all_namespaces()),
+    (
+        "gpu-share-annotation",
+        lambda core, coord: core.patch_namespaced_pod(
+            "p", "default", {"metadata": {"annotations": {A_GPU_SHARE_MILLI: "300"}}}
+        ),
+    ),
+    ("resize", lambda core, coord: _resize(core)),
+    ("controller-lease", lambda core, coord: _lease_cycle(coord, CONTROLLER)),
+]
+
+
+@pytest.mark.parametrize(
+    "call", [c for _, c in CONTROLLER_ALLOWED_CALLS], ids=[i for i, _ in CONTROLLER_ALLOWED_CALLS]
+)
+def test_rbac_allows_every_call_the_controller_makes(
+    controller_rbac_api: tuple[FakeKubeAPI, Any, Any, Any], call: Callable[[Any, Any], Any]
+) -> None:
+    api, core, coord, _ = controller_rbac_api
+    call(core, coord)
+    assert api.count(status=403) == 0
+
+
+def _forbidden(verb: str, resource: str, where: str, name: str = "", group: str = "") -> str:
+    """The apiserver's 403 message for the controller's identity."""
+    gr = f"{resource.split('/')[0]}.{group}" if group else resource.split("/")[0]
+    scope = f'in the namespace "{where}"' if where else "at the cluster scope"
+    subject = f'{gr} "{name}"' if name else gr
+    return (
+        f'{subject} is forbidden: User "{CONTROLLER_USER}" cannot {verb} resource "{resource}" '
+        f'in API group "{group}" {scope}'
+    )
+
+
+#: What the scheduler pod may do and the controller may not.
+CONTROLLER_FORBIDDEN_CALLS: list[tuple[str, Callable[[Any, Any], Any], str]] = [
+    (
+        "bind",
+        lambda core, coord: core.create_namespaced_pod_binding(
+            "p",
+            "default",
+            client.V1Binding(
+                metadata=client.V1ObjectMeta(name="p"),
+                target=client.V1ObjectReference(kind="Node", name="gpu-0"),
+            ),
+            _preload_content=False,
+        ),
+        _forbidden("create", "pods/binding", "default", "p"),
+    ),
+    (
+        "get-pod",
+        lambda core, coord: core.read_namespaced_pod("p", "default"),
+        _forbidden("get", "pods", "default", "p"),
+    ),
+    (
+        "watch-pods",
+        lambda core, coord: _watch(core.list_pod_for_all_namespaces),
+        _forbidden("watch", "pods", ""),
+    ),
+    (
+        "delete-pod",
+        lambda core, coord: core.delete_namespaced_pod("p", "default"),
+        _forbidden("delete", "pods", "default", "p"),
+    ),
+    (
+        "patch-node",
+        lambda core, coord: core.patch_node("gpu-0", {"metadata": {"labels": {"x": "y"}}}),
+        _forbidden("patch", "nodes", "", "gpu-0"),
+    ),
+    (
+        "read-profiles",
+        lambda core, coord: core.read_namespaced_config_map("qosched-profiles", NAMESPACE),
+        _forbidden("get", "configmaps", NAMESPACE, "qosched-profiles"),
+    ),
+    (
+        "read-upload-token",
+        lambda core, coord: core.read_namespaced_secret("qosched-upload-token", NAMESPACE),
+        _forbidden("get", "secrets", NAMESPACE, "qosched-upload-token"),
+    ),
+    (
+        "take-the-scheduler-lease",
+        lambda core, coord: coord.read_namespaced_lease("qosched-scheduler", NAMESPACE),
+        _forbidden("get", "leases", NAMESPACE, "qosched-scheduler", "coordination.k8s.io"),
+    ),
+    (
+        "its-lease-elsewhere",
+        lambda core, coord: coord.read_namespaced_lease(CONTROLLER, "default"),
+        _forbidden("get", "leases", "default", CONTROLLER, "coordination.k8s.io"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [(c, m) for _, c, m in CONTROLLER_FORBIDDEN_CALLS],
+    ids=[i for i, _, _ in CONTROLLER_FORBIDDEN_CALLS],
+)
+def test_rbac_refuses_what_the_controller_must_not_do(
+    controller_rbac_api: tuple[FakeKubeAPI, Any, Any, Any], call: Callable[[Any, Any], Any], message: str
+) -> None:
+    _, core, coord, _ = controller_rbac_api
+    with pytest.raises(client.ApiException) as err:
+        call(core, coord)
+    assert err.value.status == 403
+    body = json.loads(err.value.body or "{}")
+    assert (body["reason"], body["message"]) == ("Forbidden", message)
+
+
+def _kubeconfig(api: FakeKubeAPI, path: Path) -> Path:
+    """A kubeconfig for the fake apiserver (no credentials: its authorizer fixes the user)."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    return path
+
+
+def _prometheus_answer(query: str) -> tuple[int, Any]:
+    """Mean latency [s] and request rate [1/s] per pod: two pods miss their 10 ms, two beat it."""
+    latency_s = {"miss": "0.020", "beat": "0.002", "gpu-miss": "0.020", "gpu-beat": "0.002"}
+    if "_sum" in query:  # the mean: rate(_sum) / rate(_count)
+        return 200, vector(*(({"namespace": "default", "pod": p}, s) for p, s in latency_s.items()))
+    if "_count" in query:  # the request rate
+        return 200, vector(*(({"namespace": "default", "pod": p}, "10") for p in latency_s))
+    return 200, vector()
+
+
+def test_controller_command_runs_with_the_manifest_flags_under_its_rbac(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real ``qosched controller`` with the Deployment's arguments and POD_NAME, against a fake
+    apiserver enforcing rbac.yaml for qosched-controller: only ``--prometheus-url`` (the in-cluster
+    placeholder) and ``--kubeconfig`` (in-cluster config needs a pod) are swapped for the fakes.
+    One loop iteration: win the election, one cycle (two resizes, two GPU-share patches), release."""
+    elections: list[LeaderElector] = []
+    cycles: list[int] = []
+    real_run_loop = controller_module.run_loop
+
+    def one_iteration(
+        qoe: Any, stop: threading.Event, *, elector: LeaderElector | None = None, **kw: Any
+    ) -> int:
+        assert elector is not None  # --leader-elect
+        elections.append(elector)
+        give_up = threading.Timer(10.0, stop.set)  # a replica that never leads never cycles
+        give_up.start()
+        try:
+            cycles.append(real_run_loop(qoe, stop, elector=elector, iterations=1, **kw))
+        finally:
+            give_up.cancel()
+        return cycles[-1]
+
+    monkeypatch.setattr(controller_module, "run_loop", one_iteration)
+    args = [a for a in _controller_container()["args"] if not a.startswith("--prometheus-url=")]
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}  # the command sets both
+    with (
+        FakeKubeAPI(authorizer=RbacAuthorizer(OBJECTS, user=CONTROLLER_USER)) as api,
+        FakePrometheus(_prometheus_answer) as prom,
+    ):
+        api.add_node("n1", accelerator="cpu", cpu="2", gpus=0)
+        api.add_node("g1", accelerator="nvidia-t4", gpus=1)
+        for name in ("miss", "beat"):
+            api.add_pod(name, slo_ms=10, node_name="n1", cpu="1", memory="128Mi")
+        for name in ("gpu-miss", "gpu-beat"):
+            api.add_pod(
+                name, slo_ms=10, gpu_milli=500, node_name="g1", cpu="100m", annotations={A_DEVICE: "0"}
+            )
+        command = [
+            *_controller_container()["command"][1:],
+            *args,
+            f"--prometheus-url={prom.url}",
+            f"--kubeconfig={_kubeconfig(api, tmp_path / 'kubeconfig')}",
+        ]
+        try:
+            result = CliRunner().invoke(
+                _console_script(), command, env={"POD_NAME": "qosched-controller-5d8f9-x2x7q"}
+            )
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+        assert result.exit_code == 0, result.output
+        assert api.count(status=403) == 0
+        assert cycles == [1]
+        assert api.count(method="PATCH", resource="pods", subresource="resize") == 2
+        gpu_share = {
+            p: (api.get("pods", p) or {})["metadata"]["annotations"] for p in ("gpu-miss", "gpu-beat")
+        }
+        # The pod missing its target got more of the GPU, the other one less (both started at 500).
+        assert (
+            int(gpu_share["gpu-miss"][A_GPU_SHARE_MILLI])
+            > 500
+            > int(gpu_share["gpu-beat"][A_GPU_SHARE_MILLI])
+        )
+        lease = api.get("leases", CONTROLLER, NAMESPACE)
+        assert lease is not None and lease["spec"].get("holderIdentity") is None  # released at stop
+    (elector,) = elections
+    assert elector.identity.startswith("qosched-controller-5d8f9-x2x7q_")
+    assert (elector.settings.namespace, elector.settings.name) == (NAMESPACE, CONTROLLER)
 
 
 # ------------------------------------------------------------------------------------ scheduler config
@@ -748,17 +1047,37 @@ def test_probes_use_the_contract_health_paths() -> None:
     assert sched["livenessProbe"]["httpGet"]["port"] == 10259
 
 
-@pytest.mark.parametrize("name", ["kube-scheduler", "extender"])
-def test_containers_meet_pod_security_restricted(name: str) -> None:
-    pod = _deployment()["spec"]["template"]["spec"]
+@pytest.mark.parametrize(
+    ("deployment", "name"),
+    [("qosched", "kube-scheduler"), ("qosched", "extender"), (CONTROLLER, "controller")],
+    ids=["kube-scheduler", "extender", "controller"],
+)
+def test_containers_meet_pod_security_restricted(deployment: str, name: str) -> None:
+    pod = _deployment(deployment)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    c = _container(name)
+    c = _container(name, deployment)
     sc = c["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
+
+
+@pytest.mark.parametrize(
+    ("deployment", "account"),
+    [("qosched", SERVICE_ACCOUNT), (CONTROLLER, CONTROLLER)],
+    ids=["scheduler", "controller"],
+)
+def test_every_mount_has_a_volume_and_the_service_account_exists(deployment: str, account: str) -> None:
+    pod = _deployment(deployment)["spec"]["template"]["spec"]
+    volumes = {v["name"] for v in pod["volumes"]}
+    for c in pod["containers"]:
+        for m in c["volumeMounts"]:
+            assert m["name"] in volumes, (c["name"], m)
+    assert pod["serviceAccountName"] == account
+    _one("ServiceAccount", account, NAMESPACE)
+    assert pod.get("automountServiceAccountToken", True) is True  # in-cluster config needs the token
 
 
 def test_mounts_volumes_and_referenced_objects_exist() -> None:
@@ -788,6 +1107,99 @@ def test_service_reaches_the_metrics_port() -> None:
     assert port["targetPort"] in container_ports
     assert svc["metadata"]["annotations"]["prometheus.io/port"] == str(port["port"])
     assert svc["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+
+
+# ------------------------------------------------------------------------------------ controller Deployment
+
+
+def _console_script() -> click.Group:
+    """``qosched``, resolved as the image resolves its console script."""
+    (entry_point,) = importlib.metadata.entry_points(group="console_scripts", name="qosched")
+    script = entry_point.load()
+    assert isinstance(script, click.Group)
+    return script
+
+
+def _controller_option_names() -> set[str]:
+    return {o for p in controller_command.params for o in (*p.opts, *p.secondary_opts)}
+
+
+def test_controller_runs_the_qosched_controller_subcommand() -> None:
+    c = _controller_container()
+    assert c["image"] == _container("extender")["image"]  # one image for both pods
+    program, subcommand = c["command"]
+    assert program == "qosched"
+    script = _console_script()
+    assert script.get_command(click.Context(script), subcommand) is controller_command
+    # No probes because the command serves nothing: revisit if it ever gets a port.
+    assert not {"--port", "--bind", "--listen", "--metrics-port"} & _controller_option_names()
+    assert not {"livenessProbe", "readinessProbe", "startupProbe"} & set(c)
+
+
+def test_controller_flags_are_options_of_the_command() -> None:
+    args = _controller_container()["args"]
+    assert {a.split("=", 1)[0] for a in args} <= _controller_option_names()
+    params = controller_command.make_context("controller", list(args)).params  # click's own parsing
+    assert params["kubeconfig"] is None  # in-cluster config
+    assert (params["leader_elect"], params["once"], params["dry_run"]) == (True, False, False)
+    lease = LeaseSettings(
+        namespace=params["lease_namespace"],
+        name=params["lease_name"],
+        lease_duration_s=params["lease_duration_s"],
+        renew_deadline_s=params["renew_deadline_s"],
+        retry_period_s=params["retry_period_s"],
+    )
+    assert lease.namespace == _deployment(CONTROLLER)["metadata"]["namespace"]
+    assert {("coordination.k8s.io", "leases", v, lease.name) for v in ("get", "update")} <= (
+        EXPECTED_CONTROLLER_NAMESPACE_RULES
+    )
+    assert params["interval_s"] >= _go_duration_s(params["window"])  # each cycle sees the last one's effect
+    url = urlsplit(params["prometheus_url"])
+    assert url.scheme == "http" and (url.hostname or "").endswith(".svc") and url.port  # a Service
+    PromReader(params["prometheus_url"]).close()  # the reader accepts it
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ("--interval=60", click.NoSuchOption),
+        ("--leader-election", click.NoSuchOption),
+        ("--rate-source=prometheus", click.BadParameter),
+        ("--interval-s=0", click.BadParameter),
+        ("--kubeconfig=/nonexistent/kubeconfig", click.BadParameter),
+    ],
+    ids=["misspelt", "invented", "bad-choice", "out-of-range", "missing-file"],
+)
+def test_flag_check_rejects_invented_and_invalid_flags(extra: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        controller_command.make_context("controller", [*_controller_container()["args"], extra])
+
+
+def test_controller_lease_identity_is_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {e["name"]: e for e in _controller_container()["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "--identity" not in {a.split("=", 1)[0] for a in _controller_container()["args"]}
+    monkeypatch.setenv("POD_NAME", "qosched-controller-5d8f9-x2x7q")
+    first, second = default_identity(), default_identity()
+    assert first.startswith("qosched-controller-5d8f9-x2x7q_") and first != second  # unique per process
+
+
+def test_controller_is_highly_available_and_apart_from_the_scheduler() -> None:
+    dep = _deployment(CONTROLLER)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    pdb = _one("PodDisruptionBudget", CONTROLLER, NAMESPACE)
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["maxUnavailable"] == 1 < dep["spec"]["replicas"]
+    (term,) = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    # Neither the scheduler Deployment nor its Service select the controller's pods.
+    assert not _deployment()["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert not _one("Service", "qosched", NAMESPACE)["spec"]["selector"].items() <= labels.items()
 
 
 # ------------------------------------------------------------------------------------ example workloads
