@@ -903,7 +903,7 @@ def test_manifest_rbac_allows_everything_the_controller_does() -> None:
     """Against a fake apiserver enforcing manifests/rbac.yaml for the qosched ServiceAccount: one
     cycle (list nodes and pods, pods/resize, pod annotation patch) and the lease election."""
     rbac = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
-    user = "system:serviceaccount:qosched-system:qosched"
+    user = "system:serviceaccount:qosched-system:qosched-controller"
     with FakeKubeAPI(authorizer=RbacAuthorizer(load_snapshot(rbac), user=user)) as api:
         api.add_node("n1", accelerator="cpu", cpu="2", gpus=0)
         api.add_node("g1", accelerator="nvidia-t4", gpus=1)
