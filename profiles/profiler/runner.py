@@ -598,8 +598,9 @@ def build_profile_dict(run: ProfileRun, model: str) -> dict[str, Any]:
     method = (
         f"closed loop, {st.count} back-to-back requests of batch {cfg.batch_size} after {cfg.warmup} "
         f"discarded warm-up inferences; torch.inference_mode, {cfg.threads} thread(s) per server "
-        f"process, one spawned process per model, {cfg.rounds} interleaved rounds; "
-        f"{_describe_model(model)}, random weights"
+        f"process, one spawned process per model, {cfg.rounds} interleaved rounds"
+        + (f", servers at nice {cfg.nice} (own autogroup)" if cfg.nice else "")
+        + f"; {_describe_model(model)}, random weights"
     )
     where = (
         f"{host['platform']}; {host['cpu_model']}, CPUs {host['cpus']} of {host['cpu_count']}; "

@@ -386,6 +386,21 @@ def test_heldout_calibration_never_sees_the_predicted_run() -> None:
     assert fits["pair0"] > fits["pair2"] + 0.1  # pair0's fit saw the outlier pair2
 
 
+def test_unbounded_predictions_are_counted_not_averaged() -> None:
+    obj = _colocation()
+    # The host served 25/s of 50 ms twice over on 2 cores (a = 2.5 > c): the model says inf.
+    busy = json.loads(json.dumps(obj["runs"][1]))
+    busy["id"] = "too-busy"
+    for m in busy["members"]:
+        m["rate_rps"] = 25.0
+    obj["runs"].append(busy)
+    report = build_report(obj)
+    assert report.unbounded_rows("colocated") == 2
+    assert report.mape_pct("colocated") == (pytest.approx(build_report(_colocation()).mape_colocated_pct), 2)
+    assert report.summary()["unbounded_prediction_rows"]["colocated"]["qosched"] == 2
+    assert "2 unbounded left out" in report_markdown(report)
+
+
 def test_report_without_colocated_runs_has_no_mape() -> None:
     obj = _colocation()
     obj["runs"] = obj["runs"][:1]
