@@ -367,7 +367,7 @@ class ClusterState:
         view = self.node_views[i]
         model = alloc.model or pod.model
         params = self.service_params(view.accelerator, model) if pod.is_inference else None
-        placed.invalid = params is not None and not self._params_valid(params)
+        placed.invalid = params is not None and not self.params_valid(params)
         for d in devices:
             self.gpu_used_milli[i, d] += milli
             if not pod.is_inference:
@@ -429,7 +429,7 @@ class ClusterState:
             self.n_overhead_services += sign
             self.dev_overhead_services[i, d] += sign
 
-    def _params_valid(self, params: ServiceParams) -> bool:
+    def params_valid(self, params: ServiceParams) -> bool:
         """Whether the latency models accept a service of these parameters (memoised).
 
         The rest of a slot is valid by construction: ``PodDemand`` checks its rate (finite,
@@ -475,10 +475,10 @@ class ClusterState:
     def dev_load_sums(self, flat: np.ndarray) -> LoadSums:
         """The ``LoadSums`` of devices ``flat`` (indexes into the (n·D) flattened device axes)."""
         return LoadSums(
-            rate_per_ms=np.take(self.dev_rate_per_ms, flat),
-            load=np.take(self.dev_load, flat),
-            second_load_ms=np.take(self.dev_second_load_ms, flat),
-            active=np.take(self.dev_active, flat),
+            rate_per_ms=self.dev_rate_per_ms.take(flat),
+            load=self.dev_load.take(flat),
+            second_load_ms=self.dev_second_load_ms.take(flat),
+            active=self.dev_active.take(flat),
         )
 
     def remove(self, uid: str) -> Allocation | None:

@@ -30,6 +30,7 @@ then placed by CPU and memory only.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,8 @@ class VariantTable:
     accel_idx: np.ndarray
     any_profile: np.ndarray
     first: np.ndarray
+    #: (V, A + 1) the profile's parameters pass ``latency.sharing.valid_services``.
+    valid_table: np.ndarray | None = None
 
     _PARAMS = ("service_ms", "second_moment_ms2", "swap_ms", "memory_mib", "frontend_ms")
 
@@ -79,14 +82,14 @@ class VariantTable:
 
     def usable(self, variant: int) -> np.ndarray:
         """(m,) candidates where ``variant`` is usable."""
-        return np.take(self.usable_table[variant], self.accel_idx)
+        return self.usable_table[variant].take(self.accel_idx)
 
     def take(self, name: str, variant: np.ndarray) -> np.ndarray:
         """``name`` parameter of the given variant per candidate, shape (m,) (0 where variant < 0)."""
         table = self.params_table[self._PARAMS.index(name)]
         cols = table.shape[1]
         flat = np.maximum(variant, 0) * cols + self.accel_idx
-        return np.where(variant >= 0, np.take(table.ravel(), flat), 0.0)
+        return np.where(variant >= 0, table.ravel().take(flat), 0.0)
 
     def per_candidate(self, small: np.ndarray, variant: np.ndarray, fill: float) -> np.ndarray:
         """A per-(variant, accelerator) table ``small`` (V, A + 1) read per candidate, (m,);
@@ -94,7 +97,7 @@ class VariantTable:
         if variant.size and variant.min() == variant.max() and variant[0] >= 0:
             return np.take(small[int(variant[0])], self.accel_idx)
         flat = np.maximum(variant, 0) * small.shape[1] + self.accel_idx
-        return np.where(variant >= 0, np.take(small.ravel(), flat), fill)
+        return np.where(variant >= 0, small.ravel().take(flat), fill)
 
     def take_all(self, variant: np.ndarray) -> np.ndarray:
         """Every parameter (rows in ``_PARAMS`` order) of the given variant per candidate, (5, m).
@@ -163,34 +166,66 @@ class Candidates:
         return np.full((self.m, self.columns), -1, dtype=np.int64)
 
 
+#: Per state, the small tables of each (variants, min accuracy, accelerator count) seen: the
+#: state's profile lookup never changes (profiles reloaded → a new state), and its accelerator
+#: list only grows, so they stay exact. Bounded per state.
+_SMALL_TABLES: weakref.WeakKeyDictionary[ClusterState, dict[tuple[object, ...], tuple[np.ndarray, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+_SMALL_TABLES_PER_STATE = 256
+
+
 def variant_table(state: ClusterState, pod: PodDemand, accel_code: np.ndarray) -> VariantTable:
     """Service parameters of each variant of ``pod`` per accelerator type (see VariantTable)."""
     n_acc = len(state.accelerators)
-    n_var = len(pod.variants)
-    cols = n_acc + 1
-    has = np.zeros((n_var, cols), dtype=bool)
-    usable = np.zeros((n_var, cols), dtype=bool)
-    params = np.zeros((5, n_var, cols))
-    for v, model in enumerate(pod.variants):
-        for a, accelerator in enumerate(state.accelerators):
-            p = state.service_params(accelerator, model)
-            if p is None:
-                continue
-            has[v, a] = True
-            usable[v, a] = pod.min_accuracy is None or (
-                p.accuracy is not None and p.accuracy >= pod.min_accuracy
-            )
-            params[:, v, a] = (p.service_ms, p.second_moment_ms2, p.swap_ms, p.memory_mib, p.frontend_ms)
-    first_small = np.where(usable.any(axis=0), np.argmax(usable, axis=0), -1)
+    key = (pod.variants, pod.min_accuracy, n_acc)
+    per = _SMALL_TABLES.get(state)
+    small = None if per is None else per.get(key)
+    if small is None:
+        small = _small_tables(state, pod)
+        if per is None:
+            per = _SMALL_TABLES.setdefault(state, {})
+        if len(per) >= _SMALL_TABLES_PER_STATE:
+            per.clear()
+        per[key] = small
+    has, usable, params, valid, any_small, first_small = small
     idx = np.where(accel_code < 0, n_acc, accel_code).astype(np.int64)
     return VariantTable(
         has_profile_table=has,
         usable_table=usable,
         params_table=params,
         accel_idx=idx,
-        any_profile=np.take(has.any(axis=0), idx),
-        first=np.take(first_small, idx).astype(np.int64),
+        any_profile=any_small.take(idx),
+        first=first_small.take(idx),
+        valid_table=valid,
     )
+
+
+def _small_tables(state: ClusterState, pod: PodDemand) -> tuple[np.ndarray, ...]:
+    """(has, usable, params, valid, any profile, first usable variant) per accelerator column."""
+    n_acc = len(state.accelerators)
+    n_var = len(pod.variants)
+    cols = n_acc + 1
+    has = np.zeros((n_var, cols), dtype=bool)
+    usable = np.zeros((n_var, cols), dtype=bool)
+    params = np.zeros((5, n_var, cols))
+    valid = np.zeros((n_var, cols), dtype=bool)
+    for v, model in enumerate(pod.variants):
+        for a, accelerator in enumerate(state.accelerators):
+            p = state.service_params(accelerator, model)
+            if p is None:
+                continue
+            has[v, a] = True
+            valid[v, a] = state.params_valid(p)
+            usable[v, a] = pod.min_accuracy is None or (
+                p.accuracy is not None and p.accuracy >= pod.min_accuracy
+            )
+            params[:, v, a] = (p.service_ms, p.second_moment_ms2, p.swap_ms, p.memory_mib, p.frontend_ms)
+    first_small = np.where(usable.any(axis=0), np.argmax(usable, axis=0), -1).astype(np.int64)
+    tables = (has, usable, params, valid, has.any(axis=0), first_small)
+    for table in tables:
+        table.setflags(write=False)
+    return tables
 
 
 def devices_needed(pod: PodDemand) -> int:
@@ -207,20 +242,22 @@ def gather(state: ClusterState, pod: PodDemand, candidates: np.ndarray) -> Candi
     if state.n_nodes == 0:
         return _nothing_known(state, pod, node_idx)
     known = (node_idx >= 0) & (node_idx < state.n_nodes)
-    row = np.where(known, node_idx, 0)
+    all_known = bool(known.all())
+    row = node_idx if all_known else np.where(known, node_idx, 0)
     reason = np.zeros(m, dtype=np.int8)
 
     def rows_of(arr: np.ndarray) -> np.ndarray:
-        return np.take(arr, row, axis=0)
+        return arr.take(row, axis=0)
 
     def fail(bad: np.ndarray, code: Reason) -> None:
         if bad.any():  # usually nothing fails a check: skip the masked write
             reason[(reason == 0) & bad] = int(code)
 
-    fail(~known, Reason.UNKNOWN_NODE)
+    if not all_known:
+        fail(~known, Reason.UNKNOWN_NODE)
     fail(~rows_of(state.schedulable), Reason.UNSCHEDULABLE)
 
-    accel = np.where(known, rows_of(state.accel_code), -1)
+    accel = rows_of(state.accel_code) if all_known else np.where(known, rows_of(state.accel_code), -1)
     uses_model = bool(pod.variants)
     need = devices_needed(pod)
     milli = pod.milli_per_device if pod.gpu_milli > 0 else 0
@@ -271,7 +308,7 @@ def gather(state: ClusterState, pod: PodDemand, candidates: np.ndarray) -> Candi
             device_ok = device_ok & ~(exclusive[:, None] & busy)
             fits = row_count(device_ok) >= need
             fail(exclusive & fits_milli & ~fits, Reason.EXCLUSIVE_BUSY)
-        fail(row_count(device_ok) < need, Reason.INSUFFICIENT_GPU)
+        fail(~row_any(device_ok) if need == 1 else row_count(device_ok) < need, Reason.INSUFFICIENT_GPU)
     return Candidates(
         state=state,
         pod=pod,

@@ -155,7 +155,7 @@ def new_service(cand: Candidates, variant: np.ndarray) -> NewService:
     if table is None or pod.slo_ms is None:
         raise ValueError(f"pod {pod.name}: only inference pods (model and SLO) are judged for interference")
     if pod.gpu_milli > 0:
-        code = np.take(cand.state.sharing_code, cand.row)
+        code = cand.state.sharing_code.take(cand.row)
         spatial = (code == _MPS_MIG[0]) | (code == _MPS_MIG[1])
         share = np.where(spatial, pod.milli_per_device / GPU_MILLI_PER_DEVICE, 1.0)
     else:
@@ -183,12 +183,15 @@ def new_service(cand: Candidates, variant: np.ndarray) -> NewService:
 def _valid_columns(table: VariantTable, rate_rps: float, variant: np.ndarray) -> np.ndarray:
     """(m,) whether the pod's column (rate, S, E[S²]) passes ``valid_services`` on each candidate.
 
-    Checked once per (variant, accelerator type) on the small parameter table, then read per
-    candidate (S = E[S²] = 1 where no variant is judged, as :func:`new_service` sets them).
+    Read per candidate from the table's per-(variant, accelerator) check of the profiles
+    (``ClusterState.params_valid``, memoised); the rate is valid by ``PodDemand``'s own check,
+    and S = E[S²] = 1 where no variant is judged (as :func:`new_service` sets them).
     """
-    small = valid_services(rate_rps, table.params_table[0], table.params_table[1])
-    none = bool(valid_services(rate_rps, 1.0, 1.0)) if variant.size and variant.min() < 0 else True
-    return table.per_candidate(small, variant, none)
+    if table.valid_table is None:  # a table built by hand: check the parameters here
+        small = valid_services(rate_rps, table.params_table[0], table.params_table[1])
+    else:
+        small = table.valid_table
+    return table.per_candidate(small, variant, True)
 
 
 def _signature(pod: PodDemand, variant: np.ndarray, need: int) -> tuple[object, ...] | None:
@@ -278,7 +281,7 @@ def judge(
     """
     state = cand.state
     e = pos.shape[0]
-    row = np.take(cand.row, pos)
+    row = cand.row.take(pos)
     flat = row * state.n_devices + dev
     reason = np.zeros(e, dtype=np.int8)
     latency = np.full(e, np.nan)
@@ -290,8 +293,8 @@ def judge(
         return out
 
     th = model.thresholds
-    mem_after = np.take(state.dev_mem_used_mib, flat) + np.take(new.memory_mib, pos)
-    mem_cap = np.take(state.dev_mem_cap_mib, row)
+    mem_after = state.dev_mem_used_mib.take(flat) + new.memory_mib.take(pos)
+    mem_cap = state.dev_mem_cap_mib.take(row)
     # Rule 1 of latency.feasibility, applied before the (costly) prediction; feasible() repeats it.
     mem_ok = (mem_after <= th.memory_frac * mem_cap) & (mem_cap > 0)
     if screen_memory and not mem_ok.all():
@@ -364,7 +367,7 @@ def _shared_wait_route(
     )
     if state.n_pct_services or state.n_overhead_services:
         ff = f[fast]
-        keep &= (np.take(state.dev_pct_services, ff) == 0) & (np.take(state.dev_overhead_services, ff) == 0)
+        keep &= (state.dev_pct_services.take(ff) == 0) & (state.dev_overhead_services.take(ff) == 0)
     if not keep.all():
         fast = fast[keep]
     return (fast, params) if fast.size else (None, None)
@@ -385,16 +388,16 @@ def _judge_shared_wait(
 ) -> None:
     """The shared-wait route (see :func:`judge`) for the judged pairs ``at``; writes into ``out``."""
     p = out.pos[at]
-    s_new = np.take(new.service_ms, p)
+    s_new = new.service_ms.take(p)
     sums = state.dev_load_sums(f)
-    after = sums.plus(new.rate_rps, s_new, np.take(new.second_moment_ms2, p))
+    after = sums.plus(new.rate_rps, s_new, new.second_moment_ms2.take(p))
     wait = time_slicing_wait_ms(after, params)
     # Only the prefix of slots some judged device uses (slots fill from 0).
-    k = int(np.take(state.dev_slot_end, f).max())
+    k = int(state.dev_slot_end.take(f).max())
     k_all = state.n_slots
-    service = np.take(state.svc_service_ms.reshape(-1, k_all), f, axis=0)[:, :k]
-    slo = np.take(state.svc_slo_ms.reshape(-1, k_all), f, axis=0)[:, :k]
-    frontend = np.take(state.frontend_util, r) + new.total_rate_rps * np.take(new.frontend_ms, p) / 1000.0
+    service = state.svc_service_ms.reshape(-1, k_all).take(f, axis=0)[:, :k]
+    slo = state.svc_slo_ms.reshape(-1, k_all).take(f, axis=0)[:, :k]
+    frontend = state.frontend_util.take(r) + new.total_rate_rps * new.frontend_ms.take(p) / 1000.0
     v = feasible_shared_wait(
         after.load, wait, service, slo, s_new, new.slo_ms, mem_after[at], mem_cap[at], frontend, th
     )
@@ -426,7 +429,7 @@ def _judge_general(
     # Slots fill from index 0 (``ClusterState._free_slot``) and the slot count only grows, so
     # the judged devices usually use a prefix of the K slots: keep just that prefix.
     k_all = state.n_slots
-    k = int(np.take(state.dev_slot_end, f_go).max())
+    k = int(state.dev_slot_end.take(f_go).max())
 
     def appended(arr: np.ndarray, column: np.ndarray | float) -> np.ndarray:
         """(E, k+1): the device's first k slots, then the pod. Laid out slot-major (Fortran
@@ -434,7 +437,7 @@ def _judge_general(
         vectors."""
         out = np.empty((k + 1, n_go), dtype=arr.dtype)
         if k:
-            out[:k] = np.take(arr.reshape(-1, k_all), f_go, axis=0)[:, :k].T
+            out[:k] = arr.reshape(-1, k_all).take(f_go, axis=0)[:, :k].T
         out[k] = column
         return out.T
 
@@ -457,7 +460,7 @@ def _judge_general(
         "share_frac": appended_if(pass_share, state.svc_share_frac, new_share, 1.0),
         "mask": mask,
         "overhead_frac": appended_if(state.n_overhead_services > 0, state.svc_overhead_frac, 0.0, 0.0),
-        "cores": np.maximum(1, np.take(state.cpu_cap_milli, r_go) // 1000),
+        "cores": np.maximum(1, state.cpu_cap_milli.take(r_go) // 1000),
     }
     # The state's services were checked when they were added; check the pod's column here and
     # skip re-validating the whole arrays (where anything fails, the validating constructor
@@ -477,7 +480,7 @@ def _judge_general(
     has_pct = new.slo_percentile is not None or state.n_pct_services > 0
     pct = appended(state.svc_slo_percentile, pct_column) if has_pct else None
     pred = _predict_groups(services, groups)
-    frontend = np.take(state.frontend_util, r_go) + new.total_rate_rps * new.frontend_ms[p_go] / 1000.0
+    frontend = state.frontend_util.take(r_go) + new.total_rate_rps * new.frontend_ms[p_go] / 1000.0
     new_mask = np.zeros(k + 1, dtype=bool)
     new_mask[k] = True
     _, code = feasible(
@@ -514,8 +517,8 @@ def _groups(state: ClusterState, rows: np.ndarray, model: InterferenceModel) -> 
     modes, table = _mode_table(state)
     if rows.size == 0:
         return [(modes[0], model.params_for(None), None)]
-    accel = np.take(state.accel_code, rows)
-    sharing = np.take(state.sharing_code, rows)
+    accel = state.accel_code.take(rows)
+    sharing = state.sharing_code.take(rows)
     a_lo, s_lo = int(accel.min()), int(sharing.min())
     if a_lo == accel.max() and s_lo == sharing.max():
         # One accelerator type and one sharing label (the usual cluster): one group.
@@ -692,10 +695,10 @@ class VerdictCache:
         state = cand.state
         row = cand.row[pos]
         flat = row * state.n_devices + dev
-        versions = np.take(state.node_version, row)
+        versions = state.node_version.take(row)
         with self._lock:
             memo = self._memo(state, (new.signature, with_before, screen_memory))
-            stale = np.flatnonzero(np.take(memo.version, flat) != versions)
+            stale = np.flatnonzero(memo.version.take(flat) != versions)
             self.hits += int(pos.size - stale.size)
             self.misses += int(stale.size)
             if stale.size == pos.size:
@@ -705,7 +708,8 @@ class VerdictCache:
                 memo.reason[flat] = v.reason
                 memo.latency_ms[flat] = v.latency_ms
                 memo.utilization[flat] = v.utilization
-                memo.utilization_before[flat] = v.utilization_before
+                if with_before:  # (NaN otherwise: nothing to keep)
+                    memo.utilization_before[flat] = v.utilization_before
                 memo.slack_frac[flat] = v.slack_frac
                 memo.version[flat] = versions
                 return v
@@ -723,17 +727,20 @@ class VerdictCache:
                 memo.reason[at] = v.reason
                 memo.latency_ms[at] = v.latency_ms
                 memo.utilization[at] = v.utilization
-                memo.utilization_before[at] = v.utilization_before
+                if with_before:
+                    memo.utilization_before[at] = v.utilization_before
                 memo.slack_frac[at] = v.slack_frac
                 memo.version[at] = versions[stale]
             return DeviceVerdicts(
                 pos=pos,
                 dev=dev,
-                reason=np.take(memo.reason, flat),
-                latency_ms=np.take(memo.latency_ms, flat),
-                utilization=np.take(memo.utilization, flat),
-                utilization_before=np.take(memo.utilization_before, flat),
-                slack_frac=np.take(memo.slack_frac, flat),
+                reason=memo.reason.take(flat),
+                latency_ms=memo.latency_ms.take(flat),
+                utilization=memo.utilization.take(flat),
+                utilization_before=memo.utilization_before.take(flat)
+                if with_before
+                else np.full(pos.size, np.nan),
+                slack_frac=memo.slack_frac.take(flat),
             )
 
 
@@ -818,14 +825,15 @@ def first_feasible(
     unresolved = any_eligible.copy()
     worst_reason = np.zeros(m, dtype=np.int8)
     masked = np.array(order_key, dtype=np.float64)  # a copy: misses are struck out below
-    np.copyto(masked, np.inf, where=~remaining)
+    if not remaining.all():
+        np.copyto(masked, np.inf, where=~remaining)
     devices = out.devices[:, 0]  # a view (G = 1)
     for _ in range(d):
         rows = np.flatnonzero(unresolved)
         if rows.size == 0:
             break
         # (np.take, not fancy indexing: on (m, D) rows it is several times faster.)
-        dev = np.argmin(masked if rows.size == m else np.take(masked, rows, axis=0), axis=1)
+        dev = np.argmin(masked if rows.size == m else masked.take(rows, axis=0), axis=1)
         v = _judge_with(cache, cand, new, rows, dev, model, with_before=with_before)
         ok = v.reason == 0
         if ok.all():  # the usual case: every node fits on its preferred device
@@ -847,7 +855,7 @@ def first_feasible(
         masked[miss, dev[~ok]] = np.inf
         remaining[miss, dev[~ok]] = False
         unresolved[hit] = False
-        unresolved[miss] = row_any(np.take(remaining, miss, axis=0))
+        unresolved[miss] = row_any(remaining.take(miss, axis=0))
     failed = any_eligible & (devices < 0)
     out.reason[failed] = worst_reason[failed]
     return out

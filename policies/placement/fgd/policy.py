@@ -80,7 +80,7 @@ def node_delta(cand: Candidates, delta: np.ndarray, devices: np.ndarray) -> np.n
     m, d = delta.shape
     # delta[i, first[i]] as one flat gather (take_along_axis builds a fancy index: slower).
     at = np.arange(m) * d + np.maximum(first, 0)
-    return np.where(first >= 0, np.take(delta, at), np.inf)
+    return np.where(first >= 0, delta.take(at), np.inf)
 
 
 @register("fgd")

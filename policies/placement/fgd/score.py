@@ -44,14 +44,14 @@ _FULL = GPU_MILLI_PER_DEVICE
 def _g(mix: WorkloadMix, r: np.ndarray, free: np.ndarray) -> np.ndarray:
     """G(c, f) for table rows ``r`` (m,) and free milli ``free`` (m, D) or (m,): a flat gather."""
     width = mix.g_table.shape[1]
-    idx = (r[:, None] * width + free) if free.ndim == 2 else (r * width + free)
-    return np.take(mix.g_table.ravel(), idx)
+    idx = ((r * width)[:, None] + free) if free.ndim == 2 else (r * width + free)
+    return mix.g_table.ravel().take(idx)
 
 
 def _h(mix: WorkloadMix, r: np.ndarray, k: np.ndarray) -> np.ndarray:
     """H(c, k) for rows ``r`` and fully free GPU counts ``k`` (same shape or broadcastable)."""
     width = mix.h_table.shape[1]
-    return np.take(mix.h_table.ravel(), r * width + np.minimum(k, width - 1))
+    return mix.h_table.ravel().take(r * width + np.minimum(k, width - 1))
 
 
 def _parts(mix: WorkloadMix, free: np.ndarray, cpu_free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +129,8 @@ def fragmentation_delta(
     fg0 = free * g0
     a0 = row_sum(fg0)
     full = free >= _FULL
-    k = row_count(full)
+    any_full = bool(full.any())
+    k = row_count(full) if any_full else np.zeros(free.shape[0], dtype=np.int64)
     before = p_all * total - a0 - _FULL * k * _h(mix, r0, k)
     r1 = mix.cpu_row(cpu - cpu_milli)
     same_row = bool(np.array_equal(r0, r1))
@@ -150,14 +151,13 @@ def fragmentation_delta(
     # Fractional: one device goes from f to f - milli.
     f_after = np.maximum(free - milli, 0)
     a_after = a1[:, None] - fg_now + f_after * _g(mix, r1, f_after)
-    # B after: k - 1 fully free GPUs where the device taken was fully free, else k; one value
-    # per node for each case, then picked per device.
-    k_less = np.maximum(k - 1, 0)
-    b_full = _FULL * k_less * _h(mix, r1, k_less)
-    b_kept = _FULL * k * _h(mix, r1, k)
-    b1 = np.repeat(b_kept[:, None], d, axis=1)
-    np.copyto(b1, b_full[:, None], where=full)
-    delta = (p_all * (total - milli))[:, None] - a_after - b1
+    # after = P·(Σf − milli) − A' − B', with B' for k − 1 fully free GPUs where the device
+    # taken was fully free, else for k: one value per node for each case, subtracted per device.
+    rest = (p_all * (total - milli))[:, None] - a_after
+    delta = rest - (_FULL * k * _h(mix, r1, k))[:, None]
+    if any_full:
+        k_less = np.maximum(k - 1, 0)
+        np.subtract(rest, (_FULL * k_less * _h(mix, r1, k_less))[:, None], out=delta, where=full)
     delta -= before[:, None]
     np.copyto(delta, np.inf, where=~device_ok)  # np.where(device_ok, delta, inf), cheaper
     return delta

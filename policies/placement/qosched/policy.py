@@ -94,7 +94,7 @@ class QoschedPolicy(AwarePolicy):
     def node_score(self, cand: Candidates, verdicts: NodeVerdicts, variant: np.ndarray) -> Scored:
         cfg = self.config
         d_node = node_delta(cand, self._frag_delta(cand), verdicts.devices)
-        slack = np.nan_to_num(verdicts.slack_frac, nan=0.0)
+        slack = _nan_to_zero(verdicts.slack_frac)
         base = -cfg.frag_weight * d_node / 1000.0 + cfg.slack_weight * slack
         feasible = verdicts.devices[:, 0] >= 0 if cand.need > 0 else cand.ok
         base = np.where(feasible & np.isfinite(base), base, -np.inf)
@@ -112,3 +112,11 @@ class QoschedPolicy(AwarePolicy):
             fair = np.nan_to_num(np.asarray(self.fairness(inputs), dtype=np.float64), nan=0.0)
         raw = base + cfg.fairness_weight * fair
         return Scored(raw, verdicts.devices, {"frag_delta_milli": d_node, "fairness": fair})
+
+
+def _nan_to_zero(x: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(x, nan=0.0)`` for float arrays, in one pass where ``x`` has no infinity."""
+    out = np.where(np.isnan(x), 0.0, x)
+    if np.isinf(out).any():  # nan_to_num also clips ±inf to the largest finite floats
+        return np.nan_to_num(x, nan=0.0)
+    return out
