@@ -222,7 +222,7 @@ def _small_tables(state: ClusterState, pod: PodDemand) -> tuple[np.ndarray, ...]
             )
             params[:, v, a] = (p.service_ms, p.second_moment_ms2, p.swap_ms, p.memory_mib, p.frontend_ms)
     first_small = np.where(usable.any(axis=0), np.argmax(usable, axis=0), -1).astype(np.int64)
-    tables = (has, usable, params, valid, has.any(axis=0), first_small)
+    tables = (has, usable, params, valid, np.asarray(has.any(axis=0)), first_small)
     for table in tables:
         table.setflags(write=False)
     return tables
