@@ -143,7 +143,7 @@ def test_bundled_profiles_are_the_default() -> None:
     ("colocate", "accelerator", "match"),
     [
         ("nosuch:1", "edgetpu", "models known for 'edgetpu': efficientnet_l"),
-        ("mobilenet_v2:1", "tpu-9000", "known accelerators: edgetpu"),
+        ("mobilenet_v2:1", "tpu-9000", "known accelerators: cpu, edgetpu"),
         ("mobilenet_v2", "edgetpu", "expected MODEL:RATE"),
         ("mobilenet_v2:1:2:3", "edgetpu", "expected MODEL:RATE"),
         (":1", "edgetpu", "expected MODEL:RATE"),
