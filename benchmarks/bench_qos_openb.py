@@ -1,12 +1,12 @@
 """``priority`` vs ``qos-driven`` vs preemptive ``qosched`` on the openb trace under contention.
 
-Workload ("FGD inflation with departures"): the Alibaba GPU trace v2023 default pod list, grown
-to ``--inflate`` x the cluster's GPU capacity by FGD's rule (trace pods shuffled, random clones
-appended: :func:`qosched.policies.traces.tune_workload`, the same draws as ``qosched whatif
---inflate X --seed N``), submitted one every ``--interarrival-s`` seconds in that order; each pod
-runs its trace lifetime (``deletion − scheduled``, at least 1 s) and leaves, so the cluster goes
-from empty to oversubscribed, pods queue, are preempted and come back, and QoS = availability
-varies. QoS is measured at ``--horizon-s`` (or at a pod's departure). Everything else is the
+Workload ("FGD inflation with departures", :func:`qosched.policies.simulator.scenarios.contended_workload`,
+the workload of ``qosched whatif --inflate X --departures --seed N``): the Alibaba GPU trace v2023
+default pod list, grown to ``--inflate`` x the cluster's GPU capacity by FGD's rule (trace pods
+shuffled, random clones appended), submitted one every ``--interarrival-s`` seconds in that
+order; each pod runs its trace lifetime (``deletion − scheduled``, at least 1 s) and leaves, so
+the cluster goes from empty to oversubscribed, pods queue, are preempted and come back, and
+QoS = availability varies. QoS is measured at ``--horizon-s`` (or at a pod's departure). Everything else is the
 what-if replay (:func:`qosched.policies.simulator.replay.replay`) and its summary
 (:func:`qosched.policies.simulator.metrics.summarize`).
 
@@ -44,45 +44,27 @@ from qosched.policies.preemption import (
 )
 from qosched.policies.simulator.metrics import pod_outcomes, summarize
 from qosched.policies.simulator.replay import PolicyScheduler, ReplayConfig, replay
-from qosched.policies.simulator.scenarios import Workload, node_from_trace, pod_from_trace
-from qosched.policies.traces import cluster_capacity, load_nodes, load_pods, tune_workload
+from qosched.policies.simulator.scenarios import Workload
+from qosched.policies.simulator.scenarios import contended_workload as scenario_workload
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 TRACE = SHARED / "data" / "alibaba-gpu-v2023"
+NODE_FILES = {"all": "openb_node_list_all_node.csv", "gpu": "openb_node_list_gpu_node.csv"}
 
 
-def trace_duration_s(pod: Any) -> float:
-    """Running time the trace pod needs: deletion − scheduled (or − creation), at least 1 s."""
-    if pod.deletion_s is None:
-        return math.inf
-    started = pod.scheduled_s if pod.scheduled_s is not None else pod.creation_s
-    return max(pod.deletion_s - started, 1.0)
-
-
-def contended_workload(inflate: float, interarrival_s: float, seed: int, pods_file: str) -> Workload:
-    """FGD inflation (same draws as ``whatif --inflate``) with trace lifetimes and a fixed arrival gap."""
-    nodes = load_nodes(TRACE / "openb_node_list_all_node.csv")
-    pods = load_pods(TRACE / pods_file)
-    tuned = tune_workload(pods, cluster_capacity(nodes), inflate, np.random.default_rng(seed), shuffle=True)
-    classes = DEFAULT_CLASS_CONFIG.classes_from_trace_qos([p.qos for p in tuned.pods])
-    demands = [pod_from_trace(p, str(c)) for p, c in zip(tuned.pods, classes, strict=True)]
-    arrival = np.arange(len(demands), dtype=np.float64) * interarrival_s
-    duration = np.array([trace_duration_s(p) for p in tuned.pods])
-    return Workload.build(
-        [node_from_trace(n) for n in nodes],
-        demands,
-        arrival,
-        duration,
-        {
-            "source": "openb (Alibaba GPU cluster trace v2023)",
-            "pods_file": pods_file,
-            "mode": "fgd-inflation-with-departures",
-            "inflate": inflate,
-            "interarrival_s": interarrival_s,
-            "seed": seed,
-            "pods": len(demands),
-        },
+def contended_workload(
+    inflate: float, interarrival_s: float, seed: int, pods_file: str, nodes_file: str
+) -> Workload:
+    """The contention workload of ``qosched whatif --inflate X --departures --seed N`` (one
+    implementation: :func:`qosched.policies.simulator.scenarios.contended_workload`)."""
+    wl = scenario_workload(
+        TRACE / nodes_file,
+        TRACE / pods_file,
+        inflate,
+        np.random.default_rng(seed),
+        interarrival_s=interarrival_s,
     )
+    return Workload.build(wl.nodes, wl.pods, wl.arrival_s, wl.duration_s, dict(wl.description, seed=seed))
 
 
 def write_snapshot(wl: Workload, path: Path) -> None:
@@ -148,7 +130,9 @@ def _by_class(values: np.ndarray, classes: np.ndarray, op: Any) -> dict[str, flo
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    wl = contended_workload(args.inflate, args.interarrival_s, args.seed, args.pods_file)
+    wl = contended_workload(
+        args.inflate, args.interarrival_s, args.seed, args.pods_file, NODE_FILES[args.nodes]
+    )
     if args.write_snapshot:
         write_snapshot(wl, Path(args.write_snapshot))
         print(f"wrote {args.write_snapshot} ({len(wl)} pods, {len(wl.nodes)} nodes)")
@@ -171,7 +155,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cdfs: dict[str, dict[str, np.ndarray]] = {}
     for name in args.policies.split(","):
         policy = _policy(name, config)
-        sched = PolicyScheduler(policy, candidates="fit")
+        # Policies that learn the workload (qosched's FGD mix) see every submitted pod, as in
+        # ``build_scheduler`` and ``qosched whatif``.
+        own = getattr(policy, "observe", None)
+        sched = PolicyScheduler(policy, candidates="fit", observe=own if callable(own) else None)
         t0 = time.perf_counter()
         result = replay(
             wl,
@@ -258,6 +245,9 @@ def main() -> None:
     ap.add_argument("--horizon-s", type=float, default=3600.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pods-file", default="openb_pod_list_default.csv")
+    ap.add_argument(
+        "--nodes", choices=sorted(NODE_FILES), default="all", help="node list: all 1,523 or the GPU nodes"
+    )
     ap.add_argument("--policies", default="priority,qos-driven,qosched")
     ap.add_argument(
         "--same-or-lower", action="store_true", help="qos-driven victims: own class and lower only"

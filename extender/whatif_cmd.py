@@ -8,7 +8,11 @@ Two inputs (contract §3):
   running time (absent: it arrives at 0 and stays).
 * ``--nodes CSV --pods CSV --format openb`` — the Alibaba GPU trace v2023; ``--inflate X`` grows
   the workload to X times the cluster's GPU capacity as the FGD paper does (pods then never
-  depart), otherwise the trace's own creation and deletion times are used.
+  depart), otherwise the trace's own creation and deletion times are used. ``--inflate X
+  --departures`` is the contention mode: the same pods arrive ``--interarrival-s`` apart
+  (default 0.05 s) and each leaves after its trace lifetime; QoS is measured at ``--horizon-s``
+  (default 3,600 s), so availability, fairness and penalties of queue/preemption policies
+  (``priority``, ``qos-driven``, preemptive ``qosched``) can be compared.
 
 For each policy (``--policies``, default all registered) it writes ``DIR/<policy>.csv`` (one row
 per pod), and for all of them ``DIR/summary.json``, PNG plots and a self-contained
@@ -325,6 +329,18 @@ def _print_table(summary: Mapping[str, Any]) -> None:
     default=None,
     help="Grow the trace workload to X times the GPU capacity (FGD); pods then never depart.",
 )
+@click.option(
+    "--departures",
+    is_flag=True,
+    help="With --inflate: each pod leaves after its trace lifetime (contention mode; QoS measured "
+    "at --horizon-s, default 3600 s). Without it no pod leaves (FGD mode).",
+)
+@click.option(
+    "--interarrival-s",
+    type=float,
+    default=None,
+    help="With --inflate: seconds between arrivals (default 0.05 with --departures, else 1).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--profiles",
@@ -340,7 +356,10 @@ def _print_table(summary: Mapping[str, Any]) -> None:
 )
 @click.option("--max-pods", type=int, default=None, help="Replay only the first N pods of the trace.")
 @click.option(
-    "--horizon-s", type=float, default=None, help="End of the replay [s] (default: the last arrival + 1 s)."
+    "--horizon-s",
+    type=float,
+    default=None,
+    help="End of the replay [s] (default: the last arrival + 1 s; 3600 s with --departures).",
 )
 @click.option(
     "--mix",
@@ -373,6 +392,8 @@ def whatif(
     out_dir: str,
     seed: int,
     inflate: float | None,
+    departures: bool,
+    interarrival_s: float | None,
     quiet: bool,
     profiles_dir: str | None,
     classes_file: str | None,
@@ -389,7 +410,7 @@ def whatif(
     from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
     from qosched.policies.placement.base import policy_names
     from qosched.policies.profile_lookup import lookup_from_profiles
-    from qosched.policies.simulator.scenarios import openb_workload
+    from qosched.policies.simulator.scenarios import CONTENDED_HORIZON_S, openb_workload
     from qosched.policies.traces import TraceFormatError
     from qosched.profiles.schema import ProfileError
     from qosched.profiles.store import bundled_profiles, load_profile_dir, merge
@@ -402,6 +423,15 @@ def whatif(
         raise click.UsageError("--inflate applies to a trace (--nodes/--pods), not to --cluster")
     if inflate is not None and not (math.isfinite(inflate) and inflate > 0):
         raise click.BadParameter(f"must be a number > 0, got {inflate!r}", param_hint="--inflate")
+    if (departures or interarrival_s is not None) and inflate is None:
+        raise click.UsageError(
+            "--departures and --interarrival-s apply with --inflate (the trace's own times already "
+            "have arrivals and departures)"
+        )
+    if interarrival_s is not None and not (math.isfinite(interarrival_s) and interarrival_s > 0):
+        raise click.BadParameter(
+            f"must be a number > 0, got {interarrival_s!r}", param_hint="--interarrival-s"
+        )
     if horizon_s is not None and not (math.isfinite(horizon_s) and horizon_s >= 0):
         raise click.BadParameter(f"must be a number >= 0, got {horizon_s!r}", param_hint="--horizon-s")
     load_policy_packages()
@@ -434,6 +464,8 @@ def whatif(
                 rng=np.random.default_rng(seed),
                 classes=classes,
                 max_pods=max_pods,
+                departures=departures,
+                interarrival_s=interarrival_s,
             )
         except TraceFormatError as err:
             raise click.ClickException(str(err)) from None
@@ -448,6 +480,8 @@ def whatif(
             raise click.BadParameter(f"must be a number >= 0, got {rate_scale!r}", param_hint="--rate-scale")
         workload = workload.with_rate_scale(rate_scale)
 
+    if departures and horizon_s is None:
+        horizon_s = CONTENDED_HORIZON_S
     summary = run_whatif(
         workload,
         policies,

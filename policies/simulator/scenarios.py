@@ -37,22 +37,31 @@ Pods (``name, cpu_milli, memory_mib, num_gpu, gpu_milli, gpu_spec, qos, ...``):
                     prod; Burstable → batch; BE → free)
 ``creation_time``   arrival [s] (trace mode) and ``creation_s``
 ``deletion_time``,  running time needed = ``deletion − scheduled`` (the time it ran in production;
-``scheduled_time``  ``deletion − creation`` for a pod the trace never scheduled); ``inf`` when the
-                    trace has no deletion
+``scheduled_time``  ``deletion − creation`` for a pod the trace never scheduled), at least 1 s
+                    (:func:`trace_lifetime_s`); ``inf`` when the trace has no deletion
 ==================  ==========================================================================
 
 Trace pods carry no model and no SLO: they are plain resource requests (``is_inference`` False),
 so no request-level latency is simulated for them.
 
-Two modes (:func:`openb_workload`):
+Three modes (:func:`openb_workload`):
 
 ``inflate=None`` (trace mode)
     Pods arrive at their ``creation_time`` and leave after their running time.
 ``inflate=X`` (FGD mode)
     The workload is grown to X x the cluster's GPU capacity by :func:`tune_workload` (trace pods
     shuffled, clones appended, the rule of the FGD paper's scripts, ``-tune 1.3
-    --shuffle-pod=true``); pods arrive one per second in that order (arrival ``i`` at ``i`` s, so
-    the arrival order is the submission order) and never depart, as in FGD's evaluation.
+    --shuffle-pod=true``); pods arrive ``interarrival_s`` apart (default 1 s) in that order
+    (arrival ``i`` at ``i · interarrival_s``, so the arrival order is the submission order) and
+    never depart, as in FGD's evaluation.
+``inflate=X, departures=True`` (contention mode, :func:`contended_workload`)
+    The same pods, in the same order and with the same draws, arrive ``interarrival_s`` apart
+    (default 0.05 s) and each leaves after its trace lifetime. The cluster fills from empty
+    until demand exceeds capacity: pods queue, are preempted and come back, so availability —
+    and QoS, fairness and SLA penalties — differ between policies. (In FGD mode no pod leaves:
+    a pod that fails never runs, so availability cannot be compared.) Measure QoS at a horizon
+    well after the last arrival (``qosched whatif --departures`` defaults to
+    :data:`CONTENDED_HORIZON_S`).
 """
 
 from __future__ import annotations
@@ -84,14 +93,19 @@ from qosched.policies.types import (
 )
 
 __all__ = [
+    "CONTENDED_HORIZON_S",
+    "CONTENDED_INTERARRIVAL_S",
+    "FGD_INTERARRIVAL_S",
     "TRACE_GPU_ACCELERATORS",
     "Workload",
     "WorkloadError",
     "accelerator_capacity_milli",
+    "contended_workload",
     "node_from_trace",
     "openb_workload",
     "pod_from_trace",
     "trace_accelerator",
+    "trace_lifetime_s",
 ]
 
 #: openb GPU model → accelerator profile key (contract §1: lowercase with hyphens). V100 sizes
@@ -110,6 +124,13 @@ TRACE_GPU_ACCELERATORS: Mapping[str, str] = MappingProxyType(
 )
 #: Namespace given to trace pods.
 OPENB_NAMESPACE = "openb"
+#: Gap between arrivals in FGD mode [s] (one pod per second, as FGD's evaluation).
+FGD_INTERARRIVAL_S = 1.0
+#: Default gap between arrivals in contention mode [s]: 16,607 pods (default trace x 2.0) in 830 s,
+#: fast against the trace lifetimes (median ~485 s), so the cluster is oversubscribed by the end.
+CONTENDED_INTERARRIVAL_S = 0.05
+#: Default horizon of a contention-mode replay [s]: QoS is measured at it (or at departure).
+CONTENDED_HORIZON_S = 3600.0
 
 
 class WorkloadError(ValueError):
@@ -158,11 +179,14 @@ def pod_from_trace(pod: TracePod, qos_class: str) -> PodDemand:
     )
 
 
-def _trace_duration_s(pod: TracePod) -> float:
+def trace_lifetime_s(pod: TracePod) -> float:
+    """Running time a trace pod needs [s]: ``deletion − scheduled`` (``− creation`` if never
+    scheduled), at least 1 s (a pod deleted the moment it started still ran); ``inf`` when the
+    trace has no deletion."""
     if pod.deletion_s is None:
         return math.inf
     started = pod.scheduled_s if pod.scheduled_s is not None else pod.creation_s
-    return max(pod.deletion_s - started, 0.0)
+    return max(pod.deletion_s - started, 1.0)
 
 
 def accelerator_capacity_milli(nodes: Iterable[NodeView]) -> int:
@@ -308,8 +332,10 @@ def openb_workload(
     rng: np.random.Generator | None = None,
     classes: ClassConfig = DEFAULT_CLASS_CONFIG,
     max_pods: int | None = None,
+    departures: bool = False,
+    interarrival_s: float | None = None,
 ) -> Workload:
-    """Build a workload from openb node and pod lists (see the module docstring for the mapping).
+    """Build a workload from openb node and pod lists (see the module docstring for the modes).
 
     Parameters
     ----------
@@ -317,8 +343,8 @@ def openb_workload(
         e.g. ``../shared/data/alibaba-gpu-v2023/openb_node_list_all_node.csv`` and
         ``openb_pod_list_default.csv``.
     inflate : float, optional
-        FGD mode: grow the workload to ``inflate`` x the GPU capacity (``tune_workload`` with the
-        trace pods shuffled), arrivals one per second, no departures. None: trace times.
+        Grow the workload to ``inflate`` x the GPU capacity (``tune_workload`` with the trace
+        pods shuffled). None: trace times.
     rng : numpy.random.Generator, optional
         Draws of the inflation (required with ``inflate``).
     classes : ClassConfig
@@ -326,14 +352,28 @@ def openb_workload(
     max_pods : int, optional
         Keep only the first ``max_pods`` pods of the pod list (before inflation): a slice for
         tests and quick looks.
+    departures : bool
+        With ``inflate``: each pod leaves after its trace lifetime (contention mode). Without
+        it no pod leaves (FGD mode).
+    interarrival_s : float, optional
+        With ``inflate``: gap between arrivals [s], > 0; default :data:`FGD_INTERARRIVAL_S`
+        (FGD mode) or :data:`CONTENDED_INTERARRIVAL_S` (contention mode).
 
     Raises
     ------
     TraceFormatError
         From the loader: the message names the file, line and column.
     ValueError
-        ``inflate`` without ``rng``, a bad ratio, or a trace with no GPU request to inflate.
+        ``inflate`` without ``rng``, ``departures`` or ``interarrival_s`` without ``inflate``, a
+        bad ratio or gap, or a trace with no GPU request to inflate.
     """
+    if inflate is None and (departures or interarrival_s is not None):
+        raise ValueError(
+            "openb_workload: departures and interarrival_s apply to an inflated workload "
+            "(the trace's own times already have arrivals and departures)"
+        )
+    if interarrival_s is not None and not (math.isfinite(interarrival_s) and interarrival_s > 0):
+        raise ValueError(f"openb_workload: interarrival_s must be a number > 0 (got {interarrival_s!r})")
     trace_nodes = load_nodes(nodes_csv)
     trace_pods = load_pods(pods_csv)
     if max_pods is not None:
@@ -351,26 +391,68 @@ def openb_workload(
             raise ValueError("openb_workload: inflate needs an rng")
         tuned = tune_workload(trace_pods, capacity, inflate, rng, shuffle=True)
         pods_rows: Sequence[TracePod] = tuned.pods
-        arrival = np.arange(len(pods_rows), dtype=np.float64)
-        duration = np.full(len(pods_rows), np.inf)
+        default_gap = CONTENDED_INTERARRIVAL_S if departures else FGD_INTERARRIVAL_S
+        gap = float(interarrival_s) if interarrival_s is not None else default_gap
+        arrival = np.arange(len(pods_rows), dtype=np.float64) * gap
         description.update(
-            mode="fgd-inflation",
             inflate=float(inflate),
-            rule="tune_workload (FGD -tune X --shuffle-pod=true): clones until total GPU requests "
-            "reach X x capacity; arrivals 1 s apart in submission order; no departures",
             clones=tuned.n_clones,
             arrived_gpu_frac_end=tuned.total_gpu_milli / capacity.gpu_milli if capacity.gpu_milli else 0.0,
+            interarrival_s=gap,
         )
+        if departures:
+            duration = np.array([trace_lifetime_s(p) for p in pods_rows], dtype=np.float64)
+            description.update(
+                mode="fgd-inflation-with-departures",
+                rule="tune_workload (FGD -tune X --shuffle-pod=true): clones until total GPU requests "
+                f"reach X x capacity; arrivals {gap:g} s apart in submission order; each pod runs its "
+                "trace lifetime (deletion - scheduled, >= 1 s) and leaves",
+            )
+        else:
+            duration = np.full(len(pods_rows), np.inf)
+            description.update(
+                mode="fgd-inflation",
+                rule="tune_workload (FGD -tune X --shuffle-pod=true): clones until total GPU requests "
+                f"reach X x capacity; arrivals {gap:g} s apart in submission order; no departures",
+            )
     else:
         pods_rows = trace_pods
         arrival = np.array([p.creation_s for p in pods_rows], dtype=np.float64)
-        duration = np.array([_trace_duration_s(p) for p in pods_rows], dtype=np.float64)
-        # A pod the trace deleted at the very moment it started needs some running time: 1 s.
-        duration = np.where(duration > 0, duration, 1.0)
-        description.update(mode="trace-times", rule="arrive at creation_time, run deletion - scheduled")
+        duration = np.array([trace_lifetime_s(p) for p in pods_rows], dtype=np.float64)
+        description.update(
+            mode="trace-times", rule="arrive at creation_time, run deletion - scheduled (>= 1 s)"
+        )
     qos = classes.classes_from_trace_qos([p.qos for p in pods_rows]) if pods_rows else np.array([], str)
     demands = [pod_from_trace(p, str(c)) for p, c in zip(pods_rows, qos, strict=True)]
     description["pods"] = len(demands)
     description["gpu_capacity_milli"] = capacity.gpu_milli
     views = [node_from_trace(n) for n in trace_nodes]
     return Workload.build(views, demands, arrival, duration, description)
+
+
+def contended_workload(
+    nodes_csv: str | Path,
+    pods_csv: str | Path,
+    inflate: float,
+    rng: np.random.Generator,
+    *,
+    interarrival_s: float = CONTENDED_INTERARRIVAL_S,
+    classes: ClassConfig = DEFAULT_CLASS_CONFIG,
+    max_pods: int | None = None,
+) -> Workload:
+    """The openb trace under contention: FGD's inflation with trace lifetimes (module docstring).
+
+    ``openb_workload(..., inflate=inflate, departures=True)``: the same pods and draws as FGD mode
+    with the same ``rng`` (``qosched whatif --inflate X --seed N``), arriving ``interarrival_s``
+    apart, each running its trace lifetime (:func:`trace_lifetime_s`) and then leaving.
+    """
+    return openb_workload(
+        nodes_csv,
+        pods_csv,
+        inflate=inflate,
+        rng=rng,
+        classes=classes,
+        max_pods=max_pods,
+        departures=True,
+        interarrival_s=interarrival_s,
+    )

@@ -88,6 +88,61 @@ def test_inflate_grows_the_arrived_workload(tmp_path: Path) -> None:
     assert entry["pods_running_end"] == entry["pods_scheduled"]  # no departures in FGD mode
 
 
+def _node_slice(tmp_path: Path, n: int) -> Path:
+    """The first ``n`` rows of the real GPU node list (read at test time, not copied into the repo)."""
+    lines = NODES.read_text().splitlines()[: n + 1]
+    path = tmp_path / "nodes.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@needs_data
+def test_departures_mode_is_fgd_inflation_with_trace_lifetimes(tmp_path: Path) -> None:
+    """``--inflate X --departures``: FGD's pods (same seed, same order), 0.05 s apart, each leaving
+    after deletion − scheduled of its trace row; QoS measured at 3,600 s by default."""
+    nodes = _node_slice(tmp_path, 12)  # 12 nodes, 24 P100 GPUs
+    common = [
+        "--nodes", str(nodes), "--pods", str(PODS), "--max-pods", "150", "--inflate", "1.5",
+        "--seed", "5", "--policies", "priority,best-fit", "--quiet", "--no-latency",
+    ]  # fmt: skip
+    fgd = _run(*common, "--out", str(tmp_path / "fgd"))
+    assert fgd.exit_code == 0, fgd.output  # type: ignore[attr-defined]
+    cont = _run(*common, "--departures", "--out", str(tmp_path / "cont"))
+    assert cont.exit_code == 0, cont.output  # type: ignore[attr-defined]
+    s_fgd = json.loads((tmp_path / "fgd" / "summary.json").read_text())
+    s_cont = json.loads((tmp_path / "cont" / "summary.json").read_text())
+    assert s_cont["workload"]["mode"] == "fgd-inflation-with-departures"
+    assert s_cont["workload"]["interarrival_s"] == 0.05
+    assert s_fgd["workload"]["interarrival_s"] == 1.0
+    rows_fgd = _csv_rows(tmp_path / "fgd" / "best-fit.csv")
+    rows = _csv_rows(tmp_path / "cont" / "best-fit.csv")
+    assert [r["pod"] for r in rows] == [r["pod"] for r in rows_fgd]  # the same draws
+    assert [float(r["submit_s"]) for r in rows[:4]] == [0.0, 0.05, 0.1, 0.15]
+    with PODS.open() as handle:
+        trace = {r["name"]: r for r in csv.DictReader(handle)}
+    done = [r for r in rows if r["status"] == "completed"]
+    assert done  # pods leave
+    for r in done:
+        src = trace[r["pod"].split("-clone-")[0]]
+        lifetime = max(
+            float(src["deletion_time"]) - float(src["scheduled_time"] or src["creation_time"]), 1.0
+        )
+        assert float(r["running_s"]) == pytest.approx(lifetime, abs=1e-3), r["pod"]
+        assert float(r["end_s"]) <= 3600.0
+    for name in ("priority", "best-fit"):
+        assert s_cont["policies"][name]["horizon_s"] == 3600.0
+        assert s_fgd["policies"][name]["pods_completed"] == 0  # FGD mode: nobody leaves
+    horizon = _run(*common, "--departures", "--horizon-s", "900", "--out", str(tmp_path / "h"))
+    assert horizon.exit_code == 0, horizon.output  # type: ignore[attr-defined]
+    s_h = json.loads((tmp_path / "h" / "summary.json").read_text())
+    assert s_h["policies"]["best-fit"]["horizon_s"] == 900.0
+
+
 # ----------------------------------------------------------------------------------- snapshot
 
 
@@ -180,8 +235,21 @@ def test_unknown_policy_lists_the_known_ones(tmp_path: Path) -> None:
         (["--nodes", "n.csv"], "give --cluster FILE, or --nodes CSV and --pods CSV"),
         (["--cluster", "c.yaml", "--nodes", "n.csv", "--pods", "p.csv"], "not both"),
         (["--cluster", str(EDGE), "--inflate", "1.3"], "--inflate applies to a trace"),
+        (["--nodes", str(NODES), "--pods", str(PODS), "--departures"], "apply with --inflate"),
+        (["--nodes", str(NODES), "--pods", str(PODS), "--interarrival-s", "1"], "apply with --inflate"),
+        (
+            ["--nodes", str(NODES), "--pods", str(PODS), "--inflate", "1", "--interarrival-s", "0"],
+            "must be a number > 0",
+        ),
     ],
-    ids=["pods-missing", "both-inputs", "inflate-on-snapshot"],
+    ids=[
+        "pods-missing",
+        "both-inputs",
+        "inflate-on-snapshot",
+        "departures-without-inflate",
+        "gap-without-inflate",
+        "zero-gap",
+    ],
 )
 def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     result = _run(*args, "--out", str(tmp_path / "o"))

@@ -21,6 +21,7 @@ GPU allocation (500 + 1000 + 600) / 3000 = 0.7.
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,9 +52,11 @@ from qosched.policies.simulator.replay import (
 )
 from qosched.policies.simulator.requests import SimConfig
 from qosched.policies.simulator.scenarios import (
+    CONTENDED_INTERARRIVAL_S,
     Workload,
     WorkloadError,
     accelerator_capacity_milli,
+    contended_workload,
     node_from_trace,
     openb_workload,
     pod_from_trace,
@@ -612,6 +615,53 @@ def test_openb_workload_modes() -> None:
     total = sum(p.gpu_milli for p in inflated.pods)
     assert total / inflated.capacity_gpu_milli == pytest.approx(1.3, abs=0.002)
     assert inflated.description["clones"] == len(inflated) - 8152
+
+
+@needs_data
+def test_contention_mode_keeps_the_fgd_draws_and_gives_trace_lifetimes() -> None:
+    """``departures=True``: FGD's pods and order (same seed), arrivals ``interarrival_s`` apart,
+    each pod running deletion − scheduled of its trace row (clones: of their source row)."""
+    nodes = DATA / "openb_node_list_gpu_node.csv"
+    pods = DATA / "openb_pod_list_default.csv"
+    fgd = openb_workload(nodes, pods, inflate=0.05, rng=np.random.default_rng(7), max_pods=400)
+    cont = contended_workload(nodes, pods, 0.05, np.random.default_rng(7), max_pods=400)
+    assert [p.uid for p in cont.pods] == [p.uid for p in fgd.pods]
+    assert cont.description["mode"] == "fgd-inflation-with-departures"
+    assert cont.description["interarrival_s"] == 0.05 == CONTENDED_INTERARRIVAL_S
+    np.testing.assert_allclose(cont.arrival_s, 0.05 * np.arange(len(cont)), rtol=0, atol=1e-9)
+    assert fgd.arrival_s.tolist() == list(range(len(fgd))) and not fgd.departs
+    with pods.open() as handle:
+        rows = {r["name"]: r for r in csv.DictReader(handle)}
+    for pod, duration in zip(cont.pods, cont.duration_s.tolist(), strict=True):
+        row = rows[pod.name.split("-clone-")[0]]
+        started = row["scheduled_time"] or row["creation_time"]
+        assert duration == max(float(row["deletion_time"]) - float(started), 1.0), pod.name
+    same = openb_workload(
+        nodes, pods, inflate=0.05, rng=np.random.default_rng(7), max_pods=400, departures=True,
+        interarrival_s=0.05,
+    )  # fmt: skip
+    assert np.array_equal(same.duration_s, cont.duration_s) and np.array_equal(same.arrival_s, cont.arrival_s)
+    slow = openb_workload(
+        nodes, pods, inflate=0.05, rng=np.random.default_rng(7), max_pods=40, interarrival_s=2.5
+    )
+    assert slow.arrival_s[:3].tolist() == [0.0, 2.5, 5.0] and not slow.departs
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"departures": True}, "apply to an inflated workload"),
+        ({"interarrival_s": 0.5}, "apply to an inflated workload"),
+        ({"inflate": 0.05, "interarrival_s": 0.0}, "interarrival_s must be a number > 0"),
+        ({"inflate": 0.05, "interarrival_s": float("nan")}, "interarrival_s must be a number > 0"),
+    ],
+    ids=["departures-without-inflate", "gap-without-inflate", "zero-gap", "nan-gap"],
+)
+@needs_data
+def test_openb_workload_rejects_contention_options_out_of_place(kwargs: dict, message: str) -> None:
+    kwargs.setdefault("rng", np.random.default_rng(0))
+    with pytest.raises(ValueError, match=message):
+        openb_workload(DATA / "openb_node_list_gpu_node.csv", DATA / "openb_pod_list_default.csv", **kwargs)
 
 
 def test_rate_scale_multiplies_rates() -> None:
