@@ -73,6 +73,7 @@ __all__ = [
     "PENDING",
     "RUNNING",
     "STATUS_NAMES",
+    "DeviceList",
     "Placement",
     "PodLedger",
     "PolicyScheduler",
@@ -98,6 +99,42 @@ class Placement:
     predicted_latency_ms: float
 
 
+class DeviceList(list[tuple[int, ...]]):
+    """Each pod's devices (a list of tuples) with a bit mask per pod kept in step.
+
+    ``bits[i]`` has bit *d* set for every device index *d* < 63 of ``self[i]``; ``overflow`` is
+    True once some pod held a device index >= 63 (then the masks are incomplete and readers
+    must fall back to the tuples). The masks let the victim search add up what evicting
+    thousands of pods frees per device with a few vectorised sums (``preemption.room``) instead
+    of a Python loop over tuples; item assignment (``ledger.devices[i] = (0, 2)``), as the
+    replay and hand-built test ledgers do, keeps them current.
+    """
+
+    __slots__ = ("bits", "overflow")
+
+    def __init__(self, n: int) -> None:
+        super().__init__([()] * n)
+        self.bits = np.zeros(n, dtype=np.int64)
+        self.overflow = False
+
+    def _mask(self, devices: tuple[int, ...]) -> int:
+        mask = 0
+        for d in devices:
+            if 0 <= d < 63:
+                mask |= 1 << d
+            else:
+                self.overflow = True
+        return mask
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, value)
+        if isinstance(index, slice):
+            for i in range(*index.indices(len(self))):
+                self.bits[i] = self._mask(self[i])
+        else:
+            self.bits[index] = self._mask(value)
+
+
 class PodLedger:
     """Per-pod bookkeeping of a replay, arrays indexed by the pod's position in the workload.
 
@@ -120,8 +157,10 @@ class PodLedger:
         Evictions suffered, placement decisions made for it, decisions that found no node.
     node_row : ndarray of int
         State row of its current (or last) node; -1 when never placed.
-    devices, model : list
-        Devices and model variant of its current (or last) placement.
+    devices : DeviceList
+        Devices of its current (or last) placement (tuples; ``devices.bits``: bit masks).
+    model : list
+        Model variant of its current (or last) placement.
     predicted_latency_ms : ndarray
         The policy's prediction at its last placement [ms] (NaN: not an inference pod).
     class_name : ndarray of str
@@ -144,7 +183,7 @@ class PodLedger:
         self.attempts = np.zeros(n, dtype=np.int64)
         self.failures = np.zeros(n, dtype=np.int64)
         self.node_row = np.full(n, -1, dtype=np.int64)
-        self.devices: list[tuple[int, ...]] = [()] * n
+        self.devices = DeviceList(n)
         self.model: list[str | None] = [None] * n
         self.predicted_latency_ms = np.full(n, np.nan)
         self.class_name = np.array([p.qos_class for p in workload.pods], dtype=str)
@@ -290,6 +329,9 @@ class PolicyScheduler:
 
 MixMode = Literal["learned", "workload"]
 
+#: Policies that :func:`build_scheduler` makes preemptive when pods leave (see there).
+_PREEMPTIVE_WHEN_PODS_LEAVE = frozenset({"qosched"})
+
 
 def build_scheduler(
     name: str,
@@ -299,6 +341,7 @@ def build_scheduler(
     classes: ClassConfig = DEFAULT_CLASS_CONFIG,
     mix: MixMode = "learned",
     candidates: CandidateMode = "all",
+    preempt: bool | None = None,
 ) -> PolicyScheduler:
     """The scheduler of a registered policy, with the inputs its constructor asks for.
 
@@ -308,6 +351,12 @@ def build_scheduler(
     ``mix="workload"`` gives the fixed mix of all the workload's pods, what FGD's simulator
     computes up front), ``classes`` (service classes). Unknown names raise ``KeyError`` listing
     the known ones.
+
+    ``qosched`` is preemptive when pods leave (``preempt=None``: ``workload.departs``), as it
+    is live in the extender: the QoS-driven queue order and victim rule on its own hosts
+    (:func:`qosched.policies.preemption.preemptive_qosched`, same name in reports). Where no
+    pod ever leaves (FGD mode, ``--inflate`` without ``--departures``) an evicted pod could
+    never run again, so it stays a plain placement policy. ``preempt`` forces either form.
     """
     from qosched.policies.placement.fgd.mix import WorkloadLearner, WorkloadMix
 
@@ -332,7 +381,14 @@ def build_scheduler(
         learner = WorkloadLearner()
         options["learner"] = learner
         observe = learner.observe
-    policy = make_policy(name, **options) if options else probe
+    if preempt is None:
+        preempt = workload is not None and workload.departs
+    if name in _PREEMPTIVE_WHEN_PODS_LEAVE and preempt:
+        from qosched.policies.preemption import preemptive_qosched
+
+        policy: Any = preemptive_qosched(classes=classes, **options)
+    else:
+        policy = make_policy(name, **options) if options else probe
     if observe is None and "mix" not in options:
         own = getattr(policy, "observe", None)
         observe = own if callable(own) else None

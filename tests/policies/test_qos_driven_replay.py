@@ -158,3 +158,61 @@ def test_preemptive_qosched_runs_the_same_rule() -> None:
     result = _run(rotating_workload(), policy, 1050.0)
     assert int(result.ledger.preemptions.sum()) == 10
     assert max(result.ledger.preemptions[:4]) - min(result.ledger.preemptions[:4]) <= 1
+
+
+def _fgd_mode(workload: Workload) -> Workload:
+    """The same pods with no departure (FGD mode: nobody leaves)."""
+    return Workload.build(workload.nodes, workload.pods, workload.arrival_s, None)
+
+
+@pytest.mark.parametrize(
+    "departs, preempt, want_preemptive",
+    [(True, None, True), (False, None, False), (True, False, False), (False, True, True)],
+    ids=["departures", "fgd-mode", "forced-off", "forced-on"],
+)
+def test_build_scheduler_makes_qosched_preemptive_when_pods_leave(
+    departs: bool, preempt: bool | None, want_preemptive: bool
+) -> None:
+    wl = rotating_workload() if departs else _fgd_mode(rotating_workload())
+    sched = build_scheduler("qosched", workload=wl, preempt=preempt)
+    assert sched.name == "qosched"
+    assert sched.can_preempt is want_preemptive
+    assert isinstance(sched.policy, QosDrivenPolicy) is want_preemptive
+    assert sched.retry_interval_s == (60.0 if want_preemptive else None)
+
+
+def test_preemptive_qosched_from_build_scheduler_rotates_like_qos_driven() -> None:
+    """On one node the host choice is moot: the replay through ``build_scheduler("qosched")`` must
+    give qos-driven's hand-worked outcome (10 evictions spread over the 4 free pods, same mean
+    free QoS as priority's 550/1050 + 3 over 4), and its workload learner sees every pod."""
+    wl = rotating_workload()
+    sched = build_scheduler("qosched", workload=wl)
+    result = replay(
+        wl,
+        sched,
+        np.random.default_rng(0),
+        lookup=lambda a, m: None,
+        device_memory=lambda a: math.inf,
+        config=ReplayConfig(horizon_s=1050.0, simulate_latency=False),
+    )
+    preemptions = result.ledger.preemptions[:4]
+    assert int(preemptions.sum()) == 10 and max(preemptions) - min(preemptions) <= 1
+    np.testing.assert_allclose(_free_qos(result).mean(), (550 / 1050 + 3) / 4, rtol=1e-12)
+    assert summarize(result)["mean_qos_by_class"]["prod"] == pytest.approx(1.0, abs=1e-12)
+    learner = sched.policy.placement.learner  # type: ignore[attr-defined]
+    assert learner is not None and learner.seen == len(wl)
+
+
+def test_qosched_in_fgd_mode_never_evicts() -> None:
+    """Nobody leaves: the 4 free pods keep the GPUs and every prod pod fails (none is evicted)."""
+    wl = _fgd_mode(rotating_workload())
+    result = replay(
+        wl,
+        build_scheduler("qosched", workload=wl),
+        np.random.default_rng(0),
+        lookup=lambda a, m: None,
+        device_memory=lambda a: math.inf,
+        config=ReplayConfig(horizon_s=1050.0, simulate_latency=False),
+    )
+    assert int(result.ledger.preemptions.sum()) == 0
+    assert summarize(result)["pods_failed"] == 10
