@@ -38,7 +38,7 @@ from qosched.policies.placement.base import Evaluation, PlacementPolicy
 from qosched.policies.placement.baselines.kube import WorstFitPolicy
 from qosched.policies.preemption.queue import expected_wait_s
 from qosched.policies.preemption.room import VictimResources
-from qosched.policies.preemption.search import SearchConfig, search_victims
+from qosched.policies.preemption.search import SearchConfig, VictimPool, search_pool
 from qosched.policies.preemption.victims import Preemptor, VictimFacts, VictimRule
 from qosched.policies.state import ClusterState
 from qosched.policies.types import PodDemand
@@ -247,6 +247,9 @@ class PreemptivePolicy:
         self.retry_interval_s: float | None = self.config.retry_interval_s
         self._static: _Static | None = None
         self._facts: tuple[Any, float, LedgerFacts] | None = None
+        self._pools: (
+            tuple[ClusterState, Any, tuple[int, float], dict[Preemptor, VictimPool | None]] | None
+        ) = None
         self.decisions = 0  # preemption decisions asked for
         self.preemptions = 0  # decisions that named victims
 
@@ -293,7 +296,14 @@ class PreemptivePolicy:
         return self._static
 
     def preempt(self, state: ClusterState, pod: PodDemand, ledger: Any, now_s: float) -> tuple[str, ...]:
-        """Uids of running pods to evict so that ``pod`` fits (empty: none); see :mod:`.search`."""
+        """Uids of running pods to evict so that ``pod`` fits (empty: none); see :mod:`.search`.
+
+        The eligible victims and what evicting them frees (:class:`~.search.VictimPool`) are
+        built once per preemptor kind (class rank, need) while the cluster (``state.version``),
+        the ledger and the instant stay the same: every pending pod of a retry round is then one
+        vectorised test against them, and a plain pod whose requests already found nothing in
+        that pool is not searched again. Same victims as a fresh search for each pod.
+        """
         self.decisions += 1
         i = ledger.index.get(pod.uid)
         if i is None:
@@ -302,9 +312,30 @@ class PreemptivePolicy:
         preemptor = Preemptor(rank=int(ledger.rank[i]), needs=not bool(facts.slack[i]))
         if not self.rule.may_preempt(preemptor):
             return ()
+        pool = self._pool(state, ledger, now_s, preemptor, facts)
+        if pool is None:
+            return ()
+        choice = search_pool(state, pod, self.placement, self.rule, pool, self.config.search)
+        if choice is None:
+            return ()
+        self.preemptions += 1
+        return choice.uids
+
+    def _pool(
+        self, state: ClusterState, ledger: Any, now_s: float, preemptor: Preemptor, facts: LedgerFacts
+    ) -> VictimPool | None:
+        """The :class:`~.search.VictimPool` of ``preemptor`` now (cached; None: nobody runs)."""
+        key = (state.version, now_s, preemptor)
+        cache = self._pools
+        if cache is None or cache[0] is not state or cache[1] is not ledger or cache[2] != key[:2]:
+            cache = self._pools = (state, ledger, key[:2], {})
+        pools = cache[3]
+        if preemptor in pools:
+            return pools[preemptor]
         running = np.flatnonzero(ledger.status == _RUNNING)
         if running.size == 0:
-            return ()
+            pools[preemptor] = None
+            return None
         static = self._static_of(ledger)
         vfacts = VictimFacts(
             rank=np.asarray(ledger.rank[running], dtype=np.int64),
@@ -312,28 +343,19 @@ class PreemptivePolicy:
             slack=facts.slack[running],
             start_s=np.asarray(ledger.run_start_s[running], dtype=np.float64),
         )
+        devices = ledger.devices
+        bits = getattr(devices, "bits", None)
         resources = VictimResources(
             row=np.asarray(ledger.node_row[running], dtype=np.int64),
             cpu_milli=static.cpu_milli[running],
             memory_mib=static.memory_mib[running],
             milli=static.milli[running],
-            devices=_Take(ledger.devices, running),
+            devices=_Take(devices, running),
+            bits=None if bits is None or getattr(devices, "overflow", True) else bits[running],
         )
-        choice = search_victims(
-            state,
-            pod,
-            self.placement,
-            self.rule,
-            preemptor,
-            _Take(static.uids, running),
-            vfacts,
-            resources,
-            self.config.search,
-        )
-        if choice is None:
-            return ()
-        self.preemptions += 1
-        return choice.uids
+        pool = VictimPool(state, self.rule, preemptor, _Take(static.uids, running), vfacts, resources)
+        pools[preemptor] = pool
+        return pool
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, placement={self.placement!r})"

@@ -48,6 +48,18 @@ class PriorityRule:
         """(−highest class evicted, victims, −earliest start among them): lower is better."""
         return (-float(facts.rank.min()), float(len(facts)), -float(facts.start_s.min()))
 
+    #: :class:`~.victims.KeyedVictimRule`: ``order`` sorts by per-victim keys (position last),
+    #: ``cost(...)[1]`` counts the victims, the other columns are maxima of :meth:`cost_keys`.
+    order_by_keys = True
+    victim_count_index = 1
+
+    def cost_keys(self, facts: VictimFacts) -> np.ndarray:
+        """(k, 3) per victim (−rank, 1, −start): ``cost(S)`` = (max −rank, |S|, max −start) over S."""
+        k = len(facts)
+        return np.column_stack(
+            (-facts.rank.astype(np.float64), np.ones(k), -facts.start_s.astype(np.float64))
+        )
+
 
 @register("priority")
 class PriorityPolicy(PreemptivePolicy):

@@ -78,6 +78,18 @@ class QosDrivenRule:
         """(−highest class evicted, victims, −smallest surplus among them): lower is better."""
         return (-float(facts.rank.min()), float(len(facts)), -float(facts.surplus.min()))
 
+    #: :class:`~.victims.KeyedVictimRule`: ``order`` sorts by per-victim keys (position last),
+    #: ``cost(...)[1]`` counts the victims, the other columns are maxima of :meth:`cost_keys`.
+    order_by_keys = True
+    victim_count_index = 1
+
+    def cost_keys(self, facts: VictimFacts) -> np.ndarray:
+        """(k, 3) per victim (−rank, 1, −surplus): ``cost(S)`` = (max −rank, |S|, max −surplus) over S."""
+        k = len(facts)
+        return np.column_stack(
+            (-facts.rank.astype(np.float64), np.ones(k), -facts.surplus.astype(np.float64))
+        )
+
 
 @register("qos-driven")
 class QosDrivenPolicy(PreemptivePolicy):

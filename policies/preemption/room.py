@@ -17,7 +17,10 @@ free (:math:`f = 1000`). Policies may reject more (interference, device memory):
 confirms the final choice with the policy itself.
 
 :func:`fits_if_all_gone` runs the test for every node at once (victims summed per node and
-device with ``numpy.add.at``); :class:`NodeRoom` runs it for subsets of one node's victims.
+device: :func:`freed_gpu_milli`, one ``bincount`` over (node, device) pairs read from the
+victims' device bit masks when they are given, else from their device tuples);
+:class:`NodeRoom` runs it for subsets of one node's victims. :class:`FreedRoom` keeps what
+evicting a whole set frees per node, for testing many pods against the same set.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 from qosched.policies.state import ClusterState
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, SHARING_MODES, PodDemand
 
-__all__ = ["NodeRoom", "VictimResources", "fits_if_all_gone", "pod_need"]
+__all__ = ["FreedRoom", "NodeRoom", "VictimResources", "fits_if_all_gone", "freed_gpu_milli", "pod_need"]
 
 _EXCLUSIVE = SHARING_MODES.index("exclusive")
 # Memory is a float [MiB]: sums of freed memory may round just below the request.
@@ -53,7 +56,9 @@ class VictimResources:
     """Resources ``k`` running pods give back when evicted (parallel arrays / lists of length k).
 
     row: state row of each pod's node; cpu_milli, memory_mib: requests; milli: milli-GPU per
-    device it holds (0 for none); devices: the device indexes it holds.
+    device it holds (0 for none); devices: the device indexes it holds; bits (optional): the
+    same devices as int64 bit masks (bit *d* = device *d*), which lets the per-device sums be
+    vectorised (``PodLedger.devices.bits`` in the replay).
     """
 
     row: np.ndarray
@@ -61,9 +66,83 @@ class VictimResources:
     memory_mib: np.ndarray
     milli: np.ndarray
     devices: Sequence[tuple[int, ...]]
+    bits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.row.shape[0])
+
+
+def freed_gpu_milli(state: ClusterState, victims: VictimResources) -> np.ndarray:
+    """(n, D) int64: milli-GPU that evicting all ``victims`` frees on each device of each node.
+
+    Exact integer sums (a ``bincount`` over flat (row, device) positions: float64 sums of
+    integers far below 2**53, converted back).
+    """
+    n, width = state.n_nodes, state.n_devices
+    has_gpu = victims.milli > 0
+    if not has_gpu.any() or width == 0:
+        return np.zeros((n, width), dtype=np.int64)
+    rows_v = victims.row[has_gpu]
+    milli_v = victims.milli[has_gpu]
+    if victims.bits is not None:
+        on = (victims.bits[has_gpu][:, None] >> np.arange(width, dtype=np.int64)) & 1
+        which, devs = np.nonzero(on)
+        rows, milli_each = rows_v[which], milli_v[which]
+    else:
+        gpu_idx = np.flatnonzero(has_gpu).tolist()
+        counts = np.fromiter((len(victims.devices[i]) for i in gpu_idx), dtype=np.int64, count=len(gpu_idx))
+        rows = np.repeat(rows_v, counts)
+        devs = np.fromiter(
+            (d for i in gpu_idx for d in victims.devices[i]),
+            dtype=np.int64,
+            count=int(counts.sum()),
+        )
+        milli_each = np.repeat(milli_v, counts)
+    flat = np.bincount(rows * width + devs, weights=milli_each, minlength=n * width)
+    return flat.astype(np.int64).reshape(n, width)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FreedRoom:
+    """Free resources per node once a fixed set of victims is gone (see :func:`fits_if_all_gone`).
+
+    Built once for a set (e.g. every victim one preemptor class may take at one instant), then
+    :meth:`fits` tests any number of pods against it. ``cpu_milli``/``memory_mib``: (n,) free
+    after the eviction (float64, as the sums are taken); ``gpu_milli``: (n, D) int64 free per
+    device slot (0 for absent devices).
+    """
+
+    cpu_milli: np.ndarray
+    memory_mib: np.ndarray
+    gpu_milli: np.ndarray
+    exclusive: np.ndarray
+    dev_exists: np.ndarray
+
+    @classmethod
+    def of(cls, state: ClusterState, victims: VictimResources) -> FreedRoom:
+        n = state.n_nodes
+        cpu = (
+            state.cpu_cap_milli
+            - state.cpu_used_milli
+            + np.bincount(victims.row, weights=victims.cpu_milli, minlength=n)
+        )
+        mem = (
+            state.mem_cap_mib
+            - state.mem_used_mib
+            + np.bincount(victims.row, weights=victims.memory_mib, minlength=n)
+        )
+        free = state.free_gpu_milli().astype(np.int64) + freed_gpu_milli(state, victims)
+        return cls(cpu, mem, free, (state.sharing_code == _EXCLUSIVE)[:, None], state.dev_exists)
+
+    def fits(self, pod: PodDemand) -> np.ndarray:
+        """(n,) bool: ``pod`` passes the resource test on each node with the victims gone."""
+        ok = (self.cpu_milli >= pod.cpu_milli) & (self.memory_mib + _MEM_EPS_MIB >= pod.memory_mib)
+        need, milli = pod_need(pod)
+        if need == 0:
+            return np.asarray(ok)
+        free = self.gpu_milli
+        usable = self.dev_exists & np.where(self.exclusive, free >= GPU_MILLI_PER_DEVICE, free >= milli)
+        return np.asarray(ok & (usable.sum(axis=1) >= need))
 
 
 def fits_if_all_gone(state: ClusterState, pod: PodDemand, victims: VictimResources) -> np.ndarray:
@@ -72,37 +151,7 @@ def fits_if_all_gone(state: ClusterState, pod: PodDemand, victims: VictimResourc
     Rows with no victim are tested as they are. Static eligibility (accelerator type, GPU
     model, schedulable) is not tested here: intersect with the hard constraints' verdict.
     """
-    n = state.n_nodes
-    cpu = (
-        state.cpu_cap_milli
-        - state.cpu_used_milli
-        + np.bincount(victims.row, weights=victims.cpu_milli, minlength=n)
-    )
-    mem = (
-        state.mem_cap_mib
-        - state.mem_used_mib
-        + np.bincount(victims.row, weights=victims.memory_mib, minlength=n)
-    )
-    ok = (cpu >= pod.cpu_milli) & (mem + _MEM_EPS_MIB >= pod.memory_mib)
-    need, milli = pod_need(pod)
-    if need == 0:
-        return np.asarray(ok)
-    free = state.free_gpu_milli().astype(np.int64)
-    has_gpu = victims.milli > 0
-    if has_gpu.any():
-        gpu_idx = np.flatnonzero(has_gpu).tolist()
-        counts = np.fromiter((len(victims.devices[i]) for i in gpu_idx), dtype=np.int64, count=len(gpu_idx))
-        rows = np.repeat(victims.row[has_gpu], counts)
-        devs = np.fromiter(
-            (d for i in gpu_idx for d in victims.devices[i]),
-            dtype=np.int64,
-            count=int(counts.sum()),
-        )
-        milli_each = np.repeat(victims.milli[has_gpu], counts)
-        np.add.at(free, (rows, devs), milli_each)
-    exclusive = (state.sharing_code == _EXCLUSIVE)[:, None]
-    usable = state.dev_exists & np.where(exclusive, free >= GPU_MILLI_PER_DEVICE, free >= milli)
-    return np.asarray(ok & (usable.sum(axis=1) >= need))
+    return FreedRoom.of(state, victims).fits(pod)
 
 
 class NodeRoom:

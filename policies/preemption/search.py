@@ -12,6 +12,9 @@ pod, :func:`search_victims` picks one node and an irredundant set of victims on 
 3. **Per node**, the rule's order and :func:`~.victims.minimal_subset` on the resource test
    (:class:`~.room.NodeRoom`). At most ``max_nodes`` nodes are examined, those whose lowest
    eligible victim class is the lowest (then with the most room once they are gone) first.
+   For a :class:`~.victims.KeyedVictimRule` (both built-in rules) all these nodes are worked
+   at once (:class:`_Greedy`: the greedy prefix and the reprieve as array operations, the
+   cost from per-victim keys), with the same arithmetic, so the same choice.
 4. **Node choice**: the smallest ``rule.cost(victims)`` (both rules: highest class evicted as
    low as possible, then fewest victims, then the rule's own key), then worst fit (most free
    milli-GPU after the eviction), then the lowest row.
@@ -22,6 +25,11 @@ pod, :func:`search_victims` picks one node and an irredundant set of victims on 
 
 The state is borrowed for the confirmation (victims removed, the pod evaluated on one row, the
 victims put back in a ``finally``); it is returned unchanged in content.
+
+Everything before step 3 that does not depend on the pending pod — eligible victims, what
+evicting them all frees per node, the pre-rank keys, the victims grouped by node in the rule's
+order — is a :class:`VictimPool`, which the replay builds once per (cluster version, instant,
+preemptor kind) and reuses for every pending pod of a retry round.
 """
 
 from __future__ import annotations
@@ -29,17 +37,40 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
 from qosched.policies.placement.base import PlacementPolicy, Reason
 from qosched.policies.placement.constraints import gather
-from qosched.policies.preemption.room import NodeRoom, VictimResources, fits_if_all_gone
-from qosched.policies.preemption.victims import Preemptor, VictimFacts, VictimRule, minimal_subset
+from qosched.policies.preemption.room import (
+    _EXCLUSIVE,
+    _MEM_EPS_MIB,
+    FreedRoom,
+    NodeRoom,
+    VictimResources,
+    pod_need,
+)
+from qosched.policies.preemption.victims import (
+    KeyedVictimRule,
+    Preemptor,
+    VictimFacts,
+    VictimRule,
+    minimal_subset,
+)
 from qosched.policies.state import ClusterState
-from qosched.policies.types import Allocation, PodDemand
+from qosched.policies.types import GPU_MILLI_PER_DEVICE, Allocation, PodDemand
 
-__all__ = ["SearchConfig", "VictimChoice", "fits_many_with_policy", "fits_with_policy", "search_victims"]
+__all__ = [
+    "SearchConfig",
+    "VictimChoice",
+    "VictimPool",
+    "fits_many_with_policy",
+    "fits_with_policy",
+    "request_key",
+    "search_pool",
+    "search_victims",
+]
 
 _RESOLVABLE = np.array([Reason(c).resolvable_by_preemption for c in range(max(Reason) + 1)], dtype=bool)
 
@@ -125,9 +156,303 @@ def _policy_check(
     return check
 
 
-def _static_ok(state: ClusterState, pod: PodDemand) -> np.ndarray:
-    cand = gather(state, pod, np.arange(state.n_nodes, dtype=np.int64))
+def _static_ok(state: ClusterState, pod: PodDemand, rows: np.ndarray) -> np.ndarray:
+    """Per row of ``rows``: every hard constraint it fails could be resolved by evicting pods."""
+    cand = gather(state, pod, rows)
     return _RESOLVABLE[cand.reason.astype(np.int64)]
+
+
+class VictimPool:
+    """The victims one preemptor may take, and what evicting them frees, ready for many pods.
+
+    Everything :func:`search_victims` computes before it looks at the pending pod: the eligible
+    victims (``rule.eligible``), their facts and resources, per node the free resources once
+    they are all gone (:class:`~.room.FreedRoom`), the lowest eligible class on it and its room
+    for the pre-ranking, and the victims grouped by node. It depends on the cluster, the
+    running pods' facts and the preemptor (its class and need), not on the pending pod, so the
+    replay builds one per (state version, instant, preemptor) and tests every pending pod of
+    a retry round against it (:meth:`PreemptivePolicy.preempt
+    <qosched.policies.preemption.base.PreemptivePolicy.preempt>`).
+
+    ``misses`` holds the request keys (:func:`request_key`) of pods already found to have no
+    victim set in this pool: the search's outcome for such a pod is a function of the pool and
+    the key, so it is not searched again.
+    """
+
+    __slots__ = (
+        "_facts",
+        "_ranked",
+        "_state",
+        "eligible",
+        "freed",
+        "has_victim",
+        "misses",
+        "res",
+        "uids",
+    )
+
+    def __init__(
+        self,
+        state: ClusterState,
+        rule: VictimRule,
+        preemptor: Preemptor,
+        uids: Sequence[str],
+        facts: VictimFacts,
+        resources: VictimResources,
+    ) -> None:
+        self.uids = uids
+        self.misses: set[tuple[object, ...]] = set()
+        eligible = (
+            np.flatnonzero(rule.eligible(preemptor, facts)) if len(facts) else np.zeros(0, dtype=np.int64)
+        )
+        self.eligible = eligible
+        self.res = VictimResources(
+            row=resources.row[eligible],
+            cpu_milli=resources.cpu_milli[eligible],
+            memory_mib=resources.memory_mib[eligible],
+            milli=resources.milli[eligible],
+            devices=_Subset(resources.devices, eligible),
+            bits=None if resources.bits is None else resources.bits[eligible],
+        )
+        res = self.res
+        n = state.n_nodes
+        self.has_victim = np.bincount(res.row, minlength=n) > 0
+        self.freed = FreedRoom.of(state, res)
+        self._state, self._facts = state, facts
+        self._ranked: _Ranked | None = None
+
+    def ranked(self) -> _Ranked:
+        """What step 3 and the pre-ranking need (built on first use: a pod that fits nowhere
+        even with every victim gone never needs it)."""
+        if self._ranked is None:
+            self._ranked = _Ranked(self._state, self.res, self._facts.take(self.eligible), self.freed)
+        return self._ranked
+
+    @property
+    def efacts(self) -> VictimFacts:
+        """The eligible victims' facts."""
+        return self.ranked().efacts
+
+    @property
+    def order_by_row(self) -> np.ndarray:
+        return self.ranked().order_by_row
+
+    @property
+    def sorted_rows(self) -> np.ndarray:
+        return self.ranked().sorted_rows
+
+    @property
+    def lowest(self) -> np.ndarray:
+        return self.ranked().lowest
+
+    @property
+    def room(self) -> np.ndarray:
+        return self.ranked().room
+
+    def __len__(self) -> int:
+        return int(self.eligible.shape[0])
+
+    def uid(self, i: int) -> str:
+        """Uid of eligible victim ``i``."""
+        return self.uids[int(self.eligible[i])]
+
+    def on_row(self, row: int) -> np.ndarray:
+        """Positions (into the eligible victims) of the victims on ``row``, in position order."""
+        lo, hi = np.searchsorted(self.sorted_rows, [row, row + 1])
+        return self.order_by_row[lo:hi]
+
+
+class _Ranked:
+    """The pool's victims grouped by node, and the pre-rank keys of the nodes (see VictimPool)."""
+
+    __slots__ = ("efacts", "lowest", "order_by_row", "room", "sorted_rows")
+
+    def __init__(
+        self, state: ClusterState, res: VictimResources, efacts: VictimFacts, freed: FreedRoom
+    ) -> None:
+        n = state.n_nodes
+        self.efacts = efacts
+        self.order_by_row = np.argsort(res.row, kind="stable")
+        self.sorted_rows = res.row[self.order_by_row]
+        # Pre-rank keys: lowest eligible class offered (max rank), then the most room once gone.
+        lowest = np.full(n, -1, dtype=np.int64)
+        if self.sorted_rows.size:
+            starts = np.flatnonzero(np.r_[True, self.sorted_rows[1:] != self.sorted_rows[:-1]])
+            ranks = efacts.rank.astype(np.int64)[self.order_by_row]
+            lowest[self.sorted_rows[starts]] = np.maximum.reduceat(ranks, starts)
+        self.lowest = lowest
+        # Free milli-GPU once every victim is gone: free now + what each frees on each device it holds.
+        self.room = freed.gpu_milli.sum(axis=1)
+
+
+class _Subset(Sequence[tuple[int, ...]]):
+    """``seq[idx[i]]`` without copying (device tuples are read for a few nodes' victims only)."""
+
+    __slots__ = ("_idx", "_seq")
+
+    def __init__(self, seq: Sequence[tuple[int, ...]], idx: np.ndarray) -> None:
+        self._seq, self._idx = seq, idx
+
+    def __len__(self) -> int:
+        return int(self._idx.shape[0])
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._seq[int(j)] for j in self._idx[i]]
+        return self._seq[int(self._idx[i])]
+
+
+def _keyed(rule: VictimRule) -> bool:
+    """The rule is a :class:`~.victims.KeyedVictimRule` (step 3 can run as array operations)."""
+    return (
+        getattr(rule, "order_by_keys", False) is True
+        and callable(getattr(rule, "cost_keys", None))
+        and isinstance(getattr(rule, "victim_count_index", None), int)
+    )
+
+
+def _greedy_options(
+    state: ClusterState, pod: PodDemand, rule: KeyedVictimRule, pool: VictimPool, rows: np.ndarray, top: int
+) -> list[tuple[tuple[float, ...], int, list[int]]]:
+    r"""Step 3 on the nodes ``rows`` at once, for a :class:`~.victims.KeyedVictimRule`.
+
+    The victims of each node are laid out in the rule's order (by its contract the order of a
+    node's victims is the restriction of its order of them all), padded to the longest node: an
+    (R, K) table per resource and an (R, K, D) table of the milli-GPU each victim frees per
+    device. Then, exactly as :func:`~.victims.minimal_subset` with :class:`~.room.NodeRoom`:
+
+    1. greedy: the shortest prefix after which the pod fits (running sums along the order;
+       memory summed left to right from the node's free memory, as ``NodeRoom`` adds it);
+    2. reprieve: for t = last … first taken victim, drop it if the pod still fits without it
+       (one array step per t over all nodes; the victims left out add ``+0.0`` / ``0`` to the
+       ordered sums, which changes nothing);
+    3. cost: per key column the maximum over the chosen victims, and the count at
+       ``victim_count_index`` — ``rule.cost`` of the set, by the rule's contract.
+
+    Integer sums are exact in any order and float sums are taken in ``NodeRoom``'s order, so
+    each node gets the set ``minimal_subset`` gives it. Returns (cost, row, victims as pool
+    positions, preferred first) of the ``top`` rows of lowest cost with a non-empty set, sorted.
+    """
+    res = pool.res
+    lo = np.searchsorted(pool.sorted_rows, rows)
+    lens = np.searchsorted(pool.sorted_rows, rows, side="right") - lo
+    k_max = int(lens.max(initial=0))
+    r_count = rows.shape[0]
+    if r_count == 0 or k_max == 0:
+        return []
+    cols = np.arange(k_max)
+    valid = cols[None, :] < lens[:, None]
+    # The victims of each row (pool positions), then sorted within the row by the rule's order.
+    slot = np.where(valid, lo[:, None] + cols[None, :], 0)
+    members = pool.order_by_row[slot[valid]]
+    order = np.asarray(rule.order(pool.efacts.take(members)), dtype=np.int64)
+    row_of = np.repeat(np.arange(r_count), lens)
+    ranked = order[np.argsort(row_of[order], kind="stable")]
+    victim = np.zeros((r_count, k_max), dtype=np.int64)
+    victim[valid] = members[ranked]
+    cpu = np.where(valid, res.cpu_milli[victim], 0).astype(np.int64)
+    mem = np.where(valid, res.memory_mib[victim], 0.0).astype(np.float64)
+    width = state.n_devices
+    milli = np.where(valid, res.milli[victim], 0).astype(np.int64)
+    flat = victim[valid]
+    on = np.zeros((flat.shape[0], width), dtype=np.int64)
+    if width and flat.size:
+        if res.bits is not None:
+            on = (res.bits[flat][:, None] >> np.arange(width, dtype=np.int64)) & 1
+        else:
+            for j, i in enumerate(flat.tolist()):
+                for d in res.devices[i]:
+                    if 0 <= d < width:
+                        on[j, d] = 1
+    held = np.zeros((r_count, k_max), dtype=np.int64)
+    if res.bits is not None:
+        held[valid] = on.sum(axis=1)
+    else:
+        held[valid] = np.fromiter(
+            (len(res.devices[i]) for i in flat.tolist()), dtype=np.int64, count=flat.size
+        )
+    exists = state.dev_exists[rows]
+    dev = np.zeros((r_count, k_max, width), dtype=np.int64)
+    dev[valid] = on
+    # NodeRoom adds a victim's milli only to devices that exist on its node.
+    dev = np.where(exists[:, None, :], dev * milli[:, :, None], 0)
+    cpu0 = state.cpu_cap_milli[rows] - state.cpu_used_milli[rows]
+    mem0 = state.mem_cap_mib[rows] - state.mem_used_mib[rows]
+    free0 = np.where(exists, GPU_MILLI_PER_DEVICE - state.gpu_used_milli[rows], -1).astype(np.int64)
+    need, pod_milli = pod_need(pod)
+    want = np.where(state.sharing_code[rows] == _EXCLUSIVE, GPU_MILLI_PER_DEVICE, pod_milli)[:, None, None]
+
+    def fits(take: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Verdicts of one victim set per row ``at``, given as a (len(at), K) membership."""
+        c = cpu0[at] + (cpu[at] * take).sum(axis=1)
+        m = np.concatenate((mem0[at][:, None], np.where(take, mem[at], 0.0)), axis=1).cumsum(axis=1)[:, -1]
+        ok = (c >= pod.cpu_milli) & (m + _MEM_EPS_MIB >= pod.memory_mib)
+        if need == 0:
+            return np.asarray(ok)
+        f = free0[at] + (dev[at] * take[:, :, None]).sum(axis=1)
+        usable = exists[at] & (f >= want[at][:, :, 0]) & (f >= 0)
+        return np.asarray(ok & (usable.sum(axis=1) >= need))
+
+    # 1. greedy: prefixes of length 0..K.
+    c_pref = cpu0[:, None] + np.concatenate(
+        (np.zeros((r_count, 1), np.int64), np.cumsum(cpu, axis=1)), axis=1
+    )
+    m_pref = np.concatenate((mem0[:, None], mem), axis=1).cumsum(axis=1)
+    ok = (c_pref >= pod.cpu_milli) & (m_pref + _MEM_EPS_MIB >= pod.memory_mib)
+    if need:
+        f_pref = free0[:, None, :] + np.concatenate(
+            (np.zeros((r_count, 1, width), np.int64), np.cumsum(dev, axis=1)), axis=1
+        )
+        usable = exists[:, None, :] & (f_pref >= want) & (f_pref >= 0)
+        ok &= usable.sum(axis=2) >= need
+    ok &= np.arange(k_max + 1)[None, :] <= lens[:, None]
+    taken_len = np.where(ok.any(axis=1), ok.argmax(axis=1), 0)  # 0: fits as it is, or never
+    live = taken_len > 0
+    if not live.any():
+        return []
+    member = cols[None, :] < taken_len[:, None]
+    # 2. reprieve, last taken victim first; the last one stays (the greedy stopped there), so only
+    #    rows that took two or more victims are worked, on their own sub-tables.
+    many = np.flatnonzero(taken_len >= 2)
+    if many.size:
+        sub, sub_len = member[many], taken_len[many]
+        for t in range(int(sub_len.max()) - 2, -1, -1):
+            active = (t < sub_len - 1) & sub[:, t]
+            if not active.any():
+                continue
+            trial = sub.copy()
+            trial[:, t] = False
+            sub[fits(trial, many) & active, t] = False
+        member[many] = sub
+    # 3. cost of each row's set.
+    sel = np.flatnonzero(live)
+    chosen = member[sel]
+    keys_all = np.asarray(rule.cost_keys(pool.efacts.take(flat)), dtype=np.float64)
+    keys_tab = np.full((r_count, k_max, keys_all.shape[1]), -np.inf)
+    keys_tab[valid] = keys_all
+    keys = np.where(chosen[:, :, None], keys_tab[sel], -np.inf).max(axis=1)
+    keys[:, rule.victim_count_index] = chosen.sum(axis=1)
+    free_now = np.where(free0[sel] > 0, free0[sel], 0).sum(axis=1)
+    after = free_now + np.where(chosen, milli[sel] * held[sel], 0).sum(axis=1)
+    costs = [
+        (*key_row, -float(a), float(row))
+        for row, key_row, a in zip(rows[sel].tolist(), keys.tolist(), after.tolist(), strict=True)
+    ]
+    # Only the best ``top`` options are ever used: their victim lists alone are read out.
+    best = sorted(range(len(costs)), key=costs.__getitem__)[:top]
+    return [(costs[j], int(rows[sel[j]]), victim[sel[j]][chosen[j]].tolist()) for j in best]
+
+
+def request_key(pod: PodDemand) -> tuple[object, ...] | None:
+    """What the victim search reads of a pod without a model, as a key; None for a model pod.
+
+    A plain pod enters the search only through its requests (CPU, memory, milli-GPU) and its
+    allowed GPU models: the resource test and the static constraints read nothing else. A pod
+    with model variants is also judged by latency and memory models, so it gets no key.
+    """
+    if pod.variants:
+        return None
+    return (pod.cpu_milli, pod.memory_mib, pod.gpu_milli, pod.gpu_spec)
 
 
 def search_victims(
@@ -157,43 +482,56 @@ def search_victims(
         Every running pod that could be a victim: its uid, the rule's facts, what it frees.
     config : SearchConfig, optional
     """
-    cfg = config or SearchConfig()
     if not rule.may_preempt(preemptor) or len(facts) == 0:
         return None
-    eligible = np.flatnonzero(rule.eligible(preemptor, facts))
-    if eligible.size == 0:
+    pool = VictimPool(state, rule, preemptor, uids, facts, resources)
+    return search_pool(state, pod, policy, rule, pool, config)
+
+
+def search_pool(
+    state: ClusterState,
+    pod: PodDemand,
+    policy: PlacementPolicy,
+    rule: VictimRule,
+    pool: VictimPool,
+    config: SearchConfig | None = None,
+) -> VictimChoice | None:
+    """:func:`search_victims` on a prepared :class:`VictimPool` (built for this state and preemptor).
+
+    A pod whose search ends before the policy is asked (no node works on resources and static
+    constraints) leaves its :func:`request_key` in ``pool.misses``; a later pod with the same
+    key is answered None at once.
+    """
+    cfg = config or SearchConfig()
+    if len(pool) == 0:
         return None
-    res = VictimResources(
-        row=resources.row[eligible],
-        cpu_milli=resources.cpu_milli[eligible],
-        memory_mib=resources.memory_mib[eligible],
-        milli=resources.milli[eligible],
-        devices=[resources.devices[i] for i in eligible.tolist()],
-    )
-    n = state.n_nodes
-    has_victim = np.bincount(res.row, minlength=n) > 0
-    candidate = has_victim & fits_if_all_gone(state, pod, res)
-    if not candidate.any():
+    key = request_key(pod)
+    if key is not None and key in pool.misses:
         return None
-    candidate &= _static_ok(state, pod)
-    rows = np.flatnonzero(candidate)
-    if rows.size == 0:
+    choice = _search(state, pod, policy, rule, pool, cfg)
+    if choice is _NO_OPTION:
+        if key is not None:
+            pool.misses.add(key)
         return None
-    efacts = facts.take(eligible)
-    # Pre-rank: lowest eligible class offered (max rank) first, then the most room once gone.
-    lowest = np.full(n, -1, dtype=np.int64)
-    np.maximum.at(lowest, res.row, efacts.rank.astype(np.int64))
-    room = state.free_gpu_milli().sum(axis=1) + np.bincount(
-        res.row, weights=res.milli * np.fromiter((len(d) for d in res.devices), dtype=np.int64), minlength=n
-    )
-    pre = np.lexsort((rows, -room[rows], -lowest[rows]))
-    rows = rows[pre[: cfg.max_nodes]]
-    order_by_row = np.argsort(res.row, kind="stable")
-    sorted_rows = res.row[order_by_row]
+    assert not isinstance(choice, _NoOption)
+    return choice
+
+
+class _NoOption:
+    """Marker: no node works on resources and static constraints (the policy was not asked)."""
+
+
+_NO_OPTION = _NoOption()
+
+
+def _node_options(
+    state: ClusterState, pod: PodDemand, rule: VictimRule, pool: VictimPool, rows: np.ndarray
+) -> list[tuple[tuple[float, ...], int, list[int]]]:
+    """Step 3 node by node (any :class:`~.victims.VictimRule`)."""
+    res, efacts = pool.res, pool.efacts
     options: list[tuple[tuple[float, ...], int, list[int]]] = []
     for row in rows.tolist():
-        lo, hi = np.searchsorted(sorted_rows, [row, row + 1])
-        local = order_by_row[lo:hi]  # positions into res/efacts
+        local = pool.on_row(row)  # positions into res/efacts
         node_res = VictimResources(
             row=res.row[local],
             cpu_milli=res.cpu_milli[local],
@@ -212,17 +550,42 @@ def search_victims(
             float(row),
         )
         options.append((cost, row, [int(local[i]) for i in chosen]))
+    return options
+
+
+def _search(
+    state: ClusterState,
+    pod: PodDemand,
+    policy: PlacementPolicy,
+    rule: VictimRule,
+    pool: VictimPool,
+    cfg: SearchConfig,
+) -> VictimChoice | _NoOption | None:
+    candidate = pool.has_victim & pool.freed.fits(pod)
+    if not candidate.any():
+        return _NO_OPTION
+    rows = np.flatnonzero(candidate)
+    rows = rows[_static_ok(state, pod, rows)]
+    if rows.size == 0:
+        return _NO_OPTION
+    pre = np.lexsort((rows, -pool.room[rows], -pool.lowest[rows]))
+    rows = rows[pre[: cfg.max_nodes]]
+    if _keyed(rule):
+        options = _greedy_options(state, pod, cast(KeyedVictimRule, rule), pool, rows, cfg.confirm_tries)
+    else:
+        options = _node_options(state, pod, rule, pool, rows)
+    if not options:
+        return _NO_OPTION
     options.sort(key=lambda o: o[0])
-    eligible_uids = [uids[i] for i in eligible.tolist()]
+    efacts = pool.efacts
     for cost, row, chosen in options[: cfg.confirm_tries]:
-        names = [eligible_uids[i] for i in chosen]
+        names = [pool.uid(i) for i in chosen]
         if fits_with_policy(state, policy, pod, row, names):
             return VictimChoice(row=row, uids=tuple(names), cost=cost)
         # The policy wants more room than the resources show (interference): search again with it.
-        lo, hi = np.searchsorted(sorted_rows, [row, row + 1])
-        local = order_by_row[lo:hi]
+        local = pool.on_row(row)
         node_facts = efacts.take(local)
-        local_uids = [eligible_uids[int(i)] for i in local.tolist()]
+        local_uids = [pool.uid(int(i)) for i in local.tolist()]
         again = minimal_subset(
             rule.order(node_facts).tolist(),
             _policy_check(state, policy, pod, row, local_uids),

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Preemptor", "VictimFacts", "VictimRule", "minimal_subset"]
+__all__ = ["KeyedVictimRule", "Preemptor", "VictimFacts", "VictimRule", "minimal_subset"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +92,28 @@ class VictimRule(Protocol):
 
     def cost(self, facts: VictimFacts) -> tuple[float, ...]:
         """Cost of evicting exactly these victims (lower is better; compared between nodes)."""
+        ...
+
+
+class KeyedVictimRule(VictimRule, Protocol):
+    """A rule whose order and cost come from per-victim keys, so nodes can be searched as arrays.
+
+    - ``order_by_keys`` (True): ``order`` sorts the victims by per-victim keys with the position
+      as the last key, so the order of any subset is the restriction of the whole set's order.
+    - ``cost_keys(facts)``: a (k, m) array, m = ``len(cost(...))``, and ``victim_count_index``:
+      for every non-empty subset S, ``cost(S)[j] == max(keys[S, j])`` for every column j except
+      ``victim_count_index``, where ``cost(S)[j] == len(S)``.
+
+    :func:`~.search.search_victims` then finds every candidate node's victim set and cost in a
+    few array operations (:class:`~.search._Greedy`) instead of one ``minimal_subset`` per node;
+    the result is the same.
+    """
+
+    order_by_keys: bool
+    victim_count_index: int
+
+    def cost_keys(self, facts: VictimFacts) -> np.ndarray:
+        """(k, m) per-victim cost keys (see the class docstring)."""
         ...
 
 

@@ -278,6 +278,8 @@ class PolicyScheduler:
         self.retry_interval_s: float | None = getattr(policy, "retry_interval_s", None)
         self._rows: np.ndarray | None = None
         self.evaluations = 0
+        # Requests (cpu, memory, milli per device, devices) no node fitted at this state version.
+        self._unfit: tuple[object, int, list[tuple[int, float, int, int]]] | None = None
 
     def observe(self, pod: PodDemand) -> None:
         if self._observe is not None:
@@ -298,15 +300,30 @@ class PolicyScheduler:
         if rows is None or rows.shape[0] != state.n_nodes:
             rows = self._rows = np.arange(state.n_nodes, dtype=np.int64)
         if self.candidates == "fit":
+            gpu = pod.gpu_milli > 0
+            need = (
+                pod.cpu_milli,
+                pod.memory_mib,
+                pod.milli_per_device if gpu else 0,
+                pod.gpu_count if gpu else 0,
+            )
+            unfit = self._unfit
+            if unfit is None or unfit[0] is not state or unfit[1] != state.version:
+                unfit = self._unfit = (state, state.version, [])
+            for c, m, g, k in unfit[2]:
+                if need[0] >= c and need[1] >= m and need[2] >= g and need[3] >= k:
+                    return None  # dominates a request that no node fits
             fits = (state.cpu_cap_milli - state.cpu_used_milli >= pod.cpu_milli) & (
                 state.mem_cap_mib - state.mem_used_mib >= pod.memory_mib
             )
-            if pod.gpu_milli > 0:
+            if gpu:
                 free = GPU_MILLI_PER_DEVICE - state.gpu_used_milli
                 enough = ((free >= pod.milli_per_device) & state.dev_exists).sum(axis=1) >= pod.gpu_count
                 fits &= enough
             rows = rows[fits]
             if rows.shape[0] == 0:
+                unfit[2][:] = [u for u in unfit[2] if not all(a >= b for a, b in zip(u, need, strict=True))]
+                unfit[2].append(need)
                 return None
         self.evaluations += 1
         evaluation = self.policy.evaluate(state, pod, rows)
