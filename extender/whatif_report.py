@@ -13,7 +13,11 @@ Files written into the output directory:
 ``services_slo.png``
     Services hosted with no simulated SLO violation, and services placed, per policy.
 ``qos_by_class.png``
-    Distribution of delivered QoS per class and policy (box plots), with the class targets.
+    Distribution of delivered QoS per class and policy (box plots, and below them the empirical
+    CDFs, where the pods far below target show), with the class targets.
+``fairness_by_class.png``
+    Per class and policy: Gini of delivered QoS, SLA penalty and pods below target (only when
+    some pod fell below its target).
 ``latency_model.png``
     Analytic prediction against simulated latency of every checkpointed service (only when
     services were simulated).
@@ -132,10 +136,23 @@ def _save(fig: Any, path: Path) -> bytes:
 
 
 def _colors(n: int) -> list[Any]:
+    """Distinct colours: ``tab10`` for up to 10 policies, else ``tab20``."""
     import matplotlib
 
+    if n <= 10:
+        cmap = matplotlib.colormaps["tab10"]
+        return [cmap(i) for i in range(n)]
     cmap = matplotlib.colormaps["tab20"]
     return [cmap(i % 20) for i in range(n)]
+
+
+def _class_order(results: Mapping[str, Any]) -> list[str]:
+    """The classes of the replayed pods, highest class (rank 0) first."""
+    if not results:
+        return []
+    ledger = next(iter(results.values())).ledger
+    rank = {str(c): int(r) for c, r in zip(ledger.class_name.tolist(), ledger.rank.tolist(), strict=True)}
+    return sorted(rank, key=lambda c: (rank[c], c))
 
 
 def plot_allocation_curves(results: Mapping[str, Any], path: Path) -> bytes | None:
@@ -219,41 +236,109 @@ def _horizontal() -> dict[str, Any]:
 
 
 def plot_qos_by_class(results: Mapping[str, Any], outcomes: Mapping[str, Any], path: Path) -> bytes | None:
-    """Box plots of delivered QoS per class (one panel per class), one box per policy."""
+    """Delivered QoS per class (one column per class), one box and one curve per policy.
+
+    Top: box plots (quartiles, whiskers at 1.5 IQR, mean as a red diamond), the class target
+    dashed. Bottom: the empirical CDF (fraction of the class's pods with QoS ≤ x), where the tails
+    that the boxes hide — the pods far below target — show.
+    """
     import matplotlib.pyplot as plt
 
     names = list(results)
     if not names:
         return None
     first = results[names[0]].ledger
-    classes = [c for c in dict.fromkeys(first.class_name.tolist())]
+    classes = _class_order(results)
     if not classes:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     fig, axes = plt.subplots(
-        1, len(classes), figsize=(3.2 * len(classes) + 1, 0.3 * len(names) + 2), dpi=110, squeeze=False
+        2,
+        len(classes),
+        figsize=(3.2 * len(classes) + 1, 0.3 * len(names) + 5.2),
+        dpi=110,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [0.3 * len(names) + 1.2, 3.0]},
     )
-    for ax, cls in zip(axes[0], classes, strict=True):
+    colors = _colors(len(names))
+    for col, cls in enumerate(classes):
+        ax, cdf = axes[0][col], axes[1][col]
         data = []
         for n in names:
             out = outcomes[n]
             mask = out.arrived & (results[n].ledger.class_name == cls)
-            data.append(out.qos[mask])
+            data.append(np.sort(out.qos[mask]))
         ax.boxplot(data, widths=0.6, showfliers=False, **_horizontal())
         means = [float(d.mean()) if d.size else math.nan for d in data]
         ax.plot(means, np.arange(1, len(names) + 1), "D", color="tab:red", markersize=3, label="mean")
         target = float(first.target[first.class_name == cls][0])
-        ax.axvline(target, color="tab:blue", linestyle="--", linewidth=1, label=f"target {target:g}")
-        ax.set_yticks(
-            np.arange(1, len(names) + 1), names if ax is axes[0][0] else [""] * len(names), fontsize=8
-        )
+        for a in (ax, cdf):
+            a.axvline(target, color="tab:blue", linestyle="--", linewidth=1, label=f"target {target:g}")
+            a.set_xlim(-0.02, 1.02)
+        ax.set_yticks(np.arange(1, len(names) + 1), names if col == 0 else [""] * len(names), fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlim(-0.02, 1.02)
         ax.set_title(f"class {cls}", fontsize=9)
-        ax.set_xlabel("delivered QoS")
         ax.legend(fontsize=7, loc="lower left")
+        for color, name, d in zip(colors, names, data, strict=True):
+            if d.size:
+                cdf.step(np.r_[0.0, d], np.arange(d.size + 1) / d.size, where="post", color=color, label=name)
+        cdf.set_xlabel("delivered QoS")
+        cdf.set_ylim(0, 1.01)
+        if col == 0:
+            cdf.set_ylabel("fraction of pods with QoS ≤ x")
+            cdf.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def plot_fairness_by_class(
+    summary: Mapping[str, Any], path: Path, order: list[str] | None = None
+) -> bytes | None:
+    """Per class, one bar per policy: Gini of delivered QoS, SLA penalty [USD], pods below target.
+
+    Drawn only when some policy has a penalty or a pod below target (otherwise every bar is 0).
+    ``order``: the classes in display order (default: alphabetical).
+    """
+    policies = summary["policies"]
+    names = list(policies)
+    present = {c for s in policies.values() for c in s.get("penalty_by_class", {})}
+    classes = [c for c in order if c in present] if order else sorted(present)
+    if not names or not classes:
+        return None
+    worth = any(
+        v > 0
+        for s in policies.values()
+        for key in ("penalty_by_class", "below_target_by_class")
+        for v in s[key].values()
+    )
+    if not worth:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("gini_by_class", "Gini of delivered QoS (lower: fairer)", "{:.3f}"),
+        ("penalty_by_class", "SLA penalty [USD]", "{:.3g}"),
+        ("below_target_by_class", "pods below their class target", "{:d}"),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.6), dpi=110)
+    width = 0.8 / len(names)
+    x = np.arange(len(classes))
+    for ax, (key, title, fmt) in zip(axes, panels, strict=True):
+        for j, (color, name) in enumerate(zip(_colors(len(names)), names, strict=True)):
+            values = [policies[name].get(key, {}).get(c, 0) for c in classes]
+            bars = ax.bar(x + (j - (len(names) - 1) / 2) * width, values, width, color=color, label=name)
+            for bar, v in zip(bars, values, strict=True):
+                label = fmt.format(int(v)) if fmt == "{:d}" else fmt.format(float(v))
+                ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                            va="bottom", fontsize=6, rotation=90)  # fmt: skip
+        ax.set_xticks(x, classes)
+        ax.set_title(title, fontsize=9)
+        ax.margins(y=0.25)
+    axes[0].legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
 
@@ -348,6 +433,27 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _fairness_table(summary: Mapping[str, Any]) -> str:
+    policies = summary["policies"]
+    classes = sorted({c for s in policies.values() for c in s.get("penalty_by_class", {})})
+    if not classes:
+        return ""
+    head = "<tr><th class=l>policy</th>" + "".join(
+        f"<th>Gini {html.escape(c)}</th><th>penalty {html.escape(c)} [USD]</th><th>below target {html.escape(c)}</th>"
+        for c in classes
+    )
+    head += "<th>preemptions</th></tr>"
+    rows = []
+    for name, s in policies.items():
+        cells = "".join(
+            f"<td>{_fmt(s['gini_by_class'].get(c, math.nan))}</td>"
+            f"<td>{s['penalty_by_class'].get(c, 0.0):.4g}</td><td>{s['below_target_by_class'].get(c, 0)}</td>"
+            for c in classes
+        )
+        rows.append(f"<tr><td class=l>{html.escape(name)}</td>{cells}<td>{s.get('preemptions', 0)}</td></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
 def _latency_table(summary: Mapping[str, Any]) -> str:
     rows = []
     for name, s in summary["policies"].items():
@@ -414,6 +520,7 @@ def write_report(
     curve = plot_allocation_curves(results, out_dir / "allocation_curve.png")
     slo = plot_services_slo(summary, out_dir / "services_slo.png")
     qos = plot_qos_by_class(results, outcomes, out_dir / "qos_by_class.png")
+    fair = plot_fairness_by_class(summary, out_dir / "fairness_by_class.png", _class_order(results))
     lat = plot_latency_model(results, out_dir / "latency_model.png")
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
@@ -435,6 +542,9 @@ def write_report(
         parts += ["<h2>Services meeting their SLO</h2>", _img(slo, "services meeting SLO")]
     if qos:
         parts += ["<h2>Delivered QoS per class</h2>", _img(qos, "QoS per class")]
+    parts += ["<h2>Fairness and penalties per class</h2>", _fairness_table(summary)]
+    if fair:
+        parts.append(_img(fair, "Gini, penalty and pods below target per class"))
     parts += ["<h2>Placements per class and at the end</h2>", _class_table(summary)]
     parts += ["<h2>Analytic latency models vs simulation</h2>", _latency_table(summary)]
     if lat:

@@ -30,7 +30,9 @@ otherwise — times SLO attainment :math:`a` = the fraction of its latency check
 SLO (1 for pods without an SLO or never checked). A pod never placed has :math:`Q = 0`.
 
 Extras (beyond the contract): ``pods_running_end``, ``pods_completed``, ``pods_pending_end``,
-``failed_attempts``, ``preemptions``, ``gpu_allocation_time_avg`` (the allocation ratio averaged
+``failed_attempts``, ``preemptions``, ``penalty_by_class`` (SLA credits per class [USD]),
+``below_target_by_class`` (pods whose delivered QoS ended below their class target),
+``gpu_allocation_time_avg`` (the allocation ratio averaged
 over time from the first event to the horizon), ``gpu_partial_free_frac`` (free milli-GPU on devices that are
 partly allocated, over capacity: the fragmentation you can see without a workload model),
 ``allocation_curve`` (the FGD curve on a grid of arrived workload), ``latency_model`` (how far
@@ -249,6 +251,10 @@ def _latency_model(result: ReplayResult) -> dict[str, Any]:
     }
 
 
+#: QoS this far below its class target still counts as meeting it (float noise in r / t).
+_BELOW_TARGET_TOL = 1e-12
+
+
 def _round(value: float, digits: int = 6) -> float:
     return round(float(value), digits) if math.isfinite(value) else float(value)
 
@@ -305,6 +311,14 @@ def summarize(
     placed_by_class = {
         str(c): int((ran & (lg.class_name == c)).sum()) for c in np.unique(lg.class_name[arrived])
     }
+    below = arrived & (out.qos < lg.target - _BELOW_TARGET_TOL)
+    penalty_by_class = {
+        str(c): float(f"{float(out.penalty_usd[arrived & (lg.class_name == c)].sum()):.6g}")
+        for c in np.unique(lg.class_name[arrived])
+    }
+    below_by_class = {
+        str(c): int((below & (lg.class_name == c)).sum()) for c in np.unique(lg.class_name[arrived])
+    }
     summary.update(
         {
             "pods_running_end": int((arrived & (status == RUNNING)).sum()),
@@ -313,6 +327,8 @@ def summarize(
             "failed_attempts": int(lg.failures.sum()),
             "preemptions": int(lg.preemptions.sum()),
             "placed_by_class": placed_by_class,
+            "penalty_by_class": penalty_by_class,
+            "below_target_by_class": below_by_class,
             "gpu_capacity_milli": int(capacity),
             "gpu_allocation_time_avg": _round(result.gpu_allocation_time_avg),
             "gpu_partial_free_frac": _round(partial_free / capacity) if capacity else 0.0,

@@ -134,9 +134,22 @@ def test_departures_mode_is_fgd_inflation_with_trace_lifetimes(tmp_path: Path) -
         )
         assert float(r["running_s"]) == pytest.approx(lifetime, abs=1e-3), r["pod"]
         assert float(r["end_s"]) <= 3600.0
+    classes = {"LS": "prod", "Guaranteed": "prod", "Burstable": "batch", "BE": "free"}
+    targets = {"prod": 1.0, "batch": 0.9, "free": 0.5}
     for name in ("priority", "best-fit"):
-        assert s_cont["policies"][name]["horizon_s"] == 3600.0
+        entry = s_cont["policies"][name]
+        # Per-class extras: penalties add up to the total; "below target" counts the CSV's rows.
+        assert sum(entry["penalty_by_class"].values()) == pytest.approx(entry["penalty"], rel=1e-4)
+        below: dict[str, int] = {}
+        for r in _csv_rows(tmp_path / "cont" / f"{name}.csv"):
+            below[r["class"]] = below.get(r["class"], 0) + (float(r["qos"]) < targets[r["class"]] - 5e-4)
+        assert {c: n for c, n in below.items() if n} == {
+            c: n for c, n in entry["below_target_by_class"].items() if n
+        }
+        assert set(entry["below_target_by_class"]) <= set(classes.values())
         assert s_fgd["policies"][name]["pods_completed"] == 0  # FGD mode: nobody leaves
+    assert (tmp_path / "cont" / "fairness_by_class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Fairness and penalties per class" in (tmp_path / "cont" / "report.html").read_text()
     horizon = _run(*common, "--departures", "--horizon-s", "900", "--out", str(tmp_path / "h"))
     assert horizon.exit_code == 0, horizon.output  # type: ignore[attr-defined]
     s_h = json.loads((tmp_path / "h" / "summary.json").read_text())

@@ -121,6 +121,14 @@ def test_young_victim_is_evicted_only_once_it_has_slack() -> None:
     assert qd.ledger.first_start_s[1] == 70.0  # waited until the victim had slack
     # the victim (100 s of work) ran 0-70 and 170-200: QoS 100/200 = 0.5, on target
     np.testing.assert_allclose(pod_outcomes(qd).qos[0], 0.5, rtol=1e-12)
+    # Pods below target, per class: under qos-driven the prod pod waited 60 s (100 s of work by
+    # t = 170 s: QoS 100/160 < 1); the victim ends exactly on its target 0.5 under both rules.
+    s_qd, s_pr = summarize(qd), summarize(pr)
+    assert s_qd["below_target_by_class"] == {"free": 0, "prod": 1}
+    assert s_pr["below_target_by_class"] == {"free": 0, "prod": 0}
+    assert s_pr["penalty_by_class"] == {"free": 0.0, "prod": 0.0}
+    assert s_qd["penalty_by_class"]["prod"] > 0.0 and s_qd["penalty_by_class"]["free"] == 0.0
+    assert sum(s_qd["penalty_by_class"].values()) == pytest.approx(s_qd["penalty"], rel=1e-5)
 
 
 @pytest.mark.parametrize("name, cls", [("priority", PriorityPolicy), ("qos-driven", QosDrivenPolicy)])
