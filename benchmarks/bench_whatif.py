@@ -7,6 +7,10 @@ nodes FGD's scripts use), through ``qosched.policies.simulator.replay`` exactly 
 ``qosched whatif`` runs it. Printed per policy: wall time, time per decision, the GPU allocation
 ratio at the end of the arrivals (FGD's metric) and failed pods; then the total.
 
+``--policies contract`` runs the 14 policies of the contract (``CONTRACT_POLICIES``). Each row
+also shows the process's peak RSS so far and the 1-minute load average when the replay ended
+(the machine is shared: compare runs only at similar load).
+
 Baseline, measured in the same run: the bare accounting of the same placements — the random
 policy's allocations re-applied with ``ClusterState.add`` in a plain loop (no evaluation, no
 event loop) — and every replay's time as a ratio to it, so the numbers survive a faster or
@@ -17,12 +21,13 @@ its times are then not comparable and are marked).
 Usage::
 
     .venv/bin/python benchmarks/bench_whatif.py [--nodes all|gpu] [--inflate 1.3] [--seed 42]
-        [--policies a,b,...] [--candidates fit|all] [--mix learned|workload] [--tracemalloc]
+        [--policies a,b,...|contract] [--candidates fit|all] [--mix learned|workload] [--tracemalloc]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -43,6 +48,23 @@ from qosched.profiles.store import bundled_profiles
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "alibaba-gpu-v2023"
 NODE_FILES = {"all": "openb_node_list_all_node.csv", "gpu": "openb_node_list_gpu_node.csv"}
+#: The policy names of the contract (``../shared/spec/contract.md``), in its order.
+CONTRACT_POLICIES = (
+    "default",
+    "binpack",
+    "knapsack-first-fit",
+    "knapsack-best-fit",
+    "knapsack-worst-fit",
+    "random",
+    "dot-product",
+    "gpu-clustering",
+    "gpu-packing",
+    "best-fit",
+    "fgd",
+    "priority",
+    "qos-driven",
+    "qosched",
+)
 
 
 def peak_rss_mib() -> float:
@@ -57,7 +79,9 @@ def main() -> int:
     parser.add_argument("--nodes", choices=sorted(NODE_FILES), default="all")
     parser.add_argument("--inflate", type=float, default=1.3)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--policies", default=None, help="comma-separated (default: all registered)")
+    parser.add_argument(
+        "--policies", default=None, help="comma-separated, or 'contract' (default: all registered)"
+    )
     parser.add_argument("--candidates", choices=["fit", "all"], default="fit")
     parser.add_argument("--mix", choices=["learned", "workload"], default="learned")
     parser.add_argument("--tracemalloc", action="store_true")
@@ -66,7 +90,10 @@ def main() -> int:
         print(f"trace not found at {DATA}", file=sys.stderr)
         return 1
     load_policy_packages()  # priority, qos-driven
-    policies = args.policies.split(",") if args.policies else policy_names()
+    if args.policies == "contract":
+        policies = list(CONTRACT_POLICIES)
+    else:
+        policies = args.policies.split(",") if args.policies else policy_names()
     rss_start = peak_rss_mib()
     started = time.perf_counter()
     workload = openb_workload(
@@ -83,7 +110,8 @@ def main() -> int:
         f"({workload.description['trace_pods']} trace + {workload.description['clones']} clones, "
         f"arrived {100 * workload.description['arrived_gpu_frac_end']:.1f} % of "
         f"{workload.capacity_gpu_milli // 1000} GPUs), built in {load_s:.2f} s; "
-        f"candidates={args.candidates}, mix={args.mix}, seed={args.seed}"
+        f"candidates={args.candidates}, mix={args.mix}, seed={args.seed}; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
     config = ReplayConfig(simulate_latency=False)
     rows = []
@@ -111,7 +139,17 @@ def main() -> int:
             tracemalloc.stop()
         total += elapsed
         s = summarize(result, runtime_s=elapsed)
-        rows.append((name, elapsed, s["gpu_allocation_ratio"], s["pods_failed"], heap_mib))
+        rows.append(
+            (
+                name,
+                elapsed,
+                s["gpu_allocation_ratio"],
+                s["pods_failed"],
+                heap_mib,
+                peak_rss_mib(),
+                os.getloadavg()[0],
+            )
+        )
         if baseline_allocs is None or name == "random":
             baseline_allocs = list(result.state.allocations())
     # Baseline: the same kind of placements, accounted with ClusterState.add alone.
@@ -124,14 +162,15 @@ def main() -> int:
     per_add_us = 1e6 * bare_s / max(len(baseline_allocs), 1)
 
     print(
-        f"\n{'policy':20s} {'wall s':>8s} {'ms/pod':>8s} {'x bare':>8s} {'GPU alloc':>10s} {'failed':>7s}",
+        f"\n{'policy':20s} {'wall s':>8s} {'ms/pod':>8s} {'x bare':>8s} {'GPU alloc':>10s} {'failed':>7s}"
+        f" {'RSS MiB':>8s} {'load':>5s}",
         end="",
     )
     print(f" {'heap MiB':>9s}" if args.tracemalloc else "")
-    for name, elapsed, alloc, failed, heap in rows:
+    for name, elapsed, alloc, failed, heap, rss, load in rows:
         line = (
             f"{name:20s} {elapsed:8.2f} {1e3 * elapsed / n:8.3f} {elapsed / bare_s:8.1f} "
-            f"{100 * alloc:9.2f}% {failed:7d}"
+            f"{100 * alloc:9.2f}% {failed:7d} {rss:8.0f} {load:5.2f}"
         )
         print(line + (f" {heap:9.1f}" if args.tracemalloc else ""))
     print(f"{'total':20s} {total:8.2f} {1e3 * total / (n * len(rows)):8.3f}")
