@@ -24,29 +24,14 @@ UNIT_TO_MS = {"seconds": 1000.0, "milliseconds": 1.0}
 
 
 def _api_client(kubeconfig: str | None, context: str | None) -> Any:
-    """A kubeconfig file, else the in-cluster service account (``click.UsageError`` otherwise)."""
-    from kubernetes import client as k8s
-    from kubernetes import config as kube_config
+    """The extender's client loader (``watch.api_client_from``); a bad config is a usage error."""
+    from qosched.extender.config import ConfigError
+    from qosched.extender.watch import api_client_from
 
-    configuration = k8s.Configuration()
     try:
-        if kubeconfig:
-            kube_config.load_kube_config(
-                config_file=kubeconfig,
-                context=context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
-        else:
-            kube_config.load_incluster_config(client_configuration=configuration)
-    except (kube_config.ConfigException, OSError) as exc:
-        where = (
-            f"kubeconfig {kubeconfig}"
-            if kubeconfig
-            else "in-cluster config (pass --kubeconfig outside a cluster)"
-        )
-        raise click.UsageError(f"{where}: {exc}") from None
-    return k8s.ApiClient(configuration)
+        return api_client_from({"KUBECONFIG": kubeconfig}, context=context)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _classes(path: str | None) -> Any:

@@ -231,13 +231,14 @@ class Backoff:
 # --------------------------------------------------------------------------------------- client
 
 
-def api_client_from(settings: Mapping[str, Any]) -> k8s.ApiClient:
+def api_client_from(settings: Mapping[str, Any], *, context: str | None = None) -> k8s.ApiClient:
     """The ``ApiClient`` of the extender: a kubeconfig file, else the in-cluster service account.
 
     ``KUBECONFIG`` (``--kubeconfig``) names a file; otherwise (``IN_CLUSTER`` or by default) the
     pod's service account token and CA are used. TCP keep-alive is switched on (watches sit idle
     between events) and the connection pool holds enough connections for the two watch streams
-    plus concurrent binds (gunicorn threads), so binds reuse kept-alive connections.
+    plus concurrent binds (gunicorn threads), so binds reuse kept-alive connections. ``context``
+    picks a kubeconfig context other than the current one (the controller's ``--context``).
     """
     from kubernetes import config as kube_config
 
@@ -246,7 +247,10 @@ def api_client_from(settings: Mapping[str, Any]) -> k8s.ApiClient:
     try:
         if path:
             kube_config.load_kube_config(
-                config_file=str(path), client_configuration=configuration, persist_config=False
+                config_file=str(path),
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
             )
         else:
             kube_config.load_incluster_config(client_configuration=configuration)
