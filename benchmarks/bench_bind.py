@@ -4,7 +4,7 @@ Four ways to send the same ``v1.Binding`` (target node, three qosched result ann
 precondition) to ``POST /api/v1/namespaces/{ns}/pods/{name}/binding``, each binding its own fresh
 pending pods, in the same run:
 
-* ``kubebinder``      ``qosched.extender.kube_binder.KubeBinder.bind`` (orjson body, the
+* ``kubebinder``      ``qosched.extender.kube.kube_binder.KubeBinder.bind`` (orjson body, the
                       ApiClient's urllib3 pool, auth from its Configuration, status mapped).
 * ``minimal``         the floor: ``http.client.HTTPConnection`` kept alive, orjson body, read the
                       answer, check the status. No auth refresh, no pool, no error mapping.
@@ -84,7 +84,7 @@ def _binders(api_client: Any, url: str) -> dict[str, Callable[[str, str], None]]
     import pydantic
     from kubernetes import client
 
-    from qosched.extender.kube_binder import KubeBinder
+    from qosched.extender.kube.kube_binder import KubeBinder
 
     kube = KubeBinder(api_client, timeout_s=10)
     v1 = client.CoreV1Api(api_client)

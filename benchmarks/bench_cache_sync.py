@@ -7,7 +7,7 @@ extender's own CPU:
 * ``parse``          one pod list body: orjson (what ``LiveCluster`` uses) vs stdlib ``json``.
 * ``paged list``     ``LiveCluster``'s list path (orjson per 500-pod page, slim), collector on,
                      with and without the per-page ``gc.freeze()``.
-* ``slim``           :func:`qosched.extender.watch.slim_pod` over every pod, and the memory the
+* ``slim``           :func:`qosched.extender.kube.watch.slim_pod` over every pod, and the memory the
                      kept pods take, slim vs full (tracemalloc).
 * ``replace_all``    the first sync: parse every node and pod, rebuild the accounts.
 * ``replace_pods`` / ``replace_nodes``  a relist of one resource, with the time the cache lock
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from kubernetes import client
 
-    from qosched.extender.cluster import ClusterCache
-    from qosched.extender.watch import LiveCluster, WatchSettings, slim_pod
+    from qosched.extender.kube.cache import ClusterCache
+    from qosched.extender.kube.watch import LiveCluster, WatchSettings, slim_pod
     from qosched.policies.profile_lookup import lookup_from_profiles
     from qosched.profiles.store import ProfileStore
 

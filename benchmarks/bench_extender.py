@@ -12,7 +12,7 @@ pod (own UID), so nothing is cached across pods; ``prioritize`` reuses its pod's
 evaluation, as it does inside one scheduling cycle.
 
 The baseline, measured in the same run under the same gunicorn settings
-(``qosched.extender.serve_cmd.ExtenderServer`` + ``gunicorn_conf``), is the thinnest Flask
+(``qosched.extender.cli.serve.ExtenderServer`` + ``gunicorn_conf``), is the thinnest Flask
 extender: parse the body with orjson, let every node pass / score 0 / bind nothing. The
 difference is what qosched's validation, policy and bookkeeping cost per call.
 
@@ -164,7 +164,7 @@ def null_app() -> Any:
 
 
 def serve_null(port: int) -> None:
-    from qosched.extender.serve_cmd import ExtenderServer
+    from qosched.extender.cli.serve import ExtenderServer
 
     ExtenderServer(null_app, {"bind": f"127.0.0.1:{port}"}).run()
 
@@ -326,9 +326,9 @@ def mean_metric(base: str, family: str) -> dict[str, float]:
 
 def in_process_policy(path: Path, names: list[str], calls: int) -> list[float]:
     """``policy.evaluate`` alone on the same cluster and candidates [s per call]."""
-    from qosched.extender.cluster import StaticCluster
-    from qosched.extender.objects import pod_demand
-    from qosched.extender.runtime import rows_of
+    from qosched.extender.kube.cache import StaticCluster
+    from qosched.extender.kube.objects import pod_demand
+    from qosched.extender.server.runtime import rows_of
     from qosched.policies.placement.base import make_policy
     from qosched.policies.profile_lookup import lookup_from_profiles
     from qosched.profiles.store import bundled_profiles
@@ -372,7 +372,7 @@ def in_process(n_nodes: int, calls: int, workdir: Path) -> dict[str, list[float]
     """CPU time per call [s] of filter and prioritize through the Flask test client (no HTTP)."""
     from prometheus_client import CollectorRegistry
 
-    from qosched.extender.app import create_app
+    from qosched.extender.server.app import create_app
 
     path = workdir / f"cluster-{n_nodes}.json"
     path.write_bytes(orjson.dumps(make_snapshot(n_nodes, pending=0)))
@@ -418,7 +418,7 @@ def run(n_nodes: int, calls: int, bind_count: int, workdir: Path, python: str) -
         [
             python,
             "-m",
-            "qosched.extender.cli",
+            "qosched.extender.cli.main",
             "serve",
             "--cluster",
             str(path),

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from qosched.extender import preemption as preemption_gathering
-from qosched.extender.binder import SnapshotBinder
-from qosched.extender.cluster import StaticCluster
-from qosched.extender.objects import is_managed
-from qosched.extender.runtime import Runtime
+from qosched.extender.kube.binding import SnapshotBinder
+from qosched.extender.kube.cache import StaticCluster
+from qosched.extender.kube.objects import is_managed
+from qosched.extender.server import preempt_inputs as preemption_gathering
+from qosched.extender.server.runtime import Runtime
 from qosched.policies.placement.base import Reason, make_policy
 from qosched.policies.preemption import LiveConfig
 from qosched.policies.profile_lookup import lookup_from_profiles

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qosched.extender.whatif_cmd import load_policy_packages
+from qosched.extender.cli.whatif import load_policy_packages
 from qosched.policies.placement.base import policy_names
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.simulator.metrics import summarize

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from qosched.extender import wire
+from qosched.extender.server import wire
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "kube-scheduler"
 CT = "application/json"

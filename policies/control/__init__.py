@@ -8,7 +8,7 @@ co-located services toward their latency targets, and a simulated plant to study
   :func:`run_closed_loop` to iterate the law against them.
 
 Pure: no clock, no I/O. The controller that reads Prometheus and patches pods is
-:mod:`qosched.extender.controller`.
+:mod:`qosched.extender.controller.loop`.
 """
 
 from qosched.policies.control.law import (

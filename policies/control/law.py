@@ -3,7 +3,7 @@ missing it (DQoES, Mao et al., arXiv 2010.12728; ``models.md`` §C).
 
 The paper's exact law is not published in a form we have; this is the law qosched uses. It is
 pure: numbers in, numbers out, no clock and no I/O. The controller
-(:mod:`qosched.extender.controller`) feeds it the shares read from the API server and the
+(:mod:`qosched.extender.controller.loop`) feeds it the shares read from the API server and the
 latencies read from Prometheus, and applies what it returns. The law keeps no state between
 steps: the current shares *are* the state, so a restarted or newly elected controller continues
 where the last one stopped.

@@ -27,7 +27,7 @@ its controller after an eviction is a new pod with a fresh creation time: its hi
 The predicted pause of a live victim is a constant, ``LiveConfig.pause_s``: the time for its
 controller to recreate it, for the scheduler to place it again and for it to start.
 
-The numbers are gathered by the I/O shell (``qosched.extender.runtime``); everything here is
+The numbers are gathered by the I/O shell (``qosched.extender.server.runtime``); everything here is
 pure (``now_s`` is passed in).
 """
 

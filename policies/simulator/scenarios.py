@@ -7,7 +7,7 @@ needs (``inf`` = it stays). Two sources build one:
 
 * :func:`openb_workload` — the Alibaba GPU trace v2023 ("openb", ``../shared/data/alibaba-gpu-v2023``),
   optionally inflated as the FGD paper does (:func:`qosched.policies.traces.tune_workload`);
-* a snapshot file (contract §3), parsed in the I/O shell (``qosched.extender.whatif_cmd``), which
+* a snapshot file (contract §3), parsed in the I/O shell (``qosched.extender.cli.whatif``), which
   calls :meth:`Workload.build`.
 
 Mapping of the openb trace (documented here, used nowhere else)

@@ -1,6 +1,6 @@
 """qosched.profiles.profiler: benchmark real models with PyTorch, solo and co-located.
 
-``qosched profile run`` (see :mod:`qosched.extender.profile_cmd`) drives this package:
+``qosched profile run`` (see :mod:`qosched.extender.cli.profile`) drives this package:
 
 - :mod:`.models` — ResNet-18, ResNet-50, MobileNet v2 (torchvision architectures, written out
   here, random seeded weights, nothing downloaded) and a tiny CNN for tests; ``build_model(name)``.

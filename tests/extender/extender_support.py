@@ -23,8 +23,8 @@ import requests
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from qosched.extender.app import create_app
-from qosched.extender.runtime import BindError
+from qosched.extender.kube.binding import BindError
+from qosched.extender.server.app import create_app
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 FIXTURES = SHARED / "fixtures" / "kube-scheduler"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from qosched.extender.watch import LiveCluster, Resource, WatchSettings
+from qosched.extender.kube.watch import LiveCluster, Resource, WatchSettings
 from qosched.policies.placement.base import Evaluation, Reason
 from qosched.policies.state import ClusterState, ServiceParams
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand

@@ -31,8 +31,8 @@ import orjson
 import pytest
 from flask import Flask
 
-from qosched.extender.app import runtime_of
-from qosched.extender.binder import SnapshotBinder
+from qosched.extender.kube.binding import SnapshotBinder
+from qosched.extender.server.app import runtime_of
 from tests.extender.extender_support import CLUSTER_YAML, FIXTURES, JSON_CT, QOSCHED_BIN, SMOKE, make_app
 
 FILES = sorted(FIXTURES.glob("*.json"))

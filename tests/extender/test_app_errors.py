@@ -19,8 +19,8 @@ import pytest
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from qosched.extender.app import create_app, runtime_of
-from qosched.extender.cluster import StaticCluster
+from qosched.extender.kube.cache import StaticCluster
+from qosched.extender.server.app import create_app, runtime_of
 from qosched.policies.placement.base import Evaluation
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.state import ClusterState
@@ -280,12 +280,12 @@ def test_a_raising_policy_is_answered_200_logged_with_the_pod_and_no_trace(
     app: Flask, caplog: pytest.LogCaptureFixture, verb: str, body: bytes, expected: Any
 ) -> None:
     runtime_of(app).policy = RaisingPolicy()
-    with caplog.at_level(logging.ERROR, logger="qosched.extender.routes"):
+    with caplog.at_level(logging.ERROR, logger="qosched.extender.server.routes"):
         response = raw(app, verb, body)
     assert response.status_code == 200
     assert response.get_json() == expected
     assert "secret internals" not in response.text and "Traceback" not in response.text
-    records = [r for r in caplog.records if r.name == "qosched.extender.routes"]
+    records = [r for r in caplog.records if r.name == "qosched.extender.server.routes"]
     assert [r.getMessage() for r in records] == [f"{verb} failed for pod default/good"]
     assert records[0].exc_info is not None  # the trace goes to the log, not to the client
     metrics = app.test_client().get("/metrics").text
@@ -406,7 +406,7 @@ def test_serve_fails_fast_with_one_clear_line(
 ) -> None:
     from click.testing import CliRunner
 
-    from qosched.extender.cli import main
+    from qosched.extender.cli.main import main
 
     path = cluster
     if snapshot is not None:
@@ -434,7 +434,7 @@ def _filter_body(annotations: dict[str, str], names: list[str]) -> dict:
 
 
 def test_scheduler_verbs_refuse_non_loopback_callers() -> None:
-    from qosched.extender.app import create_app
+    from qosched.extender.server.app import create_app
 
     app = create_app({"CLUSTER_FILE": _cluster_file()})
     client = app.test_client()
@@ -450,7 +450,7 @@ def test_scheduler_verbs_refuse_non_loopback_callers() -> None:
 
 
 def test_unknown_class_annotation_is_an_invalid_request_not_an_error() -> None:
-    from qosched.extender.app import create_app
+    from qosched.extender.server.app import create_app
 
     client = create_app({"CLUSTER_FILE": _cluster_file()}).test_client()
     ann = {"qosched.io/model": "resnet50", "qosched.io/slo-ms": "50", "qosched.io/class": "gold"}
@@ -460,7 +460,7 @@ def test_unknown_class_annotation_is_an_invalid_request_not_an_error() -> None:
 
 
 def test_configured_classes_and_thresholds_reach_the_decision() -> None:
-    from qosched.extender.app import create_app
+    from qosched.extender.server.app import create_app
 
     classes = {
         "classes": [

@@ -17,8 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qosched.extender.app import runtime_of
-from qosched.extender.objects import is_managed
+from qosched.extender.kube.objects import is_managed
+from qosched.extender.server.app import runtime_of
 from tests.extender.extender_support import JSON_CT, make_app, node, pod, write_snapshot
 
 NODES = ["t4-0", "t4-1", "a100-0", "tpu-0", "cpu-0"]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qosched.extender.cluster import ClusterCache, StaticCluster
+from qosched.extender.kube.cache import ClusterCache, StaticCluster
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.state import ServiceParams, StateError
 from qosched.policies.types import Allocation
@@ -45,7 +45,7 @@ def cpu_used(c: ClusterCache, name: str) -> int:
 
 
 def assumed_alloc(c: ClusterCache, p: dict[str, Any], node_name: str, devices: tuple[int, ...]) -> Allocation:
-    from qosched.extender.objects import pod_demand
+    from qosched.extender.kube.objects import pod_demand
 
     return Allocation(pod=pod_demand(p), node=node_name, devices=devices, assumed=True)
 

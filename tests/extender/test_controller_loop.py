@@ -12,8 +12,8 @@ plant, everything on 127.0.0.1.
   request's latency goes into a per-pod histogram (prometheus_client, its own registry).
 - **Prometheus** 2.x (``/usr/bin/prometheus``; skipped with a reason when absent) scrapes the
   exporter every second, TSDB in a temp dir.
-- **Controller**: :class:`~qosched.extender.controller.QoEController` with a
-  :class:`~qosched.extender.prom.PromReader` (3 s window), one cycle every 4 s for 8 cycles.
+- **Controller**: :class:`~qosched.extender.controller.loop.QoEController` with a
+  :class:`~qosched.extender.controller.prom.PromReader` (3 s window), one cycle every 4 s for 8 cycles.
 
 Starting from static equal shares (500m / 500 milli-GPU each; only two services meet their SLO)
 the test asserts that the controller satisfies more services than equal shares (observed through
@@ -46,8 +46,8 @@ from kubernetes import client as k8s
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import HistogramMetricFamily
 
-from qosched.extender.cli import main
-from qosched.extender.controller import (
+from qosched.extender.cli.main import main
+from qosched.extender.controller.loop import (
     A_GPU_SHARE_MILLI,
     ContainerCpu,
     ControllerSettings,
@@ -58,9 +58,9 @@ from qosched.extender.controller import (
     run_loop,
     writable_shares,
 )
-from qosched.extender.leader import LeaderElector, LeaseSettings
-from qosched.extender.objects import A_DEVICE
-from qosched.extender.prom import PromQueries, PromReader, PromSnapshot
+from qosched.extender.controller.prom import PromQueries, PromReader, PromSnapshot
+from qosched.extender.kube.leader import LeaderElector, LeaseSettings
+from qosched.extender.kube.objects import A_DEVICE
 from qosched.policies.control.law import ControlSettings
 from tests.extender.test_prom import FakePrometheus, vector
 from tests.kubefake import RbacAuthorizer, conftest_plugin, load_snapshot
@@ -667,7 +667,7 @@ def test_build_pools(
     namespace: str | None, want: dict[str, tuple[float, dict[str, int]]], caplog: pytest.LogCaptureFixture
 ) -> None:
     nodes, pods = pool_objects()
-    with caplog.at_level(logging.WARNING, logger="qosched.extender.controller"):
+    with caplog.at_level(logging.WARNING, logger="qosched.extender.controller.loop"):
         pools = build_pools(nodes, pods, ControllerSettings(namespace=namespace))
     got = {p.label: (p.capacity, {q.key: q.share for q in p.pods}) for p in pools}
     assert got == want
@@ -731,7 +731,7 @@ def test_dry_run_writes_nothing(
     two_pods: FakeKubeAPI, core_v1: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = ControllerSettings(rate_source="none", dry_run=True)
-    with caplog.at_level(logging.INFO, logger="qosched.extender.controller"):
+    with caplog.at_level(logging.INFO, logger="qosched.extender.controller.loop"):
         report = QoEController(core_v1, CannedLatency(CANNED), settings).cycle()
     assert report.dry_run and len(report.changes) == 4 and report.applied == 0
     assert two_pods.count(method="PATCH") == 0

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from qosched.extender.cluster import load_snapshot
-from qosched.extender.demo_cmd import demo_snapshot_path
-from qosched.extender.objects import is_managed, pod_node
+from qosched.extender.cli.demo import demo_snapshot_path
+from qosched.extender.kube.cache import load_snapshot
+from qosched.extender.kube.objects import is_managed, pod_node
 from tests.extender.extender_support import QOSCHED_BIN
 
 pytestmark = pytest.mark.slow

@@ -141,10 +141,10 @@ def test_one_worker_process_with_threads_serves_concurrent_requests(cluster: Pat
 # that blocks until the test creates a file: proves other requests are served meanwhile.
 LAUNCHER = """
 import pathlib, sys, time
-from qosched.extender.app import create_app
-from qosched.extender.binder import SnapshotBinder
-from qosched.extender.cluster import StaticCluster
-from qosched.extender.serve_cmd import ExtenderServer
+from qosched.extender.server.app import create_app
+from qosched.extender.kube.binding import SnapshotBinder
+from qosched.extender.kube.cache import StaticCluster
+from qosched.extender.cli.serve import ExtenderServer
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.profiles.store import bundled_profiles
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
-from qosched.extender.binder import KubeBinder
-from qosched.extender.kube_binder import conflict_node_of
-from qosched.extender.runtime import BindError, Runtime
+from qosched.extender.kube.binding import BindError
+from qosched.extender.kube.kube_binder import KubeBinder, conflict_node_of
+from qosched.extender.server.runtime import Runtime
 from tests.extender.live_support import FirstFitPolicy, live_cluster, used_milli, wait_until
 from tests.kubefake import FakeKubeAPI, conftest_plugin, make_pod
 

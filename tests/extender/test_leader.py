@@ -1,4 +1,4 @@
-"""Leader election on a coordination.k8s.io Lease (``qosched.extender.leader``) through the
+"""Leader election on a coordination.k8s.io Lease (``qosched.extender.kube.leader``) through the
 official client against the fake apiserver: create, renew, follow, take over after expiry
 (observed on the follower's own clock), 409 on a stale update, release, transient errors and
 the renew deadline, and the controller loop acting only while leading."""
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from qosched.extender.controller import CycleReport, run_loop
-from qosched.extender.leader import LeaderElector, LeaseSettings, default_identity
+from qosched.extender.controller.loop import CycleReport, run_loop
+from qosched.extender.kube.leader import LeaderElector, LeaseSettings, default_identity
 from tests.kubefake import conftest_plugin
 from tests.kubefake.server import FakeKubeAPI
 

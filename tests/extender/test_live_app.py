@@ -16,10 +16,10 @@ import yaml
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from qosched.extender.app import create_app, runtime_of
-from qosched.extender.binder import KubeBinder
-from qosched.extender.config import ConfigError
-from qosched.extender.watch import LiveCluster, api_client_from
+from qosched.extender.kube.kube_binder import KubeBinder
+from qosched.extender.kube.watch import LiveCluster, api_client_from
+from qosched.extender.server.app import create_app, runtime_of
+from qosched.extender.server.settings import ConfigError
 from tests.extender.live_support import device_memory, lookup, wait_until
 from tests.kubefake import FakeKubeAPI, conftest_plugin, make_pod
 

@@ -10,7 +10,7 @@
   (kube-scheduler decodes it strictly), verbs that are the contract's HTTP paths, and values
   kube-scheduler's validation accepts.
 - The Deployments, Service and example workloads agree with each other, with
-  ``qosched.extender.config``, with the options of the ``qosched controller`` click command and
+  ``qosched.extender.server.settings``, with the options of the ``qosched controller`` click command and
   with the contract's annotations.
 """
 
@@ -35,13 +35,13 @@ import yaml
 from click.testing import CliRunner
 from kubernetes import client
 
-from qosched.extender import config as extender_config
-from qosched.extender import controller as controller_module
-from qosched.extender.controller import A_GPU_SHARE_MILLI
-from qosched.extender.controller_cmd import controller as controller_command
-from qosched.extender.leader import LeaderElector, LeaseSettings, default_identity
-from qosched.extender.objects import A_DEVICE, A_POLICY, USER_ANNOTATIONS, pod_demand
-from qosched.extender.prom import PromReader
+from qosched.extender.cli.controller import controller as controller_command
+from qosched.extender.controller import loop as controller_module
+from qosched.extender.controller.loop import A_GPU_SHARE_MILLI
+from qosched.extender.controller.prom import PromReader
+from qosched.extender.kube.leader import LeaderElector, LeaseSettings, default_identity
+from qosched.extender.kube.objects import A_DEVICE, A_POLICY, USER_ANNOTATIONS, pod_demand
+from qosched.extender.server import settings as extender_config
 from qosched.policies.fairness.classes import DEFAULT_CLASSES
 from qosched.profiles.store import bundled_profiles
 from tests.extender.test_prom import FakePrometheus, vector
@@ -211,7 +211,7 @@ EXPECTED_NAMESPACE_RULES = {
     ("coordination.k8s.io", "leases", "get", "qosched-scheduler"),
     ("coordination.k8s.io", "leases", "update", "qosched-scheduler"),
 }
-#: The QoE controller's own ServiceAccount: what qosched.extender.controller and .leader call.
+#: The QoE controller's own ServiceAccount: what qosched.extender.controller.loop and .leader call.
 EXPECTED_CONTROLLER_CLUSTER_RULES = {
     ("", "nodes", "list", ""),  # every cycle: allocatable CPU
     ("", "pods", "list", ""),  # every cycle: pools and capacity
@@ -1023,7 +1023,7 @@ def test_extender_env_names_are_known_settings() -> None:
     gunicorn_env = set(
         re.findall(
             r'os\.environ\.get\("QOSCHED_(\w+)"',
-            Path(importlib.import_module("qosched.extender.gunicorn_conf").__file__ or "").read_text(),
+            Path(importlib.import_module("qosched.extender.server.gunicorn_conf").__file__ or "").read_text(),
         )
     )
     names = {e["name"] for e in _container("extender")["env"] if e["name"].startswith("QOSCHED_")}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from qosched.extender.metrics import (
+from qosched.extender.server.metrics import (
     BIND_FAILURE_REASONS,
     CODES,
     DECISION_OUTCOMES,
@@ -144,7 +144,7 @@ def test_decisions_rejections_bind_failures_policy(
 def test_unknown_label_values_go_to_other_and_warn_once(
     registry: CollectorRegistry, metrics: ExtenderMetrics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="qosched.extender.metrics"):
+    with caplog.at_level(logging.WARNING, logger="qosched.extender.server.metrics"):
         metrics.decision("filter", "scored")  # a prioritize outcome, not a filter one
         metrics.decision("filter", "scored")
         metrics.rejections({"cosmic_rays": 2})
@@ -259,7 +259,7 @@ def test_cache_collector_survives_a_failing_fn(caplog: pytest.LogCaptureFixture)
 
     registry = CollectorRegistry()
     registry.register(CacheCollector(broken))
-    with caplog.at_level(logging.ERROR, logger="qosched.extender.metrics"):
+    with caplog.at_level(logging.ERROR, logger="qosched.extender.server.metrics"):
         text = generate_latest(registry).decode()
     assert "qosched_cache_synced 0.0" in text
     assert registry.get_sample_value("qosched_cache_nodes") is None

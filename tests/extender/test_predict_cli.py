@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qosched.extender.cli import main
-from qosched.extender.predict_cmd import parse_colocate
+from qosched.extender.cli.main import main
+from qosched.extender.cli.predict import parse_colocate
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qosched.extender import wire
-from qosched.extender.app import runtime_of
-from qosched.extender.preemption import epoch_s, live_pod, restarts, started_s
-from qosched.extender.runtime import Runtime
+from qosched.extender.server import wire
+from qosched.extender.server.app import runtime_of
+from qosched.extender.server.preempt_inputs import epoch_s, live_pod, restarts, started_s
+from qosched.extender.server.runtime import Runtime
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG
 from qosched.policies.fairness.qos import has_slack
 from qosched.policies.placement.base import best_candidate

@@ -1,4 +1,4 @@
-"""Prometheus reader (``qosched.extender.prom``): the PromQL it sends, how results map to pods,
+"""Prometheus reader (``qosched.extender.controller.prom``): the PromQL it sends, how results map to pods,
 missing data (NaN, negative, absent, ambiguous) as no observation, ``+Inf`` kept, unit
 conversion, and every failure (refused connection, HTTP error, non-vector result, non-JSON body)
 as None with one log line. The server here is a loopback fake speaking the ``/api/v1/query`` JSON
@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from qosched.extender.prom import (
+from qosched.extender.controller.prom import (
     DEFAULT_QUANTILE_QUERY,
     PromQueries,
     PromReader,
@@ -196,7 +196,7 @@ def test_vector_mapping_and_missing_data(
     )
     fake = prom_answer(lambda _q: (200, answer))
     reader = PromReader(fake.url, PromQueries(metric="lat"))
-    with caplog.at_level(logging.WARNING, logger="qosched.extender.prom"):
+    with caplog.at_level(logging.WARNING, logger="qosched.extender.controller.prom"):
         got = reader.query_vector("whatever")
     assert got == {("a", "ok"): 0.012, ("a", "inf"): math.inf, (None, "no-ns"): 0.004, ("b", "ok"): 0.5}
     assert "2 series for pod a/dup" in caplog.text
@@ -265,7 +265,7 @@ def closed_port() -> int:
 def test_connection_refused_gives_none_and_one_error(caplog: pytest.LogCaptureFixture) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     reader = PromReader(url, retries=0, timeout_s=1.0)
-    with caplog.at_level(logging.ERROR, logger="qosched.extender.prom"):
+    with caplog.at_level(logging.ERROR, logger="qosched.extender.controller.prom"):
         assert reader.read([None]) is None
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert (
@@ -295,7 +295,7 @@ def test_failed_query_gives_none(
 ) -> None:
     fake = prom_answer(lambda _q: (code, body))
     reader = PromReader(fake.url, retries=0)
-    with caplog.at_level(logging.ERROR, logger="qosched.extender.prom"):
+    with caplog.at_level(logging.ERROR, logger="qosched.extender.controller.prom"):
         assert reader.read([None, 95.0]) is None
     assert message in caplog.text
     assert len(fake.queries) == 1  # stops at the first failure: no partial snapshot

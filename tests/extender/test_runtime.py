@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qosched.extender.cluster import StaticCluster
-from qosched.extender.runtime import Runtime, compact_index, rows_of
+from qosched.extender.kube.cache import StaticCluster
+from qosched.extender.server.runtime import Runtime, compact_index, rows_of
 from qosched.policies.placement.base import Evaluation, make_policy
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.state import ClusterState

@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from qosched.extender.app import create_app
-from qosched.extender.cli import main as cli
-from qosched.extender.upload import ConfigMapSink, SecretToken, TokenUnavailable, Uploader
+from qosched.extender.cli.main import main as cli
+from qosched.extender.server.app import create_app
+from qosched.extender.server.uploads import ConfigMapSink, SecretToken, TokenUnavailable, Uploader
 from qosched.profiles.schema import dump_profile_json, loads_profile, profile_filename
 from qosched.profiles.store import ProfileStore
 from tests.extender.extender_support import (

@@ -1,4 +1,4 @@
-"""The live cache (``qosched.extender.watch``): list → replace → watch → recover, against kubefake.
+"""The live cache (``qosched.extender.kube.watch``): list → replace → watch → recover, against kubefake.
 
 Every test talks real HTTP on 127.0.0.1 to the in-process fake kube-apiserver through the
 official client, and checks the accounts the policies read (milli-GPU per device, pod counts)
@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
-from qosched.extender.cluster import ClusterCache
-from qosched.extender.config import ConfigError
-from qosched.extender.objects import pod_demand
-from qosched.extender.runtime import Runtime
-from qosched.extender.watch import (
+from qosched.extender.kube.cache import ClusterCache
+from qosched.extender.kube.objects import pod_demand
+from qosched.extender.kube.watch import (
     LAST_APPLIED,
     Backoff,
     Gone,
@@ -29,6 +27,8 @@ from qosched.extender.watch import (
     iter_lines,
     slim_pod,
 )
+from qosched.extender.server.runtime import Runtime
+from qosched.extender.server.settings import ConfigError
 from tests.extender.live_support import (
     FAST,
     FakeClock,
@@ -329,7 +329,7 @@ def test_unexpected_error_is_logged_and_the_loop_goes_on(
             real(pods)
 
         cache.replace_pods = flaky  # type: ignore[method-assign]
-        with caplog.at_level(logging.ERROR, logger="qosched.extender.watch"), looping(cache, "pods", None):
+        with caplog.at_level(logging.ERROR, logger="qosched.extender.kube.watch"), looping(cache, "pods", None):
             wait_until(lambda: cache.lists["pods"] == 2 and kube_api.open_watches == 1, what="recovery")
         assert "pods watch failed unexpectedly" in caplog.text and "bug in a relist" in caplog.text
         assert used_milli(cache, "gpu-0") == [300]
@@ -383,7 +383,7 @@ def _offline_cache() -> LiveCluster:
 
 def test_unknown_event_is_logged_and_skipped_bookmark_moves_version(caplog: pytest.LogCaptureFixture) -> None:
     cache = _offline_cache()
-    with caplog.at_level(logging.WARNING, logger="qosched.extender.watch"):
+    with caplog.at_level(logging.WARNING, logger="qosched.extender.kube.watch"):
         seen = []
         for event in STREAM_WITH_UNKNOWN_EVENT:
             cache.dispatch("nodes", event)
@@ -512,7 +512,7 @@ class _NoApiBinder:
 
 
 def test_bound_pod_is_accounted_at_once_then_confirmed_without_double_counting(kube_api: FakeKubeAPI) -> None:
-    from qosched.extender.binder import KubeBinder
+    from qosched.extender.kube.kube_binder import KubeBinder
 
     kube_api.add_node("gpu-0", gpus=2)
     kube_api.add_pod(_pod("p", 600))

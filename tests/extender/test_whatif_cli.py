@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qosched.extender.cli import main
-from qosched.extender.whatif_report import CSV_COLUMNS
+from qosched.extender.cli.main import main
+from qosched.extender.cli.whatif_report import CSV_COLUMNS
 from qosched.policies.placement.base import policy_names
 from qosched.policies.simulator.metrics import CONTRACT_KEYS
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qosched.extender import wire
-from qosched.extender.wire import (
+from qosched.extender.server import wire
+from qosched.extender.server.wire import (
     ExtenderArgs,
     ExtenderBindingArgs,
     ExtenderBindingResult,

@@ -14,8 +14,8 @@ import orjson
 import pytest
 import yaml
 
-from qosched.extender import wire
-from qosched.extender.wire import ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs
+from qosched.extender.server import wire
+from qosched.extender.server.wire import ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs
 
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "kube-scheduler"
 FILES = sorted(FIXTURES.glob("*.json"))

@@ -1,6 +1,6 @@
 """Builders for Node and Pod objects carrying qosched's labels and annotations, and snapshot loading.
 
-The names come from ``shared/spec/contract.md`` §1 through ``qosched.extender.objects`` (one
+The names come from ``shared/spec/contract.md`` §1 through ``qosched.extender.kube.objects`` (one
 source of truth). The builders produce the API (JSON) form the apiserver stores, so the same
 dicts can be added to :class:`~tests.kubefake.server.FakeKubeAPI`, written into a snapshot file,
 or fed to the client's deserialiser.
@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from qosched.extender.objects import (
+from qosched.extender.kube.objects import (
     A_CLASS,
     A_DEVICE,
     A_GPU_MILLI,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qosched.extender.cli import main
+from qosched.extender.cli.main import main
 from qosched.policies.latency.queueing import processor_sharing_latency_ms
 from qosched.profiles.profiler.load import LatencyStats, poisson_arrivals_s
 from qosched.profiles.profiler.report import (

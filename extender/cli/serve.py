@@ -10,7 +10,7 @@ import click
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from qosched.extender import gunicorn_conf
+from qosched.extender.server import gunicorn_conf
 
 
 class ExtenderServer(BaseApplication):
@@ -42,9 +42,9 @@ def check_static(cluster_file: str, overrides: dict[str, Any]) -> None:
     copy in the master (5,000 nodes: ~5 s and ~1 GB). Objects the cache cannot use are warnings in
     the worker anyway, not start-up errors. Errors become one clear line, not a traceback.
     """
-    from qosched.extender.app import create_app
-    from qosched.extender.binder import SnapshotBinder
-    from qosched.extender.cluster import StaticCluster, load_snapshot
+    from qosched.extender.kube.binding import SnapshotBinder
+    from qosched.extender.kube.cache import StaticCluster, load_snapshot
+    from qosched.extender.server.app import create_app
 
     try:
         load_snapshot(cluster_file)
@@ -74,7 +74,7 @@ def check_static(cluster_file: str, overrides: dict[str, Any]) -> None:
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False),
-    help="YAML/JSON settings file (see extender/config.py).",
+    help="YAML/JSON settings file (see extender/server/settings.py).",
 )
 @click.option("--policy", default=None, help="Placement policy by name (default from config: qosched).")
 @click.option(
@@ -97,7 +97,7 @@ def serve(
     threads: int | None,
 ) -> None:
     """Run the scheduler extender (filter, prioritize, bind, preempt, /metrics, /profiles)."""
-    from qosched.extender.app import create_app
+    from qosched.extender.server.app import create_app
 
     overrides: dict[str, Any] = {
         "CONFIG_FILE": config_file,

@@ -4,7 +4,7 @@ The file is validated here first (the same :func:`~qosched.profiles.schema.loads
 server runs), so a typo is reported with its field path before anything is sent; its
 ``accelerator`` and ``model`` give the URL ``PUT {URL}/profiles/<accelerator>/<model>``. The token
 is sent as ``Authorization: Bearer <token>``; the extender stores the profile durably and
-hot-reloads it (see :mod:`qosched.extender.upload`).
+hot-reloads it (see :mod:`qosched.extender.server.uploads`).
 
 Exit status: 0 uploaded; 1 the upload failed (connection error, timeout, or the server refused it:
 its status and message are printed); 2 a usage error (unreadable or invalid profile file, empty

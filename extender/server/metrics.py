@@ -30,7 +30,7 @@ collectors do not work in ``prometheus_client``'s multi-process mode; the extend
 process with threads, so that mode is not used.
 
 The method names (``decision``, ``rejections``, ``bind_failure``, ``policy_seconds``) are those of
-``qosched.extender.runtime.Observer``, so an :class:`ExtenderMetrics` is the runtime's observer.
+``qosched.extender.server.runtime.Observer``, so an :class:`ExtenderMetrics` is the runtime's observer.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ per verb, so anything above 1 s is already an incident (+Inf catches it).
 
 
 class CacheStatsLike(Protocol):
-    """What :class:`CacheCollector` reads (``qosched.extender.cluster.CacheStats`` has these)."""
+    """What :class:`CacheCollector` reads (``qosched.extender.kube.cache.CacheStats`` has these)."""
 
     @property
     def nodes(self) -> int: ...

@@ -286,6 +286,6 @@ def report_cmd(out_dir: str, quiet: bool) -> None:
     _print_report(report, Path(out_dir), quiet)
 
 
-from qosched.extender.profile_upload_cmd import upload as _upload  # noqa: E402
+from qosched.extender.cli.profile_upload import upload as _upload  # noqa: E402
 
 profile.add_command(_upload)

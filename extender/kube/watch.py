@@ -1,6 +1,6 @@
 """The live cluster cache: list, then watch, nodes and pods from the API server.
 
-``LiveCluster`` is a ``ClusterCache`` (``qosched.extender.cluster``) fed by two daemon threads,
+``LiveCluster`` is a ``ClusterCache`` (``qosched.extender.kube.cache``) fed by two daemon threads,
 one per resource, each running the loop kopf runs (``kopf/_cogs/clients/watching.py``), written
 on the official ``kubernetes`` client::
 
@@ -49,8 +49,8 @@ import orjson
 import urllib3
 from kubernetes import client as k8s
 
-from qosched.extender.cluster import ClusterCache
-from qosched.extender.config import ConfigError
+from qosched.extender.kube.cache import ClusterCache
+from qosched.extender.server.settings import ConfigError
 from qosched.policies.state import DeviceMemoryLookup, ServiceLookup
 
 log = logging.getLogger(__name__)

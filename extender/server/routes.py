@@ -5,7 +5,7 @@ Bad input (malformed JSON, missing or mistyped fields, wrong content type, overs
 ``Error`` field (what kube-scheduler reads), logged with the pod's name, never a stack trace.
 Every error body is JSON ``{"error": "..."}``, including Flask's own 404/405/413.
 
-``PUT /profiles/<accelerator>/<model>`` is served by :mod:`qosched.extender.upload`.
+``PUT /profiles/<accelerator>/<model>`` is served by :mod:`qosched.extender.server.uploads`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from flask import Blueprint, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from qosched.extender import wire
-from qosched.extender.runtime import Runtime
-from qosched.extender.upload import Uploader, UploadError
+from qosched.extender.server import wire
+from qosched.extender.server.runtime import Runtime
+from qosched.extender.server.uploads import Uploader, UploadError
 
 log = logging.getLogger(__name__)
 

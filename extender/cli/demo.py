@@ -26,8 +26,8 @@ import requests
 from rich.console import Console
 from rich.table import Table
 
-from qosched.extender.cluster import load_snapshot
-from qosched.extender.objects import A_MODEL, A_RATE_RPS, A_SLO_MS, annotations_of, pod_node
+from qosched.extender.kube.cache import load_snapshot
+from qosched.extender.kube.objects import A_MODEL, A_RATE_RPS, A_SLO_MS, annotations_of, pod_node
 
 
 def demo_snapshot_path() -> Path:
@@ -142,7 +142,7 @@ def demo(cluster_file: str | None, policy: str, port: int) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "qosched.extender.cli",
+        "qosched.extender.cli.main",
         "serve",
         "--cluster",
         str(snapshot),

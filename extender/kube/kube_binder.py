@@ -22,7 +22,7 @@ through the ApiClient's own urllib3 pool (``api_client.rest_client.pool_manager`
 TLS, client certificates, proxy and kept-alive connections, with the auth header taken from the
 client's ``Configuration`` on every call (so rotated service-account tokens are honoured).
 
-Errors become ``qosched.extender.runtime.BindError``:
+Errors become ``qosched.extender.kube.binding.BindError``:
 
 =====================================================  ==============================================
 answer                                                  ``BindError``
@@ -48,7 +48,7 @@ from urllib.parse import quote
 import orjson
 import urllib3
 
-from qosched.extender.runtime import BindError
+from qosched.extender.kube.binding import BindError
 
 #: ``pod %v is already assigned to node %q`` (assignPod). Node names are DNS subdomains, so Go's
 #: quoting never escapes anything inside the quotes.

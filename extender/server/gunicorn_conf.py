@@ -4,7 +4,7 @@ Why one process: the cluster cache and the assumed (bound, not yet watched) pods
 by every request, or two workers could both hand the same device to two pods. Threads (gthread)
 still overlap the blocking parts (the bind's API call, the watch) with request handling.
 Why no preload: ``create_app`` starts the watch thread, and threads do not survive a fork.
-Production: ``gunicorn -c python:qosched.extender.gunicorn_conf 'qosched.extender.app:create_app()'``
+Production: ``gunicorn -c python:qosched.extender.server.gunicorn_conf 'qosched.extender.server.app:create_app()'``
 (settings reach ``create_app`` through ``QOSCHED_*`` environment variables).
 """
 

@@ -25,8 +25,8 @@ UNIT_TO_MS = {"seconds": 1000.0, "milliseconds": 1.0}
 
 def _api_client(kubeconfig: str | None, context: str | None) -> Any:
     """The extender's client loader (``watch.api_client_from``); a bad config is a usage error."""
-    from qosched.extender.config import ConfigError
-    from qosched.extender.watch import api_client_from
+    from qosched.extender.kube.watch import api_client_from
+    from qosched.extender.server.settings import ConfigError
 
     try:
         return api_client_from({"KUBECONFIG": kubeconfig}, context=context)
@@ -142,9 +142,9 @@ def controller(**opts: Any) -> None:
     """Move CPU / GPU shares between co-located services toward their latency targets (DQoES)."""
     from kubernetes import client as k8s
 
-    from qosched.extender.controller import ControllerSettings, QoEController, run_loop
-    from qosched.extender.leader import LeaderElector, LeaseSettings, default_identity
-    from qosched.extender.prom import PromQueries, PromReader
+    from qosched.extender.controller.loop import ControllerSettings, QoEController, run_loop
+    from qosched.extender.controller.prom import PromQueries, PromReader
+    from qosched.extender.kube.leader import LeaderElector, LeaseSettings, default_identity
     from qosched.policies.control.law import ControlSettings
 
     try:

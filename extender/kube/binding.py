@@ -1,19 +1,35 @@
-"""Binders: the last step of a scheduling cycle, turning a decision into a bound pod.
+"""The binder protocol, its error, and the in-memory binder: the last step of a scheduling cycle, turning a decision into a bound pod.
 
 ``SnapshotBinder`` serves ``qosched serve --cluster FILE``: it applies the binding to the
 in-memory snapshot exactly as kube-apiserver would (nodeName set, annotations merged, a second
-binding refused). ``KubeBinder`` (``qosched.extender.kube_binder``) talks to a real API server.
+binding refused). ``KubeBinder`` (``qosched.extender.kube.kube_binder``) talks to a real API server.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import Protocol
 
-from qosched.extender.cluster import StaticCluster
-from qosched.extender.kube_binder import KubeBinder
-from qosched.extender.objects import pod_node
-from qosched.extender.runtime import BindError
+from qosched.extender.kube.cache import StaticCluster
+from qosched.extender.kube.objects import pod_node
+
+
+class BindError(Exception):
+    """The API server refused a binding. ``conflict_node`` is set when the pod is already bound."""
+
+    def __init__(self, message: str, *, conflict_node: str | None = None, reason: str = "api") -> None:
+        super().__init__(message)
+        self.conflict_node = conflict_node
+        self.reason = reason
+
+
+class Binder(Protocol):
+    """Binds a pod to a node and writes the result annotations, in one API call where possible."""
+
+    def bind(
+        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
+    ) -> None: ...
 
 
 class SnapshotBinder:
@@ -46,4 +62,4 @@ class SnapshotBinder:
             self.bindings.append((f"{namespace}/{name}", uid, node, dict(annotations)))
 
 
-__all__ = ["KubeBinder", "SnapshotBinder"]
+__all__ = ["BindError", "Binder", "SnapshotBinder"]

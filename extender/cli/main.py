@@ -16,12 +16,12 @@ def main() -> None:
     )
 
 
-from qosched.extender.controller_cmd import controller  # noqa: E402
-from qosched.extender.demo_cmd import demo  # noqa: E402
-from qosched.extender.predict_cmd import predict  # noqa: E402
-from qosched.extender.profile_cmd import profile  # noqa: E402
-from qosched.extender.serve_cmd import serve  # noqa: E402
-from qosched.extender.whatif_cmd import whatif  # noqa: E402
+from qosched.extender.cli.controller import controller  # noqa: E402
+from qosched.extender.cli.demo import demo  # noqa: E402
+from qosched.extender.cli.predict import predict  # noqa: E402
+from qosched.extender.cli.profile import profile  # noqa: E402
+from qosched.extender.cli.serve import serve  # noqa: E402
+from qosched.extender.cli.whatif import whatif  # noqa: E402
 
 main.add_command(serve)
 main.add_command(demo)

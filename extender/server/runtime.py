@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qosched.extender.cluster import ClusterCache
-from qosched.extender.objects import (
+from qosched.extender.kube.binding import Binder, BindError
+from qosched.extender.kube.cache import ClusterCache
+from qosched.extender.kube.objects import (
     A_DEVICE,
     A_POLICY,
     A_PREDICTED_LATENCY_MS,
@@ -35,7 +36,7 @@ from qosched.extender.objects import (
     is_managed,
     pod_demand,
 )
-from qosched.extender.preemption import decide_preemption
+from qosched.extender.server.preempt_inputs import decide_preemption
 from qosched.policies.placement.base import (
     Evaluation,
     PlacementPolicy,
@@ -47,23 +48,6 @@ from qosched.policies.state import ClusterState, StateError
 from qosched.policies.types import Allocation, DemandError, PodDemand
 
 log = logging.getLogger(__name__)
-
-
-class BindError(Exception):
-    """The API server refused a binding. ``conflict_node`` is set when the pod is already bound."""
-
-    def __init__(self, message: str, *, conflict_node: str | None = None, reason: str = "api") -> None:
-        super().__init__(message)
-        self.conflict_node = conflict_node
-        self.reason = reason
-
-
-class Binder(Protocol):
-    """Binds a pod to a node and writes the result annotations, in one API call where possible."""
-
-    def bind(
-        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +133,7 @@ def compact_index(state: ClusterState) -> dict[str, int]:
 
 
 class Observer(Protocol):
-    """Hooks for metrics (``qosched.extender.metrics``) without the runtime importing them."""
+    """Hooks for metrics (``qosched.extender.server.metrics``) without the runtime importing them."""
 
     def decision(self, verb: str, outcome: str) -> None: ...
     def rejections(self, reasons: Mapping[str, int]) -> None: ...
@@ -493,7 +477,7 @@ class Runtime:
         interference) once a subset of the proposed victims the rule allows is gone, and answer
         the minimal such subset, victims of the lowest class with the largest QoS surplus first
         (:func:`qosched.policies.preemption.live.trim_proposal`; the numbers are gathered in
-        :func:`qosched.extender.preemption.decide_preemption`). Never adds a node or a victim.
+        :func:`qosched.extender.server.preempt_inputs.decide_preemption`). Never adds a node or a victim.
         """
         if not is_managed(pod):
             self.observer.decision("preempt", "unmanaged")

@@ -3,7 +3,7 @@
 ``ClusterCache`` owns the ``ClusterState`` arrays (``qosched.policies.state``) and the pod
 objects it has seen, and applies node/pod events to them. Two feeders exist and share all of
 this: ``StaticCluster`` (a snapshot file, synced at once) and the live watch
-(``qosched.extender.watch``), which lists then watches the API server.
+(``qosched.extender.kube.watch``), which lists then watches the API server.
 
 Assumptions: after a successful bind the pod is accounted on its node at once (``assume``), so
 the next decision sees it before the watch event arrives; the watch confirms it (the pod shows
@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 import yaml
 
-from qosched.extender.objects import (
+from qosched.extender.kube.objects import (
     ClassMapper,
     default_class_of,
     node_view,

@@ -1,13 +1,13 @@
-"""Flask application factory of the extender (gunicorn runs ``qosched.extender.app:create_app()``).
+"""Flask application factory of the extender (gunicorn runs ``qosched.extender.server.app:create_app()``).
 
-Nothing happens at import. ``create_app`` reads settings (``qosched.extender.config``), builds
+Nothing happens at import. ``create_app`` reads settings (``qosched.extender.server.settings``), builds
 the profile store, the cluster cache (a snapshot file, or a live watch started here, inside the
 worker process, never before a fork), the policy, the binder and the metrics, and stores them
 as one ``Runtime`` in ``app.extensions["qosched"]``. Tests pass their own cache, binder and
 registry.
 
 Worker model: the cache and its assumptions must be shared by every request, so production runs
-ONE gunicorn worker process with threads (``extender/gunicorn_conf.py``); more processes would
+ONE gunicorn worker process with threads (``extender/server/gunicorn_conf.py``); more processes would
 each hold their own cache and could double-book a device between two concurrent binds.
 """
 
@@ -22,11 +22,12 @@ from typing import Any
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from qosched.extender.cluster import ClusterCache, StaticCluster
-from qosched.extender.config import load_config
-from qosched.extender.metrics import CacheCollector, ExtenderMetrics
-from qosched.extender.runtime import Binder, Runtime
-from qosched.extender.upload import ConfigMapSink, load_configmap_profiles, make_uploader
+from qosched.extender.kube.binding import Binder
+from qosched.extender.kube.cache import ClusterCache, StaticCluster
+from qosched.extender.server.metrics import CacheCollector, ExtenderMetrics
+from qosched.extender.server.runtime import Runtime
+from qosched.extender.server.settings import load_config
+from qosched.extender.server.uploads import ConfigMapSink, load_configmap_profiles, make_uploader
 from qosched.policies.fairness.classes import (
     CLASS_ANNOTATION,
     DEFAULT_CLASS_CONFIG,
@@ -69,7 +70,7 @@ def create_app(
     store = profile_store if profile_store is not None else _profile_store(settings)
     live = cache is None and not settings.get("CLUSTER_FILE")
     if live and api_client is None:
-        from qosched.extender.watch import api_client_from
+        from qosched.extender.kube.watch import api_client_from
 
         api_client = api_client_from(settings)
     if settings.get("PROFILES_CONFIGMAP") and api_client is not None:
@@ -92,7 +93,7 @@ def create_app(
     app.extensions["qosched.registry"] = registry
     app.extensions["qosched.metrics"] = metrics
     app.extensions["qosched.uploader"] = make_uploader(settings, store, cache, api_client)
-    from qosched.extender.routes import api
+    from qosched.extender.server.routes import api
 
     app.register_blueprint(api)
     return app
@@ -161,11 +162,11 @@ def _cluster(
     ttl = float(settings["ASSUME_TTL_S"])
     if settings.get("CLUSTER_FILE"):
         static = StaticCluster.from_file(settings["CLUSTER_FILE"], lookup, device_memory, assume_ttl_s=ttl)
-        from qosched.extender.binder import SnapshotBinder
+        from qosched.extender.kube.binding import SnapshotBinder
 
         return static, SnapshotBinder(static)
-    from qosched.extender.binder import KubeBinder
-    from qosched.extender.watch import LiveCluster
+    from qosched.extender.kube.kube_binder import KubeBinder
+    from qosched.extender.kube.watch import LiveCluster
 
     if api_client is None:
         raise ValueError("create_app: live mode needs a Kubernetes API client")

@@ -16,7 +16,7 @@ Two inputs (contract §3):
 
 For each policy (``--policies``, default all registered) it writes ``DIR/<policy>.csv`` (one row
 per pod), and for all of them ``DIR/summary.json``, PNG plots and a self-contained
-``DIR/report.html`` (:mod:`qosched.extender.whatif_report`), then prints a summary table. Each
+``DIR/report.html`` (:mod:`qosched.extender.cli.whatif_report`), then prints a summary table. Each
 replay's wall time is measured here (the simulator core never reads a clock) and reported as
 ``runtime_s``. Progress goes to stderr unless ``--quiet``.
 """
@@ -33,7 +33,7 @@ from typing import Any
 import click
 import numpy as np
 
-from qosched.extender.objects import (
+from qosched.extender.kube.objects import (
     A_ARRIVAL_S,
     A_CLASS,
     A_DURATION_S,
@@ -94,7 +94,7 @@ def workload_from_snapshot(path: str | Path, classes: Any) -> Any:
 
     Errors name the file and the pod or node (``click.ClickException``).
     """
-    from qosched.extender.cluster import load_snapshot
+    from qosched.extender.kube.cache import load_snapshot
     from qosched.policies.fairness.classes import UnknownClassError
     from qosched.policies.simulator.scenarios import Workload, WorkloadError
     from qosched.policies.types import DemandError
@@ -204,7 +204,7 @@ def run_whatif(
     quiet: bool = True,
 ) -> dict[str, Any]:
     """Replay ``workload`` through every policy, write the outputs, return the summary dict."""
-    from qosched.extender.whatif_report import write_policy_csv, write_report
+    from qosched.extender.cli.whatif_report import write_policy_csv, write_report
     from qosched.policies.simulator.metrics import pod_outcomes, summarize
     from qosched.policies.simulator.replay import ReplayConfig, build_scheduler, replay
 

@@ -20,7 +20,7 @@
    the controlled ones. GPU: 1000 milli-GPU minus the ``gpu-milli`` of the other pods bound to the
    same device index. So the controller never hands out what the scheduler gave someone else.
 
-3. **Read latencies** (:mod:`qosched.extender.prom`): mean or percentile per pod, as its SLO
+3. **Read latencies** (:mod:`qosched.extender.controller.prom`): mean or percentile per pod, as its SLO
    states, and its request rate. A pod without an observation, or changed less than
    ``settle_s`` ago (its window still mixes old and new shares), holds.
 
@@ -37,7 +37,7 @@ container whose limit equals its request keeps them equal (a Guaranteed pod stay
 since the API refuses a resize that changes the QoS class), any other limit keeps its ratio to
 the request; memory is never touched.
 
-Only the leader acts when the controller is replicated (:mod:`qosched.extender.leader`): the
+Only the leader acts when the controller is replicated (:mod:`qosched.extender.kube.leader`): the
 loop calls ``may_act()`` right before every write.
 """
 
@@ -58,7 +58,8 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from qosched.extender.objects import (
+from qosched.extender.controller.prom import PromSnapshot
+from qosched.extender.kube.objects import (
     A_CLASS,
     A_RATE_RPS,
     A_SLO_MS,
@@ -70,7 +71,6 @@ from qosched.extender.objects import (
     pod_node,
     pod_requests,
 )
-from qosched.extender.prom import PromSnapshot
 from qosched.policies.control.law import ControlSettings, ControlStep, ServiceInput, control_step
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig, UnknownClassError
 from qosched.policies.fairness.shares import FairShareSolverCache
@@ -254,7 +254,7 @@ class CycleReport:
 
 
 class LatencySource(Protocol):
-    """What the controller needs from :class:`~qosched.extender.prom.PromReader`."""
+    """What the controller needs from :class:`~qosched.extender.controller.prom.PromReader`."""
 
     def read(self, percentiles: Iterable[float | None], *, with_rate: bool = True) -> PromSnapshot | None: ...
 
@@ -452,7 +452,7 @@ class QoEController:
     ----------
     core : kubernetes.client.CoreV1Api
     latency : LatencySource
-        Usually a :class:`~qosched.extender.prom.PromReader`.
+        Usually a :class:`~qosched.extender.controller.prom.PromReader`.
     settings : ControllerSettings, optional
     may_act : callable, optional
         Checked right before every write; the leader elector's ``is_leader`` when replicated.
@@ -718,7 +718,7 @@ def _api_message(exc: ApiException) -> str:
 
 
 class Elector(Protocol):
-    """What :func:`run_loop` needs from :class:`~qosched.extender.leader.LeaderElector`."""
+    """What :func:`run_loop` needs from :class:`~qosched.extender.kube.leader.LeaderElector`."""
 
     def try_acquire_or_renew(self) -> bool: ...
 

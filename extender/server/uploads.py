@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from qosched.extender.cluster import ClusterCache
+from qosched.extender.kube.cache import ClusterCache
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.profiles.schema import Profile, ProfileError, dump_profile_json, loads_profile, profile_filename
 from qosched.profiles.store import ProfileSet, ProfileStore, merge
@@ -421,7 +421,7 @@ def make_uploader(
     cache: ClusterCache,
     api_client: Any | None,
 ) -> Uploader:
-    """The uploader the settings describe (see :data:`qosched.extender.config.DEFAULTS`).
+    """The uploader the settings describe (see :data:`qosched.extender.server.settings.DEFAULTS`).
 
     Raises
     ------
