@@ -113,7 +113,9 @@ def cases(n: int) -> dict[str, Case]:
         # The same guarantees as filter_result_for, written plainly: subset, disjoint, request order.
         cand = json.loads(names_body)["NodeNames"]
         cand_set, kept_set = set(cand), set(kept_names)
-        assert kept_set <= cand_set and failed.keys() <= cand_set and kept_set.isdisjoint(failed)
+        assert kept_set <= cand_set
+        assert failed.keys() <= cand_set
+        assert kept_set.isdisjoint(failed)
         answer: dict[str, Any] = {
             "Nodes": None,
             "NodeNames": [c for c in cand if c in kept_set],

@@ -20,4 +20,6 @@ def test_every_package_folder_is_listed_in_setup_cfg() -> None:
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT).parts
             on_disk.add(".".join(("qosched", *rel)))
-    assert on_disk == listed, f"missing from setup.cfg: {sorted(on_disk - listed)}; stale: {sorted(listed - on_disk)}"
+    assert on_disk == listed, (
+        f"missing from setup.cfg: {sorted(on_disk - listed)}; stale: {sorted(listed - on_disk)}"
+    )

@@ -455,7 +455,9 @@ def whatif(
     if cluster_file:
         workload = workload_from_snapshot(cluster_file, classes)
     else:
-        assert nodes_csv and pods_csv and fmt == "openb"
+        assert nodes_csv
+        assert pods_csv
+        assert fmt == "openb"
         try:
             workload = openb_workload(
                 nodes_csv,

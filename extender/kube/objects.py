@@ -205,7 +205,8 @@ def node_view(node: Mapping[str, Any]) -> NodeView:
     labels = labels_of(node)
     status = node.get("status") if isinstance(node.get("status"), Mapping) else {}
     spec = node.get("spec") if isinstance(node.get("spec"), Mapping) else {}
-    assert isinstance(status, Mapping) and isinstance(spec, Mapping)
+    assert isinstance(status, Mapping)
+    assert isinstance(spec, Mapping)
     alloc = status.get("allocatable") or status.get("capacity") or {}
     accelerator = labels.get(L_ACCELERATOR) or None
     gpus = int(_quantity(alloc.get(GPU_RESOURCE, "0"), f"{GPU_RESOURCE}"))
@@ -246,7 +247,8 @@ def pod_node(pod: Mapping[str, Any]) -> str | None:
     """The node a pod is bound to, or None while pending or once terminated."""
     spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
     status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
-    assert isinstance(spec, Mapping) and isinstance(status, Mapping)
+    assert isinstance(spec, Mapping)
+    assert isinstance(status, Mapping)
     if status.get("phase") in TERMINAL_PHASES or (
         _meta(pod).get("deletionTimestamp") and not spec.get("nodeName")
     ):

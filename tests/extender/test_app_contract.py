@@ -87,14 +87,16 @@ def test_filter_keeps_a_subset_and_gives_every_rejected_node_a_reason(app: Flask
     unresolvable = answer["FailedAndUnresolvableNodes"] or {}
     assert set(kept) <= set(sent)
     assert kept == [n for n in sent if n in set(kept)]  # request order
-    assert set(kept).isdisjoint(failed) and set(kept).isdisjoint(unresolvable)
+    assert set(kept).isdisjoint(failed)
+    assert set(kept).isdisjoint(unresolvable)
     assert set(failed).isdisjoint(unresolvable)
     assert set(kept) | set(failed) | set(unresolvable) == set(sent)
     assert all(isinstance(r, str) and r for r in (*failed.values(), *unresolvable.values()))
     assert answer["Error"] == ""
     # The answer has the request's shape: names for the node cache, Node objects otherwise.
     if request["NodeNames"] is not None:
-        assert answer["Nodes"] is None and isinstance(answer["NodeNames"], list)
+        assert answer["Nodes"] is None
+        assert isinstance(answer["NodeNames"], list)
     else:
         assert answer["NodeNames"] is None
         by_name = {n["metadata"]["name"]: n for n in request["Nodes"]["items"]}
@@ -113,7 +115,8 @@ def test_filter_low_rejects_full_cpu_nodes_and_the_profileless_tpu(app: Flask, n
 def test_filter_lets_an_unmanaged_pod_through_untouched(app: Flask, name: str) -> None:
     request, answer = post(app, name)
     assert names_of(answer) == names_of(request)
-    assert answer["FailedNodes"] is None and answer["FailedAndUnresolvableNodes"] is None
+    assert answer["FailedNodes"] is None
+    assert answer["FailedAndUnresolvableNodes"] is None
     if request["Nodes"] is not None:
         assert answer["Nodes"] == request["Nodes"]  # the same objects, byte for byte
 
@@ -144,7 +147,8 @@ def test_prioritize_gives_0_where_nothing_fits_and_to_unmanaged_pods(app: Flask,
 @pytest.mark.parametrize("name", files("bind-"))
 def test_bind_answers_only_error(app: Flask, name: str) -> None:
     _, answer = post(app, name)
-    assert set(answer) == {"Error"} and isinstance(answer["Error"], str)
+    assert set(answer) == {"Error"}
+    assert isinstance(answer["Error"], str)
 
 
 @pytest.mark.parametrize("name", [p for p in files("bind-") if "nodecache" in p.values[0]])
@@ -169,7 +173,8 @@ def test_bind_with_another_clusters_uid_is_refused_naming_both_uids(app: Flask, 
     )
     assert answer == {"Error": expected}
     binder = runtime_of(app).binder
-    assert isinstance(binder, SnapshotBinder) and binder.bindings == []
+    assert isinstance(binder, SnapshotBinder)
+    assert binder.bindings == []
 
 
 # ----------------------------------------------------------------------------- preempt
@@ -190,7 +195,8 @@ def test_preempt_only_removes_from_the_proposal(app: Flask, name: str) -> None:
     for node_name, victims in (answer["NodeNameToMetaVictims"] or {}).items():
         assert node_name in proposed
         uids = [p["UID"] for p in victims["Pods"]]
-        assert set(uids) <= set(proposed[node_name]) and len(set(uids)) == len(uids)
+        assert set(uids) <= set(proposed[node_name])
+        assert len(set(uids)) == len(uids)
         assert victims["NumPDBViolations"] == pdb[node_name]
 
 

@@ -174,7 +174,8 @@ def test_bad_requests_get_a_4xx_json_error_naming_the_problem(
 def test_flask_errors_are_json_too(app: Flask, method: str, path: str, status: int) -> None:
     response = app.test_client().open(path, method=method)
     assert response.status_code == status
-    assert response.mimetype == JSON_CT and response.get_json()["error"]
+    assert response.mimetype == JSON_CT
+    assert response.get_json()["error"]
 
 
 # ----------------------------------------------------------------------------- unknown nodes
@@ -189,7 +190,8 @@ def test_unknown_nodes_are_unresolvable_and_score_0(app: Flask) -> None:
     }
     scores = raw(app, "prioritize", body).get_json()
     assert [h["Host"] for h in scores] == ["gpu-0", "ghost"]
-    assert scores[1]["Score"] == 0 and scores[0]["Score"] == 10  # the only feasible node
+    assert scores[1]["Score"] == 0
+    assert scores[0]["Score"] == 10
 
 
 def test_bind_to_an_unknown_node_is_refused(app: Flask) -> None:
@@ -220,16 +222,19 @@ def test_absurd_annotations_reject_every_node_naming_the_annotation(
     filtered = raw(app, "filter", dumps(args(bad, NAMES)))
     assert filtered.status_code == 200
     answer = filtered.get_json()
-    assert answer["NodeNames"] == [] and answer["FailedNodes"] is None
+    assert answer["NodeNames"] == []
+    assert answer["FailedNodes"] is None
     assert set(answer["FailedAndUnresolvableNodes"]) == set(NAMES)
     assert all(
         r.startswith("qosched: invalid request: " + field)
         for r in answer["FailedAndUnresolvableNodes"].values()
     )
     scored = raw(app, "prioritize", dumps(args(bad, NAMES)))
-    assert scored.status_code == 200 and [h["Score"] for h in scored.get_json()] == [0, 0, 0]
+    assert scored.status_code == 200
+    assert [h["Score"] for h in scored.get_json()] == [0, 0, 0]
     preempted = raw(app, "preempt", dumps({**PREEMPT_OK, "Pod": bad}))
-    assert preempted.status_code == 200 and preempted.get_json() == {"NodeNameToMetaVictims": {}}
+    assert preempted.status_code == 200
+    assert preempted.get_json() == {"NodeNameToMetaVictims": {}}
 
 
 # ----------------------------------------------------------------------------- failing policy
@@ -284,7 +289,8 @@ def test_a_raising_policy_is_answered_200_logged_with_the_pod_and_no_trace(
         response = raw(app, verb, body)
     assert response.status_code == 200
     assert response.get_json() == expected
-    assert "secret internals" not in response.text and "Traceback" not in response.text
+    assert "secret internals" not in response.text
+    assert "Traceback" not in response.text
     records = [r for r in caplog.records if r.name == "qosched.extender.server.routes"]
     assert [r.getMessage() for r in records] == [f"{verb} failed for pod default/good"]
     assert records[0].exc_info is not None  # the trace goes to the log, not to the client
@@ -312,7 +318,8 @@ def test_a_retried_bind_to_the_same_node_succeeds_and_binds_once(cluster: Path) 
     assert len(binder.calls) == 1
     namespace, name, uid, node_name, annotations = binder.calls[0]
     assert (namespace, name, uid, node_name) == ("default", "good", "uid-good", "gpu-0")
-    assert annotations["qosched.io/policy"] == "qosched" and annotations["qosched.io/device"] in {"0", "1"}
+    assert annotations["qosched.io/policy"] == "qosched"
+    assert annotations["qosched.io/device"] in {"0", "1"}
     assert float(annotations["qosched.io/predicted-latency-ms"]) > 0
 
 
@@ -343,7 +350,8 @@ def test_a_failed_bind_releases_its_reservation(cluster: Path, failure: Exceptio
     cache = runtime_of(app).cache
     free_before = cache.state.free_gpu_milli().copy()
     assert raw(app, "bind", dumps(BIND_OK)).get_json() == {"Error": message}
-    assert not cache.is_assumed("uid-good") and "uid-good" not in cache.state
+    assert not cache.is_assumed("uid-good")
+    assert "uid-good" not in cache.state
     assert np.array_equal(cache.state.free_gpu_milli(), free_before)
     binder.fail = None
     assert raw(app, "bind", dumps(BIND_OK)).get_json() == {"Error": ""}  # and it can be bound later
@@ -377,7 +385,8 @@ def test_concurrent_binds_of_different_pods_never_overbook_a_device(tmp_path: Pa
     assert used.tolist() == [1000, 1000]
     placed = [state.allocation(p["metadata"]["uid"]) for p in pods]
     per_device = [sum(1 for a in placed if a is not None and a.devices == (d,)) for d in (0, 1)]
-    assert per_device == [4, 4] and len(binder.calls) == 8
+    assert per_device == [4, 4]
+    assert len(binder.calls) == 8
 
 
 def test_binds_of_one_pod_from_two_threads_bind_it_once(cluster: Path) -> None:
@@ -414,7 +423,8 @@ def test_serve_fails_fast_with_one_clear_line(
         path.write_text(snapshot)
     result = CliRunner().invoke(main, ["serve", "--cluster", str(path), "--port", "1", *extra])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: ") and message in result.output
+    assert result.output.startswith("Error: ")
+    assert message in result.output
     assert "Traceback" not in result.output
 
 
@@ -440,7 +450,8 @@ def test_scheduler_verbs_refuse_non_loopback_callers() -> None:
     client = app.test_client()
     body = _filter_body({}, ["t4-0"])
     remote = client.post("/filter", json=body, environ_base={"REMOTE_ADDR": "10.1.2.3"})
-    assert remote.status_code == 403 and "loopback" in remote.get_json()["error"]
+    assert remote.status_code == 403
+    assert "loopback" in remote.get_json()["error"]
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
     assert client.post("/filter", json=body).status_code == 200  # the test client is 127.0.0.1
     opened = create_app(
@@ -455,7 +466,8 @@ def test_unknown_class_annotation_is_an_invalid_request_not_an_error() -> None:
     client = create_app({"CLUSTER_FILE": _cluster_file()}).test_client()
     ann = {"qosched.io/model": "resnet50", "qosched.io/slo-ms": "50", "qosched.io/class": "gold"}
     out = client.post("/filter", json=_filter_body(ann, ["t4-0", "t4-1"])).get_json()
-    assert out["NodeNames"] == [] and not out["Error"]
+    assert out["NodeNames"] == []
+    assert not out["Error"]
     assert all("gold" in msg for msg in out["FailedAndUnresolvableNodes"].values())
 
 
@@ -485,4 +497,5 @@ def test_configured_classes_and_thresholds_reach_the_decision() -> None:
     body = _filter_body(ann, ["t4-0"])
     assert loose.post("/filter", json=body).get_json()["NodeNames"] == ["t4-0"]
     refused = strict.post("/filter", json=body).get_json()
-    assert refused["NodeNames"] == [] and "utilisation" in refused["FailedNodes"]["t4-0"]
+    assert refused["NodeNames"] == []
+    assert "utilisation" in refused["FailedNodes"]["t4-0"]

@@ -219,7 +219,8 @@ def test_filter_keeps_a_subset_and_explains_every_other_node(
     failed = set(answer["FailedNodes"] or {})
     unresolvable = set(answer["FailedAndUnresolvableNodes"] or {})
     assert kept == [n for n in names if n in set(kept)]
-    assert set(kept).isdisjoint(failed | unresolvable) and failed.isdisjoint(unresolvable)
+    assert set(kept).isdisjoint(failed | unresolvable)
+    assert failed.isdisjoint(unresolvable)
     assert answer["Error"] == ""  # bad annotations are reasons, never an internal error
     assert set(kept) | failed | unresolvable == set(names)
     if is_managed(pod_obj):
@@ -289,6 +290,7 @@ def test_filter_and_bind_sequences_answer_only_error_and_never_overbook(
         response = post("bind", dumps(body))
         assert response.status_code == 200, response.text
         answer = response.get_json()
-        assert set(answer) == {"Error"} and isinstance(answer["Error"], str)
+        assert set(answer) == {"Error"}
+        assert isinstance(answer["Error"], str)
         assert "internal error" not in answer["Error"]
         no_device_overbooked()

@@ -65,11 +65,15 @@ def test_replace_all_accounts_bound_pods_only() -> None:
     c.replace_all([node("n0"), node("n1")], pods)
     stats = c.stats()
     assert (stats.nodes, stats.pods, stats.placed, stats.assumed, stats.synced) == (2, 4, 2, 0, False)
-    assert used(c, "n0") == [0, 500] and used(c, "n1") == [0, 0]
-    assert cpu_used(c, "n0") == 200 and cpu_used(c, "n1") == 0
-    assert c.pod_by_name("default", "pending") is pods[2] and c.pod("uid-a") is pods[0]
+    assert used(c, "n0") == [0, 500]
+    assert used(c, "n1") == [0, 0]
+    assert cpu_used(c, "n0") == 200
+    assert cpu_used(c, "n1") == 0
+    assert c.pod_by_name("default", "pending") is pods[2]
+    assert c.pod("uid-a") is pods[0]
     c.mark_synced()
-    assert c.synced and c.stats().synced
+    assert c.synced
+    assert c.stats().synced
 
 
 def test_a_relist_keeps_an_assumption_the_list_does_not_contradict() -> None:
@@ -78,12 +82,15 @@ def test_a_relist_keeps_an_assumption_the_list_does_not_contradict() -> None:
     c.replace_all([node("n0")], [p])
     c.assume(assumed_alloc(c, p, "n0", (0,)))
     c.replace_all([node("n0")], [p])  # the list predates the binding: the pod is still pending
-    assert c.is_assumed("uid-p") and used(c, "n0") == [250, 0]
+    assert c.is_assumed("uid-p")
+    assert used(c, "n0") == [250, 0]
     bound = pod("p", node_name="n0", annotations={"qosched.io/device": "0"})
     c.replace_all([node("n0")], [bound])  # now listed bound: confirmed, counted once
-    assert not c.is_assumed("uid-p") and used(c, "n0") == [250, 0]
+    assert not c.is_assumed("uid-p")
+    assert used(c, "n0") == [250, 0]
     c.replace_all([node("n0")], [])  # deleted
-    assert "uid-p" not in c.state and used(c, "n0") == [0, 0]
+    assert "uid-p" not in c.state
+    assert used(c, "n0") == [0, 0]
 
 
 def test_rebuild_recomputes_service_parameters_and_keeps_everything_else() -> None:
@@ -99,7 +106,8 @@ def test_rebuild_recomputes_service_parameters_and_keeps_everything_else() -> No
 
     c.rebuild(slower, DEVICE_MEMORY)
     assert c.state.svc_service_ms[i, 0].max() == pytest.approx(2 * before)
-    assert used(c, "n0") == [250, 0] and c.state.version > version
+    assert used(c, "n0") == [250, 0]
+    assert c.state.version > version
 
 
 # ----------------------------------------------------------------------------- pod events
@@ -113,9 +121,12 @@ def test_pod_events_add_move_and_delete_accounting() -> None:
     c.apply_pod(pod("p", node_name="n0", annotations={"qosched.io/device": "1"}))
     assert used(c, "n0") == [0, 250]
     c.apply_pod(pod("p", node_name="n0", annotations={"qosched.io/device": "1"}))  # resync: idempotent
-    assert used(c, "n0") == [0, 250] and len(c.state) == 1
+    assert used(c, "n0") == [0, 250]
+    assert len(c.state) == 1
     c.delete_pod(pod("p"))
-    assert used(c, "n0") == [0, 0] and c.pod("uid-p") is None and c.pod_by_name("default", "p") is None
+    assert used(c, "n0") == [0, 0]
+    assert c.pod("uid-p") is None
+    assert c.pod_by_name("default", "p") is None
 
 
 def test_a_pod_bound_to_an_unknown_node_waits_for_it() -> None:
@@ -135,11 +146,15 @@ def test_assume_then_the_watch_confirms_it() -> None:
     p = pod("p")
     c.replace_all([node("n0")], [p])
     c.assume(assumed_alloc(c, p, "n0", (1,)))
-    assert c.is_assumed("uid-p") and c.stats().assumed == 1 and used(c, "n0") == [0, 250]
+    assert c.is_assumed("uid-p")
+    assert c.stats().assumed == 1
+    assert used(c, "n0") == [0, 250]
     c.apply_pod(pod("p"))  # a stale pending event: the assumption stays
     assert c.is_assumed("uid-p")
     c.apply_pod(pod("p", node_name="n0", annotations={"qosched.io/device": "1"}))
-    assert not c.is_assumed("uid-p") and used(c, "n0") == [0, 250] and c.stats().assumed == 0
+    assert not c.is_assumed("uid-p")
+    assert used(c, "n0") == [0, 250]
+    assert c.stats().assumed == 0
 
 
 def test_assume_then_bound_elsewhere_moves_the_pod() -> None:
@@ -149,7 +164,8 @@ def test_assume_then_bound_elsewhere_moves_the_pod() -> None:
     c.assume(assumed_alloc(c, p, "n0", (0,)))
     c.apply_pod(pod("p", node_name="n1", annotations={"qosched.io/device": "1"}))
     assert not c.is_assumed("uid-p")
-    assert used(c, "n0") == [0, 0] and used(c, "n1") == [0, 250]
+    assert used(c, "n0") == [0, 0]
+    assert used(c, "n1") == [0, 250]
 
 
 @pytest.mark.parametrize(
@@ -193,7 +209,8 @@ def test_forget_releases_only_assumptions() -> None:
     c.assume(assumed_alloc(c, p, "n0", (1,)))
     c.forget("uid-p")
     c.forget("uid-r")  # confirmed by the API server: not ours to drop
-    assert used(c, "n0") == [250, 0] and not c.is_assumed("uid-p")
+    assert used(c, "n0") == [250, 0]
+    assert not c.is_assumed("uid-p")
 
 
 def test_an_assumption_that_overbooks_a_device_is_refused_and_changes_nothing() -> None:
@@ -204,7 +221,9 @@ def test_an_assumption_that_overbooks_a_device_is_refused_and_changes_nothing() 
     version = c.state.version
     with pytest.raises(StateError, match="lack 250 milli-GPU"):
         c.assume(assumed_alloc(c, p, "n0", (0,)))
-    assert used(c, "n0") == [1000, 0] and not c.is_assumed("uid-p") and c.state.version == version
+    assert used(c, "n0") == [1000, 0]
+    assert not c.is_assumed("uid-p")
+    assert c.state.version == version
 
 
 # ----------------------------------------------------------------------------- devices
@@ -275,7 +294,8 @@ def test_static_cluster_from_a_file_is_synced_and_records_bindings(tmp_path: Any
     c.record_binding("uid-p", "n0", {"qosched.io/device": "0"})
     assert not c.is_assumed("uid-p")
     obj = c.pod("uid-p")
-    assert obj is not None and obj["spec"]["nodeName"] == "n0"
+    assert obj is not None
+    assert obj["spec"]["nodeName"] == "n0"
     assert obj["metadata"]["annotations"]["qosched.io/device"] == "0"
     assert used(c, "n0") == [250, 0]
 

@@ -493,7 +493,8 @@ def test_closed_loop_with_real_prometheus(
     assert plant.max_pool_milli["cpu"] <= CPU_CAPACITY_MILLI
     assert plant.max_pool_milli["gpu"] <= GPU_CAPACITY_MILLI
     # Equal shares satisfy few; the controller satisfies more (the design: 2 -> 8).
-    assert analytic_equal == 2 and base_met <= 3
+    assert analytic_equal == 2
+    assert base_met <= 3
     # Observed over a 6 s window: typically 7-8 of 8 (runs vary: the plant runs in real time).
     assert final_met >= base_met + 3, (base_met, final_met)
     assert analytic_final >= 6, analytic_final
@@ -582,9 +583,8 @@ def test_resize_patch(
         for c in body["spec"]["containers"]
     ]
     assert got == want
-    assert set(body) == {"spec"} and all(
-        set(c["resources"]) <= {"requests", "limits"} for c in body["spec"]["containers"]
-    )
+    assert set(body) == {"spec"}
+    assert all(set(c["resources"]) <= {"requests", "limits"} for c in body["spec"]["containers"])
 
 
 def test_resize_patch_needs_a_cpu_request() -> None:
@@ -671,7 +671,8 @@ def test_build_pools(
         pools = build_pools(nodes, pods, ControllerSettings(namespace=namespace))
     got = {p.label: (p.capacity, {q.key: q.share for q in p.pods}) for p in pools}
     assert got == want
-    assert "default/bad" in caplog.text and "slo-ms" in caplog.text
+    assert "default/bad" in caplog.text
+    assert "slo-ms" in caplog.text
     by_key = {q.key: q for p in pools for q in p.pods}
     if "other/p2" in by_key:
         p2 = by_key["other/p2"]
@@ -708,23 +709,28 @@ def cpu_of(api: FakeKubeAPI, name: str) -> tuple[str, str]:
 def test_cycle_moves_cpu_and_gpu_decreases_first(two_pods: FakeKubeAPI, core_v1: Any) -> None:
     ctl = QoEController(core_v1, CannedLatency(CANNED), NO_RATE)
     report = ctl.cycle()
-    assert report.skipped is None and report.failed == 0 and report.applied == 4
+    assert report.skipped is None
+    assert report.failed == 0
+    assert report.applied == 4
     assert {(c.pod.name, c.old_share, c.new_share) for c in report.changes} == {
         ("miss", 1000, 1245),
         ("beat", 1000, 735),
         ("gpu-miss", 500, 622),
         ("gpu-beat", 500, 367),
     }
-    assert cpu_of(two_pods, "miss") == ("1245m", "1245m") and cpu_of(two_pods, "beat") == ("735m", "735m")
+    assert cpu_of(two_pods, "miss") == ("1245m", "1245m")
+    assert cpu_of(two_pods, "beat") == ("735m", "735m")
     for name, want in (("gpu-miss", "622"), ("gpu-beat", "367")):
         pod = two_pods.get("pods", name)
-        assert pod is not None and pod["metadata"]["annotations"][A_GPU_SHARE_MILLI] == want
+        assert pod is not None
+        assert pod["metadata"]["annotations"][A_GPU_SHARE_MILLI] == want
     patches = [(r.name, r.subresource) for r in two_pods.calls(method="PATCH")]
     assert patches[:2] in ([("beat", "resize"), ("gpu-beat", None)], [("gpu-beat", None), ("beat", "resize")])
     assert set(patches[2:]) == {("miss", "resize"), ("gpu-miss", None)}
     assert all(r.status == 200 for r in two_pods.calls(method="PATCH"))
     pod = two_pods.get("pods", "miss")
-    assert pod is not None and pod["status"]["qosClass"] == "Guaranteed"
+    assert pod is not None
+    assert pod["status"]["qosClass"] == "Guaranteed"
 
 
 def test_dry_run_writes_nothing(
@@ -733,7 +739,9 @@ def test_dry_run_writes_nothing(
     settings = ControllerSettings(rate_source="none", dry_run=True)
     with caplog.at_level(logging.INFO, logger="qosched.extender.controller.loop"):
         report = QoEController(core_v1, CannedLatency(CANNED), settings).cycle()
-    assert report.dry_run and len(report.changes) == 4 and report.applied == 0
+    assert report.dry_run
+    assert len(report.changes) == 4
+    assert report.applied == 0
     assert two_pods.count(method="PATCH") == 0
     assert (
         "dry-run, would apply: default/miss cpu 1000m -> 1245m (mean 20.0 ms, SLO 10 ms, grow)" in caplog.text
@@ -746,9 +754,8 @@ def test_settle_holds_recently_changed_pods(two_pods: FakeKubeAPI, core_v1: Any)
     assert ctl.cycle().applied == 4
     clock.t = 5.0  # < settle_s = 10
     again = ctl.cycle()
-    assert again.changes == () and all(
-        a == "hold-no-data" for step in again.steps.values() for a in step.actions
-    )
+    assert again.changes == ()
+    assert all(a == "hold-no-data" for step in again.steps.values() for a in step.actions)
     clock.t = 10.5
     assert ctl.cycle().applied > 0
 
@@ -781,9 +788,11 @@ def test_failed_decrease_blocks_the_pools_increases(two_pods: FakeKubeAPI, core_
     two_pods.fail_next(r"/pods/beat/resize$", 500, method="PATCH")
     report = QoEController(core_v1, CannedLatency(CANNED), NO_RATE).cycle()
     by_pod = {c.pod.name: c for c in report.changes}
-    assert by_pod["beat"].error is not None and "500" in by_pod["beat"].error
+    assert by_pod["beat"].error is not None
+    assert "500" in by_pod["beat"].error
     assert by_pod["miss"].error == "skipped: a decrease in its pool failed"
-    assert by_pod["gpu-miss"].applied and by_pod["gpu-beat"].applied  # the other pool is unaffected
+    assert by_pod["gpu-miss"].applied
+    assert by_pod["gpu-beat"].applied
     assert cpu_of(two_pods, "miss") == ("1", "1")
 
 
@@ -798,7 +807,8 @@ def test_measured_rate_selects_the_mm1_inversion(two_pods: FakeKubeAPI, core_v1:
     class WithRate(CannedLatency):
         def read(self, percentiles: Any, *, with_rate: bool = True) -> PromSnapshot | None:
             snap = super().read(percentiles, with_rate=with_rate)
-            assert snap is not None and with_rate
+            assert snap is not None
+            assert with_rate
             return PromSnapshot(snap.latency_ms, {("default", "miss"): 900.0})
 
     settings = ControllerSettings(settle_s=10.0)  # rate_source "measured"
@@ -853,7 +863,8 @@ def test_cli_once_dry_run(two_pods: FakeKubeAPI, tmp_path: Path) -> None:
         )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert out["dry_run"] is True and out["skipped"] is None
+    assert out["dry_run"] is True
+    assert out["skipped"] is None
     assert {(c["pod"], c["new"], c["applied"]) for c in out["changes"]} == {
         ("default/miss", 1245, False),
         ("default/beat", 735, False),
@@ -874,7 +885,8 @@ def test_cli_once_dry_run(two_pods: FakeKubeAPI, tmp_path: Path) -> None:
 )
 def test_cli_usage_errors(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["controller", "--prometheus-url", "http://127.0.0.1:1", *args])
-    assert result.exit_code == 2 and message in result.output
+    assert result.exit_code == 2
+    assert message in result.output
 
 
 def test_cli_once_with_prometheus_down(two_pods: FakeKubeAPI, tmp_path: Path) -> None:

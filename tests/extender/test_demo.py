@@ -38,9 +38,12 @@ def test_demo_schedules_the_bundled_cluster_over_http() -> None:
     summary = re.search(r"(\d+)/(\d+) pods bound", out)
     assert summary is not None, out
     bound, total = int(summary.group(1)), int(summary.group(2))
-    assert total == len(pending) and MIN_BOUND <= bound <= total
+    assert total == len(pending)
+    assert MIN_BOUND <= bound <= total
     # An unmanaged pod is bound as the default binder would: a node, score 0, no device.
     for p in pending:
         if not is_managed(p):
             cells = [c.strip() for c in rows[p["metadata"]["name"]].split("│")[1:-1]]
-            assert cells[4] not in ("-", "no node fits") and cells[5] == "-" and cells[7] == "0"
+            assert cells[4] not in ("-", "no node fits")
+            assert cells[5] == "-"
+            assert cells[7] == "0"

@@ -85,11 +85,13 @@ def test_one_cycle_over_http_with_metrics_and_a_clean_shutdown(cluster: Path) ->
         assert filtered["NodeNames"] == ["t4-0", "t4-1"]
         assert list(filtered["FailedAndUnresolvableNodes"]) == ["cpu-0"]
         scores = post(http, base + "/prioritize", args(P, filtered["NodeNames"]))
-        assert [h["Host"] for h in scores] == ["t4-0", "t4-1"] and all(0 <= h["Score"] <= 10 for h in scores)
+        assert [h["Host"] for h in scores] == ["t4-0", "t4-1"]
+        assert all(0 <= h["Score"] <= 10 for h in scores)
         best = max(scores, key=lambda h: h["Score"])["Host"]
         assert post(http, base + "/bind", bind_args(P, best)) == {"Error": ""}
         placed = http.get(base + "/placements", timeout=5).json()
-        assert placed["default/p"]["node"] == best and placed["default/p"]["policy"] == "qosched"
+        assert placed["default/p"]["node"] == best
+        assert placed["default/p"]["policy"] == "qosched"
 
         text = http.get(base + "/metrics", timeout=5).text
         for verb in ("filter", "prioritize", "bind"):
@@ -205,7 +207,8 @@ def test_requests_are_served_while_a_bind_is_blocked(cluster: Path, tmp_path: Pa
             filtered = post(http, base + "/filter", args(other, NAMES))
             served_s = time.monotonic() - t0
         assert filtered["NodeNames"] == ["t4-0", "t4-1"]
-        assert binding.is_alive() and not answer  # the bind is still blocked...
+        assert binding.is_alive()
+        assert not answer
         assert served_s < 5.0  # ...and the others were served meanwhile (not after its 30 s)
         (gate / "release").touch()
         binding.join(20)

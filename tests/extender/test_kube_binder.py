@@ -92,7 +92,8 @@ def test_unmanaged_bind_sends_no_annotations(kube_api: FakeKubeAPI, kube_client:
     [record] = kube_api.calls(subresource="binding")
     assert record.body["metadata"] == {"name": "plain", "namespace": "default"}
     pod = kube_api.get("pods", "plain")
-    assert pod is not None and pod["spec"]["nodeName"] == "node-a"
+    assert pod is not None
+    assert pod["spec"]["nodeName"] == "node-a"
 
 
 def _bound_to(node: str) -> Callable[[FakeKubeAPI], None]:
@@ -265,7 +266,8 @@ def test_refused_connection_is_an_api_error() -> None:
     cfg.retries = False
     with client.ApiClient(cfg) as api_client, pytest.raises(BindError) as err:
         KubeBinder(api_client).bind("default", "p", "", "n", {})
-    assert err.value.reason == "api" and err.value.conflict_node is None
+    assert err.value.reason == "api"
+    assert err.value.conflict_node is None
 
 
 def test_rejects_non_positive_timeout(kube_client: Any) -> None:
@@ -284,13 +286,16 @@ def test_retried_bind_to_the_same_node_succeeds_without_a_second_binding(kube_ap
         runtime = Runtime(cache, FirstFitPolicy(), KubeBinder(cache.api.api_client))
         uid = _uid(kube_api, "p")
         first = runtime.bind("default", "p", uid, "gpu-0")
-        assert first.error == "" and first.annotations["qosched.io/device"] == "0"
+        assert first.error == ""
+        assert first.annotations["qosched.io/device"] == "0"
         again = runtime.bind("default", "p", uid, "gpu-0")
-        assert again.error == "" and again.node == "gpu-0"
+        assert again.error == ""
+        assert again.node == "gpu-0"
         elsewhere = runtime.bind("default", "p", uid, "gpu-1")
         assert elsewhere.error == "pod default/p is already bound to node gpu-0"
         assert kube_api.count(subresource="binding") == 1
-        assert used_milli(cache, "gpu-0") == [500] and used_milli(cache, "gpu-1") == [0]
+        assert used_milli(cache, "gpu-0") == [500]
+        assert used_milli(cache, "gpu-1") == [0]
 
 
 @pytest.mark.parametrize(
@@ -331,9 +336,11 @@ def test_uid_mismatch_is_an_error_and_releases_the_reservation(kube_api: FakeKub
             "default", "p", old_uid, "gpu-0"
         )
         assert "Precondition failed: UID in precondition" in outcome.error
-        assert not cache.is_assumed(old_uid) and used_milli(cache, "gpu-0") == [0]
+        assert not cache.is_assumed(old_uid)
+        assert used_milli(cache, "gpu-0") == [0]
         pod = kube_api.get("pods", "p")
-        assert pod is not None and "nodeName" not in pod["spec"]
+        assert pod is not None
+        assert "nodeName" not in pod["spec"]
 
 
 def test_failed_bind_releases_the_reservation(kube_api: FakeKubeAPI) -> None:
@@ -345,9 +352,11 @@ def test_failed_bind_releases_the_reservation(kube_api: FakeKubeAPI) -> None:
         kube_api.fail_next("/binding$", 503, method="POST")
         outcome = runtime.bind("default", "p", uid, "gpu-0")
         assert outcome.error.startswith("qosched: binding default/p to gpu-0 failed: HTTP 503")
-        assert not cache.is_assumed(uid) and used_milli(cache, "gpu-0") == [0]
+        assert not cache.is_assumed(uid)
+        assert used_milli(cache, "gpu-0") == [0]
         retry = runtime.bind("default", "p", uid, "gpu-0")  # kube-scheduler retries the pod
-        assert retry.error == "" and used_milli(cache, "gpu-0") == [700]
+        assert retry.error == ""
+        assert used_milli(cache, "gpu-0") == [700]
 
 
 def test_concurrent_binds_never_double_book_a_device(kube_api: FakeKubeAPI) -> None:
@@ -378,7 +387,8 @@ def test_concurrent_binds_never_double_book_a_device(kube_api: FakeKubeAPI) -> N
                 assert pod["spec"]["nodeName"] == "gpu-0"
                 per_device[int(pod["metadata"]["annotations"]["qosched.io/device"])] += 300
             else:
-                assert "nodeName" not in pod["spec"] and not cache.is_assumed(uids[name])
+                assert "nodeName" not in pod["spec"]
+                assert not cache.is_assumed(uids[name])
         assert max(per_device) <= 900
         wait_until(lambda: cache.stats().assumed == 0, what="watch confirmations")
         assert used_milli(cache, "gpu-0") == per_device

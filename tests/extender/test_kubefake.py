@@ -82,8 +82,10 @@ def test_list_reports_global_resource_version_and_items_without_kind(
     assert listed.metadata.resource_version == "3" == str(kube_api.resource_version)
     assert [n.metadata.resource_version for n in listed.items] == ["1"]
     raw = json.loads(core_v1.list_pod_for_all_namespaces(_preload_content=False).data)
-    assert raw["kind"] == "PodList" and raw["apiVersion"] == "v1"
-    assert "kind" not in raw["items"][0] and "apiVersion" not in raw["items"][0]  # as the real server
+    assert raw["kind"] == "PodList"
+    assert raw["apiVersion"] == "v1"
+    assert "kind" not in raw["items"][0]
+    assert "apiVersion" not in raw["items"][0]
     single = json.loads(core_v1.read_namespaced_pod("p0", "default", _preload_content=False).data)
     assert (single["kind"], single["apiVersion"]) == ("Pod", "v1")
     assert single["metadata"]["annotations"]["qosched.io/slo-ms"] == "50"
@@ -144,9 +146,8 @@ def test_list_selectors(kube_api: FakeKubeAPI, core_v1: Any, kwargs: dict[str, s
 def test_unsupported_field_selector_is_400(core_v1: Any) -> None:
     with pytest.raises(client.ApiException) as err:
         core_v1.list_pod_for_all_namespaces(field_selector="spec.priority=5")
-    assert (
-        err.value.status == 400 and _body(err.value)["message"] == "field label not supported: spec.priority"
-    )
+    assert err.value.status == 400
+    assert _body(err.value)["message"] == "field label not supported: spec.priority"
 
 
 def test_list_pages_with_limit_and_continue(kube_api: FakeKubeAPI, core_v1: Any) -> None:
@@ -162,7 +163,8 @@ def test_list_pages_with_limit_and_continue(kube_api: FakeKubeAPI, core_v1: Any)
     kube_api.compact()
     with pytest.raises(client.ApiException) as err:
         core_v1.list_namespaced_pod("default", limit=2, _continue=first.metadata._continue)
-    assert err.value.status == 410 and _body(err.value)["reason"] == "Expired"
+    assert err.value.status == 410
+    assert _body(err.value)["reason"] == "Expired"
 
 
 def test_exact_list_rebuilds_old_state_and_expires_after_compaction(
@@ -427,7 +429,8 @@ def test_bind_sets_node_merges_annotations_and_marks_scheduled(kube_api: FakeKub
     assert json.loads(resp.data) == {
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201,
     }  # fmt: skip
-    assert kube_api.count() == 1 and kube_api.count(verb="create", subresource="binding") == 1
+    assert kube_api.count() == 1
+    assert kube_api.count(verb="create", subresource="binding") == 1
     bound = kube_api.get("pods", "p")
     assert bound is not None
     assert bound["spec"]["nodeName"] == "gpu-0"
@@ -709,7 +712,8 @@ def test_resize_subresource(
         before = kube_api.resource_version
         with pytest.raises(client.ApiException) as err:
             core_v1.patch_namespaced_pod_resize("p", "default", body)
-        assert err.value.status == 422 and _body(err.value)["reason"] == "Invalid"
+        assert err.value.status == 422
+        assert _body(err.value)["reason"] == "Invalid"
         assert error in _body(err.value)["message"]
         assert kube_api.resource_version == before
 
@@ -738,7 +742,8 @@ def test_status_subresource_changes_only_status(kube_api: FakeKubeAPI, core_v1: 
     out = core_v1.patch_namespaced_pod_status(
         "p", "default", {"status": {"phase": "Running"}, "metadata": {"labels": {"x": "y"}}}
     )
-    assert out.status.phase == "Running" and out.metadata.labels is None
+    assert out.status.phase == "Running"
+    assert out.metadata.labels is None
     out = core_v1.patch_namespaced_pod("p", "default", {"status": {"phase": "Failed"}})  # main resource
     assert out.status.phase == "Running"  # status is a subresource: ignored here
 
@@ -749,17 +754,20 @@ def test_status_subresource_changes_only_status(kube_api: FakeKubeAPI, core_v1: 
 def test_configmap_create_get_replace_patch_and_conflicts(kube_api: FakeKubeAPI, core_v1: Any) -> None:
     cm = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="qosched-profiles"), data={"a.json": "{}"})
     created = core_v1.create_namespaced_config_map("qosched-system", cm)
-    assert created.metadata.uid and created.metadata.resource_version == "1"
+    assert created.metadata.uid
+    assert created.metadata.resource_version == "1"
     with pytest.raises(client.ApiException) as err:
         core_v1.create_namespaced_config_map("qosched-system", cm)
-    assert err.value.status == 409 and _body(err.value)["reason"] == "AlreadyExists"
+    assert err.value.status == 409
+    assert _body(err.value)["reason"] == "AlreadyExists"
     assert _body(err.value)["message"] == 'configmaps "qosched-profiles" already exists'
     created.data["b.json"] = "[]"
     replaced = core_v1.replace_namespaced_config_map("qosched-profiles", "qosched-system", created)
     assert replaced.metadata.resource_version == "2"
     with pytest.raises(client.ApiException) as err:
         core_v1.replace_namespaced_config_map("qosched-profiles", "qosched-system", created)  # still at "1"
-    assert err.value.status == 409 and _body(err.value)["reason"] == "Conflict"
+    assert err.value.status == 409
+    assert _body(err.value)["reason"] == "Conflict"
     patched = core_v1.patch_namespaced_config_map(
         "qosched-profiles", "qosched-system", {"data": {"c.json": "1"}}
     )
@@ -831,7 +839,8 @@ def test_events_can_be_recorded(kube_api: FakeKubeAPI, core_v1: Any) -> None:
         type="Normal",
     )
     created = core_v1.create_namespaced_event("default", ev)
-    assert created.metadata.name.startswith("p.") and len(created.metadata.name) == len("p.") + 5
+    assert created.metadata.name.startswith("p.")
+    assert len(created.metadata.name) == len("p.") + 5
     listed = core_v1.list_namespaced_event("default", field_selector="involvedObject.name=p")
     assert [e.reason for e in listed.items] == ["Scheduled"]
 
@@ -844,7 +853,8 @@ def test_fail_next_injects_then_recovers(kube_api: FakeKubeAPI, core_v1: Any) ->
     for _ in range(2):
         with pytest.raises(client.ApiException) as err:
             core_v1.list_node()
-        assert err.value.status == 503 and _body(err.value)["reason"] == "ServiceUnavailable"
+        assert err.value.status == 503
+        assert _body(err.value)["reason"] == "ServiceUnavailable"
     assert core_v1.list_node().items == []
     assert [r.status for r in kube_api.calls(path="/api/v1/nodes")] == [503, 503, 200]
 
@@ -855,7 +865,8 @@ def test_fail_next_429_carries_retry_after(kube_api: FakeKubeAPI, core_v1: Any) 
     with pytest.raises(client.ApiException) as err:
         core_v1.create_namespaced_pod_binding("p", "default", _binding("p", "n"), _preload_content=False)
     assert err.value.status == 429
-    assert err.value.headers is not None and err.value.headers["Retry-After"] == "1"
+    assert err.value.headers is not None
+    assert err.value.headers["Retry-After"] == "1"
     assert _body(err.value)["details"] == {"retryAfterSeconds": 1}
     assert kube_api.get("pods", "p")["spec"].get("nodeName") is None  # type: ignore[index]
 
@@ -1061,7 +1072,8 @@ def test_json_patch_operations_and_failures() -> None:
     assert err.value.code == 422
     with pytest.raises(ApiError) as err:
         apply_json_patch(doc, [{"op": "remove", "path": "/zz"}])
-    assert err.value.code == 422 and "missing" in str(err.value)
+    assert err.value.code == 422
+    assert "missing" in str(err.value)
 
 
 def test_merge_patch_replaces_lists() -> None:

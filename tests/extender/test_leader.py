@@ -56,10 +56,14 @@ def lease(api: FakeKubeAPI) -> dict[str, Any]:
 
 def test_first_replica_creates_the_lease(kube_api: FakeKubeAPI, coord: Any, clock: FakeClock) -> None:
     a = elector(coord, "a", clock)
-    assert a.try_acquire_or_renew() and a.is_leader
+    assert a.try_acquire_or_renew()
+    assert a.is_leader
     spec = lease(kube_api)["spec"]
-    assert spec["holderIdentity"] == "a" and spec["leaseDurationSeconds"] == 15
-    assert spec["leaseTransitions"] == 0 and spec["renewTime"] and spec["acquireTime"]
+    assert spec["holderIdentity"] == "a"
+    assert spec["leaseDurationSeconds"] == 15
+    assert spec["leaseTransitions"] == 0
+    assert spec["renewTime"]
+    assert spec["acquireTime"]
     assert kube_api.count(verb="create", resource=LEASES) == 1
 
 
@@ -75,7 +79,8 @@ def test_renewal_updates_renew_time_with_optimistic_concurrency(
     assert int(after["metadata"]["resourceVersion"]) > int(rv)
     assert after["spec"]["leaseTransitions"] == 0  # a renewal is no transition
     puts = kube_api.calls(method="PUT", resource=LEASES)
-    assert puts and puts[-1].body["metadata"]["resourceVersion"] == rv
+    assert puts
+    assert puts[-1].body["metadata"]["resourceVersion"] == rv
 
 
 def test_follower_waits_a_full_lease_duration_on_its_own_clock(
@@ -84,14 +89,17 @@ def test_follower_waits_a_full_lease_duration_on_its_own_clock(
     a = elector(coord, "a", clock)
     b = elector(coord, "b", clock)
     assert a.try_acquire_or_renew()
-    assert not b.try_acquire_or_renew() and not b.is_leader
+    assert not b.try_acquire_or_renew()
+    assert not b.is_leader
     # a goes silent; b must see the record unchanged for 15 s of *its* time before taking over.
     clock.t += 14.9
     assert not b.try_acquire_or_renew()
     clock.t += 0.2
-    assert b.try_acquire_or_renew() and b.is_leader
+    assert b.try_acquire_or_renew()
+    assert b.is_leader
     spec = lease(kube_api)["spec"]
-    assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
+    assert spec["holderIdentity"] == "b"
+    assert spec["leaseTransitions"] == 1
     # a wakes up: the record changed (b holds it) and is fresh, so a follows; it stopped acting
     # anyway, its renew deadline (10 s) having passed.
     assert not a.is_leader
@@ -148,9 +156,11 @@ def test_release_hands_over_at_once(kube_api: FakeKubeAPI, coord: Any, clock: Fa
     b = elector(coord, "b", clock)
     a.try_acquire_or_renew()
     b.try_acquire_or_renew()
-    assert a.release() and not a.is_leader
+    assert a.release()
+    assert not a.is_leader
     spec = lease(kube_api)["spec"]
-    assert spec.get("holderIdentity") is None and spec["leaseDurationSeconds"] == 1
+    assert spec.get("holderIdentity") is None
+    assert spec["leaseDurationSeconds"] == 1
     assert b.try_acquire_or_renew()  # empty holder: no need to wait for expiry
     assert lease(kube_api)["spec"]["holderIdentity"] == "b"
     assert not a.release()  # not ours any more
@@ -165,7 +175,8 @@ def test_transient_error_keeps_leading_until_the_renew_deadline(
     clock.t += 5
     assert a.try_acquire_or_renew()  # still within the 10 s renew deadline
     clock.t += 5.1
-    assert not a.try_acquire_or_renew() and not a.is_leader
+    assert not a.try_acquire_or_renew()
+    assert not a.is_leader
 
 
 def test_lease_deleted_is_recreated(kube_api: FakeKubeAPI, coord: Any, clock: FakeClock) -> None:
@@ -249,7 +260,8 @@ def test_loop_without_elector_runs_the_given_iterations(stop: threading.Event) -
     c = CountingController(0.01)
     reports: list[CycleReport] = []
     assert run_loop(c, stop, iterations=3, on_report=reports.append) == 3  # type: ignore[arg-type]
-    assert c.cycles == 3 and len(reports) == 3
+    assert c.cycles == 3
+    assert len(reports) == 3
 
 
 def test_times_always_carry_microseconds(kube_api: FakeKubeAPI, coord: Any, clock: FakeClock) -> None:

@@ -138,11 +138,13 @@ def test_filter_prioritize_bind_cycle_binds_with_result_annotations(
     )
     assert kept == ["gpu-0", "gpu-1"]
     reasons = {**(filtered["FailedNodes"] or {}), **(filtered["FailedAndUnresolvableNodes"] or {})}
-    assert list(reasons) == ["cpu-0"] and "qosched.io/accelerator" in reasons["cpu-0"]
+    assert list(reasons) == ["cpu-0"]
+    assert "qosched.io/accelerator" in reasons["cpu-0"]
 
     kept_args = {"Pod": pod, **_nodes_arg(kube_api, full_nodes, kept)}
     scores = {h["Host"]: h["Score"] for h in http.post("/prioritize", json=kept_args).get_json()}
-    assert set(scores) == {"gpu-0", "gpu-1"} and all(0 <= s <= 10 for s in scores.values())
+    assert set(scores) == {"gpu-0", "gpu-1"}
+    assert all(0 <= s <= 10 for s in scores.values())
     best = max(kept, key=lambda n: scores[n])
 
     kube_api.clear_requests()
@@ -150,10 +152,12 @@ def test_filter_prioritize_bind_cycle_binds_with_result_annotations(
         "/bind", json={"PodName": "resnet", "PodNamespace": "default", "PodUID": uid, "Node": best}
     ).get_json()
     assert bound == {"Error": ""}
-    assert kube_api.count(verb="create", subresource="binding") == 1 and kube_api.count(method="PATCH") == 0
+    assert kube_api.count(verb="create", subresource="binding") == 1
+    assert kube_api.count(method="PATCH") == 0
 
     stored = kube_api.get("pods", "resnet")
-    assert stored is not None and stored["spec"]["nodeName"] == best
+    assert stored is not None
+    assert stored["spec"]["nodeName"] == best
     ann = stored["metadata"]["annotations"]
     assert all(k in ann for k in RESULT_KEYS)
     assert ann["qosched.io/policy"] == "qosched"
@@ -164,7 +168,8 @@ def test_filter_prioritize_bind_cycle_binds_with_result_annotations(
     wait_until(lambda: not cache.is_assumed(uid), what="the watch to confirm the binding")
     with cache.lock:
         alloc = cache.state.allocation(uid)
-        assert alloc is not None and (alloc.node, alloc.devices) == (best, (device,))
+        assert alloc is not None
+        assert (alloc.node, alloc.devices) == (best, (device,))
         row = cache.state.node_index[best]
         assert int(cache.state.gpu_used_milli[row].sum()) == 500  # counted once
 
@@ -172,7 +177,8 @@ def test_filter_prioritize_bind_cycle_binds_with_result_annotations(
     again = http.post(
         "/bind", json={"PodName": "resnet", "PodNamespace": "default", "PodUID": uid, "Node": best}
     )
-    assert again.get_json() == {"Error": ""} and kube_api.count(subresource="binding") == 1
+    assert again.get_json() == {"Error": ""}
+    assert kube_api.count(subresource="binding") == 1
     metrics = http.get("/metrics").text
     assert 'qosched_extender_decisions_total{outcome="bound",verb="bind"} 1.0' in metrics
 
@@ -191,7 +197,8 @@ def test_unmanaged_pod_is_bound_as_the_default_binder_would(live_app: Flask, kub
     )
     assert bound.get_json() == {"Error": ""}
     stored = kube_api.get("pods", "plain")
-    assert stored is not None and stored["spec"]["nodeName"] == "cpu-0"
+    assert stored is not None
+    assert stored["spec"]["nodeName"] == "cpu-0"
     assert not any(k.startswith("qosched.io/") for k in stored["metadata"].get("annotations", {}))
 
 
@@ -206,7 +213,8 @@ def test_api_client_from_kubeconfig_talks_to_the_server(kube_api: FakeKubeAPI, t
 
         assert [n.metadata.name for n in client.CoreV1Api(api_client).list_node().items] == ["n1"]
         cfg = api_client.configuration
-        assert cfg.auth_settings()["BearerToken"]["value"] == "Bearer test-token" and cfg.keep_alive
+        assert cfg.auth_settings()["BearerToken"]["value"] == "Bearer test-token"
+        assert cfg.keep_alive
         assert cfg.connection_pool_maxsize >= 32
     finally:
         api_client.close()

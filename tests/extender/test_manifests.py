@@ -758,7 +758,8 @@ def test_controller_command_runs_with_the_manifest_flags_under_its_rbac(
             > int(gpu_share["gpu-beat"][A_GPU_SHARE_MILLI])
         )
         lease = api.get("leases", CONTROLLER, NAMESPACE)
-        assert lease is not None and lease["spec"].get("holderIdentity") is None  # released at stop
+        assert lease is not None
+        assert lease["spec"].get("holderIdentity") is None
     (elector,) = elections
     assert elector.identity.startswith("qosched-controller-5d8f9-x2x7q_")
     assert (elector.settings.namespace, elector.settings.name) == (NAMESPACE, CONTROLLER)
@@ -915,8 +916,11 @@ def _loopback_bind_port() -> int:
 def test_extender_endpoint_and_values_pass_kube_scheduler_validation() -> None:
     ext = _extender()
     assert ext["urlPrefix"] == f"http://127.0.0.1:{_loopback_bind_port()}"  # same pod, loopback only
-    assert isinstance(ext["weight"], int) and ext["weight"] > 0  # validation: prioritizeVerb needs weight > 0
-    assert ext["nodeCacheCapable"] is True and ext["ignorable"] is False and ext["enableHTTPS"] is False
+    assert isinstance(ext["weight"], int)
+    assert ext["weight"] > 0
+    assert ext["nodeCacheCapable"] is True
+    assert ext["ignorable"] is False
+    assert ext["enableHTTPS"] is False
     bind_timeout_s = float(
         {e["name"]: e["value"] for e in _container("extender")["env"]}.get(
             "QOSCHED_BIND_TIMEOUT_S", extender_config.DEFAULTS["BIND_TIMEOUT_S"]
@@ -959,7 +963,8 @@ def test_no_managed_resources_so_annotated_pods_reach_the_extender() -> None:
 
 def test_leader_election_lease_is_one_the_role_allows() -> None:
     le = _scheduler_config()["leaderElection"]
-    assert le["leaderElect"] is True and le["resourceLock"] == "leases"
+    assert le["leaderElect"] is True
+    assert le["resourceLock"] == "leases"
     assert le["resourceNamespace"] == _deployment()["metadata"]["namespace"]
     assert ("coordination.k8s.io", "leases", "update", le["resourceName"]) in EXPECTED_NAMESPACE_RULES
     lease_s, renew_s, retry_s = (
@@ -1010,7 +1015,8 @@ def test_extender_runs_one_gunicorn_worker_on_two_addresses() -> None:
     args = ext["args"]
     (conf,) = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
     module = importlib.import_module(conf.removeprefix("python:"))
-    assert module.workers == 1 and module.preload_app is False  # one cache owner, threads not forked
+    assert module.workers == 1
+    assert module.preload_app is False
     assert not any(a.startswith(("--workers", "-w", "--preload")) for a in args)
     app_module, factory = args[-1].split(":")
     assert callable(getattr(importlib.import_module(app_module), factory.removesuffix("()")))
@@ -1061,7 +1067,8 @@ def test_containers_meet_pod_security_restricted(deployment: str, name: str) -> 
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
+    assert {"cpu", "memory"} <= set(c["resources"]["requests"])
+    assert "memory" in c["resources"]["limits"]
 
 
 @pytest.mark.parametrize(
@@ -1155,7 +1162,9 @@ def test_controller_flags_are_options_of_the_command() -> None:
     )
     assert params["interval_s"] >= _go_duration_s(params["window"])  # each cycle sees the last one's effect
     url = urlsplit(params["prometheus_url"])
-    assert url.scheme == "http" and (url.hostname or "").endswith(".svc") and url.port  # a Service
+    assert url.scheme == "http"
+    assert (url.hostname or "").endswith(".svc")
+    assert url.port
     PromReader(params["prometheus_url"]).close()  # the reader accepts it
 
 
@@ -1181,7 +1190,8 @@ def test_controller_lease_identity_is_the_pod_name(monkeypatch: pytest.MonkeyPat
     assert "--identity" not in {a.split("=", 1)[0] for a in _controller_container()["args"]}
     monkeypatch.setenv("POD_NAME", "qosched-controller-5d8f9-x2x7q")
     first, second = default_identity(), default_identity()
-    assert first.startswith("qosched-controller-5d8f9-x2x7q_") and first != second  # unique per process
+    assert first.startswith("qosched-controller-5d8f9-x2x7q_")
+    assert first != second
 
 
 def test_controller_is_highly_available_and_apart_from_the_scheduler() -> None:
@@ -1215,7 +1225,8 @@ def test_example_pods_carry_valid_contract_annotations(deployment: dict[str, Any
     assert set(annotations) <= USER_ANNOTATIONS
     demand = pod_demand({"metadata": {"name": "x", **template["metadata"]}, "spec": template["spec"]})
     assert demand.managed
-    assert demand.slo_ms is not None and demand.slo_ms > 0
+    assert demand.slo_ms is not None
+    assert demand.slo_ms > 0
     assert demand.rate_rps >= 0
     assert demand.qos_class in {c.name for c in DEFAULT_CLASSES}
     assert 1 <= demand.gpu_milli <= 1000 or demand.gpu_milli % 1000 == 0
@@ -1231,7 +1242,8 @@ def test_examples_cover_variants_and_read_bind_annotations() -> None:
     offered = [
         d for d in EXAMPLES if "qosched.io/variants" in d["spec"]["template"]["metadata"]["annotations"]
     ]
-    assert offered and "qosched.io/min-accuracy" in offered[0]["spec"]["template"]["metadata"]["annotations"]
+    assert offered
+    assert "qosched.io/min-accuracy" in offered[0]["spec"]["template"]["metadata"]["annotations"]
     refs = {
         e["valueFrom"]["fieldRef"]["fieldPath"]
         for d in EXAMPLES
@@ -1240,5 +1252,6 @@ def test_examples_cover_variants_and_read_bind_annotations() -> None:
         if "valueFrom" in e
     }
     keys = {re.fullmatch(r"metadata\.annotations\['([^']+)'\]", r).group(1) for r in refs}  # type: ignore[union-attr]
-    assert keys and keys <= BIND_ANNOTATIONS
+    assert keys
+    assert keys <= BIND_ANNOTATIONS
     assert "qosched.io/variant" in keys

@@ -107,7 +107,8 @@ def test_request_histogram_buckets(
 
 
 def test_buckets_span_sub_ms_to_one_second() -> None:
-    assert REQUEST_BUCKETS_S[0] == 0.0001 and REQUEST_BUCKETS_S[-1] == 1.0
+    assert REQUEST_BUCKETS_S[0] == 0.0001
+    assert REQUEST_BUCKETS_S[-1] == 1.0
     assert list(REQUEST_BUCKETS_S) == sorted(REQUEST_BUCKETS_S)
 
 

@@ -98,7 +98,8 @@ def test_predictions(
         want
     )
     for row, (model, rate, latency, util) in zip(rows, want, strict=True):
-        assert row["model"] == model and row["rate_rps"] == rate
+        assert row["model"] == model
+        assert row["rate_rps"] == rate
         assert row["predicted_latency_ms"] == pytest.approx(latency, rel=1e-9)
         assert row["utilization"] == pytest.approx(util, rel=1e-9)
 
@@ -111,7 +112,8 @@ def test_unbounded_is_null_with_a_note(profiles_dir: Path) -> None:
     rows = json.loads(out)  # strict JSON: no Infinity
     assert [r["predicted_latency_ms"] for r in rows] == [None, None]
     assert rows[0]["utilization"] == pytest.approx(1.2)  # ρ = 0.03·20 + 0.02·30
-    assert "small: latency unbounded" in err and "printed as null" in err
+    assert "small: latency unbounded" in err
+    assert "printed as null" in err
 
 
 def test_edgetpu_ignores_the_sharing_label_with_a_note(profiles_dir: Path) -> None:
@@ -183,7 +185,8 @@ def test_usage_errors_exit_2(colocate: str, accelerator: str, match: str) -> Non
 
 def test_unknown_sharing_mode_is_a_usage_error() -> None:
     code, _, err = _run("--accelerator", "edgetpu", "--colocate", "mobilenet_v2:1", "--sharing", "fifo")
-    assert code == 2 and "time-slicing" in err
+    assert code == 2
+    assert "time-slicing" in err
 
 
 def test_parse_colocate_table() -> None:
@@ -223,4 +226,5 @@ def test_installed_console_script() -> None:
         timeout=120,
         check=False,
     )
-    assert bad.returncode == 2 and "models known for 'edgetpu'" in bad.stderr
+    assert bad.returncode == 2
+    assert "models known for 'edgetpu'" in bad.stderr

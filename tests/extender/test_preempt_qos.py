@@ -69,7 +69,7 @@ def _fixture_runtime(path: Path, now: float) -> Runtime:
 
 
 @pytest.mark.parametrize(
-    "age_s, want_nodes",
+    ("age_s", "want_nodes"),
     [(3600.0, {"gpu-0", "gpu-1", "gpu-2"}), (2.0, set())],
     ids=["victims-ran-an-hour-have-slack", "victims-just-bound-have-none"],
 )
@@ -211,7 +211,7 @@ SYNTHETIC = [
 ]
 
 
-@pytest.mark.parametrize("victims, need, live, want", SYNTHETIC)
+@pytest.mark.parametrize(("victims", "need", "live", "want"), SYNTHETIC)
 def test_synthetic_one_node(
     tmp_path: Path,
     victims: list[tuple[str, str, float]],
@@ -294,7 +294,7 @@ def test_state_is_untouched(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- gathering
 @pytest.mark.parametrize(
-    "status, want_start, want_restarts",
+    ("status", "want_start", "want_restarts"),
     [
         ({"startTime": "2026-11-23T04:43:20Z"}, "2026-11-23T04:43:20Z", 0),
         (

@@ -237,20 +237,24 @@ def test_read_asks_each_percentile_once_and_converts_to_ms(
     assert snap.latency_of("ns", "p99pod", 99.0) == math.inf
     assert snap.latency_of("ns", "meanpod", 95.0) is None  # asked at another percentile
     assert snap.latency_of("other", "meanpod", None) is None
-    assert snap.rate_of("ns", "meanpod") == 12.5 and snap.rate_of("ns", "idle") == 0.0
+    assert snap.rate_of("ns", "meanpod") == 12.5
+    assert snap.rate_of("ns", "idle") == 0.0
     reader.close()
 
 
 def test_milliseconds_metric_is_not_rescaled(prom_answer: Callable[..., FakePrometheus]) -> None:
     fake = prom_answer(lambda _q: (200, vector(({"namespace": "n", "pod": "p"}, "7.5"))))
     snap = PromReader(fake.url, PromQueries(metric="lat_ms", unit_to_ms=1.0)).read([None], with_rate=False)
-    assert snap is not None and snap.latency_of("n", "p", None) == 7.5 and not snap.rate_rps
+    assert snap is not None
+    assert snap.latency_of("n", "p", None) == 7.5
+    assert not snap.rate_rps
 
 
 def test_snapshot_matches_series_without_namespace_by_pod_name() -> None:
     snap = PromSnapshot({None: {(None, "p"): 3.0, ("x", "q"): 4.0}})
     assert snap.latency_of("anything", "p", None) == 3.0
-    assert snap.latency_of("x", "q", None) == 4.0 and snap.latency_of("y", "q", None) is None
+    assert snap.latency_of("x", "q", None) == 4.0
+    assert snap.latency_of("y", "q", None) is None
 
 
 # ------------------------------------------------------------------------------ failures
@@ -268,9 +272,9 @@ def test_connection_refused_gives_none_and_one_error(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.ERROR, logger="qosched.extender.controller.prom"):
         assert reader.read([None]) is None
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert (
-        len(errors) == 1 and url in errors[0].getMessage() and "skipping this cycle" in errors[0].getMessage()
-    )
+    assert len(errors) == 1
+    assert url in errors[0].getMessage()
+    assert "skipping this cycle" in errors[0].getMessage()
 
 
 @pytest.mark.parametrize(
@@ -312,6 +316,5 @@ def test_rate_failure_fails_the_whole_read(prom_answer: Callable[..., FakePromet
 
 
 def test_default_quantile_template_is_valid() -> None:
-    assert "$quantile" in DEFAULT_QUANTILE_QUERY and PromQueries().quantile(90).startswith(
-        "histogram_quantile(0.9,"
-    )
+    assert "$quantile" in DEFAULT_QUANTILE_QUERY
+    assert PromQueries().quantile(90).startswith("histogram_quantile(0.9,")

@@ -97,7 +97,8 @@ def test_unknown_nodes_do_not_prevent_reuse_and_score_0(tmp_path: Path) -> None:
     rt, policy = runtime(tmp_path)
     rt.filter(P, [*NAMES, "ghost"])
     scores = dict(rt.prioritize(P, ["ghost", "n0"]))
-    assert policy.calls == [4] and scores["ghost"] == 0
+    assert policy.calls == [4]
+    assert scores["ghost"] == 0
 
 
 def test_bind_reuses_the_filter_evaluation_or_judges_only_its_node(tmp_path: Path) -> None:
@@ -117,7 +118,8 @@ def test_bind_annotations_come_from_the_evaluation(tmp_path: Path) -> None:
     rt, _ = runtime(tmp_path)
     rt.filter(P, NAMES)
     outcome = rt.bind("default", "p", "uid-p", "n0")
-    assert outcome.error == "" and outcome.node == "n0"
+    assert outcome.error == ""
+    assert outcome.node == "n0"
     assert outcome.annotations["qosched.io/policy"] == "qosched"
     assert outcome.annotations["qosched.io/device"] in {"0", "1"}
     binder = rt.binder
@@ -223,9 +225,9 @@ def test_preempt_leaves_the_cache_as_it_was(tmp_path: Path) -> None:
     before = (rt.cache.state.cpu_used_milli.copy(), rt.cache.state.gpu_used_milli.copy(), len(rt.cache.state))
     rt.preempt(high("1500m"), proposal())
     after = (rt.cache.state.cpu_used_milli, rt.cache.state.gpu_used_milli, len(rt.cache.state))
-    assert (
-        np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
-    )
+    assert np.array_equal(before[0], after[0])
+    assert np.array_equal(before[1], after[1])
+    assert before[2] == after[2]
 
 
 def test_preempt_of_an_unmanaged_pod_accepts_the_proposal(tmp_path: Path) -> None:

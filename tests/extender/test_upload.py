@@ -114,7 +114,8 @@ def test_upload_new_profile_is_201_then_replacing_it_is_200(app: Flask, tmp_path
         "version": body["version"],
     }
     again = put(app, profile_doc(3.0))
-    assert again.status_code == 200 and again.get_json()["created"] is False
+    assert again.status_code == 200
+    assert again.get_json()["created"] is False
     assert again.get_json()["version"] != body["version"]
 
 
@@ -220,7 +221,8 @@ def test_a_rotated_token_file_is_picked_up_without_restart(app: Flask, token_fil
 def test_get_profiles_lists_bundled_and_uploaded(app: Flask) -> None:
     listed = app.test_client().get("/profiles").get_json()
     keys = {(p["accelerator"], p["model"]) for p in listed["profiles"]}
-    assert ("nvidia-t4", "resnet50") in keys and ("nvidia-t4", "tiny_net") not in keys
+    assert ("nvidia-t4", "resnet50") in keys
+    assert ("nvidia-t4", "tiny_net") not in keys
     put(app, profile_doc(2.5))
     listed = app.test_client().get("/profiles").get_json()
     uploaded = [p for p in listed["profiles"] if (p["accelerator"], p["model"]) == ("nvidia-t4", "tiny_net")]
@@ -236,7 +238,8 @@ def test_upload_is_visible_to_the_next_filter(app: Flask) -> None:
     assert filter_answer(app)["NodeNames"] == NODES
     assert put(app, profile_doc(150.0)).status_code == 200
     after = filter_answer(app)
-    assert after["NodeNames"] == [] and reasons(after) == dict.fromkeys(NODES, SLO_MISS)
+    assert after["NodeNames"] == []
+    assert reasons(after) == dict.fromkeys(NODES, SLO_MISS)
 
 
 def test_the_profile_is_on_disk_and_survives_a_restart(
@@ -306,7 +309,8 @@ def test_token_from_a_secret_is_cached_for_its_ttl_and_rotates(kube_api: FakeKub
     client = kube_api.api_client()
     try:
         source = SecretToken.from_ref(client, "qosched/upload", ttl_s=10.0, clock=lambda: now[0])
-        assert source() == "first" and source() == "first"
+        assert source() == "first"
+        assert source() == "first"
         assert kube_api.count(verb="get", resource="secrets") == 1
         new_data = {"token": base64.b64encode(b"second").decode()}
         kube_api.update("secrets", "upload", lambda obj: {**obj, "data": new_data}, namespace="qosched")
@@ -380,7 +384,8 @@ def test_secret_token_and_configmap_storage_survive_a_restart(
     other = profile_doc(4.0, model="other_net")
     assert put(app, other, url="/profiles/nvidia-t4/other_net").status_code == 201
     cm = kube_api.get("configmaps", "profiles", namespace="qosched")
-    assert cm is not None and sorted(cm["data"]) == ["nvidia-t4__other_net.json", "nvidia-t4__tiny_net.json"]
+    assert cm is not None
+    assert sorted(cm["data"]) == ["nvidia-t4__other_net.json", "nvidia-t4__tiny_net.json"]
     # Restart: the profiles come back from the ConfigMap before the first decision.
     assert filter_answer(k8s_app(cluster, kube_client))["NodeNames"] == NODES
 
@@ -394,7 +399,8 @@ def test_configmap_write_retries_a_resource_version_conflict(kube_api: FakeKubeA
     assert kube_api.count(method="GET", resource="configmaps") == 3  # read again after each conflict
     assert kube_api.count(method="PATCH", resource="configmaps") == 0  # RBAC grants get/update only
     cm = kube_api.get("configmaps", "profiles", namespace="qosched")
-    assert cm is not None and cm["data"] == {"keep.json": "{}", "nvidia-t4__tiny_net.json": "{}\n"}
+    assert cm is not None
+    assert cm["data"] == {"keep.json": "{}", "nvidia-t4__tiny_net.json": "{}\n"}
 
 
 def test_configmap_write_gives_up_after_repeated_conflicts_and_the_upload_is_503(
@@ -462,10 +468,8 @@ def test_cli_connection_refused_exits_1(tmp_path: Path, token_file: Path) -> Non
         str(good), "--url", f"http://127.0.0.1:{free_port()}", "--token-file", str(token_file)
     )
     assert result.exit_code == 1
-    assert (
-        "PUT http://127.0.0.1:" in result.output
-        and "/profiles/nvidia-t4/tiny_net: ConnectionError" in result.output
-    )
+    assert "PUT http://127.0.0.1:" in result.output
+    assert "/profiles/nvidia-t4/tiny_net: ConnectionError" in result.output
 
 
 @pytest.mark.slow
@@ -558,6 +562,7 @@ def test_uploads_need_only_the_verbs_manifests_rbac_grants(cluster: Path) -> Non
             denied = [r for r in api.requests if r.status == 403]
             assert denied == [], denied
             cm = api.get("configmaps", "qosched-profiles", namespace="qosched-system")
-            assert cm is not None and list(cm["data"]) == ["nvidia-t4__tiny_net.json"]
+            assert cm is not None
+            assert list(cm["data"]) == ["nvidia-t4__tiny_net.json"]
         finally:
             client.close()

@@ -115,7 +115,8 @@ def test_list_failures_back_off_and_retry(kube_api: FakeKubeAPI) -> None:
             ("/api/v1/nodes", 200),  # a sync is one consistent attempt: both lists again
             ("/api/v1/pods", 200),
         ]
-        assert cache.synced and cache.stats().nodes == 1
+        assert cache.synced
+        assert cache.stats().nodes == 1
 
 
 # ------------------------------------------------------------------------------------ events
@@ -197,7 +198,8 @@ def test_pod_seen_before_its_node_is_accounted_when_the_node_arrives() -> None:
     early = _pod("early", 500, "gpu-7", "1")
     early["metadata"]["uid"] = "u1"
     cache.apply_pod(early)
-    assert cache.stats().placed == 0 and cache.stats().pods == 1
+    assert cache.stats().placed == 0
+    assert cache.stats().pods == 1
     cache.apply_node(make_node("gpu-7", gpus=2))
     assert cache.state.allocation("u1") is not None
     assert [int(x) for x in cache.state.gpu_used_milli[0, :2]] == [0, 500]
@@ -241,7 +243,8 @@ def test_dropped_watch_resumes_from_the_newest_version_without_a_relist(kube_api
         assert watch_queries(kube_api, "nodes") == ["1", "1"]  # nothing happened to nodes since the list
         kube_api.add_pod(_pod("b", 500, "gpu-0", "1"))
         wait_until(lambda: used_milli(cache, "gpu-0") == [250, 500], what="event after the reconnect")
-        assert kube_api.count(verb="list") == 2 and cache.lists == {"nodes": 1, "pods": 1}
+        assert kube_api.count(verb="list") == 2
+        assert cache.lists == {"nodes": 1, "pods": 1}
 
 
 def test_bookmark_advances_the_version_a_reconnect_uses(kube_api: FakeKubeAPI) -> None:
@@ -284,7 +287,8 @@ def test_expired_version_relists_that_resource_only(kube_api: FakeKubeAPI, how: 
             assert used_milli(cache, "gpu-0") == [100, 500]
             assert {a.pod.name for a in cache.state.allocations()} == {"b", "c"}
         watches = watch_queries(kube_api, "pods")
-        assert watches[0] == old and watches[-1] == str(kube_api.resource_version)
+        assert watches[0] == old
+        assert watches[-1] == str(kube_api.resource_version)
         kinds = [(r.verb, r.path) for r in kube_api.requests]
         assert kinds.count(("list", "/api/v1/nodes")) == 1  # nodes were not relisted
         assert cache.lists == {"nodes": 1, "pods": 2}
@@ -329,9 +333,13 @@ def test_unexpected_error_is_logged_and_the_loop_goes_on(
             real(pods)
 
         cache.replace_pods = flaky  # type: ignore[method-assign]
-        with caplog.at_level(logging.ERROR, logger="qosched.extender.kube.watch"), looping(cache, "pods", None):
+        with (
+            caplog.at_level(logging.ERROR, logger="qosched.extender.kube.watch"),
+            looping(cache, "pods", None),
+        ):
             wait_until(lambda: cache.lists["pods"] == 2 and kube_api.open_watches == 1, what="recovery")
-        assert "pods watch failed unexpectedly" in caplog.text and "bug in a relist" in caplog.text
+        assert "pods watch failed unexpectedly" in caplog.text
+        assert "bug in a relist" in caplog.text
         assert used_milli(cache, "gpu-0") == [300]
 
 
@@ -485,7 +493,8 @@ def test_slim_pod_keeps_what_decisions_read() -> None:
     ]
     full["status"]["containerStatuses"] = [{"name": "server", "ready": True}]
     slim = slim_pod(full)
-    assert "managedFields" not in slim["metadata"] and LAST_APPLIED not in slim["metadata"]["annotations"]
+    assert "managedFields" not in slim["metadata"]
+    assert LAST_APPLIED not in slim["metadata"]["annotations"]
     assert "volumes" not in slim["spec"]
     assert slim["spec"]["containers"] == [
         {"name": "server", "resources": full["spec"]["containers"][0]["resources"]}
@@ -521,7 +530,8 @@ def test_bound_pod_is_accounted_at_once_then_confirmed_without_double_counting(k
         runtime = Runtime(cache, FirstFitPolicy(), KubeBinder(cache.api.api_client))
         uid = _uid(kube_api, "p")
         assert runtime.bind("default", "p", uid, "gpu-0").error == ""
-        assert cache.is_assumed(uid) and used_milli(cache, "gpu-0") == [600, 0]
+        assert cache.is_assumed(uid)
+        assert used_milli(cache, "gpu-0") == [600, 0]
         with looping(cache, "pods", cache.resource_versions["pods"]):
             wait_until(lambda: not cache.is_assumed(uid), what="watch confirmation")
             assert used_milli(cache, "gpu-0") == [600, 0]
@@ -557,11 +567,13 @@ def test_unconfirmed_assumption_expires_after_its_ttl(kube_api: FakeKubeAPI) -> 
         clock.advance(29.9)
         with cache.reading():
             pass
-        assert cache.is_assumed(uid) and used_milli(cache, "gpu-0") == [400]
+        assert cache.is_assumed(uid)
+        assert used_milli(cache, "gpu-0") == [400]
         clock.advance(0.2)
         with cache.reading():
             pass
-        assert not cache.is_assumed(uid) and used_milli(cache, "gpu-0") == [0]
+        assert not cache.is_assumed(uid)
+        assert used_milli(cache, "gpu-0") == [0]
 
 
 @pytest.mark.parametrize(("delete", "kept"), [(False, True), (True, False)], ids=["listed-pending", "absent"])
@@ -593,8 +605,10 @@ def test_node_relist_keeps_pods_and_versions_only_grow(kube_api: FakeKubeAPI) ->
         kube_api.delete_node("gpu-1")
         cache.relist("nodes")
         assert cache.state.version > version
-        assert used_milli(cache, "gpu-0") == [0, 250] and cache.stats().placed == 1
+        assert used_milli(cache, "gpu-0") == [0, 250]
+        assert cache.stats().placed == 1
         kube_api.add_node("gpu-1", gpus=1)  # re-registered: its pod counts again
         cache.relist("nodes")
-        assert used_milli(cache, "gpu-1") == [1000] and cache.stats().placed == 2
+        assert used_milli(cache, "gpu-1") == [1000]
+        assert cache.stats().placed == 2
         assert cache.lists == {"nodes": 3, "pods": 1}

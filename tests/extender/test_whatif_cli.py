@@ -169,12 +169,14 @@ def test_edge_cluster_snapshot_and_self_contained_report(tmp_path: Path) -> None
     summary = json.loads((out / "summary.json").read_text())
     knap = summary["policies"]["knapsack-first-fit"]
     ibis = summary["policies"]["ibis-spread"]
-    assert knap["services_total"] > 0 and ibis["services_total"] > 0
+    assert knap["services_total"] > 0
+    assert ibis["services_total"] > 0
     assert ibis["services_slo_met"] >= knap["services_slo_met"]
     assert knap["latency_model"]["checks"] > 0
     with (out / "ibis-spread.csv").open() as handle:
         rows = [r for r in csv.DictReader(handle) if r["node"]]
-    assert rows and all(r["model"] and r["slo_ms"] and r["slo_met"] in ("yes", "no") for r in rows)
+    assert rows
+    assert all(r["model"] and r["slo_ms"] and r["slo_met"] in ("yes", "no") for r in rows)
     assert all(r["simulated_latency_ms"] for r in rows)
 
     report = (out / "report.html").read_text()
@@ -183,8 +185,10 @@ def test_edge_cluster_snapshot_and_self_contained_report(tmp_path: Path) -> None
     assert parser.urls, "the report embeds its plots"
     external = [u for u in parser.urls if not (u.startswith("data:") or u.startswith("#"))]
     assert external == []
-    assert "script" not in parser.tags and "link" not in parser.tags
-    assert "url(" not in report and "@import" not in report
+    assert "script" not in parser.tags
+    assert "link" not in parser.tags
+    assert "url(" not in report
+    assert "@import" not in report
     assert report.count("data:image/png;base64,") >= 3
     for section in ("Summary", "Services meeting their SLO", "Delivered QoS per class", "Workload"):
         assert section in report
@@ -198,7 +202,8 @@ def test_snapshot_annotation_errors_name_the_pod(tmp_path: Path) -> None:
     result = _run("--cluster", str(bad), "--out", str(tmp_path / "o"), "--quiet")
     assert result.exit_code == 1  # type: ignore[attr-defined]
     assert "bad.yaml: pod edge/" in result.output  # type: ignore[attr-defined]
-    assert "qosched.io/duration-s" in result.output and "> 0" in result.output  # type: ignore[attr-defined]
+    assert "qosched.io/duration-s" in result.output
+    assert "> 0" in result.output
 
 
 def test_missing_snapshot_is_a_clear_error(tmp_path: Path) -> None:
@@ -243,7 +248,7 @@ def test_unknown_policy_lists_the_known_ones(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    ("args", "message"),
     [
         (["--nodes", "n.csv"], "give --cluster FILE, or --nodes CSV and --pods CSV"),
         (["--cluster", "c.yaml", "--nodes", "n.csv", "--pods", "p.csv"], "not both"),

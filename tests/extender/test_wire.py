@@ -620,8 +620,10 @@ def test_filter_result_for_full_nodes_returns_the_same_dicts() -> None:
     assert result.node_names is None
     assert result.nodes is not None
     assert [n["metadata"]["name"] for n in result.nodes] == ["a", "c"]
-    assert result.nodes[0] is args.nodes[0] and result.nodes[1] is args.nodes[2]
-    assert result.failed_nodes is None and result.failed_and_unresolvable_nodes is None
+    assert result.nodes[0] is args.nodes[0]
+    assert result.nodes[1] is args.nodes[2]
+    assert result.failed_nodes is None
+    assert result.failed_and_unresolvable_nodes is None
 
 
 def test_filter_result_for_keep_all_and_none() -> None:

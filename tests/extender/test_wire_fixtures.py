@@ -131,7 +131,8 @@ def test_filter_answers_read_back_as_the_scheduler_reads_them(path: Path) -> Non
     assert scheduler_reads_filter(result, fixture["nodeCacheCapable"], candidates) == kept  # request order
     decoded = orjson.loads(body)
     if fixture["nodeCacheCapable"]:
-        assert decoded["Nodes"] is None and decoded["NodeNames"] == kept
+        assert decoded["Nodes"] is None
+        assert decoded["NodeNames"] == kept
     else:
         assert decoded["NodeNames"] is None
         assert decoded["Nodes"]["items"] == fixture["request"]["Nodes"]["items"][1:]
@@ -193,7 +194,8 @@ def test_preempt_fullnodes_has_full_victim_pods() -> None:
     assert args.node_name_to_meta_victims is None
     assert args.node_name_to_victims is not None
     for node, victims in args.node_name_to_victims.items():
-        assert victims.pods is not None and len(victims.pods) == 2
+        assert victims.pods is not None
+        assert len(victims.pods) == 2
         for pod in victims.pods:
             assert pod["spec"]["nodeName"] == node  # full v1.Pod objects, bound to that node
             assert pod["spec"]["priorityClassName"] == "qosched-low"

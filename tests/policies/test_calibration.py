@@ -80,10 +80,12 @@ def test_holdout_reports_on_unseen_runs() -> None:
     result = holdout(runs, train=[0, 1, 2, 3], test=[4, 5])
     assert result.test_labels == ("run4", "run5")
     assert result.params.colocation_overhead_frac == pytest.approx(0.2, abs=0.03)
-    assert result.test_mape < 0.03 and result.train_mape < 0.03
+    assert result.test_mape < 0.03
+    assert result.train_mape < 0.03
     assert result.test_mape == pytest.approx(mape(result.test_predicted_ms, result.test_measured_ms))
     pooled, per_run = leave_one_out(runs)
-    assert len(per_run) == 6 and pooled < 0.03
+    assert len(per_run) == 6
+    assert pooled < 0.03
 
 
 @pytest.mark.parametrize(
@@ -146,4 +148,5 @@ def test_unbounded_predictions_are_capped_in_the_residuals() -> None:
 
 def test_doctests() -> None:
     result = doctest.testmod(calibration)
-    assert result.attempted > 0 and result.failed == 0
+    assert result.attempted > 0
+    assert result.failed == 0

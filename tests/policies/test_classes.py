@@ -35,7 +35,7 @@ def test_paper_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    ("kwargs", "match"),
     [
         ({"name": "Prod", "qos_target": 1.0, "rank": 0}, "lower-case"),
         ({"name": "", "qos_target": 1.0, "rank": 0}, "lower-case"),
@@ -63,7 +63,7 @@ def test_service_class_rejects(kwargs: dict, match: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    ("kwargs", "match"),
     [
         ({"classes": ()}, "at least one"),
         ({"classes": (ServiceClass("a", 1.0, 0), ServiceClass("a", 0.5, 1))}, "duplicate class names"),
@@ -89,7 +89,7 @@ def test_class_config_rejects(kwargs: dict, match: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "annotations, priority, want",
+    ("annotations", "priority", "want"),
     [
         ({CLASS_ANNOTATION: "prod"}, None, "prod"),
         ({CLASS_ANNOTATION: " Free "}, "qosched-high", "free"),  # annotation wins, case/space ignored
@@ -133,7 +133,8 @@ def test_unknown_annotation_lists_known_classes() -> None:
 def test_config_equality_and_hash() -> None:
     a = ClassConfig(priority_class_map={"x": "prod", "y": "free"})
     b = ClassConfig(priority_class_map={"y": "free", "x": "prod"})
-    assert a == b and hash(a) == hash(b)
+    assert a == b
+    assert hash(a) == hash(b)
     assert ClassConfig() != a
     assert len({a, b, ClassConfig()}) == 2
 
@@ -145,7 +146,7 @@ def test_keyword_order_and_disable() -> None:
 
 
 @pytest.mark.parametrize(
-    "qos, want",
+    ("qos", "want"),
     [
         ("LS", "prod"),
         ("Guaranteed", "prod"),
@@ -192,7 +193,7 @@ def test_from_mapping() -> None:
 
 
 @pytest.mark.parametrize(
-    "data, match",
+    ("data", "match"),
     [
         ({"tiers": []}, "unknown keys"),
         ({"classes": "prod"}, "'classes' must be a list"),

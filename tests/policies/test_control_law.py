@@ -159,7 +159,8 @@ def test_capacity_must_be_finite() -> None:
 
 def test_empty_pool() -> None:
     out = control_step([], 100.0)
-    assert out.shares.size == 0 and out.status == "empty"
+    assert out.shares.size == 0
+    assert out.status == "empty"
 
 
 # ------------------------------------------------------------------------------ one step rules
@@ -192,14 +193,16 @@ def test_deadband(ratio_to_setpoint: float, action: str) -> None:
 )
 def test_no_data_holds(observed_ms: float | None) -> None:
     out = control_step([svc(700.0, 50.0, observed_ms), svc(300.0, 50.0, 200.0)], 1000.0, solvers=CACHE)
-    assert out.actions[0] == "hold-no-data" and out.shares[0] == 700.0
+    assert out.actions[0] == "hold-no-data"
+    assert out.shares[0] == 700.0
     assert out.inversions[0] == "none"
 
 
 def test_no_data_service_keeps_share_even_when_others_starve() -> None:
     """Never act on missing data: the starving service gets nothing from a silent neighbour."""
     out = control_step([svc(900.0, 50.0, None), svc(100.0, 50.0, 5000.0)], 1000.0, solvers=CACHE)
-    assert out.shares[0] == 900.0 and out.shares[1] == pytest.approx(100.0)
+    assert out.shares[0] == 900.0
+    assert out.shares[1] == pytest.approx(100.0)
 
 
 def test_moves_share_from_beating_to_missing() -> None:
@@ -210,7 +213,8 @@ def test_moves_share_from_beating_to_missing() -> None:
     )
     np.testing.assert_allclose(out.demand, [200.0, 800.0])
     np.testing.assert_allclose(out.shares, [200.0, 800.0])
-    assert out.actions == ("shrink", "grow") and out.inversions == ("power", "power")
+    assert out.actions == ("shrink", "grow")
+    assert out.inversions == ("power", "power")
 
 
 def test_step_limit_and_damping() -> None:
@@ -241,7 +245,8 @@ def test_unbounded_observation_asks_for_at_least_double(
 
 def test_zero_share_gets_a_foothold() -> None:
     out = control_step([svc(0.0, 10.0, math.inf, hi=500.0), svc(0.0, 10.0, 50.0)], 1000.0, solvers=CACHE)
-    assert out.shares[0] > 0 and out.shares[1] > 0
+    assert out.shares[0] > 0
+    assert out.shares[1] > 0
 
 
 def test_proportional_slack_fills_the_pool() -> None:

@@ -149,7 +149,8 @@ def test_masked_entries_never_fail() -> None:
     ds = DeviceServices.build([10.0, 0.0], [20.0, 0.0], mask=[True, False])
     pred = predict("time-slicing", ds)  # latency (27.5, 0): M/D/1 with ρ = 0.2
     ok, reason = feasible(pred, [30.0, 1e-9], 1, 1000, 0.0)
-    assert bool(ok) and reason == ReasonCode.OK
+    assert bool(ok)
+    assert reason == ReasonCode.OK
 
 
 def test_custom_thresholds() -> None:
@@ -177,7 +178,8 @@ def test_thresholds_validation(kwargs: dict) -> None:
 def test_every_reason_has_a_message() -> None:
     assert Thresholds() == Thresholds(0.8, 0.8, 0.8)  # the paper's thresholds
     for code in ReasonCode:
-        assert code.message and code.message != code.name
+        assert code.message
+        assert code.message != code.name
 
 
 @pytest.mark.parametrize(
@@ -236,7 +238,8 @@ def test_percentile_slo() -> None:
         percentile_latency_ms(pred, 95.0), [20 + 50 * math.log(10), 30 + 50 * math.log(10)]
     )
     ok, reason = feasible(pred, [140.0, 140.0], 1, 1000, 0.1, new_mask=[False, True], slo_percentile=95.0)
-    assert not bool(ok) and reason == ReasonCode.SLO_VIOLATION_NEW
+    assert not bool(ok)
+    assert reason == ReasonCode.SLO_VIOLATION_NEW
     # NaN percentile = the SLO of the second service is on its mean (55 ms)
     ok, _ = feasible(pred, [140.0, 60.0], 1, 1000, 0.1, slo_percentile=[95.0, np.nan])
     assert bool(ok)  # 135.13 ≤ 140 and 55 ≤ 60
@@ -281,4 +284,5 @@ def test_percentile_range(pct: float) -> None:
 
 def test_doctests() -> None:
     result = doctest.testmod(feasibility)
-    assert result.attempted > 0 and result.failed == 0
+    assert result.attempted > 0
+    assert result.failed == 0

@@ -64,7 +64,8 @@ def reference_mix(
 def assert_same(mix: WorkloadMix, shapes: tuple[PodShape, ...], tables: tuple[np.ndarray, ...]) -> None:
     assert mix.shapes == shapes
     for got, want in zip((mix.popularity, mix.cpu_breaks, mix.g_table, mix.h_table), tables, strict=True):
-        assert got.shape == want.shape and got.dtype == want.dtype
+        assert got.shape == want.shape
+        assert got.dtype == want.dtype
         assert np.array_equal(got, want)  # exact: no tolerance
         assert not got.flags.writeable
 
@@ -94,7 +95,7 @@ def _random_pods(rng: np.random.Generator, n: int) -> list[PodDemand]:
 
 
 @pytest.mark.parametrize(
-    "seed, threshold",
+    ("seed", "threshold"),
     [(0, 0.95), (1, 0.95), (2, 0.8), (3, 0.5), (4, 1.0), (5, 0.999)],
     ids=["s0-95", "s1-95", "s2-80", "s3-50", "s4-all", "s5-999"],
 )
@@ -151,7 +152,7 @@ def test_a_rare_shape_outside_the_cut_keeps_the_same_mix_object() -> None:
 
 
 @pytest.mark.parametrize(
-    "shapes, weights",
+    ("shapes", "weights"),
     [
         ([(1000, 500, 1), (1000, 500, 1), (0, 0, 0)], [0.3, 0.2, 0.5]),
         ([(4000, 1000, 2), (4000, 1000, 2), (2000, 250, 1)], [1, 2, 3]),

@@ -15,7 +15,7 @@ qos_values = st.lists(st.floats(0.0, 1.0, allow_subnormal=False), min_size=0, ma
 
 
 @pytest.mark.parametrize(
-    "values, want",
+    ("values", "want"),
     [
         ([], 0.0),
         ([0.7], 0.0),
@@ -45,7 +45,7 @@ def test_gini_table(values: list[float], want: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "values, match",
+    ("values", "match"),
     [([0.5, float("nan")], "NaN at index 1"), ([1.0, -0.1], "negative"), ([float("inf")], "infinite")],
     ids=["nan", "negative", "inf"],
 )
@@ -112,7 +112,7 @@ def test_summary_matches_gini_and_abs_diff() -> None:
 
 
 @pytest.mark.parametrize(
-    "base, removed, added",
+    ("base", "removed", "added"),
     [
         ([0.2, 1.0, 0.6], [], [0.0]),
         ([0.2, 1.0, 0.6], [1.0], []),

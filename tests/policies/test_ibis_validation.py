@@ -122,7 +122,8 @@ def test_calibrating_device_terms_on_the_table_values_does_not_beat_physics() ->
     pooled, _ = leave_one_out(runs, ("colocation_overhead_frac",), ModelParams())
     print(f"\nholdout (fit on 0.1/0.3/0.5): test MAPE {100 * result.test_mape:.2f} %, {result.params}")
     print(f"leave-one-out, overhead only: {100 * pooled:.2f} %")
-    assert np.isfinite(result.test_mape) and 0.0 <= result.params.colocation_overhead_frac <= 10.0
+    assert np.isfinite(result.test_mape)
+    assert 0.0 <= result.params.colocation_overhead_frac <= 10.0
     assert v.validate_queueing("measured").mape < min(result.test_mape, pooled)
 
 

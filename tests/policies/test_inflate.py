@@ -50,7 +50,7 @@ def trace() -> Trace:
 
 
 @pytest.mark.parametrize(
-    "n, ratio, want",
+    ("n", "ratio", "want"),
     [
         (100, 1.3, 30),  # ceil(130.0) - 100
         (7, 1.5, 4),  # ceil(10.5) - 7
@@ -71,7 +71,7 @@ def test_inflation_reaches_target_when_capacity_allows(n: int, ratio: float, wan
 
 
 @pytest.mark.parametrize(
-    "capacity, want_clones",
+    ("capacity", "want_clones"),
     [
         # 10 pods of 1000 mCPU / 500 mGPU: 5000 mGPU asked; 6000 fits 2 more, the 3rd would exceed.
         (ClusterCapacity(cpu_milli=10**9, memory_mib=0, gpu_milli=6000), 2),
@@ -87,7 +87,8 @@ def test_inflation_stops_at_capacity(capacity: ClusterCapacity, want_clones: int
     assert w.n_clones_target == 10
     assert w.n_clones == want_clones
     assert w.stopped_at_capacity
-    assert w.total_gpu_milli <= capacity.gpu_milli and w.total_cpu_milli <= capacity.cpu_milli
+    assert w.total_gpu_milli <= capacity.gpu_milli
+    assert w.total_cpu_milli <= capacity.cpu_milli
 
 
 def test_inflation_stops_at_first_misfit_not_skipping() -> None:
@@ -98,7 +99,8 @@ def test_inflation_stops_at_first_misfit_not_skipping() -> None:
     capacity = ClusterCapacity(cpu_milli=10**9, memory_mib=0, gpu_milli=1500)
     w = inflate_workload(trace, capacity, 100.0, np.random.default_rng(3))
     assert w.n_clones_target == 198
-    assert w.stopped_at_capacity and w.n_clones < 198
+    assert w.stopped_at_capacity
+    assert w.n_clones < 198
     assert all(p.num_gpu == 0 for p in w.pods[w.n_original :])
 
 
@@ -128,12 +130,13 @@ def test_clones_are_renamed_copies() -> None:
 def test_shuffle_permutes_the_trace_pods() -> None:
     trace = pods(30)
     w = inflate_workload(trace, HUGE, 1.0, np.random.default_rng(5), shuffle=True)
-    assert sorted(w.source_index) == list(range(30)) and list(w.source_index) != list(range(30))
+    assert sorted(w.source_index) == list(range(30))
+    assert list(w.source_index) != list(range(30))
     assert [p.name for p in w.pods] == [trace[i].name for i in w.source_index]
 
 
 @pytest.mark.parametrize(
-    "trace, message",
+    ("trace", "message"),
     [
         ([pod("a"), pod("a")], "unique"),
         ([pod("a"), pod("a-clone-0")], "already the name"),
@@ -162,8 +165,10 @@ def test_inflation_of_real_trace_stops_at_gpu_capacity(trace: Trace) -> None:
     w = inflate_workload(trace_pods, capacity, 1.3, np.random.default_rng(42))
     # The trace already asks 97.98 % of the 6,212 GPUs, so capacity ends it long before 2,446.
     assert w.n_clones_target == 2446
-    assert w.stopped_at_capacity and 0 < w.n_clones < 2446
-    assert w.total_gpu_milli <= capacity.gpu_milli and w.total_cpu_milli <= capacity.cpu_milli
+    assert w.stopped_at_capacity
+    assert 0 < w.n_clones < 2446
+    assert w.total_gpu_milli <= capacity.gpu_milli
+    assert w.total_cpu_milli <= capacity.cpu_milli
     assert capacity.gpu_milli - w.total_gpu_milli < 8000  # the clone that stopped it did not fit
 
 
@@ -175,7 +180,8 @@ def test_tuning_up_single_gpu_pods_stays_within_target() -> None:
     trace = [pod(f"p{i}", gpu_milli=(250, 500, 1000)[i % 3]) for i in range(12)]  # 7000 mGPU
     capacity = ClusterCapacity(cpu_milli=1, memory_mib=0, gpu_milli=10_000)  # CPU is not checked
     w = tune_workload(trace, capacity, 1.3, np.random.default_rng(9))
-    assert w.n_clones_target is None and w.n_original == 12
+    assert w.n_clones_target is None
+    assert w.n_original == 12
     assert 13_000 - 1000 < w.total_gpu_milli <= 13_000
     for j, (clone, src) in enumerate(zip(w.pods[12:], w.source_index[12:], strict=True)):
         assert clone.name == f"{trace[src].name}-tuned-{j}"
@@ -194,13 +200,14 @@ def test_tuning_keeps_fgd_multi_gpu_overshoot() -> None:
 def test_tuning_down_removes_random_trace_pods() -> None:
     trace = pods(40)  # 20,000 mGPU
     w = tune_workload(trace, ClusterCapacity(0, 0, 20_000), 0.5, np.random.default_rng(2))
-    assert w.n_clones == 0 and w.n_original == 20
+    assert w.n_clones == 0
+    assert w.n_original == 20
     assert w.total_gpu_milli == 10_000
     assert list(w.source_index) == sorted(w.source_index)  # survivors keep their order
 
 
 @pytest.mark.parametrize(
-    "trace, capacity",
+    ("trace", "capacity"),
     [
         (pods(3, num_gpu=0, gpu_milli=0), ClusterCapacity(0, 0, 1000)),
         (pods(3), ClusterCapacity(0, 0, 0)),

@@ -64,7 +64,7 @@ def with_cell(row: str, columns: tuple[str, ...], column: str, value: str) -> st
 
 @needs_data
 @pytest.mark.parametrize(
-    "file, rows",
+    ("file", "rows"),
     [
         ("openb_pod_list_default.csv", 8152),
         ("openb_pod_list_cpu050.csv", 7439),
@@ -85,12 +85,14 @@ def test_real_default_pod_list_facts() -> None:
     # Counts checked with an independent csv.DictReader pass over the file.
     assert sum(p.num_gpu == 0 for p in pods) == 1088
     multi = [p for p in pods if p.num_gpu > 1]
-    assert len(multi) == 75 and {p.gpu_milli for p in multi} == {1000}
+    assert len(multi) == 75
+    assert {p.gpu_milli for p in multi} == {1000}
     assert sum(p.scheduled_s is None for p in pods) == 897
     assert all(p.phase == "Pending" for p in pods if p.scheduled_s is None)
     assert {p.qos for p in pods} == {"LS", "BE", "Burstable", "Guaranteed"}
     assert all(p.gpu_spec == () for p in pods)
-    assert pods[1].gpu_milli == 460 and pods[1].creation_s == 427061.0
+    assert pods[1].gpu_milli == 460
+    assert pods[1].creation_s == 427061.0
     assert sum(p.total_gpu_milli for p in pods) == 6_086_800
 
 
@@ -130,7 +132,9 @@ def test_small_pod_file(tmp_path: Path) -> None:
     assert [p.total_gpu_milli for p in pods] == [1000, 460, 1000, 460, 2000, 0]
     assert [p.is_gpu_sharing for p in pods] == [False, True, False, True, False, False]
     pending = pods[-1]
-    assert pending.scheduled_s is None and pending.deletion_s == 9000100.0 and pending.phase == "Pending"
+    assert pending.scheduled_s is None
+    assert pending.deletion_s == 9000100.0
+    assert pending.phase == "Pending"
 
 
 def test_small_node_file(tmp_path: Path) -> None:
@@ -146,7 +150,7 @@ def test_small_node_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "column, text, attribute, want",
+    ("column", "text", "attribute", "want"),
     [
         ("gpu_milli", "460.0", "gpu_milli", 460),
         ("cpu_milli", " 6000 ", "cpu_milli", 6000),
@@ -182,7 +186,8 @@ def test_missing_times_are_inf_in_table(tmp_path: Path) -> None:
     table = PodTable.from_rows(load_pods(write(tmp_path, "p.csv", [POD_HEADER, POD_ROWS[0], row])))
     assert table.deletion_s.tolist() == [12537496.0, math.inf]
     assert table.scheduled_s.tolist() == [0.0, math.inf]
-    assert table.row(1).deletion_s is None and table.row(1).scheduled_s is None
+    assert table.row(1).deletion_s is None
+    assert table.row(1).scheduled_s is None
     with pytest.raises(ValueError):
         table.cpu_milli[0] = 1  # read-only columns
 
@@ -232,7 +237,7 @@ POD_CASES = [
 
 
 @pytest.mark.parametrize(
-    "row, column, text, named, message",
+    ("row", "column", "text", "named", "message"),
     POD_CASES,
     ids=[
         "milli-not-int",
@@ -269,7 +274,7 @@ def test_malformed_pod_cell(
 
 
 @pytest.mark.parametrize(
-    "row, column, text, message",
+    ("row", "column", "text", "message"),
     [
         (1, "gpu", "x", "expected an integer >= 0, got 'x'"),
         (2, "cpu_milli", "1.5", "got '1.5'"),
@@ -288,7 +293,7 @@ def test_malformed_node_cell(tmp_path: Path, row: int, column: str, text: str, m
 
 
 @pytest.mark.parametrize(
-    "loader, header, rows, missing",
+    ("loader", "header", "rows", "missing"),
     [
         (load_pods, POD_COLUMNS, POD_ROWS, "gpu_milli"),
         (load_pods, POD_COLUMNS, POD_ROWS, "scheduled_time"),
@@ -305,11 +310,12 @@ def test_missing_column(
     with pytest.raises(TraceFormatError) as info:
         loader(write(tmp_path, "short.csv", lines))
     assert str(info.value).startswith("short.csv: missing column(s) ")
-    assert missing in str(info.value) and info.value.line is None
+    assert missing in str(info.value)
+    assert info.value.line is None
 
 
 @pytest.mark.parametrize(
-    "lines, where, message",
+    ("lines", "where", "message"),
     [
         ([], "empty.csv", "empty file"),
         (

@@ -20,7 +20,7 @@ TOL = 1e-12
 
 
 @pytest.mark.parametrize(
-    "ratio, want",
+    ("ratio", "want"),
     [
         (1.2, 0.0),
         (1.0, 0.0),
@@ -44,7 +44,7 @@ def test_credit_fraction_custom_and_empty() -> None:
 
 
 @pytest.mark.parametrize(
-    "tiers, match",
+    ("tiers", "match"),
     [
         ((CreditTier(1.1, 0.1),), "below_ratio"),
         ((CreditTier(1.0, 1.5),), "credit_frac"),
@@ -59,7 +59,7 @@ def test_tiers_rejected(tiers: tuple, match: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "cpu_milli, memory_mib, gpu_milli, factor, want",
+    ("cpu_milli", "memory_mib", "gpu_milli", "factor", "want"),
     [
         (1000, 0, 0, 1.0, 0.031611),
         (0, 1024, 0, 1.0, 0.004237),
@@ -86,7 +86,7 @@ def test_price_custom_and_rejects() -> None:
 
 
 @pytest.mark.parametrize(
-    "delivered, elapsed_s, target, want",
+    ("delivered", "elapsed_s", "target", "want"),
     [(0.8, 1000.0, 0.9, 100.0), (0.95, 1000.0, 0.9, 0.0), (0.0, 3600.0, 1.0, 3600.0)],
     ids=["short-100s", "met", "never-ran"],
 )
@@ -95,7 +95,7 @@ def test_violated_time(delivered: float, elapsed_s: float, target: float, want: 
 
 
 @pytest.mark.parametrize(
-    "delivered, elapsed_s, target, price, want",
+    ("delivered", "elapsed_s", "target", "price", "want"),
     [
         (1.0, 36000.0, 1.0, 1.0, 0.0),  # met
         (0.995, 36000.0, 1.0, 1.0, 0.05 * 0.10),  # 0.05 h violated, 10 % tier
@@ -121,7 +121,7 @@ def test_sla_credit_vectorised() -> None:
 
 
 @pytest.mark.parametrize(
-    "args, match",
+    ("args", "match"),
     [
         ((1.2, 10.0, 1.0, 1.0), "delivered: QoS above 1"),
         ((0.5, 10.0, 0.0, 1.0), "target"),
@@ -148,7 +148,8 @@ def test_credit_nonnegative_and_monotone(
     lo, hi = min(q1, q2), max(q1, q2)
     c_lo = float(sla_credit_usd(lo, elapsed, target, price))
     c_hi = float(sla_credit_usd(hi, elapsed, target, price))
-    assert c_lo >= 0.0 and c_hi >= 0.0
+    assert c_lo >= 0.0
+    assert c_hi >= 0.0
     assert c_lo >= c_hi - 1e-12  # more QoS never earns a larger credit
     if hi >= target:
         assert c_hi == 0.0

@@ -68,7 +68,7 @@ CHOICES = [
 ]
 
 
-@pytest.mark.parametrize("policy, node, device, raw", CHOICES, ids=[c[0] for c in CHOICES])
+@pytest.mark.parametrize(("policy", "node", "device", "raw"), CHOICES, ids=[c[0] for c in CHOICES])
 def test_baseline_choice(policy: str, node: int, device: int, raw: list[float]) -> None:
     state = cluster()
     ev = make_policy(policy).evaluate(state, POD, np.arange(4))
@@ -128,7 +128,7 @@ WHOLE = [
 ]
 
 
-@pytest.mark.parametrize("policy, node, devices", WHOLE, ids=[w[0] for w in WHOLE])
+@pytest.mark.parametrize(("policy", "node", "devices"), WHOLE, ids=[w[0] for w in WHOLE])
 def test_whole_gpu_pod_needs_fully_free_devices(policy: str, node: int, devices: tuple[int, int]) -> None:
     pod = plain_gpu_pod("whole", gpu_milli=2000, cpu_milli=1000)
     ev = make_policy(policy).evaluate(cluster(), pod, np.arange(4))
@@ -142,5 +142,6 @@ def test_plain_pod_is_placed_by_cpu_and_memory_only() -> None:
     ev = make_policy("default").evaluate(cluster(), pod, np.arange(4))
     # CPU left after: n0 8000, n1 12000, n2 −4000 (does not fit), n3 −8000 (does not fit).
     assert ev.feasible.tolist() == [True, True, False, False]
-    assert ev.devices.shape == (4, 1) and (ev.devices == -1).all()
+    assert ev.devices.shape == (4, 1)
+    assert (ev.devices == -1).all()
     assert int(np.argmax(ev.raw_score)) == 1

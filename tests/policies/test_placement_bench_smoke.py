@@ -12,7 +12,8 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_policies.py"
 
 def test_bench_policies_runs(capsys: pytest.CaptureFixture[str]) -> None:
     spec = importlib.util.spec_from_file_location("bench_policies", BENCH)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(["--nodes", "12", "--repeat", "1", "--policies", "default,qosched,ibis-spread"])

@@ -122,7 +122,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("pod, node, want", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("pod", "node", "want"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_reason(pod, node: str, want: Reason) -> None:
     st = state()
     i = st.node_index[node]
@@ -142,7 +142,8 @@ def test_empty_state_and_empty_candidates() -> None:
     ev = make_policy("qosched").evaluate(empty, SINGLE, np.array([0, 1]))
     assert ev.reason.tolist() == [Reason.UNKNOWN_NODE] * 2
     none = make_policy("qosched").evaluate(state(), SINGLE, np.array([], dtype=np.int64))
-    assert len(none) == 0 and none.devices.shape == (0, 1)
+    assert len(none) == 0
+    assert none.devices.shape == (0, 1)
 
 
 def test_infeasible_candidates_carry_nothing() -> None:

@@ -35,7 +35,7 @@ CHOICES = [
 ]
 
 
-@pytest.mark.parametrize("fn, count, want", [c[1:] for c in CHOICES], ids=[c[0] for c in CHOICES])
+@pytest.mark.parametrize(("fn", "count", "want"), [c[1:] for c in CHOICES], ids=[c[0] for c in CHOICES])
 def test_device_choice(fn, count: int, want: list[list[int]]) -> None:
     np.testing.assert_array_equal(fn(FREE, OK_250, count), want)
 

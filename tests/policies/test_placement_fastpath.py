@@ -668,7 +668,8 @@ def test_verdict_cache_recycles_memos_without_changing_verdicts() -> None:
         got = cache.judge(cand, new, pos, dev, model)
         assert_same_verdicts(got, pf.judge(cand, new, pos, dev, model))
         assert len(cache._spare) <= pf.VerdictCache._SPARE
-    assert cache.misses == 6 * 12 and cache.hits == 0
+    assert cache.misses == 6 * 12
+    assert cache.hits == 0
     spare = cache._spare[-1]
     cache.clear()
     cand = gather(state, pods[0], np.arange(6))

@@ -110,14 +110,16 @@ BAD_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("shape, message", BAD_SHAPES, ids=[b[1] + str(i) for i, b in enumerate(BAD_SHAPES)])
+@pytest.mark.parametrize(
+    ("shape", "message"), BAD_SHAPES, ids=[b[1] + str(i) for i, b in enumerate(BAD_SHAPES)]
+)
 def test_bad_shapes_are_named(shape, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PodShape(*shape)
 
 
 @pytest.mark.parametrize(
-    "weights, message",
+    ("weights", "message"),
     [([1.0, -1.0], "popularity"), ([0.0, 0.0], "popularity"), ([1.0], "2 shapes but 1")],
     ids=["negative", "all-zero", "length"],
 )

@@ -81,7 +81,8 @@ def test_interference_aware_policy_refuses_it(policy: str) -> None:
     assert ev.feasible.tolist() == [False, True]
     assert best_candidate(ev) == 1
     assert ev.latency_ms[1] == pytest.approx(10.0 + 10.0 * 0.35 / 0.65, rel=1e-9)
-    assert ev.devices[1, 0] == 0 and ev.variant[1] == 0
+    assert ev.devices[1, 0] == 0
+    assert ev.variant[1] == 0
 
 
 REFUSALS = [
@@ -103,7 +104,9 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize("pod, existing_slo, want", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+@pytest.mark.parametrize(
+    ("pod", "existing_slo", "want"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
 def test_reason_of_each_interference_refusal(pod, existing_slo: float, want: Reason) -> None:
     st = two_nodes(existing_slo)
     ev = make_policy("ibis-pack").evaluate(st, pod, np.array([0]))
@@ -189,7 +192,7 @@ def three_idle_levels():
 IBIS = [("ibis-pack", 0), ("ibis-spread", 2), ("ibis-hetero", 3)]
 
 
-@pytest.mark.parametrize("policy, node", IBIS, ids=[i[0] for i in IBIS])
+@pytest.mark.parametrize(("policy", "node"), IBIS, ids=[i[0] for i in IBIS])
 def test_ibis_policies_choose_as_the_paper_describes(policy: str, node: int) -> None:
     pod = inference_pod("p", "resnet50", rate_rps=20.0, slo_ms=100.0, gpu_milli=100)
     ev = make_policy(policy).evaluate(three_idle_levels(), pod, np.arange(4))
@@ -275,6 +278,7 @@ def test_policies_copy_and_pickle_with_an_empty_cache(name: str) -> None:
     want = policy.evaluate(st, pod, np.arange(4))
     for clone in (copy.deepcopy(policy), pickle.loads(pickle.dumps(policy))):
         cache = getattr(clone, "cache")  # noqa: B009 - not part of the PlacementPolicy protocol
-        assert cache.hits == 0 and cache.misses == 0
+        assert cache.hits == 0
+        assert cache.misses == 0
         got = clone.evaluate(st, pod, np.arange(4))
         np.testing.assert_array_equal(got.raw_score, want.raw_score)

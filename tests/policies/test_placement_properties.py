@@ -173,7 +173,8 @@ def test_policy_properties(state: ClusterState, pod: PodDemand, policy: str, dat
     assert node in set(cands.tolist())
     devices = [int(d) for d in ev.devices[best] if d >= 0]
     need = pod.gpu_count if pod.gpu_milli > 0 else (1 if pod.is_inference else 0)
-    assert len(devices) == need and len(set(devices)) == need
+    assert len(devices) == need
+    assert len(set(devices)) == need
     variant = int(ev.variant[best])
     if pod.variants:
         assert 0 <= variant < len(pod.variants)

@@ -73,7 +73,8 @@ def test_fragmentation_term_follows_the_mix() -> None:
 def test_own_learner_is_fed_by_observe() -> None:
     policy = QoschedPolicy()
     mix = policy.current_mix()
-    assert mix is not None and mix.empty
+    assert mix is not None
+    assert mix.empty
     for i in range(3):
         policy.observe(plain_gpu_pod(f"w{i}", gpu_milli=1000))
     ev = policy.evaluate(cluster(), POD, np.arange(3))
@@ -109,7 +110,8 @@ def test_fairness_hook_penalises_squeezing_the_worst_served_service() -> None:
         cluster(), POD, np.arange(3)
     )
     fair = ev.extras["fairness"]
-    assert fair[1] < fair[0] and fair[1] < fair[2]
+    assert fair[1] < fair[0]
+    assert fair[1] < fair[2]
     np.testing.assert_allclose(ev.raw_score, np.array(SLACK) + fair, rtol=1e-9)
 
 
@@ -139,7 +141,7 @@ def test_fairness_hook_examines_only_the_top_candidates() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs, field",
+    ("kwargs", "field"),
     [
         ({"frag_weight": -1.0}, "frag_weight"),
         ({"slack_weight": float("nan")}, "slack_weight"),

@@ -33,13 +33,15 @@ def test_node_version_moves_with_every_change_of_that_node_only() -> None:
     st = state_with([gpu_node("a", gpus=2), gpu_node("b", gpus=2)], TABLE)
     v0 = st.node_version.copy()
     st.add(Allocation(plain_gpu_pod("x", gpu_milli=100), "a", (0,)))
-    assert st.node_version[0] > v0[0] and st.node_version[1] == v0[1]
+    assert st.node_version[0] > v0[0]
+    assert st.node_version[1] == v0[1]
     v1 = st.node_version.copy()
     st.remove("x")
     assert st.node_version[0] > v1[0]
     v2 = st.node_version.copy()
     st.upsert_node(gpu_node("b", gpus=2, cpu_milli=1000))
-    assert st.node_version[1] > v2[1] and st.node_version[0] == v2[0]
+    assert st.node_version[1] > v2[1]
+    assert st.node_version[0] == v2[0]
     st.upsert_node(gpu_node("c"))
     assert st.node_version.shape == (3,)
     v3 = st.node_version.copy()
@@ -77,7 +79,8 @@ def test_service_percentile_and_contention_are_recorded_and_cleared() -> None:
     assert st.svc_slo_percentile[0, 0, 0] == 99.0
     assert st.svc_overhead_frac[0, 0, 0] == 0.1
     st.remove("p")
-    assert math.isnan(st.svc_slo_percentile[0, 0, 0]) and st.svc_overhead_frac[0, 0, 0] == 0.0
+    assert math.isnan(st.svc_slo_percentile[0, 0, 0])
+    assert st.svc_overhead_frac[0, 0, 0] == 0.0
 
 
 def test_slot_growth_keeps_the_new_arrays() -> None:
@@ -137,10 +140,13 @@ def test_lookup_maps_every_field_and_caches() -> None:
         accuracy=0.7,
         overhead_frac=0.05,
     )
-    assert lookup("x", "a") is params and lookup("z", "a") is None and lookup("z", "a") is None
+    assert lookup("x", "a") is params
+    assert lookup("z", "a") is None
+    assert lookup("z", "a") is None
     assert ps.finds == 2
     assert memory("x") == 6000.0  # the smaller of the two stated memories
-    assert memory("y") == math.inf and memory("unknown") == math.inf
+    assert memory("y") == math.inf
+    assert memory("unknown") == math.inf
 
 
 def test_lookup_over_the_bundled_profiles() -> None:
@@ -149,6 +155,8 @@ def test_lookup_over_the_bundled_profiles() -> None:
     lookup, memory = lookup_from_profiles(profiles)
     # Ibis' measured edge-TPU figures (models.md §A): MobileNetV2 S = 4.91 ms, swap O = 10.43 ms.
     p = lookup("edgetpu", "mobilenet_v2")
-    assert p is not None and p.service_ms == pytest.approx(4.91) and p.swap_ms == pytest.approx(10.43)
+    assert p is not None
+    assert p.service_ms == pytest.approx(4.91)
+    assert p.swap_ms == pytest.approx(10.43)
     assert lookup("edgetpu", "no_such_model") is None
     assert 0 < memory("nvidia-t4") < math.inf

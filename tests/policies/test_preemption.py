@@ -48,7 +48,7 @@ CONFIG = SchedulerConfig(pause=PauseModel(floor_s=PAUSE, safety=1e-9), retry_int
 
 # ---------------------------------------------------------------------------------------------- queue order
 @pytest.mark.parametrize(
-    "rank, submit, want",
+    ("rank", "submit", "want"),
     [
         ([1, 0, 2], [0.0, 9.0, 1.0], [1, 0, 2]),
         ([1, 1, 1], [5.0, 3.0, 4.0], [1, 2, 0]),
@@ -62,7 +62,7 @@ def test_priority_order(rank: list[int], submit: list[float], want: list[int]) -
 
 
 @pytest.mark.parametrize(
-    "rank, qos, submit, want",
+    ("rank", "qos", "submit", "want"),
     [
         ([1, 0], [0.0, 1.0], [0.0, 5.0], [1, 0]),
         ([2, 2, 2], [0.9, 0.1, 0.5], [0.0, 1.0, 2.0], [1, 2, 0]),
@@ -94,7 +94,7 @@ def test_order_rejects_bad_input(call: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "rank, waited, episodes, floor, safety, want",
+    ("rank", "waited", "episodes", "floor", "safety", "want"),
     [
         # class 1: (30 + 90) / (1 + 2) = 40; class 0: 0 / 1 → floor; class 2: no pod → floor
         ([0, 1, 1], [0.0, 30.0, 90.0], [1, 1, 2], 10.0, 1.0, [10.0, 40.0, 10.0]),
@@ -126,7 +126,7 @@ def _facts(rank: list[int], surplus: list[float], slack: list[bool], start: list
 
 
 @pytest.mark.parametrize(
-    "facts, want",
+    ("facts", "want"),
     [
         (_facts([1, 2, 2], [0.5, 0.1, 0.4], [True] * 3, [0, 0, 0]), [2, 1, 0]),
         (_facts([2, 2], [0.3, 0.3], [True] * 2, [10, 50]), [1, 0]),
@@ -146,7 +146,7 @@ def test_priority_rule_ignores_qos() -> None:
 
 
 @pytest.mark.parametrize(
-    "needs, require_need, any_class, want_may, want_eligible",
+    ("needs", "require_need", "any_class", "want_may", "want_eligible"),
     [
         (True, True, True, True, [True, False, True]),
         (False, True, True, False, [True, False, True]),
@@ -166,7 +166,7 @@ def test_qos_driven_rule_gate(
 
 
 @pytest.mark.parametrize(
-    "order, sizes, need, want",
+    ("order", "sizes", "need", "want"),
     [
         ([0, 1, 2], [5, 5, 5], 0, []),
         ([0, 1, 2], [1, 1, 1], 5, None),
@@ -196,7 +196,8 @@ def test_minimal_subset_is_irredundant(sizes: list[int], need: int) -> None:
     if sum(sizes) < need:
         assert got is None
         return
-    assert got is not None and sum(sizes[v] for v in got) >= need
+    assert got is not None
+    assert sum(sizes[v] for v in got) >= need
     assert set(got) <= set(order)
     for v in got:  # giving back any one victim breaks the fit
         assert sum(sizes[u] for u in got if u != v) < need
@@ -369,7 +370,7 @@ VICTIM_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("nodes, running, pending, want_qos, want_priority", VICTIM_ROWS)
+@pytest.mark.parametrize(("nodes", "running", "pending", "want_qos", "want_priority"), VICTIM_ROWS)
 def test_victims(
     nodes: list[NodeView],
     running: list[Run],
@@ -425,7 +426,8 @@ def test_ledger_facts_by_hand() -> None:
     np.testing.assert_allclose(facts.surplus[0], 650 / 900 - 0.5, rtol=1e-12)
     np.testing.assert_allclose(facts.wait_by_rank_s, [600.0, 10.0, 500.0], rtol=1e-12)
     assert not facts.slack[0]
-    assert facts.qos[1] == 0.0 and not facts.slack[1]
+    assert facts.qos[1] == 0.0
+    assert not facts.slack[1]
 
 
 def test_order_hook_on_a_ledger() -> None:
@@ -476,7 +478,8 @@ def test_victim_properties(sc: Scene, which: str) -> None:
     victims = _preempt(policy, sc)
     lg = sc.ledger
     running = {lg.pods[i].uid for i in np.flatnonzero(lg.status == RUNNING)}
-    assert set(victims) <= running and len(set(victims)) == len(victims)
+    assert set(victims) <= running
+    assert len(set(victims)) == len(victims)
     if not victims:
         return
     nodes = {sc.state.allocation(u).node for u in victims}  # type: ignore[union-attr]

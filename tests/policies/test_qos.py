@@ -24,7 +24,7 @@ TOL = 1e-12
 
 
 @pytest.mark.parametrize(
-    "submit_s, running_s, now_s, want",
+    ("submit_s", "running_s", "now_s", "want"),
     [
         (0.0, 50.0, 100.0, 0.5),
         (100.0, 45.0, 200.0, 0.45),
@@ -52,7 +52,7 @@ def test_availability_tolerates_rounding_only() -> None:
 
 
 @pytest.mark.parametrize(
-    "args, match",
+    ("args", "match"),
     [
         ((0.0, float("nan"), 10.0), "running_s: NaN"),
         ((0.0, -1.0, 10.0), "running_s: negative"),
@@ -68,7 +68,7 @@ def test_availability_rejects(args: tuple, match: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "within, total, want",
+    ("within", "total", "want"),
     [(90, 100, 0.9), (0, 0, 1.0), (0, 10, 0.0), (5.5, 11.0, 0.5)],
     ids=["ninety-pct", "no-requests", "all-missed", "seconds"],
 )
@@ -82,7 +82,7 @@ def test_slo_attainment_rejects_within_above_total() -> None:
 
 
 @pytest.mark.parametrize(
-    "latency_ms, slo_ms, want",
+    ("latency_ms", "slo_ms", "want"),
     [([10, 20, 30, 40], 25.0, 0.5), ([], 25.0, 1.0), ([10, float("inf")], 100.0, 0.5), ([25.0], 25.0, 1.0)],
     ids=["half", "none-observed", "inf-is-miss", "boundary-meets"],
 )
@@ -104,7 +104,7 @@ def test_delivered_qos_is_availability_times_attainment() -> None:
 
 
 @pytest.mark.parametrize(
-    "delivered, target, want",
+    ("delivered", "target", "want"),
     [(0.95, 0.9, 0.05), (0.4, 0.5, -0.1), (1.0, 1.0, 0.0)],
     ids=["above", "below", "exact"],
 )
@@ -118,7 +118,7 @@ def test_qos_surplus_rejects_bad_target() -> None:
 
 
 @pytest.mark.parametrize(
-    "running_s, elapsed_s, pause_s, want",
+    ("running_s", "elapsed_s", "pause_s", "want"),
     [(90.0, 100.0, 0.0, 0.9), (90.0, 100.0, 50.0, 0.6), (0.0, 0.0, 0.0, 1.0), (0.0, 0.0, 10.0, 0.0)],
     ids=["no-pause", "pause-50", "nothing-elapsed", "new-pod-paused"],
 )
@@ -127,7 +127,7 @@ def test_qos_after_pause(running_s: float, elapsed_s: float, pause_s: float, wan
 
 
 @pytest.mark.parametrize(
-    "running_s, elapsed_s, target, want",
+    ("running_s", "elapsed_s", "target", "want"),
     [
         (95.0, 100.0, 0.9, 95.0 / 0.9 - 100.0),  # 5.555... s
         (90.0, 100.0, 0.9, 0.0),  # exactly at target: no slack
@@ -201,7 +201,7 @@ def test_running_from_intervals() -> None:
 
 
 @pytest.mark.parametrize(
-    "args, match",
+    ("args", "match"),
     [
         (([0], [10.0], [5.0], 20.0, 1), "end_s: earlier than start_s"),
         (([1], [0.0], [5.0], 20.0, 1), "pod_index"),

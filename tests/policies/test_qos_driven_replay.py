@@ -127,15 +127,17 @@ def test_young_victim_is_evicted_only_once_it_has_slack() -> None:
     assert s_qd["below_target_by_class"] == {"free": 0, "prod": 1}
     assert s_pr["below_target_by_class"] == {"free": 0, "prod": 0}
     assert s_pr["penalty_by_class"] == {"free": 0.0, "prod": 0.0}
-    assert s_qd["penalty_by_class"]["prod"] > 0.0 and s_qd["penalty_by_class"]["free"] == 0.0
+    assert s_qd["penalty_by_class"]["prod"] > 0.0
+    assert s_qd["penalty_by_class"]["free"] == 0.0
     assert sum(s_qd["penalty_by_class"].values()) == pytest.approx(s_qd["penalty"], rel=1e-5)
 
 
-@pytest.mark.parametrize("name, cls", [("priority", PriorityPolicy), ("qos-driven", QosDrivenPolicy)])
+@pytest.mark.parametrize(("name", "cls"), [("priority", PriorityPolicy), ("qos-driven", QosDrivenPolicy)])
 def test_build_scheduler_resolves_the_contract_names(name: str, cls: type) -> None:
     sched = build_scheduler(name)
     assert isinstance(sched.policy, cls)
-    assert sched.can_preempt and sched.retry_interval_s == 60.0
+    assert sched.can_preempt
+    assert sched.retry_interval_s == 60.0
     result = replay(
         rotating_workload(),
         sched,
@@ -144,7 +146,8 @@ def test_build_scheduler_resolves_the_contract_names(name: str, cls: type) -> No
         device_memory=lambda a: math.inf,
         config=ReplayConfig(horizon_s=1050.0, simulate_latency=False),
     )
-    assert result.policy == name and int(result.ledger.preemptions.sum()) == 10
+    assert result.policy == name
+    assert int(result.ledger.preemptions.sum()) == 10
 
 
 class _HookedWorstFit(QosDrivenHooks, WorstFitPolicy):
@@ -153,7 +156,8 @@ class _HookedWorstFit(QosDrivenHooks, WorstFitPolicy):
 
 def test_hooks_mixin_makes_a_placement_policy_qos_driven() -> None:
     policy = _HookedWorstFit(name="hooked")
-    assert policy.retry_interval_s == 60.0 and isinstance(policy.rule, QosDrivenRule)
+    assert policy.retry_interval_s == 60.0
+    assert isinstance(policy.rule, QosDrivenRule)
     hooked = _run(rotating_workload(), policy, 1050.0)
     plain = _run(rotating_workload(), QosDrivenPolicy(), 1050.0)
     assert hooked.ledger.preemptions.tolist() == plain.ledger.preemptions.tolist()
@@ -162,7 +166,8 @@ def test_hooks_mixin_makes_a_placement_policy_qos_driven() -> None:
 
 def test_preemptive_qosched_runs_the_same_rule() -> None:
     policy = preemptive_qosched()
-    assert policy.name == "qosched" and isinstance(policy.rule, QosDrivenRule)
+    assert policy.name == "qosched"
+    assert isinstance(policy.rule, QosDrivenRule)
     result = _run(rotating_workload(), policy, 1050.0)
     assert int(result.ledger.preemptions.sum()) == 10
     assert max(result.ledger.preemptions[:4]) - min(result.ledger.preemptions[:4]) <= 1
@@ -174,7 +179,7 @@ def _fgd_mode(workload: Workload) -> Workload:
 
 
 @pytest.mark.parametrize(
-    "departs, preempt, want_preemptive",
+    ("departs", "preempt", "want_preemptive"),
     [(True, None, True), (False, None, False), (True, False, False), (False, True, True)],
     ids=["departures", "fgd-mode", "forced-off", "forced-on"],
 )
@@ -204,11 +209,13 @@ def test_preemptive_qosched_from_build_scheduler_rotates_like_qos_driven() -> No
         config=ReplayConfig(horizon_s=1050.0, simulate_latency=False),
     )
     preemptions = result.ledger.preemptions[:4]
-    assert int(preemptions.sum()) == 10 and max(preemptions) - min(preemptions) <= 1
+    assert int(preemptions.sum()) == 10
+    assert max(preemptions) - min(preemptions) <= 1
     np.testing.assert_allclose(_free_qos(result).mean(), (550 / 1050 + 3) / 4, rtol=1e-12)
     assert summarize(result)["mean_qos_by_class"]["prod"] == pytest.approx(1.0, abs=1e-12)
     learner = sched.policy.placement.learner  # type: ignore[attr-defined]
-    assert learner is not None and learner.seen == len(wl)
+    assert learner is not None
+    assert learner.seen == len(wl)
 
 
 def test_qosched_in_fgd_mode_never_evicts() -> None:

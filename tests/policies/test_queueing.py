@@ -269,7 +269,8 @@ def test_bad_input_names_the_field(call, field: str) -> None:
 @pytest.mark.parametrize("module", [q], ids=["queueing"])
 def test_doctests(module) -> None:
     result = doctest.testmod(module)
-    assert result.attempted > 10 and result.failed == 0
+    assert result.attempted > 10
+    assert result.failed == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +293,8 @@ def test_single_queue_properties(rate: float, service: float, scv: float, extra:
         lambda r: service + q.frontend_latency_ms(r, service),
     ):
         low, high = float(f(rate)), float(f(rate + extra))
-        assert not math.isnan(low) and not math.isnan(high)
+        assert not math.isnan(low)
+        assert not math.isnan(high)
         assert low >= service * (1 - 1e-12)  # latency >= service time
         assert high >= low * (1 - 1e-12)  # monotone in rate (inf >= inf)
 
@@ -312,7 +314,8 @@ def test_shared_queue_properties(lam: list[float], data: st.DataObject, scale: f
     for moment in ("paper", "bernoulli"):
         base = q.edgetpu_swap_latency_ms(lam_arr, s, o, swap_moment=moment, mask=mask)
         more = q.edgetpu_swap_latency_ms(lam_arr * scale, s, o, swap_moment=moment, mask=mask)
-        assert not np.isnan(base).any() and not np.isnan(more).any()
+        assert not np.isnan(base).any()
+        assert not np.isnan(more).any()
         assert (base[mask] >= s[mask] * (1 - 1e-12)).all()
         assert (base[~mask] == 0).all()
         # Scaling every rate keeps the mix (and the swap probabilities): the wait can only grow.

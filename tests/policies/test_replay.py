@@ -254,7 +254,8 @@ def test_departure_frees_capacity_and_the_pending_pod_is_retried() -> None:
     assert lg.end_s[0] == 10.0
     assert lg.first_start_s[1] == 10.0  # placed the moment a left
     assert lg.failures.tolist() == [0, 1]
-    assert result.stats["departures"] == 1 and result.stats["retried"] == 1
+    assert result.stats["departures"] == 1
+    assert result.stats["retried"] == 1
     # The GPU was busy all along: a 0..10, b 10..20.
     assert result.gpu_allocation_time_avg == pytest.approx(1.0)
     # QoS: a ran 10 of 10 s; b ran 10 of the 19 s since it was submitted.
@@ -325,7 +326,8 @@ def test_pending_queue_is_fifo_and_skips_pods_that_cannot_fit_the_freed_node() -
     lg = result.ledger
     # x leaves at 10: s1 (first in the queue that fits) takes n0, s2 keeps waiting.
     assert lg.first_start_s[3] == 10.0
-    assert math.isnan(lg.first_start_s[4]) and math.isnan(lg.first_start_s[2])
+    assert math.isnan(lg.first_start_s[4])
+    assert math.isnan(lg.first_start_s[2])
     # big cannot fit n0 (one GPU): the necessary test skipped it without a policy call.
     assert result.stats["skipped_checks"] == 2  # big and s2 at t = 10
     assert lg.failures.tolist() == [0, 0, 1, 1, 1]
@@ -450,7 +452,8 @@ def test_same_seed_same_summary(policy: str) -> None:
 
     first, second = once(), once()
     assert first == second
-    assert first["services_total"] > 0 and first["latency_model"]["checks"] > 0
+    assert first["services_total"] > 0
+    assert first["latency_model"]["checks"] > 0
 
 
 def test_interference_aware_policy_meets_more_slos_than_knapsack_on_an_overloaded_edge() -> None:
@@ -526,7 +529,8 @@ def test_saturated_device_and_saturated_front_end_miss_the_slo() -> None:
     saturated = check_device(
         _tpu_state((1.0, 20.0)), 0, 0, np.random.default_rng(3), SimConfig(n_requests=2000)
     )
-    assert saturated is not None and not saturated.slo_met.any()
+    assert saturated is not None
+    assert not saturated.slo_met.any()
     assert np.isinf(saturated.simulated_ms).all()
     # 60 rps of mobilenet_v2 is light for the TPU (ρ ≈ 0.3) but the front end (20 ms a
     # request) is at 1.2: no request gets through in time.
@@ -541,7 +545,8 @@ def test_latency_book_caches_identical_configurations() -> None:
     state = _tpu_state((5.0, 1.0))
     book.check(state, 0, 0)
     book.check(state, 0, 0)
-    assert book.simulations == 1 and book.cache_hits == 1
+    assert book.simulations == 1
+    assert book.cache_hits == 1
     assert book.observations == {"m2": 2, "v3": 2}
 
 
@@ -573,7 +578,7 @@ def test_workload_validation_names_the_pod() -> None:
 
 
 @pytest.mark.parametrize(
-    "model, want",
+    ("model", "want"),
     [
         ("V100M16", "nvidia-v100"),
         ("V100M32", "nvidia-v100"),
@@ -605,7 +610,8 @@ def test_openb_workload_modes() -> None:
     nodes = DATA / "openb_node_list_gpu_node.csv"
     pods = DATA / "openb_pod_list_default.csv"
     trace = openb_workload(nodes, pods, max_pods=50)
-    assert len(trace) == 50 and trace.departs
+    assert len(trace) == 50
+    assert trace.departs
     assert trace.arrival_s[1] == 427061.0  # openb-pod-0001 creation_time
     assert trace.duration_s[0] == 12537496.0  # deletion - scheduled of openb-pod-0000
     assert trace.pods[0].qos_class == "prod"  # LS
@@ -629,7 +635,8 @@ def test_contention_mode_keeps_the_fgd_draws_and_gives_trace_lifetimes() -> None
     assert cont.description["mode"] == "fgd-inflation-with-departures"
     assert cont.description["interarrival_s"] == 0.05 == CONTENDED_INTERARRIVAL_S
     np.testing.assert_allclose(cont.arrival_s, 0.05 * np.arange(len(cont)), rtol=0, atol=1e-9)
-    assert fgd.arrival_s.tolist() == list(range(len(fgd))) and not fgd.departs
+    assert fgd.arrival_s.tolist() == list(range(len(fgd)))
+    assert not fgd.departs
     with pods.open() as handle:
         rows = {r["name"]: r for r in csv.DictReader(handle)}
     for pod, duration in zip(cont.pods, cont.duration_s.tolist(), strict=True):
@@ -640,15 +647,17 @@ def test_contention_mode_keeps_the_fgd_draws_and_gives_trace_lifetimes() -> None
         nodes, pods, inflate=0.05, rng=np.random.default_rng(7), max_pods=400, departures=True,
         interarrival_s=0.05,
     )  # fmt: skip
-    assert np.array_equal(same.duration_s, cont.duration_s) and np.array_equal(same.arrival_s, cont.arrival_s)
+    assert np.array_equal(same.duration_s, cont.duration_s)
+    assert np.array_equal(same.arrival_s, cont.arrival_s)
     slow = openb_workload(
         nodes, pods, inflate=0.05, rng=np.random.default_rng(7), max_pods=40, interarrival_s=2.5
     )
-    assert slow.arrival_s[:3].tolist() == [0.0, 2.5, 5.0] and not slow.departs
+    assert slow.arrival_s[:3].tolist() == [0.0, 2.5, 5.0]
+    assert not slow.departs
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    ("kwargs", "message"),
     [
         ({"departures": True}, "apply to an inflated workload"),
         ({"interarrival_s": 0.5}, "apply to an inflated workload"),

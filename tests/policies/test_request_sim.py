@@ -53,7 +53,7 @@ def mean_over_seeds(device: DeviceSpec, n_requests: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "arrival, service, want",
+    ("arrival", "service", "want"),
     [
         ([0.0, 1.0, 2.0, 10.0], [3.0, 3.0, 1.0, 1.0], [0.0, 2.0, 4.0, 0.0]),
         ([0.0, 0.0, 0.0], [2.0, 2.0, 2.0], [0.0, 2.0, 4.0]),  # batch arrival
@@ -84,7 +84,7 @@ def test_lindley_vectorised_equals_loop(pairs: list[tuple[float, float]]) -> Non
 
 
 @pytest.mark.parametrize(
-    "arrival, size, want",
+    ("arrival", "size", "want"),
     [
         ([0.0, 1.0], [2.0, 2.0], [3.0, 3.0]),  # alone until 1, halves; first leaves at 3, second at 4
         ([0.0, 0.0], [1.0, 3.0], [2.0, 4.0]),  # both at half speed until 2, then the 2 ms left alone
@@ -162,7 +162,7 @@ THEORY = [
 
 
 @pytest.mark.parametrize(
-    "device, n_requests, want_ms, rel_tol",
+    ("device", "n_requests", "want_ms", "rel_tol"),
     THEORY,
     ids=[
         "mm1-rho0.5",
@@ -228,7 +228,7 @@ def edgetpu_pk_ms(s_ms: np.ndarray, o_ms: np.ndarray, rate_rps: np.ndarray) -> n
 
 
 @pytest.mark.parametrize(
-    "s_ms, o_ms, rate_rps", EDGETPU_CASES, ids=["two-models-rho0.48", "three-models-rho0.6"]
+    ("s_ms", "o_ms", "rate_rps"), EDGETPU_CASES, ids=["two-models-rho0.48", "three-models-rho0.6"]
 )
 def test_edgetpu_swap_against_models_md(s_ms: list[float], o_ms: list[float], rate_rps: list[float]) -> None:
     s, o, lam = np.array(s_ms), np.array(o_ms), np.array(rate_rps)
@@ -254,7 +254,7 @@ def test_edgetpu_single_model_never_swaps_after_the_first() -> None:
 
 
 @pytest.mark.parametrize(
-    "service, mean_ms, second_ms2",
+    ("service", "mean_ms", "second_ms2"),
     [
         (ServiceTime.deterministic(4.0), 4.0, 16.0),
         (ServiceTime.exponential(4.0), 4.0, 32.0),
@@ -265,9 +265,8 @@ def test_edgetpu_single_model_never_swaps_after_the_first() -> None:
     ids=["deterministic", "exponential", "gamma", "lognormal", "empirical"],
 )
 def test_service_time_moments(service: ServiceTime, mean_ms: float, second_ms2: float) -> None:
-    assert service.mean_ms == pytest.approx(mean_ms) and service.second_moment_ms2 == pytest.approx(
-        second_ms2
-    )
+    assert service.mean_ms == pytest.approx(mean_ms)
+    assert service.second_moment_ms2 == pytest.approx(second_ms2)
     x = service.sample(np.random.default_rng(0), 400_000)
     assert x.mean() == pytest.approx(mean_ms, rel=0.01)
     assert np.mean(x * x) == pytest.approx(second_ms2, rel=0.03)
@@ -319,10 +318,12 @@ def test_saturated_device_reports_inf_and_growing_horizon_mean(device: DeviceSpe
     short = simulate_device(device, np.random.default_rng(0), SimConfig(n_requests=4_000))
     long = simulate_device(device, np.random.default_rng(0), SimConfig(n_requests=16_000))
     for s, later in zip(short.services, long.services, strict=True):
-        assert s.saturated and s.utilization >= 1.0
+        assert s.saturated
+        assert s.utilization >= 1.0
         assert s.mean_latency_ms == s.percentile_latency_ms == s.slo_latency_ms == s.mean_wait_ms == math.inf
         assert s.slo_met in (None, False)
-        assert math.isfinite(s.horizon_mean_latency_ms) and not math.isnan(s.horizon_mean_latency_ms)
+        assert math.isfinite(s.horizon_mean_latency_ms)
+        assert not math.isnan(s.horizon_mean_latency_ms)
         assert later.horizon_mean_latency_ms > s.horizon_mean_latency_ms
     assert not long.all_slo_met
 
@@ -337,7 +338,7 @@ def test_offered_load_of_edgetpu_includes_expected_swaps() -> None:
 
 
 @pytest.mark.parametrize(
-    "mode, want_ms",
+    ("mode", "want_ms"),
     [("exclusive", 7.0), ("mig", 14.0)],
     ids=["exclusive", "mig-half-slice"],
 )
@@ -345,13 +346,14 @@ def test_zero_rate_service_on_own_queue(mode: str, want_ms: float) -> None:
     share = 0.5 if mode == "mig" else 1.0
     device = DeviceSpec(mode, (ServiceSpec("idle", 0.0, det(7.0), share_frac=share, slo_ms=10.0),))  # type: ignore[arg-type]
     (r,) = simulate_device(device, np.random.default_rng(0)).services
-    assert r.count == 0 and not r.saturated
+    assert r.count == 0
+    assert not r.saturated
     assert r.mean_latency_ms == r.percentile_latency_ms == pytest.approx(want_ms)
     assert r.slo_met is (want_ms <= 10.0)
 
 
 @pytest.mark.parametrize(
-    "mode, want_ms",
+    ("mode", "want_ms"),
     [
         ("time-slicing", 5.0 + 0.5 * 10.0 / (2 * 0.5)),  # own S + the M/D/1 wait of the others (PASTA)
         ("edgetpu", 5.0 + 3.0 + 0.5 * 10.0 / (2 * 0.5)),  # + the swap: another model is always resident
@@ -389,8 +391,10 @@ def test_slo_on_mean_or_percentile() -> None:
     mean_slo = simulate_device(DeviceSpec("exclusive", services), np.random.default_rng(0)).services[0]
     p99_services = (ServiceSpec("m", 50, ServiceTime.exponential(S_MS), slo_ms=40.0, slo_percentile=99.0),)
     p99_slo = simulate_device(DeviceSpec("exclusive", p99_services), np.random.default_rng(0)).services[0]
-    assert mean_slo.slo_met is True and mean_slo.slo_latency_ms == mean_slo.mean_latency_ms
-    assert p99_slo.slo_met is False and p99_slo.slo_latency_ms == pytest.approx(92.1, rel=0.08)
+    assert mean_slo.slo_met is True
+    assert mean_slo.slo_latency_ms == mean_slo.mean_latency_ms
+    assert p99_slo.slo_met is False
+    assert p99_slo.slo_latency_ms == pytest.approx(92.1, rel=0.08)
     no_slo = (ServiceSpec("m", 50, ServiceTime.exponential(S_MS)),)
     assert (
         simulate_device(DeviceSpec("exclusive", no_slo), np.random.default_rng(0)).services[0].slo_met is None
@@ -407,7 +411,7 @@ def test_batched_devices_use_spawned_streams() -> None:
 
 
 @pytest.mark.parametrize(
-    "accelerator, sharing, want",
+    ("accelerator", "sharing", "want"),
     [
         ("edgetpu", "time-slicing", "edgetpu"),
         ("cpu", "exclusive", "cpu"),
@@ -439,7 +443,7 @@ def test_mode_for_rejects_unknown_sharing() -> None:
 
 
 @pytest.mark.parametrize(
-    "build, message",
+    ("build", "message"),
     [
         (lambda: ServiceSpec("a", -1.0, det(1.0)), "rate_rps"),
         (lambda: ServiceSpec("a", math.nan, det(1.0)), "rate_rps"),

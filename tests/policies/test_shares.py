@@ -67,7 +67,7 @@ def movable(demand: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- model helpers
 @pytest.mark.parametrize(
-    "share, demand, want",
+    ("share", "demand", "want"),
     [(0.2, 0.4, 0.5), (0.5, 0.4, 1.0), (0.0, 0.0, 1.0), (0.9, np.inf, 0.0), (0.0, 0.3, 0.0)],
     ids=["half", "capped", "zero-demand", "hopeless", "no-share"],
 )
@@ -86,7 +86,7 @@ def mm1_latency_ms(rate_rps: float, full_service_rate_rps: float) -> Callable[[f
 
 
 @pytest.mark.parametrize(
-    "rate_rps, mu_rps, slo_ms, want",
+    ("rate_rps", "mu_rps", "slo_ms", "want"),
     [
         (50.0, 200.0, 20.0, (50.0 + 50.0) / 200.0),  # 1/(μx-λ) = 0.02 s -> x = (λ + 50)/μ = 0.5
         (0.0, 100.0, 100.0, 0.1),  # no load: x = (1/0.1 s)/μ
@@ -114,7 +114,7 @@ def test_min_share_meeting_slo_edges() -> None:
 
 
 @pytest.mark.parametrize(
-    "demand, lo, hi, capacity, want",
+    ("demand", "lo", "hi", "capacity", "want"),
     [
         ([0.4, 0.3, 0.5, 0.2], 0.0, 1.0, 1.0, np.array([0.4, 0.3, 0.5, 0.2]) / 1.4),  # C·d/Σd
         ([0.4, 0.4], [0.3, 0.0], 1.0, 0.5, [0.3 + 0.2 / 0.5 * 0.1, 0.2 / 0.5 * 0.4]),
@@ -129,7 +129,7 @@ def test_proportional_shares(demand: list, lo: object, hi: object, capacity: flo
 
 
 @pytest.mark.parametrize(
-    "nq, classes, want",
+    ("nq", "classes", "want"),
     [
         ([1.0, 0.5, 0.25], ["a", "a", "a"], 0.5 + 0.75 + 0.25),
         ([1.0, 0.5, 0.25, 0.0], ["a", "b", "a", "b"], 0.75 + 0.5),
@@ -149,11 +149,13 @@ def solve(classes: list, demand: list, target: list, lo: object, hi: object, cap
 def test_two_classes_equalised_at_the_max_min_level() -> None:
     # Σ T·d·t = (0.4 + 0.3 + 0.9·0.5 + 0.9·0.2)·t = 1.33·t = 1  ->  t = 1/1.33 for everyone
     r = solve(["p", "p", "b", "b"], [0.4, 0.3, 0.5, 0.2], [1, 1, 0.9, 0.9], 0.0, 1.0, 1.0)
-    assert r.status == "optimal" and r.solver_status == ("optimal", "optimal")
+    assert r.status == "optimal"
+    assert r.solver_status == ("optimal", "optimal")
     np.testing.assert_allclose(r.normalised_qos, 1 / 1.33, atol=OPT_TOL)
     assert r.shares.sum() == pytest.approx(1.0, abs=FEAS_TOL)
     assert r.within_class_spread == pytest.approx(0.0, abs=OPT_TOL)
-    assert r.solve_ms is not None and r.solve_ms > 0
+    assert r.solve_ms is not None
+    assert r.solve_ms > 0
 
 
 def test_capped_service_does_not_pull_its_class_down() -> None:
@@ -191,7 +193,7 @@ def test_lower_spread_than_proportional_two_classes() -> None:
 
 
 @pytest.mark.parametrize(
-    "demand, lo, hi, capacity, want_shares, want_status",
+    ("demand", "lo", "hi", "capacity", "want_shares", "want_status"),
     [
         ([0.2, 0.3], 0.0, 1.0, 1.0, [0.2, 0.3], "uncontended"),  # useful maximum fits: no solve
         ([0.2, 0.3], 0.0, [0.1, 1.0], 1.0, [0.1, 0.3], "uncontended"),
@@ -205,7 +207,8 @@ def test_status_without_solver(
 ) -> None:
     r = solve(["a", "b"], demand, [1.0, 1.0], lo, hi, capacity)
     assert r.status == want_status
-    assert r.solver_status == () and r.solve_ms is None
+    assert r.solver_status == ()
+    assert r.solve_ms is None
     np.testing.assert_allclose(r.shares, want_shares, atol=1e-12)
 
 
@@ -216,7 +219,9 @@ def test_unallocated_capacity_is_reported() -> None:
 
 def test_empty() -> None:
     r = CACHE.solve([], [], [], [], [], 1.0)
-    assert r.status == "empty" and r.shares.size == 0 and r.unallocated == 1.0
+    assert r.status == "empty"
+    assert r.shares.size == 0
+    assert r.unallocated == 1.0
 
 
 def test_fallback_when_solver_fails(caplog: pytest.LogCaptureFixture) -> None:
@@ -253,7 +258,7 @@ def test_stage1_only_when_stage2_fails(
 
 
 @pytest.mark.parametrize(
-    "args, match",
+    ("args", "match"),
     [
         (([0.1, 0.2], [1, 1], 0, 1, 1), "expected 3 values"),
         (([0.1, 0.2, np.nan], [1, 1, 1], 0, 1, 1), "demand: NaN"),
@@ -297,7 +302,8 @@ def test_feasible_and_max_min_optimal(problem: tuple) -> None:
     classes, demand, target, lo, hi, capacity = problem
     r = CACHE.solve(classes, demand, target, lo, hi, capacity)
     assert r.status in ("optimal", "uncontended")
-    assert np.all(r.shares >= lo - FEAS_TOL) and np.all(r.shares <= hi + FEAS_TOL)
+    assert np.all(r.shares >= lo - FEAS_TOL)
+    assert np.all(r.shares <= hi + FEAS_TOL)
     assert r.shares.sum() <= capacity + FEAS_TOL
     assert np.all(r.shares <= np.where(np.isfinite(demand), np.maximum(demand, lo), lo) + FEAS_TOL)
     free = movable(demand, lo, hi)
@@ -342,7 +348,8 @@ def test_resolve_reuses_the_compiled_problems(monkeypatch: pytest.MonkeyPatch) -
         )
         assert r.status == "optimal"
     assert calls["chain"] == 2
-    assert solver.problems == problems and solver.problems_built == 2
+    assert solver.problems == problems
+    assert solver.problems_built == 2
     assert [p._cache.param_prog for p in problems] == compiled
 
 
@@ -351,7 +358,8 @@ def test_cache_by_class_structure() -> None:
     s1 = cache.get(["prod", "prod", "free"])
     assert cache.get(["x", "x", "y"]) is s1  # same partition, other labels
     s2 = cache.get(["prod", "free", "prod"])
-    assert s2 is not s1 and len(cache) == 2
+    assert s2 is not s1
+    assert len(cache) == 2
     cache.get(["a"])  # evicts the least recently used (s1)
     assert cache.get(["prod", "free", "prod"]) is s2
     assert cache.get(["prod", "prod", "free"]) is not s1
@@ -384,7 +392,8 @@ def test_fairness_term_table() -> None:
 def test_fairness_term_empty_cluster_and_rejects() -> None:
     snap = FairnessSnapshot.from_values([], [])
     delta = fairness_term(snap, "prod", 0.9)
-    assert delta.delta_min_normalised_qos == 0.0 and delta.min_normalised_qos_after == 0.9
+    assert delta.delta_min_normalised_qos == 0.0
+    assert delta.min_normalised_qos_after == 0.9
     assert dict(delta.delta_gini_by_class) == {"prod": 0.0}
     with pytest.raises(ValueError, match="lengths differ"):
         fairness_term(snap, "prod", 0.9, ["prod"], [], [0.5])

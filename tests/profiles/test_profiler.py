@@ -45,7 +45,8 @@ def test_poisson_arrivals_count_and_range(seed: int) -> None:
     # N ~ Poisson(1000): within 4σ = 4·√1000 ≈ 126 of the mean.
     assert abs(t.size - 1000) < 126
     assert np.all(np.diff(t) > 0)
-    assert t[0] >= 0 and t[-1] < horizon_s
+    assert t[0] >= 0
+    assert t[-1] < horizon_s
     gaps = np.diff(t)
     # Exponential gaps: mean 10 ms, coefficient of variation 1 (within sampling error).
     assert gaps.mean() == pytest.approx(0.010, rel=0.1)
@@ -61,7 +62,7 @@ def test_poisson_arrivals_are_reproducible_from_the_seed() -> None:
 
 
 @pytest.mark.parametrize(
-    "rate, horizon",
+    ("rate", "horizon"),
     [(0.0, 1.0), (-1.0, 1.0), (math.inf, 1.0), (math.nan, 1.0), (1.0, 0.0), (1.0, math.inf)],
     ids=["zero-rate", "negative-rate", "inf-rate", "nan-rate", "zero-horizon", "inf-horizon"],
 )
@@ -103,7 +104,7 @@ def test_background_cpu_cores_from_counters() -> None:
 
 
 @pytest.mark.parametrize(
-    "text, want",
+    ("text", "want"),
     [
         ("a+b", [(("a", "b"), None)]),
         ("a+b, a+b+c", [(("a", "b"), None), (("a", "b", "c"), None)]),
@@ -117,7 +118,7 @@ def test_parse_colocate(text: str, want: list[tuple[tuple[str, ...], tuple[float
 
 
 @pytest.mark.parametrize(
-    "text, match",
+    ("text", "match"),
     [
         ("a", "at least 2 models"),
         ("a:5+b", "every member or for none"),
@@ -138,7 +139,7 @@ def test_auto_pairs_are_every_unordered_pair_once() -> None:
 
 
 @pytest.mark.parametrize(
-    "models, level, servers, service_ms, want_rps",
+    ("models", "level", "servers", "service_ms", "want_rps"),
     [
         (("a",), 0.5, 2, (20.0,), (25.0,)),  # solo: λ = ρ / E[S] = 0.5 / 20 ms
         (("a", "b"), 0.6, 2, (50.0, 25.0), (12.0, 24.0)),  # ρ·servers/n = 0.6 each: 0.6/50 ms, 0.6/25 ms
@@ -184,7 +185,7 @@ def test_plan_has_solo_levels_then_groups() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    ("kwargs", "match"),
     [
         ({"models": ()}, "at least one model"),
         ({"levels": (1.0,)}, "rates: load level"),
@@ -216,7 +217,7 @@ def test_config_rejects_bad_options(kwargs: dict[str, Any], match: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "cpus, threads, device, want",
+    ("cpus", "threads", "device", "want"),
     [((0, 1), 1, "cpu", 2), ((0, 1), 2, "cpu", 1), ((0,), 1, "cpu", 1), ((0, 1, 2, 3), 1, "cuda", 1)],
     ids=["2cpu-1thread", "2cpu-2threads", "1cpu", "cuda"],
 )
@@ -232,7 +233,7 @@ def _load(rate_rps: float, mean_ms: float, second_ms2: float | None = None) -> M
 
 
 @pytest.mark.parametrize(
-    "loads, servers, want_ms",
+    ("loads", "servers", "want_ms"),
     [
         # M/D/1: ρ = 10/s · 50 ms = 0.5; R = S + λE[S²]/(2(1−ρ)) = 50 + 0.01·2500/1 = 75.
         ([_load(10.0, 50.0)], 1, [75.0]),
@@ -256,7 +257,7 @@ def test_reference_fcfs_servers(loads: list[MemberLoad], servers: int, want_ms: 
 
 
 @pytest.mark.parametrize(
-    "rates, service, cores, want_ms",
+    ("rates", "service", "cores", "want_ms"),
     [
         ([10.0], [50.0], 1, [100.0]),  # M/G/1-PS: S/(1 − ρ) = 50/(1 − 0.5)
         ([10.0, 10.0], [20.0, 30.0], 1, [40.0, 60.0]),  # ρ = 0.5 → S/(1 − 0.5)
@@ -410,7 +411,7 @@ def test_report_without_colocated_runs_has_no_mape() -> None:
 
 
 @pytest.mark.parametrize(
-    "content, match",
+    ("content", "match"),
     [
         (None, "cannot read"),
         ("{not json", "invalid JSON at line 1"),
@@ -484,7 +485,9 @@ def test_real_run_writes_a_valid_profile(tiny_run: tuple[Path, str]) -> None:
     assert profile.key == ("test-cpu", "tiny_cnn")
     assert st.mean_ms > 0
     assert st.second_moment_ms2 >= st.mean_ms**2
-    assert st.p50_ms is not None and st.p99_ms is not None and st.p99_ms >= st.p50_ms
+    assert st.p50_ms is not None
+    assert st.p99_ms is not None
+    assert st.p99_ms >= st.p50_ms
     assert profile.memory_mib > 0
     assert profile.provenance.source.startswith("qosched profile run")
     assert profile.accuracy == 0.5
@@ -519,7 +522,7 @@ def test_real_run_report_has_the_mape(tiny_run: tuple[Path, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "args, match",
+    ("args", "match"),
     [
         (["--accuracy=tiny_cnn"], "expected MODEL=FRACTION"),
         (["--accuracy=tiny_cnn=1.5"], "must be a fraction in \\[0, 1\\]"),
@@ -548,4 +551,5 @@ def test_unknown_model_is_a_usage_error() -> None:
     pytest.importorskip("torch")
     result = CliRunner().invoke(main, ["profile", "run", "--models=vgg16", "--colocate=none", "--quiet"])
     assert result.exit_code == 2
-    assert "unknown model 'vgg16'" in result.output and "resnet18" in result.output
+    assert "unknown model 'vgg16'" in result.output
+    assert "resnet18" in result.output

@@ -139,7 +139,8 @@ def test_with_profile_is_copy_on_write(small_set: ProfileSet) -> None:
 
 def test_without(small_set: ProfileSet) -> None:
     smaller = small_set.without("edgetpu", "mobilenet_v2")
-    assert len(smaller) == 2 and ("edgetpu", "mobilenet_v2") in small_set
+    assert len(smaller) == 2
+    assert ("edgetpu", "mobilenet_v2") in small_set
     with pytest.raises(UnknownProfileError):
         small_set.without("edgetpu", "resnet50")
 
@@ -295,7 +296,8 @@ def test_reload_picks_up_new_files_and_keeps_the_set_on_error(tmp_path: Path) ->
     assert len(store.current()) == 0
     write_profile_file(make("cpu", "resnet18", 40.0), tmp_path)
     good = store.reload()
-    assert store.current() is good and len(good) == 1
+    assert store.current() is good
+    assert len(good) == 1
     _write(tmp_path, "cpu__resnet50.json", "{not json")
     with pytest.raises(ProfileError, match=r"cpu__resnet50\.json"):
         store.reload()
@@ -305,7 +307,8 @@ def test_reload_picks_up_new_files_and_keeps_the_set_on_error(tmp_path: Path) ->
 def test_replace_returns_previous(small_set: ProfileSet) -> None:
     store = ProfileStore(ProfileSet(), include_bundled=False)
     previous = store.replace(small_set)
-    assert len(previous) == 0 and store.current() is small_set
+    assert len(previous) == 0
+    assert store.current() is small_set
     with pytest.raises(TypeError):
         store.replace({})  # type: ignore[arg-type]
 
