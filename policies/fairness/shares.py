@@ -71,9 +71,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
@@ -81,7 +80,24 @@ from numpy.typing import ArrayLike
 from qosched.policies.fairness._validate import FloatArray, as_float_array, check_fraction
 from qosched.policies.fairness.gini import GiniSummary
 
+if TYPE_CHECKING:  # cvxpy (about 1 s to import) loads only when a solver is built: see _cvxpy()
+    import cvxpy as cp
+
 log = logging.getLogger(__name__)
+
+
+def _cvxpy() -> Any:
+    """The cvxpy module, imported on first use.
+
+    Importing ``qosched.policies.fairness`` (the extender does, for the placement-time fairness
+    term, which is closed form) must not pay cvxpy's import; only building a
+    :class:`FairShareSolver` does.
+    """
+    import cvxpy
+
+    return cvxpy
+
+
 _EMPTY_SUMMARY = GiniSummary.from_values(())
 
 ShareStatus = Literal["optimal", "uncontended", "stage1-only", "fallback", "infeasible", "empty"]
@@ -349,6 +365,7 @@ class FairShareSolver:
                     vals += [1.0, -1.0]
                     pairs.append((i, j))
         self._pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        cp = _cvxpy()
 
         self._x = cp.Variable(n, name="share")
         self._t = cp.Variable(name="t")
@@ -488,6 +505,7 @@ class FairShareSolver:
 
     # ----------------------------------------------------------------------------- internals
     def _run(self, problem: cp.Problem, statuses: list[str], solve_s: list[float]) -> bool:
+        cp = _cvxpy()
         try:
             problem.solve(solver=self.settings.solver)
         except (cp.error.SolverError, ArithmeticError) as exc:
