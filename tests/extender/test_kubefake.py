@@ -886,6 +886,45 @@ def test_fail_next_rejects_non_error_codes(kube_api: FakeKubeAPI) -> None:
         kube_api.fail_next(".", 200)
 
 
+def test_stalled_binding_commits_after_the_client_gave_up(kube_api: FakeKubeAPI, core_v1: Any) -> None:
+    kube_api.add_pod("p")
+    kube_api.stall(r"/binding$", 0.6, times=1, verb="create")
+    t0 = time.perf_counter()
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+        core_v1.create_namespaced_pod_binding(
+            "p", "default", _binding("p", "n"), _preload_content=False, _request_timeout=0.2
+        )
+    assert time.perf_counter() - t0 < 0.5
+    assert kube_api.get("pods", "p")["spec"].get("nodeName") is None  # type: ignore[index]
+    deadline = time.monotonic() + 5
+    while kube_api.get("pods", "p")["spec"].get("nodeName") is None and time.monotonic() < deadline:  # type: ignore[index]
+        time.sleep(0.02)
+    assert kube_api.get("pods", "p")["spec"]["nodeName"] == "n"  # type: ignore[index]
+    assert [r.status for r in kube_api.calls(subresource="binding")] == [201]
+
+
+def test_stall_spares_other_verbs_and_clear_releases_holds(kube_api: FakeKubeAPI, core_v1: Any) -> None:
+    kube_api.stall(r"/nodes$", 30.0, verb="list")
+    kube_api.add_node("n")
+    result: list[Any] = []
+    lister = threading.Thread(target=lambda: result.append(core_v1.list_node()))
+    lister.start()
+    core_v1.read_node("n")  # a get of the same resource is not held
+    time.sleep(0.1)
+    assert lister.is_alive()
+    t0 = time.perf_counter()
+    kube_api.clear_stalls()
+    lister.join(5)
+    assert time.perf_counter() - t0 < 2
+    assert [n.metadata.name for n in result[0].items] == ["n"]
+
+
+@pytest.mark.parametrize(("seconds", "times"), [(-1.0, None), (1.0, 0)], ids=["negative", "zero-times"])
+def test_stall_rejects_bad_arguments(kube_api: FakeKubeAPI, seconds: float, times: int | None) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        kube_api.stall(".", seconds, times)
+
+
 # ------------------------------------------------------------------------ SNAPSHOTS AND BUILDERS
 
 

@@ -54,7 +54,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -139,6 +139,26 @@ class _FailureRule:
     verb: str | None
     message: str | None
     retry_after_s: int | None
+
+
+@dataclass(slots=True)
+class _StallRule:
+    """Hold matching requests ``seconds`` before serving them (``FakeKubeAPI.stall``)."""
+
+    pattern: re.Pattern[str]
+    seconds: float
+    remaining: int | None
+    method: str | None
+    verb: str | None
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def matches(self, method: str, path: str, verb: str) -> bool:
+        return (
+            (self.remaining is None or self.remaining > 0)
+            and self.pattern.search(path) is not None
+            and (self.method is None or self.method.upper() == method)
+            and (self.verb is None or self.verb == verb)
+        )
 
 
 def _route(path: str) -> Route:
@@ -326,6 +346,10 @@ class _Handler(BaseHTTPRequestHandler):
             rule = api._take_failure(self.command, self._path, self._verbname)
             if rule is not None:
                 raise injected(rule.code, rule.message, rule.retry_after_s)
+            stall = api._take_stall(self.command, self._path, self._verbname)
+            if stall is not None:
+                # Served afterwards as usual: a write commits even if the client gave up.
+                stall.released.wait(stall.seconds)
             if self._verbname == "watch":
                 self._serve_watch(route)
                 return
@@ -806,6 +830,7 @@ class FakeKubeAPI:
         self._thread: threading.Thread | None = None
         self._requests: list[RequestRecord] = []
         self._failures: list[_FailureRule] = []
+        self._stalls: list[_StallRule] = []
         self._meta_lock = threading.Lock()
 
     # ----------------------------------------------------------------- lifecycle
@@ -825,6 +850,7 @@ class FakeKubeAPI:
         server = self._server
         if server is None:
             return
+        self.clear_stalls()
         self.store.signal_watchers(close="graceful")
         server.shutdown()
         server.server_close()
@@ -1036,6 +1062,46 @@ class FakeKubeAPI:
                     rule.remaining -= 1
                     if rule.remaining == 0:
                         self._failures.remove(rule)
+                    return rule
+            return None
+
+    def stall(
+        self,
+        path_regex: str,
+        seconds: float,
+        times: int | None = None,
+        *,
+        method: str | None = None,
+        verb: str | None = None,
+    ) -> None:
+        """Hold the next ``times`` matching requests (all while ``None``) ``seconds``, then serve them.
+
+        Matching is :meth:`fail_next`'s (path regex, ``method``, ``verb``). The held request is
+        then served exactly as usual, whether or not the client is still waiting: a stalled
+        ``create`` on ``pods/binding`` commits after the client timed out (what a slow etcd behind
+        kube-apiserver does), a stalled ``list``/``watch`` answers late. :meth:`clear_stalls`
+        removes the rules and lets held requests go at once. Checked after :meth:`fail_next`.
+        """
+        if not seconds >= 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        if times is not None and times < 1:
+            raise ValueError(f"times must be >= 1 or None, got {times}")
+        with self._meta_lock:
+            self._stalls.append(_StallRule(re.compile(path_regex), float(seconds), times, method, verb))
+
+    def clear_stalls(self) -> None:
+        """Drop every stall rule; requests being held are served now."""
+        with self._meta_lock:
+            rules, self._stalls = self._stalls, []
+        for rule in rules:
+            rule.released.set()
+
+    def _take_stall(self, method: str, path: str, verb: str) -> _StallRule | None:
+        with self._meta_lock:
+            for rule in self._stalls:
+                if rule.matches(method, path, verb):
+                    if rule.remaining is not None:
+                        rule.remaining -= 1  # an exhausted rule stays listed so clear_stalls frees its holds
                     return rule
             return None
 
