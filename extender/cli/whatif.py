@@ -27,6 +27,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,162 @@ def _print_table(summary: Mapping[str, Any]) -> None:
     console.print(table)
 
 
+@dataclass(frozen=True, slots=True)
+class WhatifOptions:
+    """The ``qosched whatif`` command line, as one value (the click options, same names)."""
+
+    cluster_file: str | None
+    nodes_csv: str | None
+    pods_csv: str | None
+    fmt: str
+    policies_text: str | None
+    out_dir: str
+    seed: int
+    inflate: float | None
+    departures: bool
+    interarrival_s: float | None
+    quiet: bool
+    profiles_dir: str | None
+    classes_file: str | None
+    max_pods: int | None
+    horizon_s: float | None
+    mix: str
+    candidates: str
+    rate_scale: float | None
+    no_latency: bool
+
+
+def _positive(value: float | None, hint: str, *, zero_ok: bool = False) -> None:
+    """A number option must be finite and > 0 (>= 0 with ``zero_ok``); None (absent) passes."""
+    if value is None:
+        return
+    if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+        rule = ">= 0" if zero_ok else "> 0"
+        raise click.BadParameter(f"must be a number {rule}, got {value!r}", param_hint=hint)
+
+
+def check_options(opts: WhatifOptions) -> None:
+    """Reject contradicting or out-of-range options before anything is read (click errors)."""
+    if opts.cluster_file and (opts.nodes_csv or opts.pods_csv):
+        raise click.UsageError("give either --cluster or --nodes/--pods, not both")
+    if not opts.cluster_file and not (opts.nodes_csv and opts.pods_csv):
+        raise click.UsageError("give --cluster FILE, or --nodes CSV and --pods CSV")
+    if opts.inflate is not None and opts.cluster_file:
+        raise click.UsageError("--inflate applies to a trace (--nodes/--pods), not to --cluster")
+    _positive(opts.inflate, "--inflate")
+    if (opts.departures or opts.interarrival_s is not None) and opts.inflate is None:
+        raise click.UsageError(
+            "--departures and --interarrival-s apply with --inflate (the trace's own times already "
+            "have arrivals and departures)"
+        )
+    _positive(opts.interarrival_s, "--interarrival-s")
+    _positive(opts.horizon_s, "--horizon-s", zero_ok=True)
+
+
+def load_classes(classes_file: str | None) -> Any:
+    """The service classes of ``--classes`` (default prod/batch/free); errors name the file."""
+    import yaml
+
+    from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
+
+    if not classes_file:
+        return DEFAULT_CLASS_CONFIG
+    try:
+        return ClassConfig.from_mapping(yaml.safe_load(Path(classes_file).read_text()) or {})
+    except (OSError, yaml.YAMLError, ValueError) as err:
+        raise click.ClickException(f"{classes_file}: {err}") from None
+
+
+def load_lookup(profiles_dir: str | None) -> tuple[Any, Any]:
+    """``(lookup, device_memory)`` of the bundled profiles, with ``--profiles`` layered over them."""
+    from qosched.policies.profile_lookup import lookup_from_profiles
+    from qosched.profiles.schema import ProfileError
+    from qosched.profiles.store import bundled_profiles, load_profile_dir, merge
+
+    profiles = bundled_profiles()
+    if profiles_dir:
+        try:
+            profiles = merge(profiles, load_profile_dir(profiles_dir))
+        except ProfileError as err:
+            raise click.ClickException(str(err)) from None
+    return lookup_from_profiles(profiles)
+
+
+def trace_workload(opts: WhatifOptions, classes: Any) -> Any:
+    """The workload of ``--nodes/--pods`` (openb format), in the mode the options choose."""
+    from qosched.policies.simulator.scenarios import openb_workload
+    from qosched.policies.traces import TraceFormatError
+
+    assert opts.nodes_csv
+    assert opts.pods_csv
+    assert opts.fmt == "openb"
+    try:
+        return openb_workload(
+            opts.nodes_csv,
+            opts.pods_csv,
+            inflate=opts.inflate,
+            rng=np.random.default_rng(opts.seed),
+            classes=classes,
+            max_pods=opts.max_pods,
+            departures=opts.departures,
+            interarrival_s=opts.interarrival_s,
+        )
+    except TraceFormatError as err:
+        raise click.ClickException(str(err)) from None
+    except OSError as err:
+        raise click.ClickException(f"{err.filename}: {err.strerror}") from None
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def load_workload(opts: WhatifOptions, classes: Any) -> Any:
+    """The workload to replay: a snapshot (``--cluster``) or a trace, cut and rate-scaled."""
+    if opts.cluster_file:
+        workload = workload_from_snapshot(opts.cluster_file, classes)
+        if opts.max_pods is not None:
+            workload = workload.head(opts.max_pods)
+    else:
+        workload = trace_workload(opts, classes)
+    if opts.rate_scale is not None:
+        _positive(opts.rate_scale, "--rate-scale", zero_ok=True)
+        workload = workload.with_rate_scale(opts.rate_scale)
+    return workload
+
+
+def replay_policies(opts: WhatifOptions) -> None:
+    """The placement what-if: replay the workload through each policy, write and print the results."""
+    from qosched.policies.simulator.scenarios import CONTENDED_HORIZON_S
+
+    load_policy_packages()
+    from qosched.policies.placement.base import policy_names
+
+    policies = _policy_list(opts.policies_text, policy_names())
+    classes = load_classes(opts.classes_file)
+    lookup, device_memory = load_lookup(opts.profiles_dir)
+    workload = load_workload(opts, classes)
+    horizon_s = opts.horizon_s
+    if opts.departures and horizon_s is None:
+        horizon_s = CONTENDED_HORIZON_S
+    summary = run_whatif(
+        workload,
+        policies,
+        Path(opts.out_dir),
+        seed=opts.seed,
+        lookup=lookup,
+        device_memory=device_memory,
+        classes=classes,
+        mix=opts.mix,
+        candidates=opts.candidates,
+        simulate_latency=not opts.no_latency,
+        horizon_s=horizon_s,
+        quiet=opts.quiet,
+    )
+    _print_table(summary)
+    click.echo(
+        f"wrote {Path(opts.out_dir) / 'summary.json'}, {len(policies)} CSV file(s), plots and report.html"
+    )
+
+
 @click.command("whatif")
 @click.option(
     "--cluster", "cluster_file", type=click.Path(dir_okay=False), help="Snapshot file (Nodes and Pods)."
@@ -405,98 +562,26 @@ def whatif(
     no_latency: bool,
 ) -> None:
     """Replay a cluster and a workload through placement policies; write CSVs, plots, summary.json, report.html."""
-    import yaml
-
-    from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
-    from qosched.policies.placement.base import policy_names
-    from qosched.policies.profile_lookup import lookup_from_profiles
-    from qosched.policies.simulator.scenarios import CONTENDED_HORIZON_S, openb_workload
-    from qosched.policies.traces import TraceFormatError
-    from qosched.profiles.schema import ProfileError
-    from qosched.profiles.store import bundled_profiles, load_profile_dir, merge
-
-    if cluster_file and (nodes_csv or pods_csv):
-        raise click.UsageError("give either --cluster or --nodes/--pods, not both")
-    if not cluster_file and not (nodes_csv and pods_csv):
-        raise click.UsageError("give --cluster FILE, or --nodes CSV and --pods CSV")
-    if inflate is not None and cluster_file:
-        raise click.UsageError("--inflate applies to a trace (--nodes/--pods), not to --cluster")
-    if inflate is not None and not (math.isfinite(inflate) and inflate > 0):
-        raise click.BadParameter(f"must be a number > 0, got {inflate!r}", param_hint="--inflate")
-    if (departures or interarrival_s is not None) and inflate is None:
-        raise click.UsageError(
-            "--departures and --interarrival-s apply with --inflate (the trace's own times already "
-            "have arrivals and departures)"
-        )
-    if interarrival_s is not None and not (math.isfinite(interarrival_s) and interarrival_s > 0):
-        raise click.BadParameter(
-            f"must be a number > 0, got {interarrival_s!r}", param_hint="--interarrival-s"
-        )
-    if horizon_s is not None and not (math.isfinite(horizon_s) and horizon_s >= 0):
-        raise click.BadParameter(f"must be a number >= 0, got {horizon_s!r}", param_hint="--horizon-s")
-    load_policy_packages()
-    policies = _policy_list(policies_text, policy_names())
-
-    classes = DEFAULT_CLASS_CONFIG
-    if classes_file:
-        try:
-            classes = ClassConfig.from_mapping(yaml.safe_load(Path(classes_file).read_text()) or {})
-        except (OSError, yaml.YAMLError, ValueError) as err:
-            raise click.ClickException(f"{classes_file}: {err}") from None
-
-    profiles = bundled_profiles()
-    if profiles_dir:
-        try:
-            profiles = merge(profiles, load_profile_dir(profiles_dir))
-        except ProfileError as err:
-            raise click.ClickException(str(err)) from None
-    lookup, device_memory = lookup_from_profiles(profiles)
-
-    if cluster_file:
-        workload = workload_from_snapshot(cluster_file, classes)
-    else:
-        assert nodes_csv
-        assert pods_csv
-        assert fmt == "openb"
-        try:
-            workload = openb_workload(
-                nodes_csv,
-                pods_csv,
-                inflate=inflate,
-                rng=np.random.default_rng(seed),
-                classes=classes,
-                max_pods=max_pods,
-                departures=departures,
-                interarrival_s=interarrival_s,
-            )
-        except TraceFormatError as err:
-            raise click.ClickException(str(err)) from None
-        except OSError as err:
-            raise click.ClickException(f"{err.filename}: {err.strerror}") from None
-        except ValueError as err:
-            raise click.ClickException(str(err)) from None
-    if max_pods is not None and cluster_file:
-        workload = workload.head(max_pods)
-    if rate_scale is not None:
-        if not (math.isfinite(rate_scale) and rate_scale >= 0):
-            raise click.BadParameter(f"must be a number >= 0, got {rate_scale!r}", param_hint="--rate-scale")
-        workload = workload.with_rate_scale(rate_scale)
-
-    if departures and horizon_s is None:
-        horizon_s = CONTENDED_HORIZON_S
-    summary = run_whatif(
-        workload,
-        policies,
-        Path(out_dir),
+    opts = WhatifOptions(
+        cluster_file=cluster_file,
+        nodes_csv=nodes_csv,
+        pods_csv=pods_csv,
+        fmt=fmt,
+        policies_text=policies_text,
+        out_dir=out_dir,
         seed=seed,
-        lookup=lookup,
-        device_memory=device_memory,
-        classes=classes,
+        inflate=inflate,
+        departures=departures,
+        interarrival_s=interarrival_s,
+        quiet=quiet,
+        profiles_dir=profiles_dir,
+        classes_file=classes_file,
+        max_pods=max_pods,
+        horizon_s=horizon_s,
         mix=mix,
         candidates=candidates,
-        simulate_latency=not no_latency,
-        horizon_s=horizon_s,
-        quiet=quiet,
+        rate_scale=rate_scale,
+        no_latency=no_latency,
     )
-    _print_table(summary)
-    click.echo(f"wrote {Path(out_dir) / 'summary.json'}, {len(policies)} CSV file(s), plots and report.html")
+    check_options(opts)
+    replay_policies(opts)
