@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from qosched.policies.latency.feasibility import Thresholds, feasible
+from qosched.policies.latency.colocation_rule import Thresholds, feasible
 from qosched.policies.latency.sharing import DeviceServices, ModelParams, predict
 
 

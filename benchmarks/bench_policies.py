@@ -40,10 +40,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from qosched.policies.placement import common
-from qosched.policies.placement import feasibility as placement_feasibility
+from qosched.policies.placement import common, interference, verdict_cache
 from qosched.policies.placement.base import PlacementPolicy, make_policy, policy_names, scheduler_scores
-from qosched.policies.placement.feasibility import VerdictCache
+from qosched.policies.placement.verdict_cache import VerdictCache
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.state import ClusterState
 from qosched.policies.types import Allocation, NodeView, PodDemand
@@ -138,15 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     names = [p for p in args.policies.split(",") if p] or policy_names()
-    judge = placement_feasibility.judge
+    judge = interference.judge
     if args.route == "general":
         general = functools.partial(judge, shared_wait=False)
-        placement_feasibility.judge = general  # type: ignore[assignment]
+        verdict_cache.judge = general  # type: ignore[assignment]
         common.judge = general  # type: ignore[assignment]
     try:
         run(names, args)
     finally:
-        placement_feasibility.judge = judge
+        verdict_cache.judge = judge
         common.judge = judge
 
 

@@ -81,6 +81,23 @@ class _Placed:
     invalid: bool = False  # its profile parameters fail ``latency.sharing.valid_services``
 
 
+class DerivedTables(dict[tuple[object, ...], object]):
+    """Tables derived from a state's fixed inputs, memoised by the modules that build them.
+
+    Owned by one :class:`ClusterState` (``state.derived``), so a memo lives and dies with its
+    state instead of in a module-global map. Only what depends on inputs a state never changes
+    (its profile lookup; its accelerator list, which only grows, so keys carry its length) may be
+    kept here, which keeps every hit exact. Copies and pickles start empty, as a fresh state
+    would (the tables are rebuilt on first use).
+    """
+
+    def __deepcopy__(self, memo: dict[int, object]) -> DerivedTables:
+        return DerivedTables()
+
+    def __reduce__(self) -> tuple[type[DerivedTables], tuple[()]]:
+        return (DerivedTables, ())
+
+
 class ClusterState:
     """Incrementally maintained arrays of what runs where (see the module docstring)."""
 
@@ -110,6 +127,8 @@ class ClusterState:
         self.n_overhead_services = 0
         self.n_invalid_services = 0
         self._valid_params: dict[ServiceParams, bool] = {}
+        #: Memo of derived tables (``placement.constraints``, ``placement.interference``).
+        self.derived = DerivedTables()
         n = len(nodes)
         d = max([1, *(self._device_slots(v) for v in nodes)])
         k = max(1, services_per_device)

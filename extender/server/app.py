@@ -34,9 +34,9 @@ from qosched.policies.fairness.classes import (
     ClassConfig,
     UnknownClassError,
 )
-from qosched.policies.latency.feasibility import Thresholds
+from qosched.policies.latency.colocation_rule import Thresholds
 from qosched.policies.placement.base import PlacementPolicy, make_policy
-from qosched.policies.placement.feasibility import InterferenceModel
+from qosched.policies.placement.interference import InterferenceModel
 from qosched.policies.placement.qosched.config import QoschedConfig
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.types import DemandError

@@ -80,22 +80,14 @@ from numpy.typing import ArrayLike
 from qosched.policies.fairness._validate import FloatArray, as_float_array, check_fraction
 from qosched.policies.fairness.gini import GiniSummary
 
-if TYPE_CHECKING:  # cvxpy (about 1 s to import) loads only when a solver is built: see _cvxpy()
+if TYPE_CHECKING:
+    # cvxpy (about 1 s to import) is imported where a solver is built or run, not here:
+    # importing ``qosched.policies.fairness`` (the extender does, for the closed-form
+    # placement-time term) must not pay for it.
     import cvxpy as cp
 
 log = logging.getLogger(__name__)
 
-
-def _cvxpy() -> Any:
-    """The cvxpy module, imported on first use.
-
-    Importing ``qosched.policies.fairness`` (the extender does, for the placement-time fairness
-    term, which is closed form) must not pay cvxpy's import; only building a
-    :class:`FairShareSolver` does.
-    """
-    import cvxpy
-
-    return cvxpy
 
 
 _EMPTY_SUMMARY = GiniSummary.from_values(())
@@ -365,7 +357,7 @@ class FairShareSolver:
                     vals += [1.0, -1.0]
                     pairs.append((i, j))
         self._pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-        cp = _cvxpy()
+        import cvxpy as cp  # a solve was asked for (see the import at the top)
 
         self._x = cp.Variable(n, name="share")
         self._t = cp.Variable(name="t")
@@ -505,7 +497,7 @@ class FairShareSolver:
 
     # ----------------------------------------------------------------------------- internals
     def _run(self, problem: cp.Problem, statuses: list[str], solve_s: list[float]) -> bool:
-        cp = _cvxpy()
+        import cvxpy as cp  # a solve was asked for (see the import at the top)
         try:
             problem.solve(solver=self.settings.solver)
         except (cp.error.SolverError, ArithmeticError) as exc:

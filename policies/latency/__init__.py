@@ -5,7 +5,7 @@
 - :mod:`.sharing`     the batched interface the placement policies call: one prediction per
   co-located service for thousands of devices at once, per sharing mode;
 - :mod:`.tail`        percentile latency (for ``qosched.io/slo-percentile``);
-- :mod:`.feasibility` the placement feasibility rule (memory, utilisation, front end, SLOs);
+- :mod:`.colocation_rule` the placement feasibility rule (memory, utilisation, front end, SLOs);
 - :mod:`.calibration` least-squares fit of the contention terms, MAPE, holdout;
 - :mod:`.validation`  the models against the Ibis measurements in ``shared/data/ibis``.
 """

@@ -17,7 +17,7 @@ Interference-blind flow (:class:`BlindPolicy`; ``default``, ``binpack``, ``knaps
 
 Interference-aware flow (:class:`AwarePolicy`; ``ibis-*``, ``qosched``): the same, but for
 inference pods each variant in preference order is judged with the latency models
-(:mod:`~qosched.policies.placement.feasibility`) and a node takes the first variant that fits
+(:mod:`~qosched.policies.placement.interference`) and a node takes the first variant that fits
 there with every SLO met; pods without a model or SLO fall back to the blind flow with the
 policy's own device order.
 """
@@ -31,16 +31,9 @@ import numpy as np
 from qosched.policies.placement.base import Evaluation, Reason
 from qosched.policies.placement.constraints import Candidates, evaluation, gather
 from qosched.policies.placement.devices import by_key
-from qosched.policies.placement.feasibility import (
-    DeviceVerdicts,
-    InterferenceModel,
-    NodeVerdicts,
-    VerdictCache,
-    best_feasible,
-    first_feasible,
-    judge,
-    new_service,
-)
+from qosched.policies.placement.feasible_devices import NodeVerdicts, best_feasible, first_feasible
+from qosched.policies.placement.interference import DeviceVerdicts, InterferenceModel, judge, new_service
+from qosched.policies.placement.verdict_cache import VerdictCache
 from qosched.policies.state import ClusterState
 from qosched.policies.types import PodDemand
 

@@ -30,8 +30,8 @@ then placed by CPU and memory only.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -166,25 +166,24 @@ class Candidates:
         return np.full((self.m, self.columns), -1, dtype=np.int64)
 
 
-#: Per state, the small tables of each (variants, min accuracy, accelerator count) seen: the
-#: state's profile lookup never changes (profiles reloaded → a new state), and its accelerator
-#: list only grows, so they stay exact. Bounded per state.
-_SMALL_TABLES: weakref.WeakKeyDictionary[ClusterState, dict[tuple[object, ...], tuple[np.ndarray, ...]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: At most this many small tables are kept per state (``ClusterState.derived``).
 _SMALL_TABLES_PER_STATE = 256
+_SmallTables = dict[tuple[object, ...], tuple[np.ndarray, ...]]
 
 
 def variant_table(state: ClusterState, pod: PodDemand, accel_code: np.ndarray) -> VariantTable:
-    """Service parameters of each variant of ``pod`` per accelerator type (see VariantTable)."""
+    """Service parameters of each variant of ``pod`` per accelerator type (see VariantTable).
+
+    The small tables of each (variants, min accuracy, accelerator count) are memoised on the
+    state (``ClusterState.derived``): its profile lookup never changes (profiles reloaded → a
+    new state) and its accelerator list only grows, so they stay exact. Bounded per state.
+    """
     n_acc = len(state.accelerators)
     key = (pod.variants, pod.min_accuracy, n_acc)
-    per = _SMALL_TABLES.get(state)
-    small = None if per is None else per.get(key)
+    per = cast(_SmallTables, state.derived.setdefault(("variant-tables",), {}))
+    small = per.get(key)
     if small is None:
         small = _small_tables(state, pod)
-        if per is None:
-            per = _SMALL_TABLES.setdefault(state, {})
         if len(per) >= _SMALL_TABLES_PER_STATE:
             per.clear()
         per[key] = small

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from qosched.policies.latency.feasibility import (
+from qosched.policies.latency.colocation_rule import (
     ReasonCode,
     Thresholds,
     feasible,
@@ -43,7 +43,8 @@ from qosched.policies.latency.sharing import (
     valid_services,
 )
 from qosched.policies.placement import common
-from qosched.policies.placement import feasibility as pf
+from qosched.policies.placement import interference as pf
+from qosched.policies.placement import verdict_cache as vc
 from qosched.policies.placement.base import make_policy
 from qosched.policies.placement.constraints import gather
 from qosched.policies.placement.fgd.mix import PodShape
@@ -584,7 +585,7 @@ def _general_only(monkeypatch: pytest.MonkeyPatch) -> None:
     def general(*args: object, **kwargs: object) -> pf.DeviceVerdicts:
         return judge(*args, **kwargs, shared_wait=False)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pf, "judge", general)
+    monkeypatch.setattr(vc, "judge", general)  # the search drivers judge through verdict_cache
     monkeypatch.setattr(common, "judge", general)
 
 
@@ -659,7 +660,7 @@ def _cluster(n: int) -> ClusterState:
 def test_verdict_cache_recycles_memos_without_changing_verdicts() -> None:
     state = _cluster(6)
     pods = [inference_pod(f"p{r}", "large", rate_rps=float(r), slo_ms=40.0) for r in (10, 60, 90)]
-    cache = pf.VerdictCache(max_signatures=1)
+    cache = vc.VerdictCache(max_signatures=1)
     model = pf.InterferenceModel()
     pos, dev = np.nonzero(np.ones((6, 2), bool))
     for pod in pods * 2:  # each new signature evicts the last one's memo, which is reused
@@ -667,7 +668,7 @@ def test_verdict_cache_recycles_memos_without_changing_verdicts() -> None:
         new = pf.new_service(cand, np.zeros(6, dtype=np.int64))
         got = cache.judge(cand, new, pos, dev, model)
         assert_same_verdicts(got, pf.judge(cand, new, pos, dev, model))
-        assert len(cache._spare) <= pf.VerdictCache._SPARE
+        assert len(cache._spare) <= vc.VerdictCache._SPARE
     assert cache.misses == 6 * 12
     assert cache.hits == 0
     spare = cache._spare[-1]
@@ -683,7 +684,7 @@ def test_verdict_cache_recycles_memos_without_changing_verdicts() -> None:
 
 
 def test_verdict_cache_does_not_reuse_a_memo_of_another_size() -> None:
-    cache = pf.VerdictCache()
+    cache = vc.VerdictCache()
     model = pf.InterferenceModel()
     pod = inference_pod("p", "large", rate_rps=20.0, slo_ms=40.0)
     for n in (3, 5):

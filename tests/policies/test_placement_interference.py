@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from qosched.policies.placement.base import Reason, best_candidate, make_policy
-from qosched.policies.placement.feasibility import InterferenceModel, Thresholds
+from qosched.policies.placement.interference import InterferenceModel, Thresholds
 from qosched.policies.placement.qosched.config import QoschedConfig
 from qosched.policies.placement.qosched.policy import QoschedPolicy
 from qosched.policies.placement.testing import ProfileTable, gpu_node, inference_pod, state_with

@@ -28,7 +28,7 @@ from qosched.policies.placement import devices as device_choice
 from qosched.policies.placement.base import Reason, register
 from qosched.policies.placement.common import BlindPolicy, Scored
 from qosched.policies.placement.constraints import Candidates
-from qosched.policies.placement.feasibility import InterferenceModel
+from qosched.policies.placement.interference import InterferenceModel
 
 __all__ = ["KnapsackBestFit", "KnapsackFirstFit", "KnapsackWorstFit", "free_after_mib"]
 

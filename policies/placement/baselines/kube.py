@@ -36,7 +36,8 @@ from qosched.policies.placement.base import Evaluation, register
 from qosched.policies.placement.baselines.resources import NodeResources, node_resources
 from qosched.policies.placement.common import AwarePolicy, BlindPolicy, Scored
 from qosched.policies.placement.constraints import Candidates
-from qosched.policies.placement.feasibility import InterferenceModel, NodeVerdicts
+from qosched.policies.placement.feasible_devices import NodeVerdicts
+from qosched.policies.placement.interference import InterferenceModel
 from qosched.policies.state import ClusterState
 from qosched.policies.types import PodDemand
 

@@ -22,7 +22,7 @@ from qosched.policies.placement import devices as device_choice
 from qosched.policies.placement.base import register
 from qosched.policies.placement.common import BlindPolicy, Scored
 from qosched.policies.placement.constraints import Candidates
-from qosched.policies.placement.feasibility import InterferenceModel
+from qosched.policies.placement.interference import InterferenceModel
 
 __all__ = ["RandomPolicy", "pod_generator"]
 

@@ -27,9 +27,9 @@ from qosched.policies.placement import devices as device_choice
 from qosched.policies.placement.base import Evaluation, register
 from qosched.policies.placement.common import BlindPolicy, Scored
 from qosched.policies.placement.constraints import Candidates
-from qosched.policies.placement.feasibility import InterferenceModel
 from qosched.policies.placement.fgd.mix import PodShape, WorkloadLearner, WorkloadMix, shape_of
 from qosched.policies.placement.fgd.score import fragmentation_delta
+from qosched.policies.placement.interference import InterferenceModel
 from qosched.policies.state import ClusterState
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
 

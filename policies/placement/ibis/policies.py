@@ -5,7 +5,7 @@ edge clouds", ACM TAAS 2023 (models.md §A), prototype umassos/ibis
 (``ibis/control_service/placement_algorithms_edgetpu.py``, ``placement_algorithms_trt.py``,
 ``control_service_heter.py``; read, not copied). All three first keep only the devices where the
 latency models predict the placement feasible — memory ≤ 0.8, utilisation ≤ 0.8, front end ≤ 0.8,
-every co-located SLO met, the pod's included (:mod:`qosched.policies.placement.feasibility`) —
+every co-located SLO met, the pod's included (:mod:`qosched.policies.placement.interference`) —
 then choose:
 
 ``ibis-pack`` (DFS, ``choose_node_depth_first``)
@@ -41,7 +41,8 @@ from qosched.policies.placement.baselines.kube import ResourceWeights, allocated
 from qosched.policies.placement.baselines.resources import node_resources
 from qosched.policies.placement.common import AwarePolicy, Scored
 from qosched.policies.placement.constraints import Candidates
-from qosched.policies.placement.feasibility import DeviceVerdicts, NodeVerdicts
+from qosched.policies.placement.feasible_devices import NodeVerdicts
+from qosched.policies.placement.interference import DeviceVerdicts
 
 __all__ = ["IbisHetero", "IbisPack", "IbisSpread"]
 

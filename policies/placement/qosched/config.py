@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from qosched.policies.placement.feasibility import InterferenceModel
+from qosched.policies.placement.interference import InterferenceModel
 
 __all__ = ["QoschedConfig"]
 

@@ -2,7 +2,7 @@ r"""``qosched``: interference-aware, fragmentation-aware and QoS-fair placement.
 
 1. **Feasibility** (interference-aware, as ``ibis-*``): a device is kept only if the latency
    models predict every co-located SLO met with the pod there, the pod's included, within the
-   memory / utilisation / front-end thresholds (:mod:`qosched.policies.placement.feasibility`);
+   memory / utilisation / front-end thresholds (:mod:`qosched.policies.placement.interference`);
    the pod takes, per node, the first of its variants (preference order) that fits.
 2. **Device** on each node: the feasible device where the expected fragmentation grows least
    (FGD's device rule, :mod:`qosched.policies.placement.fgd`); for a pod without a GPU request
@@ -26,7 +26,7 @@ import numpy as np
 from qosched.policies.placement.base import register
 from qosched.policies.placement.common import AwarePolicy, Scored
 from qosched.policies.placement.constraints import Candidates
-from qosched.policies.placement.feasibility import NodeVerdicts
+from qosched.policies.placement.feasible_devices import NodeVerdicts
 from qosched.policies.placement.fgd.mix import WorkloadLearner, WorkloadMix
 from qosched.policies.placement.fgd.policy import frag_delta_for, mix_for, node_delta
 from qosched.policies.placement.qosched.config import QoschedConfig

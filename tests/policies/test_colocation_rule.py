@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from qosched.policies.latency import feasibility, queueing
-from qosched.policies.latency.feasibility import ReasonCode, Thresholds, feasible
+from qosched.policies.latency import colocation_rule, queueing
+from qosched.policies.latency.colocation_rule import ReasonCode, Thresholds, feasible
 from qosched.policies.latency.sharing import DeviceServices, Prediction, predict
 from qosched.policies.latency.tail import latency_quantile_ms, percentile_latency_ms, wait_quantile_ms
 
@@ -283,6 +283,6 @@ def test_percentile_range(pct: float) -> None:
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(feasibility)
+    result = doctest.testmod(colocation_rule)
     assert result.attempted > 0
     assert result.failed == 0

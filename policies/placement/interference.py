@@ -1,4 +1,4 @@
-r"""Interference-aware feasibility of placing a pod on candidate devices, vectorised.
+r"""Judge a pod on candidate devices with the latency models, vectorised (interference).
 
 For every (node, device) pair asked about, the pod is appended as one extra service slot to the
 device's co-located services (the ``svc_*`` arrays of
@@ -9,41 +9,36 @@ shape ``(E, K + 1)``, and the **latency package** judges them:
   the device's utilisation, with the model of the device's sharing mode
   (:func:`~qosched.policies.latency.sharing.resolve_sharing`: edge TPU swap M/G/1, GPU time
   slicing, MPS, MIG, exclusive, CPU processor sharing; models.md §A);
-- :func:`qosched.policies.latency.feasibility.feasible` — the rule of models.md §A: device memory
-  ≤ 0.8, utilisation ≤ 0.8, front end ≤ 0.8, and the predicted latency of **every** co-located
-  service, the new one included, within its SLO.
+- :func:`qosched.policies.latency.colocation_rule.feasible` — the rule of models.md §A: device
+  memory ≤ 0.8, utilisation ≤ 0.8, front end ≤ 0.8, and the predicted latency of **every**
+  co-located service, the new one included, within its SLO.
 
 Nothing here re-implements a latency formula; this module only builds the arrays, calls those
 two functions, and maps their reason codes onto :class:`~qosched.policies.placement.base.Reason`.
 
-Cost control. Predicting every device of every candidate would dominate decision time, so the
-drivers evaluate only what a decision needs:
+Three modules, three jobs: this one judges (:func:`judge`, one verdict per pair asked about);
+:mod:`.verdict_cache` remembers verdicts while a node is unchanged; :mod:`.feasible_devices`
+drives the search (which pairs to ask about, and the device(s) each node takes).
 
-- :func:`first_feasible` walks each node's devices in the policy's preference order and stops at
-  the first feasible one (a pass evaluates one device per unresolved node; most nodes resolve in
-  the first pass). It returns exactly what "the most preferred feasible device" means.
-- :func:`best_feasible` evaluates every eligible device, for policies that rank devices by their
-  own prediction (least utilised, least utilisation added).
+Cost control inside :func:`judge`:
+
 - A device whose memory alone already breaks the threshold is rejected before prediction with
   ``DEVICE_MEMORY``: the same comparison ``feasible`` makes first, so the reason is identical.
 - Only the prefix of service slots some judged device uses is passed on (slots fill from 0), and
   fields no model of the judged devices reads (swap, share, contention, percentile) are passed as
   broadcast constants instead of being gathered.
-- :class:`VerdictCache` reuses verdicts across calls while a node is unchanged (exact).
+- Time-sliced devices take the shared-wait route (see :func:`judge`).
 """
 
 from __future__ import annotations
 
-import functools
-import threading
-import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
-from qosched.policies.latency.feasibility import (
+from qosched.policies.latency.colocation_rule import (
     ReasonCode,
     Thresholds,
     feasible,
@@ -62,7 +57,6 @@ from qosched.policies.latency.sharing import (
 )
 from qosched.policies.placement.base import Reason
 from qosched.policies.placement.constraints import Candidates, VariantTable
-from qosched.policies.placement.rows import row_any
 from qosched.policies.state import ClusterState
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, SHARING_MODES, PodDemand
 
@@ -70,16 +64,11 @@ __all__ = [
     "DeviceVerdicts",
     "InterferenceModel",
     "NewService",
-    "NodeVerdicts",
-    "VerdictCache",
-    "all_devices",
-    "best_feasible",
-    "first_feasible",
     "judge",
     "new_service",
 ]
 
-#: latency.feasibility.ReasonCode → placement Reason.
+#: latency.colocation_rule.ReasonCode → placement Reason.
 _REASON_OF: dict[int, int] = {
     ReasonCode.OK: Reason.OK,
     ReasonCode.MEMORY: Reason.DEVICE_MEMORY,
@@ -233,8 +222,20 @@ class DeviceVerdicts:
     slack_frac: np.ndarray
 
 
-@functools.lru_cache(maxsize=64)
-def _mode_table_of(accelerators: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]:
+def _mode_table(state: ClusterState) -> tuple[tuple[str, ...], np.ndarray]:
+    """Sharing model per (accelerator code, sharing code): (mode names, int table (A+1, S)).
+
+    Memoised on the state (``ClusterState.derived``): it depends only on the state's accelerator
+    list, which only grows.
+    """
+    key = ("sharing-modes", len(state.accelerators))
+    found = state.derived.get(key)
+    if found is None:
+        found = state.derived[key] = _build_mode_table(tuple(state.accelerators))
+    return cast(tuple[tuple[str, ...], np.ndarray], found)
+
+
+def _build_mode_table(accelerators: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]:
     modes: list[str] = []
     table = np.zeros((len(accelerators) + 1, len(SHARING_MODES)), dtype=np.int64)
     for a, accel in enumerate([*accelerators, None]):
@@ -245,11 +246,6 @@ def _mode_table_of(accelerators: tuple[str, ...]) -> tuple[tuple[str, ...], np.n
             table[a, s] = modes.index(mode)
     table.setflags(write=False)
     return tuple(modes), table
-
-
-def _mode_table(state: ClusterState) -> tuple[tuple[str, ...], np.ndarray]:
-    """Sharing model per (accelerator code, sharing code): (mode names, int table (A+1, S))."""
-    return _mode_table_of(tuple(state.accelerators))
 
 
 def judge(
@@ -273,9 +269,9 @@ def judge(
     *shared-wait* route: the device's load sums kept by ``ClusterState`` plus the pod
     (``latency.sharing.LoadSums.plus``), the wait every service there sees
     (``latency.sharing.time_slicing_wait_ms``) and the rule checked per service from S and the SLO
-    alone (``latency.feasibility.feasible_shared_wait``) — the same floats as the general route,
+    alone (``latency.colocation_rule.feasible_shared_wait``) — the same floats as the general route,
     at a fraction of the cost. Every other device takes the general route: the appended
-    ``(E, K + 1)`` arrays through ``latency.sharing.predict`` and ``latency.feasibility.feasible``.
+    ``(E, K + 1)`` arrays through ``latency.sharing.predict`` and ``latency.colocation_rule.feasible``.
     ``shared_wait=False`` sends every device the general way (the reference the other route is
     tested against).
     """
@@ -295,7 +291,7 @@ def judge(
     th = model.thresholds
     mem_after = state.dev_mem_used_mib.take(flat) + new.memory_mib.take(pos)
     mem_cap = state.dev_mem_cap_mib.take(row)
-    # Rule 1 of latency.feasibility, applied before the (costly) prediction; feasible() repeats it.
+    # Rule 1 of latency.colocation_rule, applied before the (costly) prediction; feasible() repeats it.
     mem_ok = (mem_after <= th.memory_frac * mem_cap) & (mem_cap > 0)
     if screen_memory and not mem_ok.all():
         go: np.ndarray | slice = np.flatnonzero(mem_ok)
@@ -569,373 +565,3 @@ def _take(sv: DeviceServices, sel: np.ndarray) -> DeviceServices:
         overhead_frac=sv.overhead_frac[sel],
         cores=sv.cores[sel],
     )
-
-
-@dataclass(slots=True)
-class _Memo:
-    """Memoised verdicts of one pod signature on one state, per flat device index (n·D)."""
-
-    version: np.ndarray
-    reason: np.ndarray
-    latency_ms: np.ndarray
-    utilization: np.ndarray
-    utilization_before: np.ndarray
-    slack_frac: np.ndarray
-
-    @classmethod
-    def empty(cls, size: int) -> _Memo:
-        # Only ``version`` needs a value: an entry is read only after it was written at the
-        # node's current version.
-        return cls(
-            version=np.full(size, -1, dtype=np.int64),
-            reason=np.empty(size, dtype=np.int8),
-            latency_ms=np.empty(size),
-            utilization=np.empty(size),
-            utilization_before=np.empty(size),
-            slack_frac=np.empty(size),
-        )
-
-    @property
-    def size(self) -> int:
-        return int(self.version.shape[0])
-
-
-class VerdictCache:
-    """Exact memo of device verdicts across calls, per state and pod signature.
-
-    A verdict depends only on the device's node (its services, memory, front end, accelerator,
-    sharing mode) and on the pod's signature (the variant's model, rate, SLO, percentile,
-    milli-GPU, device count); the policy's :class:`InterferenceModel` is fixed per cache (one cache
-    per policy object). An entry is reused only while ``ClusterState.node_version`` of its node is
-    the one it was computed at, so a reused verdict is bit-for-bit what :func:`judge` would
-    return. It pays off when the same pod is judged again on an unchanged cluster (the extender's
-    ``prioritize`` after ``filter``) and when pods of one signature arrive in a row (replicas; in
-    the simulator, one node changes between two decisions).
-
-    States are held weakly (a dropped state drops its memo); at most ``max_signatures`` pod
-    signatures per state are kept (least recently used evicted).
-    """
-
-    #: Dropped memos kept for reuse (see ``_recycle``).
-    _SPARE = 2
-
-    def __init__(self, max_signatures: int = 16) -> None:
-        if max_signatures < 1:
-            raise ValueError(f"VerdictCache.max_signatures must be >= 1 (got {max_signatures})")
-        self.max_signatures = max_signatures
-        self._states: weakref.WeakKeyDictionary[ClusterState, OrderedDict[tuple[object, ...], _Memo]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
-        self._spare: list[_Memo] = []
-        self.hits = 0
-        self.misses = 0
-
-    def clear(self) -> None:
-        with self._lock:
-            for per in self._states.values():
-                for memo in per.values():
-                    self._recycle(memo)
-            self._states.clear()
-
-    def _recycle(self, memo: _Memo) -> None:
-        """Keep a dropped memo's arrays for the next one of the same size.
-
-        A fresh memo is about 40 bytes per device (0.8 MB at 5,000 nodes × 4 GPUs); allocating
-        it anew after each drop has the allocator return and re-fault that memory page by page,
-        which costs more than judging every node. At most ``_SPARE`` memos are kept.
-        """
-        self._spare.append(memo)
-        del self._spare[: -self._SPARE]
-
-    def _new_memo(self, size: int) -> _Memo:
-        for i, memo in enumerate(self._spare):
-            if memo.size == size:
-                del self._spare[i]
-                memo.version.fill(-1)
-                return memo
-        return _Memo.empty(size)
-
-    def __reduce__(self) -> tuple[type[VerdictCache], tuple[int]]:
-        # Copies and pickles (a policy sent to a worker process, a deep-copied scheduler) start
-        # empty: the memo is tied to state objects of this process, and a lock cannot be copied.
-        return (VerdictCache, (self.max_signatures,))
-
-    def _memo(self, state: ClusterState, key: tuple[object, ...]) -> _Memo:
-        size = state.n_nodes * state.n_devices
-        per = self._states.get(state)
-        if per is None:
-            per = OrderedDict()
-            self._states[state] = per
-        memo = per.get(key)
-        if memo is None or memo.size != size:
-            if memo is not None:
-                self._recycle(memo)
-            memo = self._new_memo(size)
-            per[key] = memo
-            while len(per) > self.max_signatures:
-                self._recycle(per.popitem(last=False)[1])
-        per.move_to_end(key)
-        return memo
-
-    def judge(
-        self,
-        cand: Candidates,
-        new: NewService,
-        pos: np.ndarray,
-        dev: np.ndarray,
-        model: InterferenceModel,
-        *,
-        with_before: bool = False,
-        screen_memory: bool = True,
-    ) -> DeviceVerdicts:
-        """:func:`judge`, answering from the memo where the node is unchanged."""
-        if new.signature is None or pos.size == 0:
-            return judge(cand, new, pos, dev, model, with_before=with_before, screen_memory=screen_memory)
-        state = cand.state
-        row = cand.row[pos]
-        flat = row * state.n_devices + dev
-        versions = state.node_version.take(row)
-        with self._lock:
-            memo = self._memo(state, (new.signature, with_before, screen_memory))
-            stale = np.flatnonzero(memo.version.take(flat) != versions)
-            self.hits += int(pos.size - stale.size)
-            self.misses += int(stale.size)
-            if stale.size == pos.size:
-                # Nothing known yet (a new pod, or every node changed): judge, store, and return
-                # the fresh verdicts as they are (the memo would give back the same values).
-                v = judge(cand, new, pos, dev, model, with_before=with_before, screen_memory=screen_memory)
-                memo.reason[flat] = v.reason
-                memo.latency_ms[flat] = v.latency_ms
-                memo.utilization[flat] = v.utilization
-                if with_before:  # (NaN otherwise: nothing to keep)
-                    memo.utilization_before[flat] = v.utilization_before
-                memo.slack_frac[flat] = v.slack_frac
-                memo.version[flat] = versions
-                return v
-            if stale.size:
-                v = judge(
-                    cand,
-                    new,
-                    pos[stale],
-                    dev[stale],
-                    model,
-                    with_before=with_before,
-                    screen_memory=screen_memory,
-                )
-                at = flat[stale]
-                memo.reason[at] = v.reason
-                memo.latency_ms[at] = v.latency_ms
-                memo.utilization[at] = v.utilization
-                if with_before:
-                    memo.utilization_before[at] = v.utilization_before
-                memo.slack_frac[at] = v.slack_frac
-                memo.version[at] = versions[stale]
-            return DeviceVerdicts(
-                pos=pos,
-                dev=dev,
-                reason=memo.reason.take(flat),
-                latency_ms=memo.latency_ms.take(flat),
-                utilization=memo.utilization.take(flat),
-                utilization_before=memo.utilization_before.take(flat)
-                if with_before
-                else np.full(pos.size, np.nan),
-                slack_frac=memo.slack_frac.take(flat),
-            )
-
-
-def _judge_with(
-    cache: VerdictCache | None,
-    cand: Candidates,
-    new: NewService,
-    pos: np.ndarray,
-    dev: np.ndarray,
-    model: InterferenceModel,
-    *,
-    with_before: bool = False,
-    screen_memory: bool = True,
-) -> DeviceVerdicts:
-    if cache is None:
-        return judge(cand, new, pos, dev, model, with_before=with_before, screen_memory=screen_memory)
-    return cache.judge(cand, new, pos, dev, model, with_before=with_before, screen_memory=screen_memory)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeVerdicts:
-    """Per candidate (arrays (m,)): the outcome of choosing devices on each node.
-
-    reason:  OK, or the reason of the device that came closest (the largest Reason code among
-             the node's judged devices: the checks run memory → utilisation → front end → SLO).
-    devices: (m, G) chosen devices, -1 where infeasible.
-    latency_ms, utilization, utilization_before, slack_frac: of the chosen device (the worst
-             over the chosen devices of a multi-device pod); NaN where infeasible.
-    """
-
-    reason: np.ndarray
-    devices: np.ndarray
-    latency_ms: np.ndarray
-    utilization: np.ndarray
-    utilization_before: np.ndarray
-    slack_frac: np.ndarray
-
-
-def _empty_nodes(m: int, g: int) -> NodeVerdicts:
-    nan = np.full(m, np.nan)
-    return NodeVerdicts(
-        reason=np.zeros(m, dtype=np.int8),
-        devices=np.full((m, g), -1, dtype=np.int64),
-        latency_ms=nan.copy(),
-        utilization=nan.copy(),
-        utilization_before=nan.copy(),
-        slack_frac=nan.copy(),
-    )
-
-
-def first_feasible(
-    cand: Candidates,
-    new: NewService,
-    order_key: np.ndarray,
-    eligible: np.ndarray,
-    model: InterferenceModel,
-    *,
-    with_before: bool = False,
-    cache: VerdictCache | None = None,
-) -> NodeVerdicts:
-    """Per node, the most preferred feasible device (smallest ``order_key``, ties → lower index).
-
-    Parameters
-    ----------
-    order_key : (m, D) float
-        The policy's device preference, lower first; finite where ``eligible``.
-    eligible : (m, D) bool
-        Devices that may be judged (rows of nodes already rejected: all False).
-
-    Notes
-    -----
-    A node with G > 1 devices to occupy (a multi-GPU inference pod) is judged on all its eligible
-    devices and takes the G most preferred feasible ones (each device carries rate/G).
-    """
-    m, d = eligible.shape
-    g = max(1, cand.need)
-    out = _empty_nodes(m, g)
-    if g > 1:
-        return _pick_from_all(cand, new, eligible, model, g, with_before, lambda v, where: order_key, cache)
-    remaining = eligible.copy()
-    any_eligible = row_any(eligible)
-    unresolved = any_eligible.copy()
-    worst_reason = np.zeros(m, dtype=np.int8)
-    masked = np.array(order_key, dtype=np.float64)  # a copy: misses are struck out below
-    if not remaining.all():
-        np.copyto(masked, np.inf, where=~remaining)
-    devices = out.devices[:, 0]  # a view (G = 1)
-    for _ in range(d):
-        rows = np.flatnonzero(unresolved)
-        if rows.size == 0:
-            break
-        # (np.take, not fancy indexing: on (m, D) rows it is several times faster.)
-        dev = np.argmin(masked if rows.size == m else masked.take(rows, axis=0), axis=1)
-        v = _judge_with(cache, cand, new, rows, dev, model, with_before=with_before)
-        ok = v.reason == 0
-        if ok.all():  # the usual case: every node fits on its preferred device
-            devices[rows] = dev
-            out.latency_ms[rows] = v.latency_ms
-            out.utilization[rows] = v.utilization
-            out.utilization_before[rows] = v.utilization_before
-            out.slack_frac[rows] = v.slack_frac
-            unresolved[rows] = False
-            break
-        hit = rows[ok]
-        devices[hit] = dev[ok]
-        out.latency_ms[hit] = v.latency_ms[ok]
-        out.utilization[hit] = v.utilization[ok]
-        out.utilization_before[hit] = v.utilization_before[ok]
-        out.slack_frac[hit] = v.slack_frac[ok]
-        miss = rows[~ok]
-        worst_reason[miss] = np.maximum(worst_reason[miss], v.reason[~ok])
-        masked[miss, dev[~ok]] = np.inf
-        remaining[miss, dev[~ok]] = False
-        unresolved[hit] = False
-        unresolved[miss] = row_any(remaining.take(miss, axis=0))
-    failed = any_eligible & (devices < 0)
-    out.reason[failed] = worst_reason[failed]
-    return out
-
-
-def all_devices(
-    cand: Candidates,
-    new: NewService,
-    eligible: np.ndarray,
-    model: InterferenceModel,
-    *,
-    with_before: bool = False,
-    cache: VerdictCache | None = None,
-) -> tuple[DeviceVerdicts, np.ndarray]:
-    """Judge every eligible device; returns the verdicts and a (m, D) index into them (-1: not judged)."""
-    pos, dev = np.nonzero(eligible)
-    v = _judge_with(cache, cand, new, pos, dev, model, with_before=with_before)
-    where = np.full(eligible.shape, -1, dtype=np.int64)
-    where[pos, dev] = np.arange(pos.shape[0])
-    return v, where
-
-
-def best_feasible(
-    cand: Candidates,
-    new: NewService,
-    eligible: np.ndarray,
-    model: InterferenceModel,
-    key: Callable[[DeviceVerdicts], np.ndarray],
-    *,
-    with_before: bool = False,
-    cache: VerdictCache | None = None,
-) -> NodeVerdicts:
-    """Judge every eligible device; per node take the feasible one(s) with the smallest ``key``.
-
-    ``key(verdicts) -> (E,)`` ranks judged devices from their own prediction (e.g. the device's
-    utilisation before the pod, for least-loaded choice); ties go to the lower device index.
-    """
-    g = max(1, cand.need)
-
-    def key_of(v: DeviceVerdicts, where: np.ndarray) -> np.ndarray:
-        values = key(v) if v.pos.size else np.zeros(0)
-        grid = np.full(where.shape, np.inf)
-        judged = where >= 0
-        grid[judged] = values[where[judged]]
-        return grid
-
-    return _pick_from_all(cand, new, eligible, model, g, with_before, key_of, cache)
-
-
-def _pick_from_all(
-    cand: Candidates,
-    new: NewService,
-    eligible: np.ndarray,
-    model: InterferenceModel,
-    g: int,
-    with_before: bool,
-    key_of: Callable[[DeviceVerdicts, np.ndarray], np.ndarray],
-    cache: VerdictCache | None = None,
-) -> NodeVerdicts:
-    m = eligible.shape[0]
-    out = _empty_nodes(m, g)
-    v, where = all_devices(cand, new, eligible, model, with_before=with_before, cache=cache)
-    reason_grid = np.where(where >= 0, v.reason[np.maximum(where, 0)] if v.pos.size else 0, 0)
-    ok_grid = (where >= 0) & (reason_grid == 0)
-    masked = np.where(ok_grid, key_of(v, where), np.inf)
-    order = np.argsort(masked, axis=1, kind="stable")[:, :g]
-    enough = ok_grid.sum(axis=1) >= g
-    out.devices[:] = np.where(enough[:, None], order, -1)
-    chosen_idx = np.take_along_axis(where, order, axis=1)
-    for name, worst in (
-        ("latency_ms", np.max),
-        ("utilization", np.max),
-        ("utilization_before", np.max),
-        ("slack_frac", np.min),
-    ):
-        values = getattr(v, name)
-        picked = values[np.maximum(chosen_idx, 0)] if values.size else np.full(chosen_idx.shape, np.nan)
-        getattr(out, name)[:] = np.where(enough, worst(picked, axis=1), np.nan)
-    failed = eligible.any(axis=1) & ~enough
-    # With some devices feasible but fewer than G, report the worst reason among the others.
-    worst_reason = reason_grid[failed].max(axis=1) if failed.any() else np.zeros(0, dtype=np.int8)
-    out.reason[failed] = np.where(worst_reason == 0, int(Reason.INSUFFICIENT_GPU), worst_reason)
-    return out
