@@ -81,6 +81,7 @@ from .status import (
     no_such_path,
     precondition_failed,
     success,
+    too_old_resource_version,
 )
 from .store import (
     CONFIGMAPS,
@@ -91,6 +92,7 @@ from .store import (
     ObjectStore,
     Preconditions,
     ResourceType,
+    Watcher,
     WatchEvent,
     expired_continue,
     find_resource,
@@ -660,17 +662,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------- watch
     def _serve_watch(self, route: Route) -> None:
-        api = self.server.api
-        resource = route.resource
-        labels, fields = self._selectors(resource)
-        q = self._query
-        rv_text = q.get("resourceVersion", "")
+        """A watch stream: initial ADDED events or the history after ``resourceVersion``, then live
+        events (and BOOKMARKs) until ``timeoutSeconds``, a close request, or an expiry."""
+        since = self._watch_since()
+        try:
+            watcher, initial, start_rv = self._store.open_watch(route.resource, route.namespace, since)
+        except ApiError as err:  # a compacted version: HTTP 200 and one ERROR event
+            self._start_stream()
+            self._write_event({"type": "ERROR", "object": err.status})
+            self._end_stream()
+            return
+        self._start_stream()
+        try:
+            closing = self._stream(route, watcher, initial, start_rv)
+        except OSError:
+            closing = "abrupt"
+        finally:
+            self._store.close_watch(watcher)
+        self._close_stream(closing, since if since is not None else start_rv)
+
+    def _watch_since(self) -> int | None:
+        rv_text = self._query.get("resourceVersion", "")
         if rv_text not in ("", "0") and not rv_text.isdigit():
             raise bad_request(f"invalid resource version: {rv_text}")
-        since = None if rv_text in ("", "0") else int(rv_text)
-        timeout_s = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else api.default_watch_timeout_s
-        bookmarks = q.get("allowWatchBookmarks", "").lower() in _TRUE
-        initial_end = q.get("sendInitialEvents", "").lower() in _TRUE
+        return None if rv_text in ("", "0") else int(rv_text)
+
+    def _selection(self, route: Route) -> Callable[[JsonDict | None], bool]:
+        """Whether an object is in the watch's namespace and label/field selection."""
+        resource = route.resource
+        labels, fields = self._selectors(resource)
 
         def selected(obj: JsonDict | None) -> bool:
             if obj is None:
@@ -679,52 +699,51 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
             return labels_match(labels, obj) and fields_match(fields, resource.field_values(obj))
 
-        try:
-            watcher, initial, start_rv = self._store.open_watch(resource, route.namespace, since)
-        except ApiError as err:
-            self._start_stream()
-            self._write_event({"type": "ERROR", "object": err.status})
-            self._end_stream()
-            return
-        self._start_stream()
-        closing: str | None = None
-        try:
-            for obj in initial:
-                if selected(obj):
-                    self._write_event({"type": "ADDED", "object": _with_type(resource, obj)})
-            if initial_end and bookmarks:
-                self._write_bookmark(resource, start_rv, {"k8s.io/initial-events-end": "true"})
-            deadline = time.monotonic() + timeout_s
-            next_bookmark = time.monotonic() + api.bookmark_interval_s
-            current_rv = start_rv
-            while True:
-                now = time.monotonic()
-                if watcher.closing is not None or now >= deadline:
-                    break
-                wake = min(deadline, next_bookmark) if bookmarks else deadline
-                events, current_rv = self._store.next_events(watcher, max(0.0, wake - now))
-                if watcher.closing == "abrupt":
-                    break
-                for event in events:
-                    out = self._translate(resource, event, selected)
-                    if out is not None:
-                        self._write_event(out)
-                if bookmarks and (watcher.bookmark_due or time.monotonic() >= next_bookmark):
-                    watcher.bookmark_due = False
-                    self._write_bookmark(resource, current_rv)
-                    next_bookmark = time.monotonic() + api.bookmark_interval_s
-            closing = watcher.closing
-            if closing is None and bookmarks:  # the watch cache's bookmark right before the deadline
+        return selected
+
+    def _stream(self, route: Route, watcher: Watcher, initial: list[JsonDict], start_rv: int) -> str | None:
+        """Write the stream's events until it ends; returns how it was asked to close (or None)."""
+        api = self.server.api
+        resource, q = route.resource, self._query
+        selected = self._selection(route)
+        timeout_s = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else api.default_watch_timeout_s
+        bookmarks = q.get("allowWatchBookmarks", "").lower() in _TRUE
+        for obj in initial:
+            if selected(obj):
+                self._write_event({"type": "ADDED", "object": _with_type(resource, obj)})
+        if bookmarks and q.get("sendInitialEvents", "").lower() in _TRUE:
+            self._write_bookmark(resource, start_rv, {"k8s.io/initial-events-end": "true"})
+        deadline = time.monotonic() + timeout_s
+        next_bookmark = time.monotonic() + api.bookmark_interval_s
+        current_rv = start_rv
+        while watcher.closing is None and time.monotonic() < deadline:
+            wake = min(deadline, next_bookmark) if bookmarks else deadline
+            events, current_rv = self._store.next_events(watcher, max(0.0, wake - time.monotonic()))
+            if watcher.closing in ("abrupt", "expired"):
+                break
+            for event in events:
+                out = self._translate(resource, event, selected)
+                if out is not None:
+                    self._write_event(out)
+            if bookmarks and (watcher.bookmark_due or time.monotonic() >= next_bookmark):
+                watcher.bookmark_due = False
                 self._write_bookmark(resource, current_rv)
-        except OSError:
-            closing = "abrupt"
-        finally:
-            self._store.close_watch(watcher)
+                next_bookmark = time.monotonic() + api.bookmark_interval_s
+        if watcher.closing is None and bookmarks:  # the watch cache's bookmark right before the deadline
+            self._write_bookmark(resource, current_rv)
+        return watcher.closing
+
+    def _close_stream(self, closing: str | None, since_rv: int) -> None:
+        """End the stream as asked: cut the connection, send ERROR 410 then end, or end cleanly."""
         if closing == "abrupt":
             self.close_connection = True
             with suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if closing == "expired":  # the watch cache's answer once the window moved past the stream
+            with suppress(OSError):
+                status = too_old_resource_version(since_rv, self._store.compacted_rv)
+                self._write_event({"type": "ERROR", "object": status})
         self._end_stream()
 
     @staticmethod
@@ -994,6 +1013,39 @@ class FakeKubeAPI:
     def compact(self) -> int:
         """Forget history: watches/exact LISTs from older versions get 410. Returns the version."""
         return self.store.compact()
+
+    def expire_watches(self) -> int:
+        """Compaction as an open watch sees it: history is forgotten (:meth:`compact`) and every
+        open watch gets one ``ERROR`` event holding ``Status{code: 410, reason: Expired,
+        message: "too old resource version: N (M)"}``, then ends cleanly, as kube-apiserver's
+        watch cache does when a stream falls out of its window. Returns how many expired."""
+        self.compact()
+        return self.store.signal_watchers(close="expired")
+
+    def bind_behind(
+        self,
+        name: str,
+        node: str,
+        namespace: str = "default",
+        *,
+        annotations: Mapping[str, str] | None = None,
+    ) -> JsonDict:
+        """A write by another scheduler: bind ``name`` to ``node`` as ``pods/binding`` would (same
+        rules, one atomic MODIFIED), without an HTTP request (so not in :attr:`requests`).
+
+        ``annotations`` are merged in the same write (``{"qosched.io/device": "1"}`` for another
+        qosched, none for kube-scheduler's default binder). The API's refusal (409 already
+        assigned, 404) raises :class:`~tests.kubefake.status.ApiError`.
+        """
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        store = self.store
+        pod = store.update(PODS, namespace, name, lambda p: pods.bind(p, binding, node, store.clock()))
+        return _with_type(PODS, pod)
 
     # ----------------------------------------------------------------- watch control
     def drop_watches(self, *, graceful: bool = False) -> int:

@@ -170,7 +170,8 @@ class Watcher:
     resource: ResourceType
     namespace: str | None
     queue: deque[WatchEvent] = field(default_factory=deque)
-    #: ``None`` while open; ``"graceful"`` or ``"abrupt"`` once asked to close.
+    #: ``None`` while open; ``"graceful"``, ``"abrupt"`` or ``"expired"`` (send ERROR 410, end)
+    #: once asked to close.
     closing: str | None = None
     bookmark_due: bool = False
 
@@ -460,7 +461,7 @@ class ObjectStore:
             return events, self._rv
 
     def signal_watchers(self, *, close: str | None = None, bookmark: bool = False) -> int:
-        """Ask every open watch to close (``"graceful"``/``"abrupt"``) or to send a bookmark."""
+        """Ask every open watch to close (``"graceful"``/``"abrupt"``/``"expired"``) or to send a bookmark."""
         with self.changed:
             watchers = list(self._watchers)
             for watcher in watchers:
