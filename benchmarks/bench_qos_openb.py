@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from qosched.extender.cli.trace_files import read_openb_trace
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG
 from qosched.policies.fairness.gini import gini_by_class
 from qosched.policies.placement.base import make_policy
@@ -58,8 +59,7 @@ def contended_workload(
     """The contention workload of ``qosched whatif --inflate X --departures --seed N`` (one
     implementation: :func:`qosched.policies.simulator.scenarios.contended_workload`)."""
     wl = scenario_workload(
-        TRACE / nodes_file,
-        TRACE / pods_file,
+        read_openb_trace(TRACE / nodes_file, TRACE / pods_file),
         inflate,
         np.random.default_rng(seed),
         interarrival_s=interarrival_s,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qosched.extender.cli.trace_files import read_nodes, read_pods
 from qosched.policies.simulator.requests import (
     DeviceSpec,
     ServiceSpec,
@@ -35,7 +36,7 @@ from qosched.policies.simulator.requests import (
     simulate_device,
     simulate_devices,
 )
-from qosched.policies.traces import cluster_capacity, inflate_workload, load_nodes, load_pods, tune_workload
+from qosched.policies.traces import cluster_capacity, inflate_workload, tune_workload
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "alibaba-gpu-v2023"
 
@@ -147,8 +148,8 @@ def main() -> None:
 
     if DATA.is_dir():
         pods_file, nodes_file = DATA / "openb_pod_list_default.csv", DATA / "openb_node_list_gpu_node.csv"
-        t_load = best_of(repeat, lambda: load_pods(pods_file))
-        pods, capacity = load_pods(pods_file), cluster_capacity(load_nodes(nodes_file))
+        t_load = best_of(repeat, lambda: read_pods(pods_file))
+        pods, capacity = read_pods(pods_file), cluster_capacity(read_nodes(nodes_file))
         t_inflate = best_of(repeat, lambda: inflate_workload(pods, capacity, 1.3, np.random.default_rng(0)))
         t_tune = best_of(
             repeat, lambda: tune_workload(pods, capacity, 1.3, np.random.default_rng(0), shuffle=True)
@@ -158,7 +159,7 @@ def main() -> None:
         print()
         print("| openb default trace | time [ms] | result |")
         print("|---|---:|---|")
-        print(f"| load_pods (8,152 rows) | {t_load * 1e3:.1f} | {len(pods):,} pods |")
+        print(f"| read_pods (8,152 rows) | {t_load * 1e3:.1f} | {len(pods):,} pods |")
         print(
             f"| inflate_workload x1.3 | {t_inflate * 1e3:.1f} | {inflated.n_clones} of "
             f"{inflated.n_clones_target} clones, stopped at capacity: {inflated.stopped_at_capacity}, "

@@ -36,12 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+from qosched.extender.cli.trace_files import read_openb_trace
 from qosched.extender.cli.whatif import load_policy_packages
 from qosched.policies.placement.base import policy_names
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.simulator.metrics import summarize
 from qosched.policies.simulator.replay import ReplayConfig, build_scheduler, replay
-from qosched.policies.simulator.scenarios import openb_workload
+from qosched.policies.simulator.scenarios import fgd_workload
 from qosched.policies.state import ClusterState
 from qosched.policies.types import Allocation
 from qosched.profiles.store import bundled_profiles
@@ -96,11 +97,10 @@ def main() -> int:
         policies = args.policies.split(",") if args.policies else policy_names()
     rss_start = peak_rss_mib()
     started = time.perf_counter()
-    workload = openb_workload(
-        DATA / NODE_FILES[args.nodes],
-        DATA / "openb_pod_list_default.csv",
-        inflate=args.inflate,
-        rng=np.random.default_rng(args.seed),
+    workload = fgd_workload(
+        read_openb_trace(DATA / NODE_FILES[args.nodes], DATA / "openb_pod_list_default.csv"),
+        args.inflate,
+        np.random.default_rng(args.seed),
     )
     load_s = time.perf_counter() - started
     lookup, device_memory = lookup_from_profiles(bundled_profiles())

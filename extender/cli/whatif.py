@@ -385,14 +385,14 @@ def load_lookup(profiles_dir: str | None) -> tuple[Any, Any]:
 
 def trace_workload(opts: WhatifOptions, classes: Any) -> Any:
     """The workload of ``--nodes/--pods`` (openb format), in the mode the options choose."""
-    from qosched.policies.simulator.scenarios import openb_workload
+    from qosched.extender.cli.trace_files import workload_from_trace_files
     from qosched.policies.traces import TraceFormatError
 
     assert opts.nodes_csv
     assert opts.pods_csv
     assert opts.fmt == "openb"
     try:
-        return openb_workload(
+        return workload_from_trace_files(
             opts.nodes_csv,
             opts.pods_csv,
             inflate=opts.inflate,

@@ -5,8 +5,11 @@ nodes as :class:`~qosched.policies.types.NodeView`, the pods as
 :class:`~qosched.policies.types.PodDemand`, and per pod its arrival time and the running time it
 needs (``inf`` = it stays). Two sources build one:
 
-* :func:`openb_workload` — the Alibaba GPU trace v2023 ("openb", ``../shared/data/alibaba-gpu-v2023``),
-  optionally inflated as the FGD paper does (:func:`qosched.policies.traces.tune_workload`);
+* :func:`trace_workload`, :func:`fgd_workload`, :func:`contended_workload` — the Alibaba GPU
+  trace v2023 ("openb", ``../shared/data/alibaba-gpu-v2023``), as recorded or inflated as the
+  FGD paper does (:func:`qosched.policies.traces.tune_workload`), from an
+  :class:`~qosched.policies.traces.OpenbTrace` the shell read
+  (``qosched.extender.cli.trace_files``);
 * a snapshot file (contract §3), parsed in the I/O shell (``qosched.extender.cli.whatif``), which
   calls :meth:`Workload.build`.
 
@@ -44,17 +47,17 @@ Pods (``name, cpu_milli, memory_mib, num_gpu, gpu_milli, gpu_spec, qos, ...``):
 Trace pods carry no model and no SLO: they are plain resource requests (``is_inference`` False),
 so no request-level latency is simulated for them.
 
-Three modes (:func:`openb_workload`):
+Three modes, one function each:
 
-``inflate=None`` (trace mode)
+:func:`trace_workload` (trace mode)
     Pods arrive at their ``creation_time`` and leave after their running time.
-``inflate=X`` (FGD mode)
+:func:`fgd_workload` ``(trace, X, rng)`` (FGD mode)
     The workload is grown to X x the cluster's GPU capacity by :func:`tune_workload` (trace pods
     shuffled, clones appended, the rule of the FGD paper's scripts, ``-tune 1.3
     --shuffle-pod=true``); pods arrive ``interarrival_s`` apart (default 1 s) in that order
     (arrival ``i`` at ``i · interarrival_s``, so the arrival order is the submission order) and
     never depart, as in FGD's evaluation.
-``inflate=X, departures=True`` (contention mode, :func:`contended_workload`)
+:func:`contended_workload` ``(trace, X, rng)`` (contention mode)
     The same pods, in the same order and with the same draws, arrive ``interarrival_s`` apart
     (default 0.05 s) and each leaves after its trace lifetime. The cluster fills from empty
     until demand exceeds capacity: pods queue, are preempted and come back, so availability —
@@ -70,7 +73,6 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -78,11 +80,10 @@ import numpy as np
 
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
 from qosched.policies.traces import (
+    OpenbTrace,
     TraceNode,
     TracePod,
     cluster_capacity,
-    load_nodes,
-    load_pods,
     tune_workload,
 )
 from qosched.policies.types import (
@@ -101,11 +102,12 @@ __all__ = [
     "WorkloadError",
     "accelerator_capacity_milli",
     "contended_workload",
+    "fgd_workload",
     "node_from_trace",
-    "openb_workload",
     "pod_from_trace",
     "trace_accelerator",
     "trace_lifetime_s",
+    "trace_workload",
 ]
 
 #: openb GPU model → accelerator profile key (contract §1: lowercase with hyphens). V100 sizes
@@ -324,115 +326,62 @@ class Workload:
         )
 
 
-def openb_workload(
-    nodes_csv: str | Path,
-    pods_csv: str | Path,
-    *,
-    inflate: float | None = None,
-    rng: np.random.Generator | None = None,
-    classes: ClassConfig = DEFAULT_CLASS_CONFIG,
-    max_pods: int | None = None,
-    departures: bool = False,
-    interarrival_s: float | None = None,
+def trace_workload(
+    trace: OpenbTrace, *, classes: ClassConfig = DEFAULT_CLASS_CONFIG, max_pods: int | None = None
 ) -> Workload:
-    """Build a workload from openb node and pod lists (see the module docstring for the modes).
+    """Trace mode: pods arrive at their ``creation_time`` and run their trace lifetime.
 
     Parameters
     ----------
-    nodes_csv, pods_csv : path
-        e.g. ``../shared/data/alibaba-gpu-v2023/openb_node_list_all_node.csv`` and
-        ``openb_pod_list_default.csv``.
-    inflate : float, optional
-        Grow the workload to ``inflate`` x the GPU capacity (``tune_workload`` with the trace
-        pods shuffled). None: trace times.
-    rng : numpy.random.Generator, optional
-        Draws of the inflation (required with ``inflate``).
+    trace : OpenbTrace
+        Node and pod lists (e.g. ``openb_node_list_all_node.csv`` and
+        ``openb_pod_list_default.csv``, read by ``qosched.extender.cli.trace_files``).
     classes : ClassConfig
         Maps the trace ``qos`` column to service classes.
     max_pods : int, optional
-        Keep only the first ``max_pods`` pods of the pod list (before inflation): a slice for
-        tests and quick looks.
-    departures : bool
-        With ``inflate``: each pod leaves after its trace lifetime (contention mode). Without
-        it no pod leaves (FGD mode).
-    interarrival_s : float, optional
-        With ``inflate``: gap between arrivals [s], > 0; default :data:`FGD_INTERARRIVAL_S`
-        (FGD mode) or :data:`CONTENDED_INTERARRIVAL_S` (contention mode).
+        Keep only the first ``max_pods`` pods of the pod list: a slice for tests and quick looks.
+    """
+    pods = _first_pods(trace, max_pods)
+    arrival = np.array([p.creation_s for p in pods], dtype=np.float64)
+    duration = np.array([trace_lifetime_s(p) for p in pods], dtype=np.float64)
+    description = _describe(trace, pods)
+    description.update(mode="trace-times", rule="arrive at creation_time, run deletion - scheduled (>= 1 s)")
+    return _assemble(trace, pods, arrival, duration, description, classes)
+
+
+def fgd_workload(
+    trace: OpenbTrace,
+    inflate: float,
+    rng: np.random.Generator,
+    *,
+    interarrival_s: float = FGD_INTERARRIVAL_S,
+    classes: ClassConfig = DEFAULT_CLASS_CONFIG,
+    max_pods: int | None = None,
+) -> Workload:
+    """FGD mode: the workload grown to ``inflate`` x the GPU capacity, no departures.
+
+    ``tune_workload`` with the trace pods shuffled (draws from ``rng``); pods arrive
+    ``interarrival_s`` apart (> 0) in that order and never leave, as in FGD's evaluation.
+    ``max_pods`` keeps the first pods of the list before inflation.
 
     Raises
     ------
-    TraceFormatError
-        From the loader: the message names the file, line and column.
     ValueError
-        ``inflate`` without ``rng``, ``departures`` or ``interarrival_s`` without ``inflate``, a
-        bad ratio or gap, or a trace with no GPU request to inflate.
+        A bad ratio or gap, or a trace with no GPU request to inflate.
     """
-    if inflate is None and (departures or interarrival_s is not None):
-        raise ValueError(
-            "openb_workload: departures and interarrival_s apply to an inflated workload "
-            "(the trace's own times already have arrivals and departures)"
-        )
-    if interarrival_s is not None and not (math.isfinite(interarrival_s) and interarrival_s > 0):
-        raise ValueError(f"openb_workload: interarrival_s must be a number > 0 (got {interarrival_s!r})")
-    trace_nodes = load_nodes(nodes_csv)
-    trace_pods = load_pods(pods_csv)
-    if max_pods is not None:
-        trace_pods = trace_pods[: max(0, max_pods)]
-    description: dict[str, Any] = {
-        "source": "openb (Alibaba GPU cluster trace v2023)",
-        "nodes_file": Path(nodes_csv).name,
-        "pods_file": Path(pods_csv).name,
-        "nodes": len(trace_nodes),
-        "trace_pods": len(trace_pods),
-    }
-    capacity = cluster_capacity(trace_nodes)
-    if inflate is not None:
-        if rng is None:
-            raise ValueError("openb_workload: inflate needs an rng")
-        tuned = tune_workload(trace_pods, capacity, inflate, rng, shuffle=True)
-        pods_rows: Sequence[TracePod] = tuned.pods
-        default_gap = CONTENDED_INTERARRIVAL_S if departures else FGD_INTERARRIVAL_S
-        gap = float(interarrival_s) if interarrival_s is not None else default_gap
-        arrival = np.arange(len(pods_rows), dtype=np.float64) * gap
-        description.update(
-            inflate=float(inflate),
-            clones=tuned.n_clones,
-            arrived_gpu_frac_end=tuned.total_gpu_milli / capacity.gpu_milli if capacity.gpu_milli else 0.0,
-            interarrival_s=gap,
-        )
-        if departures:
-            duration = np.array([trace_lifetime_s(p) for p in pods_rows], dtype=np.float64)
-            description.update(
-                mode="fgd-inflation-with-departures",
-                rule="tune_workload (FGD -tune X --shuffle-pod=true): clones until total GPU requests "
-                f"reach X x capacity; arrivals {gap:g} s apart in submission order; each pod runs its "
-                "trace lifetime (deletion - scheduled, >= 1 s) and leaves",
-            )
-        else:
-            duration = np.full(len(pods_rows), np.inf)
-            description.update(
-                mode="fgd-inflation",
-                rule="tune_workload (FGD -tune X --shuffle-pod=true): clones until total GPU requests "
-                f"reach X x capacity; arrivals {gap:g} s apart in submission order; no departures",
-            )
-    else:
-        pods_rows = trace_pods
-        arrival = np.array([p.creation_s for p in pods_rows], dtype=np.float64)
-        duration = np.array([trace_lifetime_s(p) for p in pods_rows], dtype=np.float64)
-        description.update(
-            mode="trace-times", rule="arrive at creation_time, run deletion - scheduled (>= 1 s)"
-        )
-    qos = classes.classes_from_trace_qos([p.qos for p in pods_rows]) if pods_rows else np.array([], str)
-    demands = [pod_from_trace(p, str(c)) for p, c in zip(pods_rows, qos, strict=True)]
-    description["pods"] = len(demands)
-    description["gpu_capacity_milli"] = capacity.gpu_milli
-    views = [node_from_trace(n) for n in trace_nodes]
-    return Workload.build(views, demands, arrival, duration, description)
+    gap = _checked_gap(interarrival_s)
+    pods, description = _inflated(trace, inflate, rng, gap, max_pods)
+    description.update(
+        mode="fgd-inflation",
+        rule="tune_workload (FGD -tune X --shuffle-pod=true): clones until total GPU requests "
+        f"reach X x capacity; arrivals {gap:g} s apart in submission order; no departures",
+    )
+    arrival = np.arange(len(pods), dtype=np.float64) * gap
+    return _assemble(trace, pods, arrival, np.full(len(pods), np.inf), description, classes)
 
 
 def contended_workload(
-    nodes_csv: str | Path,
-    pods_csv: str | Path,
+    trace: OpenbTrace,
     inflate: float,
     rng: np.random.Generator,
     *,
@@ -440,19 +389,74 @@ def contended_workload(
     classes: ClassConfig = DEFAULT_CLASS_CONFIG,
     max_pods: int | None = None,
 ) -> Workload:
-    """The openb trace under contention: FGD's inflation with trace lifetimes (module docstring).
+    """Contention mode: FGD's inflation with trace lifetimes (module docstring).
 
-    ``openb_workload(..., inflate=inflate, departures=True)``: the same pods and draws as FGD mode
-    with the same ``rng`` (``qosched whatif --inflate X --seed N``), arriving ``interarrival_s``
-    apart, each running its trace lifetime (:func:`trace_lifetime_s`) and then leaving.
+    The same pods and draws as :func:`fgd_workload` with the same ``rng`` (``qosched whatif
+    --inflate X --departures --seed N``), arriving ``interarrival_s`` apart, each running its
+    trace lifetime (:func:`trace_lifetime_s`) and then leaving.
     """
-    return openb_workload(
-        nodes_csv,
-        pods_csv,
-        inflate=inflate,
-        rng=rng,
-        classes=classes,
-        max_pods=max_pods,
-        departures=True,
-        interarrival_s=interarrival_s,
+    gap = _checked_gap(interarrival_s)
+    pods, description = _inflated(trace, inflate, rng, gap, max_pods)
+    description.update(
+        mode="fgd-inflation-with-departures",
+        rule="tune_workload (FGD -tune X --shuffle-pod=true): clones until total GPU requests "
+        f"reach X x capacity; arrivals {gap:g} s apart in submission order; each pod runs its "
+        "trace lifetime (deletion - scheduled, >= 1 s) and leaves",
     )
+    arrival = np.arange(len(pods), dtype=np.float64) * gap
+    duration = np.array([trace_lifetime_s(p) for p in pods], dtype=np.float64)
+    return _assemble(trace, pods, arrival, duration, description, classes)
+
+
+def _checked_gap(interarrival_s: float) -> float:
+    if not (math.isfinite(interarrival_s) and interarrival_s > 0):
+        raise ValueError(f"openb workload: interarrival_s must be a number > 0 (got {interarrival_s!r})")
+    return float(interarrival_s)
+
+
+def _first_pods(trace: OpenbTrace, max_pods: int | None) -> tuple[TracePod, ...]:
+    return trace.pods if max_pods is None else trace.pods[: max(0, max_pods)]
+
+
+def _describe(trace: OpenbTrace, pods: Sequence[TracePod]) -> dict[str, Any]:
+    return {
+        "source": "openb (Alibaba GPU cluster trace v2023)",
+        "nodes_file": trace.nodes_file,
+        "pods_file": trace.pods_file,
+        "nodes": len(trace.nodes),
+        "trace_pods": len(pods),
+    }
+
+
+def _inflated(
+    trace: OpenbTrace, inflate: float, rng: np.random.Generator, gap: float, max_pods: int | None
+) -> tuple[Sequence[TracePod], dict[str, Any]]:
+    """The inflated pod list (FGD's ``tune_workload``, pods shuffled) and its description."""
+    pods = _first_pods(trace, max_pods)
+    capacity = cluster_capacity(trace.nodes)
+    tuned = tune_workload(pods, capacity, inflate, rng, shuffle=True)
+    description = _describe(trace, pods)
+    description.update(
+        inflate=float(inflate),
+        clones=tuned.n_clones,
+        arrived_gpu_frac_end=tuned.total_gpu_milli / capacity.gpu_milli if capacity.gpu_milli else 0.0,
+        interarrival_s=gap,
+    )
+    return tuned.pods, description
+
+
+def _assemble(
+    trace: OpenbTrace,
+    pods: Sequence[TracePod],
+    arrival: np.ndarray,
+    duration: np.ndarray,
+    description: dict[str, Any],
+    classes: ClassConfig,
+) -> Workload:
+    """Map trace rows to ``NodeView``/``PodDemand`` (module docstring) and build the Workload."""
+    qos = classes.classes_from_trace_qos([p.qos for p in pods]) if pods else np.array([], str)
+    demands = [pod_from_trace(p, str(c)) for p, c in zip(pods, qos, strict=True)]
+    description["pods"] = len(demands)
+    description["gpu_capacity_milli"] = cluster_capacity(trace.nodes).gpu_milli
+    views = [node_from_trace(n) for n in trace.nodes]
+    return Workload.build(views, demands, arrival, duration, description)

@@ -1,6 +1,7 @@
 """Cluster traces for the what-if simulator: the Alibaba GPU trace v2023 ("openb") and FGD's inflation.
 
-See :mod:`qosched.policies.traces.openb` (loader) and :mod:`qosched.policies.traces.inflate`
+See :mod:`qosched.policies.traces.openb` (parser; the shell's
+``qosched.extender.cli.trace_files`` reads the files) and :mod:`qosched.policies.traces.inflate`
 (growing the workload past 100 % of the GPU capacity, as the FGD paper does).
 """
 
@@ -13,21 +14,21 @@ from qosched.policies.traces.inflate import (
 from qosched.policies.traces.openb import (
     ClusterCapacity,
     NodeTable,
+    OpenbTrace,
     PodTable,
     TraceFormatError,
     TraceNode,
     TracePod,
     cluster_capacity,
-    load_node_table,
-    load_nodes,
-    load_pod_table,
-    load_pods,
+    parse_nodes,
+    parse_pods,
 )
 
 __all__ = [
     "ClusterCapacity",
     "InflatedWorkload",
     "NodeTable",
+    "OpenbTrace",
     "PodTable",
     "TraceFormatError",
     "TraceNode",
@@ -35,9 +36,7 @@ __all__ = [
     "arrived_gpu_fraction",
     "cluster_capacity",
     "inflate_workload",
-    "load_node_table",
-    "load_nodes",
-    "load_pod_table",
-    "load_pods",
+    "parse_nodes",
+    "parse_pods",
     "tune_workload",
 ]

@@ -1,4 +1,9 @@
-"""Loader of the Alibaba GPU cluster trace v2023 ("openb", the FGD paper's trace).
+"""Parser of the Alibaba GPU cluster trace v2023 ("openb", the FGD paper's trace).
+
+Pure: the functions here parse the lines of a CSV file they are given (:func:`parse_nodes`,
+:func:`parse_pods`) and never open one; reading the files is the I/O shell's job
+(``qosched.extender.cli.trace_files``: ``read_nodes(path)``, ``read_pods(path)``,
+``read_openb_trace(nodes_csv, pods_csv)``).
 
 The trace (``../shared/data/alibaba-gpu-v2023/``, see its ``PROVENANCE.md``) has two kinds of
 CSV file, both with a header line:
@@ -20,7 +25,7 @@ Quirks of the real files, and how they are read here:
   round trip writes) is accepted, ``12.5`` is not. Times are seconds from the trace start and
   may be fractional.
 * Extra columns are ignored (the FGD repository adds ``gpu_index`` to some lists); a UTF-8 byte
-  order mark before the header is tolerated.
+  order mark before the header is tolerated (whether or not the reader decoded it away).
 
 How GPU requests are represented (the FGD simulator reads them the same way, see
 ``data/pod_csv_to_yaml.py`` in hkust-adsl/kubernetes-scheduler-simulator):
@@ -46,7 +51,6 @@ import csv
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -60,15 +64,14 @@ __all__ = [
     "QOS_VALUES",
     "ClusterCapacity",
     "NodeTable",
+    "OpenbTrace",
     "PodTable",
     "TraceFormatError",
     "TraceNode",
     "TracePod",
     "cluster_capacity",
-    "load_node_table",
-    "load_nodes",
-    "load_pod_table",
-    "load_pods",
+    "parse_nodes",
+    "parse_pods",
 ]
 
 #: Header of the node lists, in file order.
@@ -320,40 +323,51 @@ class _Cells:
         return value
 
 
-def _iter_cells(path: str | Path, required: Sequence[str]) -> Iterator[_Cells]:
-    """Yield the data rows of a CSV file after checking its header has ``required`` columns."""
-    path = Path(path)
-    file = path.name
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+def _iter_cells(lines: Iterable[str], file: str, required: Sequence[str]) -> Iterator[_Cells]:
+    """Yield the data rows of a CSV text after checking its header has ``required`` columns.
+
+    ``lines`` are the file's lines (an open text file will do; open it with ``newline=""`` as
+    the csv module asks); ``file`` names it in error messages.
+    """
+    reader = csv.reader(_without_bom(lines))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise TraceFormatError(file, None, None, "empty file, expected a header line") from None
+    except csv.Error as exc:
+        raise TraceFormatError(file, reader.line_num, None, f"unreadable CSV: {exc}") from None
+    names = [h.strip() for h in header]
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise TraceFormatError(
+            file, None, None, f"missing column(s) {', '.join(missing)}; the header is {','.join(names)}"
+        )
+    index = {name: names.index(name) for name in required}
+    width = len(names)
+    while True:
         try:
-            header = next(reader)
+            cells = next(reader)
         except StopIteration:
-            raise TraceFormatError(file, None, None, "empty file, expected a header line") from None
+            return
         except csv.Error as exc:
             raise TraceFormatError(file, reader.line_num, None, f"unreadable CSV: {exc}") from None
-        names = [h.strip() for h in header]
-        missing = [c for c in required if c not in names]
-        if missing:
+        if not cells:  # csv gives [] for a blank line
+            continue
+        if len(cells) != width:
             raise TraceFormatError(
-                file, None, None, f"missing column(s) {', '.join(missing)}; the header is {','.join(names)}"
+                file, reader.line_num, None, f"expected {width} fields as in the header, got {len(cells)}"
             )
-        index = {name: names.index(name) for name in required}
-        width = len(names)
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise TraceFormatError(file, reader.line_num, None, f"unreadable CSV: {exc}") from None
-            if not cells:  # csv gives [] for a blank line
-                continue
-            if len(cells) != width:
-                raise TraceFormatError(
-                    file, reader.line_num, None, f"expected {width} fields as in the header, got {len(cells)}"
-                )
-            yield _Cells(file, reader.line_num, index, cells)
+        yield _Cells(file, reader.line_num, index, cells)
+
+
+def _without_bom(lines: Iterable[str]) -> Iterator[str]:
+    """``lines`` with a UTF-8 byte order mark dropped from the first one."""
+    it = iter(lines)
+    first = next(it, None)
+    if first is None:
+        return
+    yield first.removeprefix("\ufeff")
+    yield from it
 
 
 def _node_from_cells(row: _Cells) -> TraceNode:
@@ -412,22 +426,25 @@ def _pod_from_cells(row: _Cells) -> TracePod:
 _T = TypeVar("_T")
 
 
-def _unique_names(path: str | Path, rows: Sequence[_T], name_of: Callable[[_T], str]) -> None:
+def _unique_names(file: str, rows: Sequence[_T], name_of: Callable[[_T], str]) -> None:
     seen: set[str] = set()
     for i, row in enumerate(rows):
         name = name_of(row)
         if name in seen:
-            raise TraceFormatError(Path(path).name, None, None, f"duplicate name {name!r} (data row {i + 1})")
+            raise TraceFormatError(file, None, None, f"duplicate name {name!r} (data row {i + 1})")
         seen.add(name)
 
 
-def load_nodes(path: str | Path) -> tuple[TraceNode, ...]:
-    """Read an openb node list (``sn, cpu_milli, memory_mib, gpu, model``).
+def parse_nodes(lines: Iterable[str], file: str) -> tuple[TraceNode, ...]:
+    """Parse an openb node list (``sn, cpu_milli, memory_mib, gpu, model``).
 
     Parameters
     ----------
-    path : str or Path
-        e.g. ``../shared/data/alibaba-gpu-v2023/openb_node_list_gpu_node.csv``.
+    lines : iterable of str
+        The file's lines (header first), e.g. of
+        ``../shared/data/alibaba-gpu-v2023/openb_node_list_gpu_node.csv``.
+    file : str
+        The name error messages give it (e.g. the file's base name).
 
     Returns
     -------
@@ -439,21 +456,22 @@ def load_nodes(path: str | Path) -> tuple[TraceNode, ...]:
     TraceFormatError
         A missing column, a malformed cell (message ``file:line: column c: ...``) or a
         duplicate node name.
-    OSError
-        The file cannot be opened.
     """
-    nodes = tuple(_node_from_cells(row) for row in _iter_cells(path, NODE_COLUMNS))
-    _unique_names(path, nodes, lambda n: n.name)
+    nodes = tuple(_node_from_cells(row) for row in _iter_cells(lines, file, NODE_COLUMNS))
+    _unique_names(file, nodes, lambda n: n.name)
     return nodes
 
 
-def load_pods(path: str | Path) -> tuple[TracePod, ...]:
-    """Read an openb pod list (the 11 columns of :data:`POD_COLUMNS`).
+def parse_pods(lines: Iterable[str], file: str) -> tuple[TracePod, ...]:
+    """Parse an openb pod list (the 11 columns of :data:`POD_COLUMNS`).
 
     Parameters
     ----------
-    path : str or Path
-        e.g. ``../shared/data/alibaba-gpu-v2023/openb_pod_list_default.csv``.
+    lines : iterable of str
+        The file's lines (header first), e.g. of
+        ``../shared/data/alibaba-gpu-v2023/openb_pod_list_default.csv``.
+    file : str
+        The name error messages give it.
 
     Returns
     -------
@@ -466,12 +484,24 @@ def load_pods(path: str | Path) -> tuple[TracePod, ...]:
         A missing column, a malformed cell, a semantic error (``gpu_milli`` outside 0..1000 or
         inconsistent with ``num_gpu``, a negative time, deletion or scheduling before creation)
         or a duplicate pod name; the message names file, line and column.
-    OSError
-        The file cannot be opened.
     """
-    pods = tuple(_pod_from_cells(row) for row in _iter_cells(path, POD_COLUMNS))
-    _unique_names(path, pods, lambda p: p.name)
+    pods = tuple(_pod_from_cells(row) for row in _iter_cells(lines, file, POD_COLUMNS))
+    _unique_names(file, pods, lambda p: p.name)
     return pods
+
+
+@dataclass(frozen=True, slots=True)
+class OpenbTrace:
+    """A node list and a pod list of the trace, parsed, with the names of their files.
+
+    What the workload builders of ``qosched.policies.simulator.scenarios`` take; the shell
+    reads it (``qosched.extender.cli.trace_files.read_openb_trace``).
+    """
+
+    nodes: tuple[TraceNode, ...]
+    pods: tuple[TracePod, ...]
+    nodes_file: str = ""
+    pods_file: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -643,13 +673,3 @@ class PodTable:
 
     def to_rows(self) -> tuple[TracePod, ...]:
         return tuple(self.row(i) for i in range(len(self)))
-
-
-def load_node_table(path: str | Path) -> NodeTable:
-    """:func:`load_nodes` in columnar form."""
-    return NodeTable.from_rows(load_nodes(path))
-
-
-def load_pod_table(path: str | Path) -> PodTable:
-    """:func:`load_pods` in columnar form."""
-    return PodTable.from_rows(load_pods(path))

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qosched.extender.cli.trace_files import read_nodes, read_pods
 from qosched.policies.traces.inflate import arrived_gpu_fraction, inflate_workload, tune_workload
 from qosched.policies.traces.openb import (
     ClusterCapacity,
     PodTable,
     TracePod,
     cluster_capacity,
-    load_nodes,
-    load_pods,
 )
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "alibaba-gpu-v2023"
@@ -40,8 +39,8 @@ def pods(n: int, **kwargs: int) -> list[TracePod]:
 def trace() -> Trace:
     if not DATA.is_dir():
         pytest.skip(f"trace not found at {DATA}")
-    return load_pods(DATA / "openb_pod_list_default.csv"), cluster_capacity(
-        load_nodes(DATA / "openb_node_list_gpu_node.csv")
+    return read_pods(DATA / "openb_pod_list_default.csv"), cluster_capacity(
+        read_nodes(DATA / "openb_node_list_gpu_node.csv")
     )
 
 

@@ -1,4 +1,5 @@
-"""Tests of the openb (Alibaba GPU trace v2023) loader: real files and malformed temp files."""
+"""Tests of the openb (Alibaba GPU trace v2023) parser (``policies.traces.openb``) and the shell
+that reads its files (``extender.cli.trace_files``): real files and malformed temp files."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qosched.extender.cli.trace_files import read_node_table, read_nodes, read_pod_table, read_pods
 from qosched.policies.traces.openb import (
     NODE_COLUMNS,
     POD_COLUMNS,
@@ -17,10 +19,7 @@ from qosched.policies.traces.openb import (
     PodTable,
     TraceFormatError,
     cluster_capacity,
-    load_node_table,
-    load_nodes,
-    load_pod_table,
-    load_pods,
+    parse_pods,
 )
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "alibaba-gpu-v2023"
@@ -74,14 +73,14 @@ def with_cell(row: str, columns: tuple[str, ...], column: str, value: str) -> st
     ids=["default", "cpu050", "gpushare20", "gpushare100"],
 )
 def test_real_pod_lists_load(file: str, rows: int) -> None:
-    pods = load_pods(DATA / file)
+    pods = read_pods(DATA / file)
     assert len(pods) == rows
     assert len({p.name for p in pods}) == rows
 
 
 @needs_data
 def test_real_default_pod_list_facts() -> None:
-    pods = load_pods(DATA / "openb_pod_list_default.csv")
+    pods = read_pods(DATA / "openb_pod_list_default.csv")
     # Counts checked with an independent csv.DictReader pass over the file.
     assert sum(p.num_gpu == 0 for p in pods) == 1088
     multi = [p for p in pods if p.num_gpu > 1]
@@ -98,8 +97,8 @@ def test_real_default_pod_list_facts() -> None:
 
 @needs_data
 def test_real_node_lists() -> None:
-    all_nodes = load_nodes(DATA / "openb_node_list_all_node.csv")
-    gpu_nodes = load_nodes(DATA / "openb_node_list_gpu_node.csv")
+    all_nodes = read_nodes(DATA / "openb_node_list_all_node.csv")
+    gpu_nodes = read_nodes(DATA / "openb_node_list_gpu_node.csv")
     assert len(all_nodes) == 1523
     assert len(gpu_nodes) == 1213
     assert sum(n.gpu_count for n in gpu_nodes) == 6212
@@ -112,13 +111,13 @@ def test_real_node_lists() -> None:
 
 @needs_data
 def test_real_tables_match_rows() -> None:
-    pods = load_pods(DATA / "openb_pod_list_default.csv")
-    table = load_pod_table(DATA / "openb_pod_list_default.csv")
+    pods = read_pods(DATA / "openb_pod_list_default.csv")
+    table = read_pod_table(DATA / "openb_pod_list_default.csv")
     assert len(table) == len(pods)
     assert table.to_rows() == pods
     assert int(table.total_gpu_milli.sum()) == sum(p.total_gpu_milli for p in pods)
     assert int(np.isinf(table.scheduled_s).sum()) == 897
-    nodes = load_node_table(DATA / "openb_node_list_gpu_node.csv")
+    nodes = read_node_table(DATA / "openb_node_list_gpu_node.csv")
     assert cluster_capacity(nodes) == cluster_capacity(nodes.to_rows())
 
 
@@ -127,7 +126,7 @@ def test_real_tables_match_rows() -> None:
 
 
 def test_small_pod_file(tmp_path: Path) -> None:
-    pods = load_pods(write(tmp_path, "p.csv", [POD_HEADER, *POD_ROWS]))
+    pods = read_pods(write(tmp_path, "p.csv", [POD_HEADER, *POD_ROWS]))
     assert [p.num_gpu * p.gpu_milli for p in pods] == [1000, 460, 1000, 460, 2000, 0]
     assert [p.total_gpu_milli for p in pods] == [1000, 460, 1000, 460, 2000, 0]
     assert [p.is_gpu_sharing for p in pods] == [False, True, False, True, False, False]
@@ -138,7 +137,7 @@ def test_small_pod_file(tmp_path: Path) -> None:
 
 
 def test_small_node_file(tmp_path: Path) -> None:
-    nodes = load_nodes(write(tmp_path, "n.csv", [NODE_HEADER, *NODE_ROWS]))
+    nodes = read_nodes(write(tmp_path, "n.csv", [NODE_HEADER, *NODE_ROWS]))
     assert [(n.gpu_count, n.gpu_model, n.gpu_milli) for n in nodes] == [
         (0, None, 0),
         (2, "P100", 2000),
@@ -170,7 +169,7 @@ def test_small_node_file(tmp_path: Path) -> None:
 )
 def test_accepted_cells(tmp_path: Path, column: str, text: str, attribute: str, want: object) -> None:
     row = with_cell(POD_ROWS[1], POD_COLUMNS, column, text)
-    (pod,) = load_pods(write(tmp_path, "p.csv", [POD_HEADER, row]))
+    (pod,) = read_pods(write(tmp_path, "p.csv", [POD_HEADER, row]))
     assert getattr(pod, attribute) == want
 
 
@@ -178,12 +177,12 @@ def test_bom_extra_column_and_blank_line(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     lines = [POD_HEADER + ",gpu_index", POD_ROWS[0] + ",0", "", POD_ROWS[1] + ",1"]
     path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
-    assert [p.name for p in load_pods(path)] == ["openb-pod-0000", "openb-pod-0001"]
+    assert [p.name for p in read_pods(path)] == ["openb-pod-0000", "openb-pod-0001"]
 
 
 def test_missing_times_are_inf_in_table(tmp_path: Path) -> None:
     row = with_cell(POD_ROWS[5], POD_COLUMNS, "deletion_time", "")
-    table = PodTable.from_rows(load_pods(write(tmp_path, "p.csv", [POD_HEADER, POD_ROWS[0], row])))
+    table = PodTable.from_rows(read_pods(write(tmp_path, "p.csv", [POD_HEADER, POD_ROWS[0], row])))
     assert table.deletion_s.tolist() == [12537496.0, math.inf]
     assert table.scheduled_s.tolist() == [0.0, math.inf]
     assert table.row(1).deletion_s is None
@@ -201,7 +200,7 @@ def test_error_message_format(tmp_path: Path) -> None:
     rows[15] = with_cell(rows[15], POD_COLUMNS, "gpu_milli", "abc")  # data row 16 = line 17
     path = write(tmp_path, "openb_pod_list_default.csv", [POD_HEADER, *rows])
     with pytest.raises(TraceFormatError) as info:
-        load_pods(path)
+        read_pods(path)
     assert (
         str(info.value)
         == "openb_pod_list_default.csv:17: column gpu_milli: expected an integer 0..1000, got 'abc'"
@@ -266,7 +265,7 @@ def test_malformed_pod_cell(
     rows = list(POD_ROWS)
     rows[row] = with_cell(rows[row], POD_COLUMNS, column, text)
     with pytest.raises(TraceFormatError) as info:
-        load_pods(write(tmp_path, "bad_pods.csv", [POD_HEADER, *rows]))
+        read_pods(write(tmp_path, "bad_pods.csv", [POD_HEADER, *rows]))
     error = info.value
     assert (error.file, error.line, error.column) == ("bad_pods.csv", row + 2, named)
     assert str(error).startswith(f"bad_pods.csv:{row + 2}: column {named}: ")
@@ -287,7 +286,7 @@ def test_malformed_node_cell(tmp_path: Path, row: int, column: str, text: str, m
     rows = list(NODE_ROWS)
     rows[row] = with_cell(rows[row], NODE_COLUMNS, column, text)
     with pytest.raises(TraceFormatError) as info:
-        load_nodes(write(tmp_path, "bad_nodes.csv", [NODE_HEADER, *rows]))
+        read_nodes(write(tmp_path, "bad_nodes.csv", [NODE_HEADER, *rows]))
     assert str(info.value).startswith(f"bad_nodes.csv:{row + 2}: column {column}: ")
     assert message in str(info.value)
 
@@ -295,10 +294,10 @@ def test_malformed_node_cell(tmp_path: Path, row: int, column: str, text: str, m
 @pytest.mark.parametrize(
     ("loader", "header", "rows", "missing"),
     [
-        (load_pods, POD_COLUMNS, POD_ROWS, "gpu_milli"),
-        (load_pods, POD_COLUMNS, POD_ROWS, "scheduled_time"),
-        (load_nodes, NODE_COLUMNS, NODE_ROWS, "model"),
-        (load_nodes, NODE_COLUMNS, NODE_ROWS, "sn"),
+        (read_pods, POD_COLUMNS, POD_ROWS, "gpu_milli"),
+        (read_pods, POD_COLUMNS, POD_ROWS, "scheduled_time"),
+        (read_nodes, NODE_COLUMNS, NODE_ROWS, "model"),
+        (read_nodes, NODE_COLUMNS, NODE_ROWS, "sn"),
     ],
     ids=["pod-gpu_milli", "pod-scheduled_time", "node-model", "node-sn"],
 )
@@ -336,6 +335,15 @@ def test_malformed_file(tmp_path: Path, lines: list[str], where: str, message: s
     path = tmp_path / "empty.csv"
     path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
     with pytest.raises(TraceFormatError) as info:
-        load_pods(path)
+        read_pods(path)
     assert str(info.value).startswith(where + ":")
     assert message in str(info.value)
+
+
+def test_parser_takes_lines_without_a_file() -> None:
+    """The core parses what it is given (no file is opened); a byte order mark left in the text
+    by a reader that did not decode it away is tolerated too."""
+    lines = ["\ufeff" + POD_HEADER + "\n", POD_ROWS[0] + "\n"]
+    assert [p.name for p in parse_pods(lines, "given.csv")] == ["openb-pod-0000"]
+    with pytest.raises(TraceFormatError, match=r"^given\.csv:2: column qos: "):
+        parse_pods([POD_HEADER, with_cell(POD_ROWS[0], POD_COLUMNS, "qos", "X")], "given.csv")

@@ -25,10 +25,12 @@ import csv
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from qosched.extender.cli.trace_files import read_openb_trace
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG
 from qosched.policies.placement.base import (
     Evaluation,
@@ -57,13 +59,14 @@ from qosched.policies.simulator.scenarios import (
     WorkloadError,
     accelerator_capacity_milli,
     contended_workload,
+    fgd_workload,
     node_from_trace,
-    openb_workload,
     pod_from_trace,
     trace_accelerator,
+    trace_workload,
 )
 from qosched.policies.state import ClusterState
-from qosched.policies.traces import TraceNode, TracePod
+from qosched.policies.traces import OpenbTrace, TraceNode, TracePod
 from qosched.policies.types import Allocation, NodeView, PodDemand
 from qosched.profiles.store import bundled_profiles
 
@@ -607,15 +610,14 @@ def test_trace_rows_map_to_domain_types() -> None:
 
 @needs_data
 def test_openb_workload_modes() -> None:
-    nodes = DATA / "openb_node_list_gpu_node.csv"
-    pods = DATA / "openb_pod_list_default.csv"
-    trace = openb_workload(nodes, pods, max_pods=50)
+    files = read_openb_trace(DATA / "openb_node_list_gpu_node.csv", DATA / "openb_pod_list_default.csv")
+    trace = trace_workload(files, max_pods=50)
     assert len(trace) == 50
     assert trace.departs
     assert trace.arrival_s[1] == 427061.0  # openb-pod-0001 creation_time
     assert trace.duration_s[0] == 12537496.0  # deletion - scheduled of openb-pod-0000
     assert trace.pods[0].qos_class == "prod"  # LS
-    inflated = openb_workload(nodes, pods, inflate=1.3, rng=np.random.default_rng(42))
+    inflated = fgd_workload(files, 1.3, np.random.default_rng(42))
     assert not inflated.departs
     assert inflated.arrival_s.tolist() == list(range(len(inflated)))
     total = sum(p.gpu_milli for p in inflated.pods)
@@ -629,8 +631,9 @@ def test_contention_mode_keeps_the_fgd_draws_and_gives_trace_lifetimes() -> None
     each pod running deletion − scheduled of its trace row (clones: of their source row)."""
     nodes = DATA / "openb_node_list_gpu_node.csv"
     pods = DATA / "openb_pod_list_default.csv"
-    fgd = openb_workload(nodes, pods, inflate=0.05, rng=np.random.default_rng(7), max_pods=400)
-    cont = contended_workload(nodes, pods, 0.05, np.random.default_rng(7), max_pods=400)
+    files = read_openb_trace(nodes, pods)
+    fgd = fgd_workload(files, 0.05, np.random.default_rng(7), max_pods=400)
+    cont = contended_workload(files, 0.05, np.random.default_rng(7), max_pods=400)
     assert [p.uid for p in cont.pods] == [p.uid for p in fgd.pods]
     assert cont.description["mode"] == "fgd-inflation-with-departures"
     assert cont.description["interarrival_s"] == 0.05 == CONTENDED_INTERARRIVAL_S
@@ -643,34 +646,31 @@ def test_contention_mode_keeps_the_fgd_draws_and_gives_trace_lifetimes() -> None
         row = rows[pod.name.split("-clone-")[0]]
         started = row["scheduled_time"] or row["creation_time"]
         assert duration == max(float(row["deletion_time"]) - float(started), 1.0), pod.name
-    same = openb_workload(
-        nodes, pods, inflate=0.05, rng=np.random.default_rng(7), max_pods=400, departures=True,
-        interarrival_s=0.05,
-    )  # fmt: skip
+    same = contended_workload(files, 0.05, np.random.default_rng(7), max_pods=400, interarrival_s=0.05)
     assert np.array_equal(same.duration_s, cont.duration_s)
     assert np.array_equal(same.arrival_s, cont.arrival_s)
-    slow = openb_workload(
-        nodes, pods, inflate=0.05, rng=np.random.default_rng(7), max_pods=40, interarrival_s=2.5
-    )
+    slow = fgd_workload(files, 0.05, np.random.default_rng(7), max_pods=40, interarrival_s=2.5)
     assert slow.arrival_s[:3].tolist() == [0.0, 2.5, 5.0]
     assert not slow.departs
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("build", "gap"),
     [
-        ({"departures": True}, "apply to an inflated workload"),
-        ({"interarrival_s": 0.5}, "apply to an inflated workload"),
-        ({"inflate": 0.05, "interarrival_s": 0.0}, "interarrival_s must be a number > 0"),
-        ({"inflate": 0.05, "interarrival_s": float("nan")}, "interarrival_s must be a number > 0"),
+        (fgd_workload, 0.0),
+        (fgd_workload, float("nan")),
+        (contended_workload, 0.0),
+        (contended_workload, float("nan")),
     ],
-    ids=["departures-without-inflate", "gap-without-inflate", "zero-gap", "nan-gap"],
+    ids=["fgd-zero-gap", "fgd-nan-gap", "contended-zero-gap", "contended-nan-gap"],
 )
-@needs_data
-def test_openb_workload_rejects_contention_options_out_of_place(kwargs: dict, message: str) -> None:
-    kwargs.setdefault("rng", np.random.default_rng(0))
-    with pytest.raises(ValueError, match=message):
-        openb_workload(DATA / "openb_node_list_gpu_node.csv", DATA / "openb_pod_list_default.csv", **kwargs)
+def test_inflated_workloads_reject_a_bad_gap(build: Any, gap: float) -> None:
+    """(Options out of place — departures or a gap without inflation — cannot be expressed here:
+    one function per mode. The CLI's mapping of flags to modes rejects them:
+    tests/extender/test_trace_files.py.)"""
+    files = OpenbTrace(nodes=(), pods=())
+    with pytest.raises(ValueError, match="interarrival_s must be a number > 0"):
+        build(files, 0.05, np.random.default_rng(0), interarrival_s=gap)
 
 
 def test_rate_scale_multiplies_rates() -> None:
