@@ -1,0 +1,133 @@
+r"""The online mirror-ascent update of INFIDA and its step size (the paper's Algorithm 1, Theorem).
+
+Algorithm (one step per window ``t``, every node on its own block):
+
+1. :math:`g_t \in \partial_y G(r_t, y_t)` from the requests the node saw (:mod:`.gain`),
+2. mirror step with :math:`\Phi(y) = \sum_i s_i y_i \log y_i` (weighted negative entropy):
+   :math:`\nabla\Phi(\hat y) = \nabla\Phi(y_t) + \eta g_t`, i.e.
+   :math:`\hat y_i = y_{t,i}\, e^{\eta g_{t,i} / s_i}` (multiplicative weights per MiB),
+3. :math:`y_{t+1} = \Pi^\Phi_{\mathcal{Y}}(\hat y)` (:mod:`.projection`),
+4. :math:`x_{t+1} \sim \text{DepRound}(y_{t+1})` (:mod:`.rounding`).
+
+Start: :math:`y_1 = \arg\min_{\mathcal{Y}} \Phi`. Stationarity gives one value for all slots of a
+node, :math:`y_{1} = \min\{1/e,\ b_v / \sum_{i \in v} s_i\}`.
+
+Regret bound and step size
+--------------------------
+Write ``u_i = s_i y_i`` (memory). In ``u``, Φ is the negative entropy up to a linear term, and on
+:math:`\{u \ge 0, \sum_{i\in v} u_i \le b_v\}` it is :math:`1/b_v`-strongly convex in
+:math:`\|u_v\|_1` (Pinsker); over all nodes, by Cauchy–Schwarz, it is
+:math:`\sigma = 1/\|b\|_1`-strongly convex in :math:`\|u\|_1 = \sum_i s_i |y_i|`, whose dual norm
+is :math:`\|g\|_* = \max_i |g_i| / s_i` (gain per MiB). The standard online-mirror-descent bound
+(Bubeck, *Convex Optimization: Algorithms and Complexity*, Thm 4.2; the form INFIDA's regret
+theorem instantiates) gives, for any fixed fractional allocation :math:`y^*`,
+
+.. math::
+
+    \sum_{t=1}^T G(r_t, y^*) - G(r_t, y_t)
+    \le \frac{D}{\eta} + \frac{\eta}{2\sigma} \sum_t \|g_t\|_*^2
+    \le \frac{D}{\eta} + \frac{\eta}{2} \|b\|_1 L^2 T,
+
+with :math:`L \ge \|g_t\|_*` and :math:`D \ge D_\Phi(y^*, y_1)`. Because :math:`y_1` minimises Φ
+on :math:`\mathcal Y` and :math:`\Phi \le 0` on :math:`[0,1]`,
+:math:`D_\Phi(y^*, y_1) \le \Phi(y^*) - \Phi(y_1) \le -\Phi(y_1) =: D`. The step size
+
+.. math:: \eta^* = \frac{1}{L}\sqrt{\frac{2D}{\|b\|_1 T}}
+    \quad\text{gives}\quad \text{Regret}_T \le L \sqrt{2 D \|b\|_1 T} = O(\sqrt{T}),
+
+the paper's :math:`O(\sqrt T)` regret for the fractional allocation (with ``D`` of order
+:math:`\|b\|_1 \log(\cdot)`: its :math:`\|b\|_1 L \sqrt{2 \log(\cdot)\, T}` form). The integral
+allocation drawn by DepRound then has expected gain at least :math:`(1 - 1/e)` of
+:math:`G(r_t, y_t)`, so its :math:`(1-1/e)`-regret is :math:`O(\sqrt T)` too (the paper's
+theorem on the integral allocation).
+
+The gradient bound ``L``: a slot's supergradient component is at most
+:math:`\Delta_{\max} \min\{l_i, R\}` where :math:`\Delta_{\max}` is the largest cost gap to the
+repository and ``R`` the most requests of a window (:func:`gradient_bound_per_mib`): both are
+stated a priori in the configuration (the theorem needs them known in advance).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from qosched.policies.infida.catalog import Catalog
+from qosched.policies.infida.projection import project_allocation
+
+__all__ = [
+    "StepSize",
+    "gradient_bound_per_mib",
+    "initial_allocation",
+    "mirror_ascent_step",
+    "mirror_diameter",
+    "negative_entropy",
+    "step_size",
+]
+
+#: Smallest value kept in y before taking its log (an entry at exactly 0 could never recover).
+Y_FLOOR = 1e-300
+
+
+def initial_allocation(catalog: Catalog) -> np.ndarray:
+    """:math:`y_1 = \\arg\\min_{\\mathcal Y} \\Phi`: ``min(1/e, b_v / Σ_{i∈v} s_i)`` on every slot."""
+    total = np.bincount(catalog.node_of, weights=catalog.sizes_mib, minlength=len(catalog.nodes))
+    per_node = np.minimum(1.0 / math.e, catalog.budgets_mib / np.where(total > 0, total, 1.0))
+    return per_node[catalog.node_of].astype(float)
+
+
+def negative_entropy(y: np.ndarray, sizes_mib: np.ndarray) -> float:
+    """:math:`\\Phi(y) = \\sum_i s_i y_i \\log y_i` (``0 log 0 = 0``)."""
+    y = np.asarray(y, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.sum(np.where(y > 0, sizes_mib * y * np.log(y), 0.0)))
+
+
+def mirror_diameter(catalog: Catalog) -> float:
+    """:math:`D = -\\Phi(y_1)`, a bound of :math:`D_\\Phi(y^*, y_1)` over the feasible set."""
+    return -negative_entropy(initial_allocation(catalog), catalog.sizes_mib)
+
+
+def gradient_bound_per_mib(
+    catalog: Catalog, max_gap_ms: float, max_requests: float, window_s: float
+) -> float:
+    """``L``: :math:`\\max_i \\Delta_{\\max} \\min\\{\\text{capacity}_i \\cdot W, R\\} / s_i`."""
+    if catalog.n_slots == 0:
+        return 0.0
+    reach = np.minimum(catalog.capacity_rps * window_s, max_requests)
+    return float(np.max(max_gap_ms * reach / catalog.sizes_mib))
+
+
+@dataclass(frozen=True, slots=True)
+class StepSize:
+    """η* of the module docstring and the regret bound it guarantees."""
+
+    eta: float
+    regret_bound: float
+    diameter: float
+    budget_total_mib: float
+    gradient_bound_per_mib: float
+    horizon: int
+
+
+def step_size(catalog: Catalog, grad_bound_per_mib: float, horizon: int) -> StepSize:
+    """:math:`\\eta^* = \\frac{1}{L}\\sqrt{2D/(\\|b\\|_1 T)}`, regret ≤ :math:`L\\sqrt{2D\\|b\\|_1 T}`."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1 window, got {horizon}")
+    d = mirror_diameter(catalog)
+    b1 = float(catalog.budgets_mib.sum())
+    if grad_bound_per_mib <= 0 or d <= 0 or b1 <= 0:
+        return StepSize(0.0, 0.0, d, b1, grad_bound_per_mib, horizon)
+    eta = math.sqrt(2.0 * d / (b1 * horizon)) / grad_bound_per_mib
+    bound = grad_bound_per_mib * math.sqrt(2.0 * d * b1 * horizon)
+    return StepSize(eta, bound, d, b1, grad_bound_per_mib, horizon)
+
+
+def mirror_ascent_step(y: np.ndarray, g: np.ndarray, eta: float, catalog: Catalog) -> np.ndarray:
+    """Steps 2–3: ``ŷ = y·exp(η g / s)`` then the Bregman projection (computed on ``log ŷ``)."""
+    log_yhat = (
+        np.log(np.maximum(np.asarray(y, dtype=float), Y_FLOOR)) + eta * np.asarray(g) / catalog.sizes_mib
+    )
+    return project_allocation(log_yhat, catalog)
