@@ -10,13 +10,16 @@ extender's own CPU:
 * ``slim``           :func:`qosched.extender.kube.watch.slim_pod` over every pod, and the memory the
                      kept pods take, slim vs full (tracemalloc).
 * ``replace_all``    the first sync: parse every node and pod, rebuild the accounts.
-* ``replace_pods`` / ``replace_nodes``  a relist of one resource, with the time the cache lock
-                     is held (decisions wait that long).
+* ``replace_pods`` / ``replace_nodes``  a relist of one resource, with the longest time the
+                     cache lock is held (decisions wait that long), measured with
+                     ``qosched.extender.kube.cache.TimedLock``, against the baseline measured in
+                     the same run: the same rebuild done under the lock, as before issue 12
+                     (the index is now built outside the lock and swapped in).
 * ``gc``             one full collection with the cache alive, before and after ``gc.freeze()``
                      (what ``LiveCluster`` does after each list): the pause a decision can hit.
 * ``apply_pod``      one MODIFIED event of a running pod (parse + account), per event.
 
-Run: ``.venv/bin/python benchmarks/bench_cache_sync.py [--nodes 5000] [--pods 50000]``
+Run: ``.venv/bin/python benchmarks/bench_cache_sync.py [--nodes 5000] [--pods 50000] [--relist-only]``
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import gc
 import json
 import random
 import sys
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -38,23 +40,6 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the pod/node builders live in tests/kubefake
     sys.path.insert(0, str(ROOT))
-
-
-class _TimedLock:
-    """Drop-in for the cache lock that records the longest hold [s]."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.longest_s = 0.0
-        self._t0 = 0.0
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-        self._t0 = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.longest_s = max(self.longest_s, time.perf_counter() - self._t0)
-        self._lock.release()
 
 
 class _Page:
@@ -109,7 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--pods", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--relist-only", action="store_true", help="only the relist lock figures")
     args = parser.parse_args(argv)
+    if args.relist_only:
+        _relist_figures(args)
+        return
 
     from kubernetes import client
 
@@ -172,12 +161,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cache = ClusterCache(lookup, device_memory)
     t_all, _ = _timed(lambda: cache.replace_all(nodes, slim))
-    lock = _TimedLock()
-    cache.lock = lock  # type: ignore[assignment]
-    t_pods, _ = _timed(lambda: cache.replace_pods(slim))
-    hold_pods, lock.longest_s = lock.longest_s, 0.0
-    t_nodes, _ = _timed(lambda: cache.replace_nodes(nodes))
-    hold_nodes, lock.longest_s = lock.longest_s, 0.0
+    relist = _relist_holds(cache, nodes, slim)
     parsed.clear()
     parsed_items = []
     pages = []
@@ -206,10 +190,63 @@ def main(argv: list[str] | None = None) -> None:
         f"ratio {t_list[False] / t_list[True]:5.2f}"
     )
     print(f"replace_all   {t_all:6.2f} s  (first sync: parse + account every object)")
-    print(f"replace_pods  {t_pods:6.2f} s  lock held {hold_pods:6.2f} s")
-    print(f"replace_nodes {t_nodes:6.2f} s  lock held {hold_nodes:6.2f} s")
+    _print_relist(relist)
     print(f"full gc.collect() {t_collect * 1e3:7.1f} ms   after gc.freeze() {t_collect_frozen * 1e3:7.1f} ms")
     print(f"apply_pod     {t_events / n_events * 1e6:6.1f} µs per MODIFIED event")
+
+
+def _relist_holds(cache: Any, nodes: list[Any], slim: list[Any]) -> dict[str, tuple[float, float, float]]:
+    """Per relist: (wall s, longest lock hold s now, lock hold s of the baseline under the lock)."""
+    from qosched.extender.kube.cache import TimedLock
+
+    lock = TimedLock()
+    cache.lock = lock
+    out: dict[str, tuple[float, float, float]] = {}
+    t_pods, _ = _timed(lambda: cache.replace_pods(slim))
+    hold_pods = lock.max_hold_s
+    parsed = [(obj, cache._demand(obj)) for obj in slim]
+    lock.reset()
+    with lock:  # baseline: the body of replace_pods before issue 12, all under the lock
+        assumed = cache._assumed_allocations_locked()
+        cache._reset_state_locked(list(cache._nodes.values()))
+        cache._set_pods_locked(parsed, assumed)
+    out["replace_pods"] = (t_pods, hold_pods, lock.max_hold_s)
+    lock.reset()
+    t_nodes, _ = _timed(lambda: cache.replace_nodes(nodes))
+    hold_nodes = lock.max_hold_s
+    views = cache._node_views(nodes)
+    lock.reset()
+    with lock:  # baseline: replace_nodes before issue 12
+        allocs = list(cache.state.allocations())
+        cache._reset_state_locked(views)
+        for alloc in allocs:
+            cache._add_locked(alloc, strict=False)
+    out["replace_nodes"] = (t_nodes, hold_nodes, lock.max_hold_s)
+    return out
+
+
+def _print_relist(relist: dict[str, tuple[float, float, float]]) -> None:
+    for name, (wall_s, hold_s, base_s) in relist.items():
+        print(
+            f"{name:13s} {wall_s:6.2f} s  longest lock hold {hold_s * 1e3:8.2f} ms   "
+            f"baseline (rebuilt under the lock) {base_s * 1e3:8.1f} ms   ratio {base_s / hold_s:7.1f}"
+        )
+
+
+def _relist_figures(args: argparse.Namespace) -> None:
+    from qosched.extender.kube.cache import ClusterCache
+    from qosched.extender.kube.watch import slim_pod
+    from qosched.policies.profile_lookup import lookup_from_profiles
+    from qosched.profiles.store import ProfileStore
+
+    lookup, device_memory = lookup_from_profiles(ProfileStore(directories=[]).current())
+    nodes, pods = _cluster(args.nodes, args.pods, args.seed)
+    slim = [slim_pod(p) for p in pods]
+    del pods
+    cache = ClusterCache(lookup, device_memory)
+    t_all, _ = _timed(lambda: cache.replace_all(nodes, slim))
+    print(f"{args.nodes} nodes, {args.pods} pods; replace_all {t_all:.2f} s")
+    _print_relist(_relist_holds(cache, nodes, slim))
 
 
 if __name__ == "__main__":
