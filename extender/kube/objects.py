@@ -43,6 +43,11 @@ A_DEVICE = PREFIX + "device"
 A_PREDICTED_LATENCY_MS = PREFIX + "predicted-latency-ms"
 A_POLICY = PREFIX + "policy"
 A_VARIANT = PREFIX + "variant"
+# Bind annotations the device layer reads (issue 15; README contract section): the share of each
+# device in ``qosched.io/device`` in 1/100 GPU (= the device plugin's units = MPS active-thread
+# percentage) and, on MPS nodes only, the pinned device-memory limit per device [MiB].
+A_GPU_SHARE_PCT = PREFIX + "gpu-share-pct"
+A_GPU_MEMORY_LIMIT_MIB = PREFIX + "gpu-memory-limit-mib"
 # What-if replay annotations (contract §3, snapshot file).
 A_ARRIVAL_S = PREFIX + "arrival-s"
 A_DURATION_S = PREFIX + "duration-s"
@@ -53,6 +58,14 @@ L_SHARING = PREFIX + "sharing"
 L_TIER = PREFIX + "tier"
 
 GPU_RESOURCE = "nvidia.com/gpu"
+#: The device plugin's extended resource: one unit is 1/100 of one GPU (or MIG instance).
+GPU_SHARE_RESOURCE = PREFIX + "gpu-share"
+GPU_SHARE_UNITS_PER_DEVICE = 100
+#: MPS memory limit = profile memory x (1 + frac) + fixed [MiB]: the fraction covers allocator
+#: fragmentation and batch-size variation, the fixed part the CUDA context (300-500 MiB on
+#: recent GPUs) the profile's model memory does not include.
+MPS_MEMORY_MARGIN_FRAC = 0.10
+MPS_MEMORY_MARGIN_MIB = 512
 MIB = 1024 * 1024
 #: Refuse numbers no real pod asks for (a typo of several orders of magnitude).
 MAX_RATE_RPS = 1e6
@@ -190,6 +203,65 @@ def pod_demand(pod: Mapping[str, Any], class_of: ClassMapper = default_class_of)
     )
 
 
+def checked_demand(pod: Mapping[str, Any], class_of: ClassMapper = default_class_of) -> PodDemand:
+    """``pod_demand`` with a malformed spec reported as ``DemandError`` too: the one validation of
+    a pod's qosched request, used by the extender's verbs and by the admission webhook.
+
+    A spec of the wrong shape (``containers: "x"``, ``requests: [1]``) makes the parser fail with
+    a ``TypeError`` or ``AttributeError``; that is the pod's fault ("invalid request"), not an
+    internal error.
+    """
+    try:
+        return pod_demand(pod, class_of)
+    except DemandError:
+        raise
+    except (TypeError, AttributeError, ValueError, ArithmeticError) as err:
+        raise DemandError(f"pod spec is malformed ({type(err).__name__}: {err})") from None
+
+
+def invalid_request_message(err: Exception) -> str:
+    """What the extender (filter/bind) and the webhook (denial) say about an invalid request."""
+    return f"qosched: invalid request: {err}"
+
+
+def share_pct_per_device(gpu_milli: int) -> int:
+    """Share of each occupied device in 1/100 GPU: ceil(min(milli, 1000) / 10); 0 without GPU.
+
+    Rounded up so a pod never gets less than it asked for (125 milli -> 13 %).
+    """
+    if gpu_milli <= 0:
+        return 0
+    per_device = min(gpu_milli, GPU_MILLI_PER_DEVICE)
+    return -(-per_device * GPU_SHARE_UNITS_PER_DEVICE // GPU_MILLI_PER_DEVICE)
+
+
+def gpu_share_units(gpu_milli: int) -> int:
+    """Units of :data:`GPU_SHARE_RESOURCE` a pod requests: devices x share per device."""
+    if gpu_milli <= 0:
+        return 0
+    devices = max(1, gpu_milli // GPU_MILLI_PER_DEVICE)
+    return devices * share_pct_per_device(gpu_milli)
+
+
+def mps_memory_limit_mib(profile_memory_mib: float) -> int:
+    """Pinned device-memory limit on MPS nodes [MiB]:
+    ceil(memory x (1 + MPS_MEMORY_MARGIN_FRAC) + MPS_MEMORY_MARGIN_MIB)."""
+    return math.ceil(profile_memory_mib * (1.0 + MPS_MEMORY_MARGIN_FRAC) + MPS_MEMORY_MARGIN_MIB)
+
+
+def device_layer_annotations(view: NodeView, gpu_milli: int, model_memory_mib: float) -> dict[str, str]:
+    """Bind annotations the device layer reads, besides ``qosched.io/device``: the share per
+    device (:data:`A_GPU_SHARE_PCT`) for GPU pods and, on MPS nodes with a known model memory,
+    the pinned memory limit (:data:`A_GPU_MEMORY_LIMIT_MIB`, :func:`mps_memory_limit_mib`)."""
+    out: dict[str, str] = {}
+    pct = share_pct_per_device(gpu_milli)
+    if pct:
+        out[A_GPU_SHARE_PCT] = str(pct)
+        if view.sharing == "mps" and model_memory_mib > 0:
+            out[A_GPU_MEMORY_LIMIT_MIB] = str(mps_memory_limit_mib(model_memory_mib))
+    return out
+
+
 def _ready(node: Mapping[str, Any]) -> bool:
     status = node.get("status") if isinstance(node.get("status"), Mapping) else {}
     assert isinstance(status, Mapping)
@@ -295,3 +367,52 @@ def split_list(
                 nodes += n
                 pods += p
     return nodes, pods
+
+
+# Second-wave names (contract §4): online tier/variant learning (issue 13) and INFIDA (issue 14).
+A_RTT_MS = PREFIX + "rtt-ms"
+A_BANDWIDTH_MBPS = PREFIX + "bandwidth-mbps"
+A_INPUT_KB = PREFIX + "input-kb"
+A_SERVICE = PREFIX + "service"
+A_ROUTE = PREFIX + "route"
+L_APP_NAME = "app.kubernetes.io/name"
+#: Largest link figures accepted (a typo of several orders of magnitude is refused).
+MAX_RTT_MS = 1e6
+MAX_BANDWIDTH_MBPS = 1e7
+MAX_INPUT_KB = 1e7
+
+
+def node_link(node: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """``(rtt_ms, bandwidth_mbps)`` of a node from ``qosched.io/rtt-ms`` / ``qosched.io/bandwidth-mbps``.
+
+    Read from the annotations, else the labels; None where absent. Raises ``ValueError`` naming
+    the node and the key (RTT must be >= 0, bandwidth > 0).
+    """
+    merged = {**labels_of(node), **annotations_of(node)}
+    name = _meta(node).get("name")
+    try:
+        rtt = _float(merged, A_RTT_MS, lo=0.0, hi=MAX_RTT_MS)
+        bandwidth = _float(merged, A_BANDWIDTH_MBPS, lo=1e-9, hi=MAX_BANDWIDTH_MBPS)
+    except DemandError as err:
+        raise ValueError(f"node {name}: {err}") from None
+    return rtt, bandwidth
+
+
+def pod_service(pod: Mapping[str, Any]) -> str | None:
+    """The service a pod serves: ``qosched.io/service``, else its ``app.kubernetes.io/name`` label."""
+    name = (
+        str(annotations_of(pod).get(A_SERVICE) or "").strip()
+        or str(labels_of(pod).get(L_APP_NAME) or "").strip()
+    )
+    return name or None
+
+
+def pod_input_kb(pod: Mapping[str, Any]) -> float | None:
+    """Request payload of the pod's service [kB] (``qosched.io/input-kb``), None when absent."""
+    return _float(annotations_of(pod), A_INPUT_KB, lo=0.0, hi=MAX_INPUT_KB)
+
+
+def pod_route(pod: Mapping[str, Any]) -> str | None:
+    """The HTTPRoute the learner may re-weight (``qosched.io/route``: ``name`` or ``namespace/name``)."""
+    raw = str(annotations_of(pod).get(A_ROUTE) or "").strip()
+    return raw or None

@@ -32,9 +32,11 @@ from qosched.extender.kube.objects import (
     A_VARIANT,
     ClassMapper,
     annotations_of,
+    checked_demand,
     default_class_of,
+    device_layer_annotations,
+    invalid_request_message,
     is_managed,
-    pod_demand,
 )
 from qosched.extender.server.preempt_inputs import decide_preemption
 from qosched.policies.placement.base import (
@@ -257,12 +259,7 @@ class Runtime:
         ``AttributeError``, which is the pod's fault, not the extender's: it becomes a reason on
         every node ("invalid request"), not an internal error.
         """
-        try:
-            return pod_demand(pod, self.class_of)
-        except DemandError:
-            raise
-        except (TypeError, AttributeError, ValueError, ArithmeticError) as err:
-            raise DemandError(f"pod spec is malformed ({type(err).__name__}: {err})") from None
+        return checked_demand(pod, self.class_of)
 
     # ------------------------------------------------------------------ filter
     def filter(self, pod: Mapping[str, Any], names: Sequence[str]) -> FilterOutcome:
@@ -273,7 +270,7 @@ class Runtime:
             demand = self.demand_of(pod)
         except DemandError as err:
             self.observer.decision("filter", "invalid")
-            msg = f"qosched: invalid request: {err}"
+            msg = invalid_request_message(err)
             return FilterOutcome(kept=[], failed={}, unresolvable=dict.fromkeys(names, msg))
         evaluation, rows, _ = self._evaluate(demand, names, "filter")
         # Vectorised: one reason code per name, then C-level compress/fromkeys per distinct
@@ -374,7 +371,7 @@ class Runtime:
         try:
             demand = decision.demand if decision is not None else self.demand_of(pod or {})
         except DemandError as err:
-            return BindOutcome(error=f"qosched: invalid request: {err}")
+            return BindOutcome(error=invalid_request_message(err))
         # Decide and reserve under one hold of the cache lock: two binds of different pods
         # racing for the same node see each other's reservation (no double booking, no SLO
         # check made on a state that changed before the reservation).
@@ -456,6 +453,10 @@ class Runtime:
         annotations = {A_POLICY: evaluation.policy or self.policy.name}
         if devices:
             annotations[A_DEVICE] = ",".join(str(d) for d in devices)
+            view = state.node_views[row]
+            params = state.service_params(view.accelerator, variant)
+            memory_mib = params.memory_mib if params is not None else 0.0
+            annotations.update(device_layer_annotations(view, demand.gpu_milli, memory_mib))
         latency = float(evaluation.latency_ms[pos])
         if np.isfinite(latency):
             annotations[A_PREDICTED_LATENCY_MS] = f"{latency:.3f}"

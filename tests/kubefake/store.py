@@ -126,6 +126,21 @@ EVENTS_V1 = ResourceType(
     "events.k8s.io", "v1", "events", "Event", namespaced=True, extra_fields=("reason", "type")
 )
 
+MUTATING_WEBHOOKS = ResourceType(
+    "admissionregistration.k8s.io",
+    "v1",
+    "mutatingwebhookconfigurations",
+    "MutatingWebhookConfiguration",
+    namespaced=False,
+)
+VALIDATING_WEBHOOKS = ResourceType(
+    "admissionregistration.k8s.io",
+    "v1",
+    "validatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration",
+    namespaced=False,
+)
+
 RESOURCES: tuple[ResourceType, ...] = (
     PODS,
     NODES,
@@ -135,6 +150,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     NAMESPACES,
     LEASES,
     EVENTS_V1,
+    MUTATING_WEBHOOKS,
+    VALIDATING_WEBHOOKS,
 )
 
 
