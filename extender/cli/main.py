@@ -21,6 +21,7 @@ from qosched.extender.cli.demo import demo  # noqa: E402
 from qosched.extender.cli.predict import predict  # noqa: E402
 from qosched.extender.cli.profile import profile  # noqa: E402
 from qosched.extender.cli.serve import serve  # noqa: E402
+from qosched.extender.cli.validate_latency import validate_latency  # noqa: E402
 from qosched.extender.cli.webhook import webhook  # noqa: E402
 from qosched.extender.cli.whatif import whatif  # noqa: E402
 
@@ -30,6 +31,7 @@ main.add_command(profile)
 main.add_command(predict)
 main.add_command(controller)
 main.add_command(whatif)
+main.add_command(validate_latency)
 main.add_command(webhook)
 
 if __name__ == "__main__":

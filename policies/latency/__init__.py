@@ -7,5 +7,6 @@
 - :mod:`.tail`        percentile latency (for ``qosched.io/slo-percentile``);
 - :mod:`.colocation_rule` the placement feasibility rule (memory, utilisation, front end, SLOs);
 - :mod:`.calibration` least-squares fit of the contention terms, MAPE, holdout;
-- :mod:`.validation`  the models against the Ibis measurements in ``shared/data/ibis``.
+- :mod:`.validation`  the maths of checking the models against the Ibis measurements (the tool
+  that reads ``shared/data/ibis`` is ``qosched validate-latency``).
 """

@@ -1,4 +1,8 @@
-r"""The latency models against real measurements: the Ibis edge-TPU and Jetson data.
+r"""The latency models against real measurements: the maths of the Ibis validation (pure).
+
+The functions here take the measurements as parsed rows and return reports; they read no file.
+The tool that reads ``shared/data/ibis`` and prints every table is
+``qosched validate-latency`` (:mod:`qosched.extender.cli.validate_latency`).
 
 Data (``shared/data/ibis``, see its PROVENANCE.md; copied from umassos/ibis):
 
@@ -32,17 +36,13 @@ Methods compared on the queueing trace (:func:`validate_queueing`):
 
 The measured swap frequency equals the paper's 1 − λᵢ/λ within 0.02 at every level (random
 interleaving holds), see :func:`swap_frequency`.
-
-Run ``python -m qosched.policies.latency.validation`` to print every table.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final, Literal
 
 import numpy as np
@@ -51,11 +51,9 @@ from qosched.policies.latency.calibration import CalibrationRun
 from qosched.policies.latency.sharing import DeviceServices, ModelParams, predict
 
 __all__ = [
-    "EDGETPU_FCFS_CSV",
-    "QUEUEING_CSV",
-    "TRT_PS_CSV",
     "BatchRow",
     "MeasuredProfile",
+    "PaperTable",
     "ServiceSamples",
     "TraceLevel",
     "ValidationReport",
@@ -63,10 +61,9 @@ __all__ = [
     "batch_check",
     "calibration_runs",
     "fcfs_batch_completion_ms",
-    "ibis_dir",
-    "load_batch_csv",
-    "load_queueing_trace",
     "measure_profile",
+    "parse_batch_csv",
+    "parse_queueing_trace",
     "predict_level",
     "ps_batch_completion_ms",
     "reconstruct_services",
@@ -74,11 +71,10 @@ __all__ = [
     "validate_queueing",
 ]
 
-QUEUEING_CSV: Final = "queueing_validation/queuing_tpu_inception_v3Xssd_mobilenet_v2.csv"
-EDGETPU_FCFS_CSV: Final = "edgetpu_fcfs_validation.csv"
-TRT_PS_CSV: Final = "trt_ps_validation.csv"
-#: Accelerator key of the bundled profiles the ``paper`` methods read S and O from.
-EDGETPU: Final = "edgetpu"
+#: (S, O) per model [ms]: the profile's mean service time and swap overhead, what the
+#: ``paper`` and ``bernoulli`` methods predict with (the tool reads them from the bundled
+#: ``edgetpu`` profiles).
+PaperTable = Mapping[str, tuple[float, float]]
 
 Measure = Literal["response", "device"]
 Rates = Literal["nominal", "realized"]
@@ -93,26 +89,6 @@ _QUEUEING_COLUMNS: Final = (
     "tpu_submit_time",
     "tpu_end_time",
 )
-
-
-def ibis_dir() -> Path:
-    """``shared/data/ibis``: ``$QOSCHED_SHARED_DIR/data/ibis``, else ``shared/`` in or beside the repo.
-
-    Raises
-    ------
-    FileNotFoundError
-        Naming every place looked at.
-    """
-    repo = Path(__file__).resolve().parents[2]
-    candidates = []
-    if env := os.environ.get("QOSCHED_SHARED_DIR"):
-        candidates.append(Path(env))
-    candidates += [repo / "shared", repo.parent / "shared"]
-    for shared in candidates:
-        if (shared / "data" / "ibis").is_dir():
-            return shared / "data" / "ibis"
-    looked = ", ".join(str(c / "data" / "ibis") for c in candidates)
-    raise FileNotFoundError(f"Ibis data not found; looked in {looked} (set QOSCHED_SHARED_DIR)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -176,13 +152,15 @@ def _float(row: Mapping[str, str], column: str, where: str) -> float:
     return value
 
 
-def load_queueing_trace(path: str | Path | None = None) -> tuple[TraceLevel, ...]:
-    """Read the queueing trace into one :class:`TraceLevel` per ``vary_rho``, sorted by level.
+def parse_queueing_trace(lines: Iterable[str], file: str) -> tuple[TraceLevel, ...]:
+    """Parse the queueing trace into one :class:`TraceLevel` per ``vary_rho``, sorted by level.
 
     Parameters
     ----------
-    path : path, optional
-        The CSV (default: :data:`QUEUEING_CSV` under :func:`ibis_dir`).
+    lines : iterable of str
+        The CSV's lines, header first.
+    file : str
+        Its name in error messages.
 
     Raises
     ------
@@ -190,31 +168,29 @@ def load_queueing_trace(path: str | Path | None = None) -> tuple[TraceLevel, ...
         A missing column, a non-numeric value, or an ``input_rate`` that changes within a level
         (the message names the file and line).
     """
-    file = Path(path) if path is not None else ibis_dir() / QUEUEING_CSV
     groups: dict[float, dict[str, list]] = {}
     rate_of: dict[tuple[float, str], float] = {}
     model_order: list[str] = []
-    with file.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in _QUEUEING_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(f"{file}: missing column(s) {', '.join(missing)}")
-        for line, row in enumerate(reader, start=2):
-            where = f"{file}:{line}"
-            model = row["model"]
-            if not model:
-                raise ValueError(f"{where}: empty model")
-            level = _float(row, "vary_rho", where)
-            rate = _float(row, "input_rate", where)
-            if rate_of.setdefault((level, model), rate) != rate:
-                raise ValueError(f"{where}: input_rate of {model} changes within vary_rho={level}")
-            if model not in model_order:
-                model_order.append(model)
-            g = groups.setdefault(level, {"model": [], "t": []})
-            g["model"].append(model)
-            g["t"].append(
-                [_float(row, c, where) for c in ("start_time", "end_time", "tpu_submit_time", "tpu_end_time")]
-            )
+    reader = csv.DictReader(lines)
+    missing = [c for c in _QUEUEING_COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+        raise ValueError(f"{file}: missing column(s) {', '.join(missing)}")
+    for line, row in enumerate(reader, start=2):
+        where = f"{file}:{line}"
+        model = row["model"]
+        if not model:
+            raise ValueError(f"{where}: empty model")
+        level = _float(row, "vary_rho", where)
+        rate = _float(row, "input_rate", where)
+        if rate_of.setdefault((level, model), rate) != rate:
+            raise ValueError(f"{where}: input_rate of {model} changes within vary_rho={level}")
+        if model not in model_order:
+            model_order.append(model)
+        g = groups.setdefault(level, {"model": [], "t": []})
+        g["model"].append(model)
+        g["t"].append(
+            [_float(row, c, where) for c in ("start_time", "end_time", "tpu_submit_time", "tpu_end_time")]
+        )
     models = tuple(model_order)
     levels = []
     for level in sorted(groups):
@@ -423,32 +399,29 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def _paper_parameters(models: Sequence[str], table: Mapping[str, tuple[float, float]] | None) -> np.ndarray:
-    """(M, 2) array of (S, O) per model: from ``table`` or the bundled edge-TPU profiles."""
-    if table is None:
-        from qosched.profiles.store import bundled_profiles  # data lookup, only for this check
-
-        profiles = bundled_profiles()
-        table = {
-            m: (profiles.get(EDGETPU, m).service_time.mean_ms, profiles.get(EDGETPU, m).swap_overhead_ms)
-            for m in models
-        }
+def _paper_parameters(models: Sequence[str], table: PaperTable) -> np.ndarray:
+    """(M, 2) array of (S, O) per model from ``table``."""
+    missing = [m for m in models if m not in table]
+    if missing:
+        raise ValueError(f"paper_table: no (S, O) for model(s) {', '.join(missing)}")
     return np.array([table[m] for m in models], dtype=float)
 
 
 def validate_queueing(
+    levels: Sequence[TraceLevel],
     method: Method = "measured",
     *,
     measure: Measure = "response",
     rates: Rates = "nominal",
     train_levels: Sequence[float] | None = None,
-    path: str | Path | None = None,
-    paper_table: Mapping[str, tuple[float, float]] | None = None,
+    paper_table: PaperTable | None = None,
 ) -> ValidationReport:
     """Compare the edge-TPU model with the measured mean latency of every (level, model).
 
     Parameters
     ----------
+    levels : sequence of TraceLevel
+        The queueing trace (:func:`parse_queueing_trace`).
     method : {"paper", "bernoulli", "measured"}
         See the module docstring.
     measure : {"response", "device"}
@@ -458,16 +431,16 @@ def validate_queueing(
     train_levels : sequence of float, optional
         ``measured`` only: measure on these levels and report the others. Default: leave one
         level out (each level predicted from the other four).
-    path : path, optional
-        The trace (default: the bundled location).
-    paper_table : mapping model → (S, O), optional
-        ``paper``/``bernoulli`` only; default: the bundled ``edgetpu`` profiles.
+    paper_table : mapping model → (S, O)
+        Required by ``paper``/``bernoulli`` (the tool passes the bundled ``edgetpu`` profiles').
     """
-    levels = load_queueing_trace(path)
     models = levels[0].models
+    if method in ("paper", "bernoulli") and paper_table is None:
+        raise ValueError(f"method {method!r} needs a paper_table of (S, O) per model")
     rows: list[ValidationRow] = []
     for level in levels:
         if method in ("paper", "bernoulli"):
+            assert paper_table is not None
             so = _paper_parameters(models, paper_table)
             params = ModelParams(swap_moment="paper" if method == "paper" else "bernoulli")
             predicted = predict_level(level, so[:, 0], so[:, 1], params=params, rates=rates)
@@ -550,29 +523,26 @@ class BatchRow:
     concurrent_ms: float
 
 
-def load_batch_csv(path: str | Path) -> tuple[BatchRow, ...]:
+def parse_batch_csv(lines: Iterable[str], file: str) -> tuple[BatchRow, ...]:
     """Mean response time per model, Sequential and Concurrent, in the file's model order.
 
-    The first request of every (model, process_type) series is dropped: it includes one-off
-    warm-up (e.g. 78 ms instead of 25 ms for Yolo4-tiny's first TensorRT request).
+    ``lines`` are the CSV's lines (header first), ``file`` its name in error messages. The first
+    request of every (model, process_type) series is dropped: it includes one-off warm-up (e.g.
+    78 ms instead of 25 ms for Yolo4-tiny's first TensorRT request).
     """
-    file = Path(path)
     series: dict[tuple[str, str], list[float]] = {}
     order: list[str] = []
-    with file.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        for col in ("model", "process_type", "response_time"):
-            if col not in (reader.fieldnames or ()):
-                raise ValueError(f"{file}: missing column {col}")
-        for line, row in enumerate(reader, start=2):
-            kind = row["process_type"]
-            if kind not in ("Sequential", "Concurrent"):
-                raise ValueError(
-                    f"{file}:{line}: process_type must be Sequential or Concurrent (got {kind!r})"
-                )
-            if row["model"] not in order:
-                order.append(row["model"])
-            series.setdefault((row["model"], kind), []).append(_float(row, "response_time", f"{file}:{line}"))
+    reader = csv.DictReader(lines)
+    for col in ("model", "process_type", "response_time"):
+        if col not in (reader.fieldnames or ()):
+            raise ValueError(f"{file}: missing column {col}")
+    for line, row in enumerate(reader, start=2):
+        kind = row["process_type"]
+        if kind not in ("Sequential", "Concurrent"):
+            raise ValueError(f"{file}:{line}: process_type must be Sequential or Concurrent (got {kind!r})")
+        if row["model"] not in order:
+            order.append(row["model"])
+        series.setdefault((row["model"], kind), []).append(_float(row, "response_time", f"{file}:{line}"))
     rows = []
     for model in order:
         seq, conc = series.get((model, "Sequential")), series.get((model, "Concurrent"))
@@ -582,24 +552,21 @@ def load_batch_csv(path: str | Path) -> tuple[BatchRow, ...]:
     return tuple(rows)
 
 
-def batch_check(kind: Literal["fcfs", "ps"], path: str | Path | None = None) -> ValidationReport:
+def batch_check(kind: Literal["fcfs", "ps"], rows: Sequence[BatchRow]) -> ValidationReport:
     """Predict the concurrent response times from the sequential ones and compare.
 
     ``fcfs`` (edge TPU, ``edgetpu_fcfs_validation.csv``): the five requests of a round are
     submitted together and served FCFS in the file's model order, so each waits for the ones
     before it; the sequential times already contain the swap (consecutive requests are for
     different models). ``ps`` (Jetson Nano, ``trt_ps_validation.csv``): TensorRT contexts share
-    the GPU, modelled as egalitarian processor sharing.
+    the GPU, modelled as egalitarian processor sharing. ``rows``: :func:`parse_batch_csv`.
     """
+    sequential = [r.sequential_ms for r in rows]
     if kind == "fcfs":
-        file = Path(path) if path is not None else ibis_dir() / EDGETPU_FCFS_CSV
-        rows = load_batch_csv(file)
-        predicted = fcfs_batch_completion_ms([r.sequential_ms for r in rows])
+        predicted = fcfs_batch_completion_ms(sequential)
         title = "edge TPU, 5 requests submitted together, FCFS"
     elif kind == "ps":
-        file = Path(path) if path is not None else ibis_dir() / TRT_PS_CSV
-        rows = load_batch_csv(file)
-        predicted = ps_batch_completion_ms([r.sequential_ms for r in rows])
+        predicted = ps_batch_completion_ms(sequential)
         title = "Jetson Nano TensorRT, 3 requests submitted together, processor sharing"
     else:
         raise ValueError(f"kind must be 'fcfs' or 'ps' (got {kind!r})")
@@ -612,39 +579,16 @@ def batch_check(kind: Literal["fcfs", "ps"], path: str | Path | None = None) -> 
     )
 
 
-def main() -> None:  # pragma: no cover - a report printer
-    """Print every validation table (``python -m qosched.policies.latency.validation``)."""
-    for method in ("paper", "bernoulli", "measured"):
-        for measure in ("response", "device"):
-            print(validate_queueing(method, measure=measure).format_table(), end="\n\n")
-    print(validate_queueing("measured", rates="realized").format_table(), end="\n\n")
-    print(validate_queueing("measured", train_levels=(0.1, 0.3, 0.5)).format_table(), end="\n\n")
-    for level in load_queueing_trace():
-        measured, expected = swap_frequency(level)
-        print(
-            f"vary_rho={level.level:g}: swap frequency measured {measured.round(3)}, "
-            f"1 - λi/λ {expected.round(3)}"
-        )
-    print()
-    print(batch_check("fcfs").format_table(), end="\n\n")
-    print(batch_check("ps").format_table())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 def calibration_runs(
+    levels: Sequence[TraceLevel],
+    paper_table: PaperTable,
     *,
     measure: Measure = "response",
     rates: Rates = "nominal",
-    path: str | Path | None = None,
-    paper_table: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[CalibrationRun, ...]:
     """The queueing trace as :class:`~.calibration.CalibrationRun` s (one per level), with the
     profile's S and O (deterministic), for fitting :class:`ModelParams` terms on some levels and
     judging them on the others."""
-    levels = load_queueing_trace(path)
     so = _paper_parameters(levels[0].models, paper_table)
     return tuple(
         CalibrationRun(

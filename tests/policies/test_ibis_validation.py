@@ -1,5 +1,9 @@
 """The latency models against the Ibis measurements (../shared/data/ibis, see its PROVENANCE.md).
 
+The maths is the core's (``qosched.policies.latency.validation``, imported as ``m``); reading
+the files and the bundled profiles is the tool's (``qosched validate-latency``,
+``qosched.extender.cli.validate_latency``, imported as ``v``).
+
 Prints the per-run tables (run pytest with ``-s`` to see them). The bounds asserted are the
 errors measured when this was written plus a small margin (docs/latency-models.md).
 """
@@ -11,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qosched.policies.latency import validation as v
+from qosched.extender.cli import validate_latency as v
+from qosched.policies.latency import validation as m
 from qosched.policies.latency.calibration import holdout, leave_one_out
 from qosched.policies.latency.sharing import DeviceServices, ModelParams, predict
 from qosched.policies.latency.tail import percentile_latency_ms
@@ -20,7 +25,7 @@ SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 
 
 @pytest.fixture(scope="module")
-def levels() -> tuple[v.TraceLevel, ...]:
+def levels() -> tuple[m.TraceLevel, ...]:
     return v.load_queueing_trace()
 
 
@@ -29,7 +34,7 @@ def test_data_is_found_beside_the_repo() -> None:
     assert (v.ibis_dir() / "PROVENANCE.md").is_file()
 
 
-def test_trace_shape(levels: tuple[v.TraceLevel, ...]) -> None:
+def test_trace_shape(levels: tuple[m.TraceLevel, ...]) -> None:
     assert [lv.level for lv in levels] == [0.1, 0.2, 0.3, 0.4, 0.5]
     assert levels[0].models == ("inception_v3", "ssd_mobilenet_v2")
     assert sum(len(lv.model_idx) for lv in levels) == 9706
@@ -71,15 +76,15 @@ def test_measured_on_three_levels_reported_on_the_other_two() -> None:
     assert report.mape <= 0.04
 
 
-def test_swap_frequency_is_random_interleaving(levels: tuple[v.TraceLevel, ...]) -> None:
+def test_swap_frequency_is_random_interleaving(levels: tuple[m.TraceLevel, ...]) -> None:
     # The paper's assumption: a request follows another model with probability 1 − λᵢ/λ.
     for level in levels:
-        measured, expected = v.swap_frequency(level)
+        measured, expected = m.swap_frequency(level)
         np.testing.assert_allclose(measured, expected, atol=0.025)
 
 
-def test_measured_profile_physics(levels: tuple[v.TraceLevel, ...]) -> None:
-    prof = v.measure_profile(levels)
+def test_measured_profile_physics(levels: tuple[m.TraceLevel, ...]) -> None:
+    prof = m.measure_profile(levels)
     print(
         f"\nS={prof.service_ms.round(2)} sd={np.sqrt(prof.second_moment_ms2 - prof.service_ms**2).round(2)} "
         f"O={prof.swap_ms.round(2)} h={prof.host_tail_ms.round(2)}"
@@ -95,10 +100,10 @@ def test_measured_profile_physics(levels: tuple[v.TraceLevel, ...]) -> None:
     assert prof.service_ms[ssd] == pytest.approx(22.8, rel=0.05)  # the paper's 19.23 is lower here
 
 
-def test_tail_approximation_p95(levels: tuple[v.TraceLevel, ...]) -> None:
+def test_tail_approximation_p95(levels: tuple[m.TraceLevel, ...]) -> None:
     errors = []
     for level in levels:
-        prof = v.measure_profile([lv for lv in levels if lv.level != level.level])
+        prof = m.measure_profile([lv for lv in levels if lv.level != level.level])
         ds = DeviceServices.build(
             level.nominal_rate_rps,
             prof.service_ms,
@@ -141,10 +146,10 @@ def test_sequential_vs_concurrent(kind: str, bound: float) -> None:
 @pytest.mark.parametrize(
     ("fn", "sizes", "want"),
     [
-        (v.fcfs_batch_completion_ms, [10.0, 20.0, 5.0], [10.0, 30.0, 35.0]),
-        (v.ps_batch_completion_ms, [30.0, 10.0, 20.0], [60.0, 30.0, 50.0]),  # 3·10, +2·10, +10
-        (v.ps_batch_completion_ms, [10.0, 10.0], [20.0, 20.0]),
-        (v.ps_batch_completion_ms, [7.0], [7.0]),
+        (m.fcfs_batch_completion_ms, [10.0, 20.0, 5.0], [10.0, 30.0, 35.0]),
+        (m.ps_batch_completion_ms, [30.0, 10.0, 20.0], [60.0, 30.0, 50.0]),  # 3·10, +2·10, +10
+        (m.ps_batch_completion_ms, [10.0, 10.0], [20.0, 20.0]),
+        (m.ps_batch_completion_ms, [7.0], [7.0]),
     ],
     ids=["fcfs", "ps-three", "ps-tie", "ps-alone"],
 )
@@ -174,3 +179,23 @@ def test_loader_errors_name_the_line(tmp_path: Path, text: str, match: str) -> N
     path.write_text(text)
     with pytest.raises(ValueError, match=match):
         v.load_queueing_trace(path)
+
+
+def test_the_command_prints_every_table(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from qosched.extender.cli.main import main
+
+    result = CliRunner().invoke(main, ["validate-latency", "--shared", str(SHARED)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("MAPE") == 10  # 6 method x measure, realized, split, fcfs, ps
+    assert "swap frequency measured" in result.output
+    missing = CliRunner().invoke(main, ["validate-latency", "--shared", str(tmp_path)])
+    assert missing.exit_code == 1
+    assert "Ibis data not found" in missing.output
+
+
+def test_paper_methods_need_the_table(levels: tuple[m.TraceLevel, ...]) -> None:
+    """The core reads no profile: the paper's S and O are handed over."""
+    with pytest.raises(ValueError, match="needs a paper_table"):
+        m.validate_queueing(levels, "paper")
