@@ -137,6 +137,12 @@ class ClusterCache:
     def synced(self) -> bool:
         return self._synced.is_set()
 
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why) for ``/readyz``: here, synced; the live cache also checks its watches."""
+        if self.synced:
+            return True, "ready"
+        return False, "cluster cache not synced yet"
+
     def mark_synced(self) -> None:
         self._synced.set()
 

@@ -146,6 +146,14 @@ class WatchSettings:
     exact (every change arrives, 410 forces a relist), and a relist rebuilds the accounts under
     the cache lock (~O(cluster)), so it is off by default; turn it on as a safety net if needed."""
 
+    unready_after_s: float = 60.0
+    """``/readyz`` turns 503 when a resource's watch has been broken this long [s]
+    (``WATCH_UNREADY_AFTER_S``). Broken: from the first failed list or watch request until a
+    watch stream is open again (after the relist a 410 needs). A silent stream counts from when
+    ``client_read_timeout_s`` finds it dead. 60 s is two retries at the 30 s backoff cap: one
+    dropped connection or compaction never flips readiness, an outage does, and readiness
+    returns as soon as the watch is back."""
+
     pod_field_selector: str = "status.phase!=Succeeded,status.phase!=Failed"
     """Pods listed and watched: kube-scheduler's own selector. A pod that finishes leaves the
     selection and arrives as DELETED, which releases its resources; finished pods are never held."""
@@ -160,7 +168,13 @@ class WatchSettings:
     a freeze is never collected (small: a few request temporaries)."""
 
     def __post_init__(self) -> None:
-        positive = ("server_timeout_s", "client_read_timeout_s", "connect_timeout_s", "list_timeout_s")
+        positive = (
+            "server_timeout_s",
+            "client_read_timeout_s",
+            "connect_timeout_s",
+            "list_timeout_s",
+            "unready_after_s",
+        )
         for name in positive:
             value = getattr(self, name)
             if not value > 0:
@@ -192,6 +206,7 @@ class WatchSettings:
             "WATCH_TIMEOUT_S": "server_timeout_s",
             "WATCH_BACKOFF_S": "backoff_initial_s",
             "WATCH_BACKOFF_MAX_S": "backoff_max_s",
+            "WATCH_UNREADY_AFTER_S": "unready_after_s",
         }
         values: dict[str, float] = {}
         for key, field_name in keys.items():
@@ -396,6 +411,8 @@ class LiveCluster(ClusterCache):
         #: Lists made per resource (the first sync counts one each).
         self.lists: dict[Resource, int] = dict.fromkeys(RESOURCES, 0)
         self._listed_at: dict[Resource, float] = {}
+        #: Per resource, when its watch broke (first failure since the last open stream).
+        self._broken_since: dict[Resource, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -432,6 +449,31 @@ class LiveCluster(ClusterCache):
     def running(self) -> bool:
         with self._threads_lock:
             return any(t.is_alive() for t in self._threads)
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz``: synced, and no watch broken longer than ``unready_after_s``.
+
+        A cache whose watch has been down for minutes still answers from what it had: binds keep
+        their reservation checks, but it no longer sees other writers (kube-scheduler's default
+        binder, another replica), so it says so and the Service takes it out until it resyncs.
+        """
+        ready, why = super().readiness()
+        if not ready:
+            return ready, why
+        now = time.monotonic()
+        bound_s = self.watch_settings.unready_after_s
+        for resource, since in sorted(self._broken_since.items()):
+            if now - since > bound_s:
+                return False, (
+                    f"{resource} watch broken for {now - since:.0f} s (> {bound_s:g} s): "
+                    "the cache may be stale; relisting and re-watching with backoff"
+                )
+        return True, why
+
+    def broken_for_s(self, resource: Resource) -> float:
+        """Seconds the watch of ``resource`` has been broken (0 while it streams)."""
+        since = self._broken_since.get(resource)
+        return 0.0 if since is None else time.monotonic() - since
 
     def _run(self) -> None:
         if not self._initial_sync():
@@ -502,13 +544,13 @@ class LiveCluster(ClusterCache):
         """Keep ``resource`` current until ``stop()``: list when needed, watch, recover.
 
         Kept trivial on purpose (kopf's advice for endless loops): each pass lists when there is
-        no version to watch from (or the relist interval passed), then runs one watch request.
-        ``iterations`` bounds the passes (tests); ``None`` runs until stopped.
+        no version to watch from (or the relist interval passed), then runs one watch request;
+        a failure backs off (:meth:`_recover`). ``iterations`` bounds the passes (tests); ``None``
+        runs until stopped.
         """
         if resource not in RESOURCES:
             raise ValueError(f"resource must be one of {RESOURCES}, got {resource!r}")
-        settings = self.watch_settings
-        backoff = Backoff(settings, self._rng)
+        backoff = Backoff(self.watch_settings, self._rng)
         if rv is not None:
             self.resource_versions[resource] = rv
             self._listed_at.setdefault(resource, time.monotonic())
@@ -518,40 +560,42 @@ class LiveCluster(ClusterCache):
         while not self._stopping.is_set() and (iterations is None or passes < iterations):
             passes += 1
             try:
-                due = settings.relist_interval_s > 0 and (
-                    time.monotonic() - self._listed_at.get(resource, -float("inf"))
-                    >= settings.relist_interval_s
-                )
-                if resource not in self.resource_versions or due:
+                if resource not in self.resource_versions or self._relist_due(resource):
                     self.relist(resource)
                     backoff.reset()
                 self._watch_once(resource, backoff)
-            except Gone as err:
+            except Exception as err:
                 if self._stopping.is_set():
                     break
-                self.resource_versions.pop(resource, None)
-                pause = backoff.next_s()
-                log.info("%s watch: %s; relisting in %.2f s", resource, err, pause)
-                self._sleep(pause)
-            except TRANSIENT as err:
-                if self._stopping.is_set():
-                    break
-                pause = backoff.next_s(_retry_after_s(err))
-                log.warning(
-                    "%s watch interrupted (%s); resuming from resourceVersion %s in %.2f s",
-                    resource,
-                    _describe(err),
-                    self.resource_versions.get(resource, "<relist>"),
-                    pause,
-                )
-                self._sleep(pause)
-            except Exception:  # a bug or a malformed answer must not kill the watch for good
-                if self._stopping.is_set():
-                    break
-                pause = backoff.next_s()
-                log.exception("%s watch failed unexpectedly; relisting in %.2f s", resource, pause)
-                self.resource_versions.pop(resource, None)
-                self._sleep(pause)
+                self._broken_since.setdefault(resource, time.monotonic())
+                self._recover(resource, err, backoff)
+
+    def _relist_due(self, resource: Resource) -> bool:
+        interval_s = self.watch_settings.relist_interval_s
+        listed_at = self._listed_at.get(resource, -float("inf"))
+        return interval_s > 0 and time.monotonic() - listed_at >= interval_s
+
+    def _recover(self, resource: Resource, err: Exception, backoff: Backoff) -> None:
+        """After a failed pass: 410 → relist; transient → re-watch from the newest version; a bug
+        or malformed answer → relist (it must not kill the watch for good). Always backs off."""
+        if isinstance(err, Gone):
+            self.resource_versions.pop(resource, None)
+            pause = backoff.next_s()
+            log.info("%s watch: %s; relisting in %.2f s", resource, err, pause)
+        elif isinstance(err, TRANSIENT):
+            pause = backoff.next_s(_retry_after_s(err))
+            log.warning(
+                "%s watch interrupted (%s); resuming from resourceVersion %s in %.2f s",
+                resource,
+                _describe(err),
+                self.resource_versions.get(resource, "<relist>"),
+                pause,
+            )
+        else:
+            pause = backoff.next_s()
+            log.error("%s watch failed unexpectedly; relisting in %.2f s", resource, pause, exc_info=err)
+            self.resource_versions.pop(resource, None)
+        self._sleep(pause)
 
     def relist(self, resource: Resource) -> str:
         """List one resource and replace only it in the cache; returns the list's resourceVersion."""
@@ -647,6 +691,7 @@ class LiveCluster(ClusterCache):
             if err.status == 410:
                 raise Gone(f"HTTP 410 watching from {rv}") from None
             raise
+        self._broken_since.pop(resource, None)  # a stream is open again: the watch works
         with self._reading(resource, resp):
             for line in iter_lines(resp.stream(amt=None, decode_content=True)):
                 if self._stopping.is_set():

@@ -223,8 +223,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, api: FakeKubeAPI) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, api: FakeKubeAPI, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.api = api
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
@@ -817,6 +817,9 @@ class FakeKubeAPI:
         Stream length when the client sends no ``timeoutSeconds`` [s] (apiserver: 30–60 min).
     clock
         UTC time source for creationTimestamp and PodScheduled times.
+    port
+        Port on 127.0.0.1 (0: a free one). A fixed port lets a test start the server after its
+        clients (an API server that comes up late) or bring one back on the same address.
     authorizer
         When given (e.g. ``RbacAuthorizer(load_snapshot("manifests/rbac.yaml"), user=...)``), every
         resource request is authorised first and refused with the apiserver's 403 if not allowed.
@@ -838,7 +841,9 @@ class FakeKubeAPI:
         default_watch_timeout_s: float = 1800.0,
         clock: Callable[[], datetime] | None = None,
         authorizer: RbacAuthorizer | None = None,
+        port: int = 0,
     ) -> None:
+        self._port = port
         if bookmark_interval_s <= 0 or default_watch_timeout_s <= 0:
             raise ValueError("bookmark_interval_s and default_watch_timeout_s must be > 0")
         self.store = ObjectStore(clock=clock, history_limit=history_limit)
@@ -857,7 +862,7 @@ class FakeKubeAPI:
         """Listen on 127.0.0.1 (a free port) and serve in a daemon thread."""
         if self._server is not None:
             return self
-        self._server = _Server(self)
+        self._server = _Server(self, self._port)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="kubefake", daemon=True
         )
@@ -1101,6 +1106,11 @@ class FakeKubeAPI:
             self._failures.append(
                 _FailureRule(re.compile(path_regex), status_code, times, method, verb, message, retry_after_s)
             )
+
+    def clear_failures(self) -> None:
+        """Drop every pending :meth:`fail_next` rule (an outage made of injected errors ends)."""
+        with self._meta_lock:
+            self._failures.clear()
 
     def _take_failure(self, method: str, path: str, verb: str) -> _FailureRule | None:
         with self._meta_lock:
