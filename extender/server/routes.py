@@ -173,9 +173,8 @@ def healthz() -> Response:
 
 @api.get("/readyz")
 def readyz() -> Response:
-    if _runtime().cache.synced:
-        return Response("ready\n", mimetype="text/plain")
-    return Response("cluster cache not synced yet\n", status=503, mimetype="text/plain")
+    ready, why = _runtime().cache.readiness()  # synced, and (live) no watch broken too long
+    return Response(f"{why}\n", status=200 if ready else 503, mimetype="text/plain")
 
 
 @api.get("/metrics")
