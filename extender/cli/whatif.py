@@ -540,6 +540,25 @@ def replay_policies(opts: WhatifOptions) -> None:
     help="Multiply every pod's qosched.io/rate-rps by X (load what-if).",
 )
 @click.option("--no-latency", is_flag=True, help="Skip the request-level latency simulation.")
+@click.option(
+    "--requests",
+    "requests_file",
+    type=click.Path(dir_okay=False),
+    help="Request-level what-if (docs/request-whatif.md): REQUESTS.csv with time_s,service[,input_kb]; "
+    "--policies then names request policies (online, always-end, always-edge, always-cloud, best-static, greedy, ...).",
+)
+@click.option(
+    "--network",
+    "network_file",
+    type=click.Path(dir_okay=False),
+    help="With --requests: NETWORK.csv with time_s,tier,rtt_ms,bandwidth_mbps (piecewise constant per tier).",
+)
+@click.option(
+    "--window-s",
+    type=float,
+    default=None,
+    help="With --requests: allocation window of allocation policies [s].",
+)
 def whatif(
     cluster_file: str | None,
     nodes_csv: str | None,
@@ -560,8 +579,27 @@ def whatif(
     candidates: str,
     rate_scale: float | None,
     no_latency: bool,
+    requests_file: str | None,
+    network_file: str | None,
+    window_s: float | None,
 ) -> None:
     """Replay a cluster and a workload through placement policies; write CSVs, plots, summary.json, report.html."""
+    if requests_file or network_file or window_s is not None:
+        from qosched.extender.cli.whatif_requests import request_whatif_command
+
+        request_whatif_command(
+            cluster_file,
+            nodes_csv,
+            requests_file,
+            network_file,
+            window_s,
+            policies_text,
+            out_dir,
+            seed,
+            profiles_dir,
+            quiet,
+        )
+        return
     opts = WhatifOptions(
         cluster_file=cluster_file,
         nodes_csv=nodes_csv,

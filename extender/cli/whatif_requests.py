@@ -39,7 +39,14 @@ from qosched.extender.kube.objects import (
     pod_service,
 )
 
-__all__ = ["RequestWhatif", "read_network", "read_requests", "run_request_whatif", "scenario_from_snapshot"]
+__all__ = [
+    "RequestWhatif",
+    "read_network",
+    "read_requests",
+    "request_whatif_command",
+    "run_request_whatif",
+    "scenario_from_snapshot",
+]
 
 #: Link of a tiered node whose annotations say nothing (a LAN next to the client).
 DEFAULT_RTT_MS = 0.5
@@ -393,3 +400,40 @@ def report_rows(policies: Mapping[str, Any]) -> Sequence[Sequence[str]]:
             ]
         )
     return rows
+
+
+def request_whatif_command(
+    cluster_file: str | None,
+    nodes_csv: str | None,
+    requests_file: str | None,
+    network_file: str | None,
+    window_s: float | None,
+    policies_text: str | None,
+    out_dir: str,
+    seed: int,
+    profiles_dir: str | None,
+    quiet: bool,
+) -> None:
+    """The ``--requests`` branch of ``qosched whatif``: check the option combination, run, report."""
+    if not requests_file:
+        raise click.UsageError("--network and --window-s apply with --requests")
+    if not cluster_file or nodes_csv:
+        raise click.UsageError(
+            "--requests needs --cluster FILE (a snapshot with tiered nodes), not --nodes/--pods"
+        )
+    summary = run_request_whatif(
+        RequestWhatif(
+            cluster_file,
+            requests_file,
+            network_file,
+            policies_text,
+            out_dir,
+            seed,
+            window_s,
+            profiles_dir,
+            quiet,
+        )
+    )
+    click.echo(
+        f"wrote {Path(out_dir) / 'summary.json'}, {len(summary['policies'])} CSV file(s), plots and report.html"
+    )
