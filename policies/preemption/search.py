@@ -319,27 +319,89 @@ def _greedy_options(
     The victims of each node are laid out in the rule's order (by its contract the order of a
     node's victims is the restriction of its order of them all), padded to the longest node: an
     (R, K) table per resource and an (R, K, D) table of the milli-GPU each victim frees per
-    device. Then, exactly as :func:`~.victims.minimal_subset` with :class:`~.room.NodeRoom`:
+    device (:func:`_victim_tables`). Then, exactly as :func:`~.victims.minimal_subset` with
+    :class:`~.room.NodeRoom`:
 
-    1. greedy: the shortest prefix after which the pod fits (running sums along the order;
-       memory summed left to right from the node's free memory, as ``NodeRoom`` adds it);
-    2. reprieve: for t = last … first taken victim, drop it if the pod still fits without it
-       (one array step per t over all nodes; the victims left out add ``+0.0`` / ``0`` to the
-       ordered sums, which changes nothing);
-    3. cost: per key column the maximum over the chosen victims, and the count at
-       ``victim_count_index`` — ``rule.cost`` of the set, by the rule's contract.
+    1. greedy (:func:`_greedy_prefix`): the shortest prefix after which the pod fits (running
+       sums along the order; memory summed left to right from the node's free memory, as
+       ``NodeRoom`` adds it);
+    2. reprieve (:func:`_reprieve`): for t = last … first taken victim, drop it if the pod still
+       fits without it (one array step per t over all nodes; the victims left out add ``+0.0`` /
+       ``0`` to the ordered sums, which changes nothing);
+    3. cost (:func:`_cheapest`): per key column the maximum over the chosen victims, and the
+       count at ``victim_count_index`` — ``rule.cost`` of the set, by the rule's contract.
 
     Integer sums are exact in any order and float sums are taken in ``NodeRoom``'s order, so
     each node gets the set ``minimal_subset`` gives it. Returns (cost, row, victims as pool
     positions, preferred first) of the ``top`` rows of lowest cost with a non-empty set, sorted.
     """
+    tab = _victim_tables(state, pod, rule, pool, rows)
+    if tab is None:
+        return []
+    taken_len = _greedy_prefix(tab, pod)
+    if not (taken_len > 0).any():
+        return []
+    member = _reprieve(tab, pod, taken_len)
+    return _cheapest(tab, rule, pool, rows, member, taken_len > 0, top)
+
+
+@dataclass(frozen=True, slots=True)
+class _VictimTables:
+    """The victims of R nodes in the rule's order, padded to K, and the nodes' room without them.
+
+    (R, K): ``victim`` (pool positions), ``valid`` (a real victim, not padding), ``cpu``
+    [milli-cores], ``mem`` [MiB], ``milli`` (milli-GPU per device held), ``held`` (devices held);
+    (R, K, D) ``dev``: milli-GPU each victim frees on each existing device. Per node: ``lens``
+    (victims), ``cpu0``/``mem0`` (free now), ``free0`` (R, D) free milli-GPU (-1: no device),
+    ``exists`` (R, D), ``want`` (R, 1, 1) the milli-GPU a device must offer the pod; ``flat`` the
+    real victims in table order; ``need`` the devices the pod occupies.
+    """
+
+    victim: np.ndarray
+    valid: np.ndarray
+    lens: np.ndarray
+    flat: np.ndarray
+    cpu: np.ndarray
+    mem: np.ndarray
+    milli: np.ndarray
+    held: np.ndarray
+    dev: np.ndarray
+    exists: np.ndarray
+    cpu0: np.ndarray
+    mem0: np.ndarray
+    free0: np.ndarray
+    want: np.ndarray
+    need: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.victim.shape[0]), int(self.victim.shape[1]))
+
+    def fits(self, pod: PodDemand, take: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Verdicts of one victim set per row ``at``, given as a (len(at), K) membership."""
+        c = self.cpu0[at] + (self.cpu[at] * take).sum(axis=1)
+        m = np.concatenate((self.mem0[at][:, None], np.where(take, self.mem[at], 0.0)), axis=1).cumsum(
+            axis=1
+        )[:, -1]
+        ok = (c >= pod.cpu_milli) & (m + _MEM_EPS_MIB >= pod.memory_mib)
+        if self.need == 0:
+            return np.asarray(ok)
+        f = self.free0[at] + (self.dev[at] * take[:, :, None]).sum(axis=1)
+        usable = self.exists[at] & (f >= self.want[at][:, :, 0]) & (f >= 0)
+        return np.asarray(ok & (usable.sum(axis=1) >= self.need))
+
+
+def _victim_tables(
+    state: ClusterState, pod: PodDemand, rule: KeyedVictimRule, pool: VictimPool, rows: np.ndarray
+) -> _VictimTables | None:
+    """Lay out the victims of ``rows`` in the rule's order (None: no row has a victim)."""
     res = pool.res
     lo = np.searchsorted(pool.sorted_rows, rows)
     lens = np.searchsorted(pool.sorted_rows, rows, side="right") - lo
     k_max = int(lens.max(initial=0))
     r_count = rows.shape[0]
     if r_count == 0 or k_max == 0:
-        return []
+        return None
     cols = np.arange(k_max)
     valid = cols[None, :] < lens[:, None]
     # The victims of each row (pool positions), then sorted within the row by the rule's order.
@@ -350,11 +412,41 @@ def _greedy_options(
     ranked = order[np.argsort(row_of[order], kind="stable")]
     victim = np.zeros((r_count, k_max), dtype=np.int64)
     victim[valid] = members[ranked]
-    cpu = np.where(valid, res.cpu_milli[victim], 0).astype(np.int64)
-    mem = np.where(valid, res.memory_mib[victim], 0.0).astype(np.float64)
-    width = state.n_devices
     milli = np.where(valid, res.milli[victim], 0).astype(np.int64)
     flat = victim[valid]
+    on, held_flat = _devices_held(res, flat, state.n_devices)
+    held = np.zeros((r_count, k_max), dtype=np.int64)
+    held[valid] = held_flat
+    exists = state.dev_exists[rows]
+    dev = np.zeros((r_count, k_max, state.n_devices), dtype=np.int64)
+    dev[valid] = on
+    _, pod_milli = pod_need(pod)
+    return _VictimTables(
+        victim=victim,
+        valid=valid,
+        lens=lens,
+        flat=flat,
+        cpu=np.where(valid, res.cpu_milli[victim], 0).astype(np.int64),
+        mem=np.where(valid, res.memory_mib[victim], 0.0).astype(np.float64),
+        milli=milli,
+        held=held,
+        # NodeRoom adds a victim's milli only to devices that exist on its node.
+        dev=np.where(exists[:, None, :], dev * milli[:, :, None], 0),
+        exists=exists,
+        cpu0=state.cpu_cap_milli[rows] - state.cpu_used_milli[rows],
+        mem0=state.mem_cap_mib[rows] - state.mem_used_mib[rows],
+        free0=np.where(exists, GPU_MILLI_PER_DEVICE - state.gpu_used_milli[rows], -1).astype(np.int64),
+        want=np.where(state.sharing_code[rows] == _EXCLUSIVE, GPU_MILLI_PER_DEVICE, pod_milli)[:, None, None],
+        need=pod_need(pod)[0],
+    )
+
+
+def _devices_held(res: VictimResources, flat: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(len(flat), D) 0/1: the devices each victim holds (within the state's D), and their count.
+
+    The count is of every device the victim holds (``len(devices)``; the bit count when the
+    ledger keeps bit masks).
+    """
     on = np.zeros((flat.shape[0], width), dtype=np.int64)
     if width and flat.size:
         if res.bits is not None:
@@ -364,55 +456,37 @@ def _greedy_options(
                 for d in res.devices[i]:
                     if 0 <= d < width:
                         on[j, d] = 1
-    held = np.zeros((r_count, k_max), dtype=np.int64)
     if res.bits is not None:
-        held[valid] = on.sum(axis=1)
-    else:
-        held[valid] = np.fromiter(
-            (len(res.devices[i]) for i in flat.tolist()), dtype=np.int64, count=flat.size
-        )
-    exists = state.dev_exists[rows]
-    dev = np.zeros((r_count, k_max, width), dtype=np.int64)
-    dev[valid] = on
-    # NodeRoom adds a victim's milli only to devices that exist on its node.
-    dev = np.where(exists[:, None, :], dev * milli[:, :, None], 0)
-    cpu0 = state.cpu_cap_milli[rows] - state.cpu_used_milli[rows]
-    mem0 = state.mem_cap_mib[rows] - state.mem_used_mib[rows]
-    free0 = np.where(exists, GPU_MILLI_PER_DEVICE - state.gpu_used_milli[rows], -1).astype(np.int64)
-    need, pod_milli = pod_need(pod)
-    want = np.where(state.sharing_code[rows] == _EXCLUSIVE, GPU_MILLI_PER_DEVICE, pod_milli)[:, None, None]
+        return on, on.sum(axis=1)
+    return on, np.fromiter((len(res.devices[i]) for i in flat.tolist()), dtype=np.int64, count=flat.size)
 
-    def fits(take: np.ndarray, at: np.ndarray) -> np.ndarray:
-        """Verdicts of one victim set per row ``at``, given as a (len(at), K) membership."""
-        c = cpu0[at] + (cpu[at] * take).sum(axis=1)
-        m = np.concatenate((mem0[at][:, None], np.where(take, mem[at], 0.0)), axis=1).cumsum(axis=1)[:, -1]
-        ok = (c >= pod.cpu_milli) & (m + _MEM_EPS_MIB >= pod.memory_mib)
-        if need == 0:
-            return np.asarray(ok)
-        f = free0[at] + (dev[at] * take[:, :, None]).sum(axis=1)
-        usable = exists[at] & (f >= want[at][:, :, 0]) & (f >= 0)
-        return np.asarray(ok & (usable.sum(axis=1) >= need))
 
-    # 1. greedy: prefixes of length 0..K.
-    c_pref = cpu0[:, None] + np.concatenate(
-        (np.zeros((r_count, 1), np.int64), np.cumsum(cpu, axis=1)), axis=1
+def _greedy_prefix(tab: _VictimTables, pod: PodDemand) -> np.ndarray:
+    """Step 1: per row, the length of the shortest prefix of victims after which the pod fits
+    (0: it fits as it is, or never)."""
+    r_count, k_max = tab.shape
+    c_pref = tab.cpu0[:, None] + np.concatenate(
+        (np.zeros((r_count, 1), np.int64), np.cumsum(tab.cpu, axis=1)), axis=1
     )
-    m_pref = np.concatenate((mem0[:, None], mem), axis=1).cumsum(axis=1)
+    m_pref = np.concatenate((tab.mem0[:, None], tab.mem), axis=1).cumsum(axis=1)
     ok = (c_pref >= pod.cpu_milli) & (m_pref + _MEM_EPS_MIB >= pod.memory_mib)
-    if need:
-        f_pref = free0[:, None, :] + np.concatenate(
-            (np.zeros((r_count, 1, width), np.int64), np.cumsum(dev, axis=1)), axis=1
+    if tab.need:
+        f_pref = tab.free0[:, None, :] + np.concatenate(
+            (np.zeros((r_count, 1, tab.dev.shape[2]), np.int64), np.cumsum(tab.dev, axis=1)), axis=1
         )
-        usable = exists[:, None, :] & (f_pref >= want) & (f_pref >= 0)
-        ok &= usable.sum(axis=2) >= need
-    ok &= np.arange(k_max + 1)[None, :] <= lens[:, None]
-    taken_len = np.where(ok.any(axis=1), ok.argmax(axis=1), 0)  # 0: fits as it is, or never
-    live = taken_len > 0
-    if not live.any():
-        return []
-    member = cols[None, :] < taken_len[:, None]
-    # 2. reprieve, last taken victim first; the last one stays (the greedy stopped there), so only
-    #    rows that took two or more victims are worked, on their own sub-tables.
+        usable = tab.exists[:, None, :] & (f_pref >= tab.want) & (f_pref >= 0)
+        ok &= usable.sum(axis=2) >= tab.need
+    ok &= np.arange(k_max + 1)[None, :] <= tab.lens[:, None]
+    return np.where(ok.any(axis=1), ok.argmax(axis=1), 0)
+
+
+def _reprieve(tab: _VictimTables, pod: PodDemand, taken_len: np.ndarray) -> np.ndarray:
+    """Step 2: (R, K) membership after reprieving, last taken victim first.
+
+    The last one stays (the greedy stopped there), so only rows that took two or more victims
+    are worked, on their own sub-tables.
+    """
+    member = np.arange(tab.shape[1])[None, :] < taken_len[:, None]
     many = np.flatnonzero(taken_len >= 2)
     if many.size:
         sub, sub_len = member[many], taken_len[many]
@@ -422,25 +496,38 @@ def _greedy_options(
                 continue
             trial = sub.copy()
             trial[:, t] = False
-            sub[fits(trial, many) & active, t] = False
+            sub[tab.fits(pod, trial, many) & active, t] = False
         member[many] = sub
-    # 3. cost of each row's set.
+    return member
+
+
+def _cheapest(
+    tab: _VictimTables,
+    rule: KeyedVictimRule,
+    pool: VictimPool,
+    rows: np.ndarray,
+    member: np.ndarray,
+    live: np.ndarray,
+    top: int,
+) -> list[tuple[tuple[float, ...], int, list[int]]]:
+    """Step 3: the cost of each live row's set; the ``top`` cheapest (cost, row, victims)."""
+    r_count, k_max = tab.shape
     sel = np.flatnonzero(live)
     chosen = member[sel]
-    keys_all = np.asarray(rule.cost_keys(pool.efacts.take(flat)), dtype=np.float64)
+    keys_all = np.asarray(rule.cost_keys(pool.efacts.take(tab.flat)), dtype=np.float64)
     keys_tab = np.full((r_count, k_max, keys_all.shape[1]), -np.inf)
-    keys_tab[valid] = keys_all
+    keys_tab[tab.valid] = keys_all
     keys = np.where(chosen[:, :, None], keys_tab[sel], -np.inf).max(axis=1)
     keys[:, rule.victim_count_index] = chosen.sum(axis=1)
-    free_now = np.where(free0[sel] > 0, free0[sel], 0).sum(axis=1)
-    after = free_now + np.where(chosen, milli[sel] * held[sel], 0).sum(axis=1)
+    free_now = np.where(tab.free0[sel] > 0, tab.free0[sel], 0).sum(axis=1)
+    after = free_now + np.where(chosen, tab.milli[sel] * tab.held[sel], 0).sum(axis=1)
     costs = [
         (*key_row, -float(a), float(row))
         for row, key_row, a in zip(rows[sel].tolist(), keys.tolist(), after.tolist(), strict=True)
     ]
     # Only the best ``top`` options are ever used: their victim lists alone are read out.
     best = sorted(range(len(costs)), key=costs.__getitem__)[:top]
-    return [(costs[j], int(rows[sel[j]]), victim[sel[j]][chosen[j]].tolist()) for j in best]
+    return [(costs[j], int(rows[sel[j]]), tab.victim[sel[j]][chosen[j]].tolist()) for j in best]
 
 
 def request_key(pod: PodDemand) -> tuple[object, ...] | None:
