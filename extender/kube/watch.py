@@ -788,6 +788,10 @@ def _shutdown(resp: Any) -> None:
         pass
 
 
+#: Unblock a thread reading a streamed response from another thread (shuts its socket).
+shutdown_stream = _shutdown
+
+
 def _describe(err: BaseException) -> str:
     if isinstance(err, k8s.ApiException):
         return f"HTTP {err.status} {err.reason or ''}".strip()
@@ -808,5 +812,6 @@ __all__ = [
     "WatchSettings",
     "api_client_from",
     "iter_lines",
+    "shutdown_stream",
     "slim_pod",
 ]
