@@ -92,7 +92,12 @@ def create_app(
     app.extensions[EXTENSION] = runtime
     app.extensions["qosched.registry"] = registry
     app.extensions["qosched.metrics"] = metrics
-    app.extensions["qosched.uploader"] = make_uploader(settings, store, cache, api_client)
+    uploader = make_uploader(settings, store, cache, api_client)
+    app.extensions["qosched.uploader"] = uploader
+    if live:  # every replica hot-reloads what any replica stored in the ConfigMap
+        from qosched.extender.kube.watch import WatchSettings
+
+        uploader.follow(WatchSettings.from_config(settings))
     from qosched.extender.server.routes import api
 
     app.register_blueprint(api)
