@@ -273,6 +273,11 @@ def speedup_summary(summary: Mapping[str, Mapping[str, Any]], learner: str = "on
 def run_request_whatif(opts: RequestWhatif) -> dict[str, Any]:
     """The request-level what-if (see the module docstring); returns the summary it wrote."""
     from qosched.extender.cli.whatif import load_lookup
+    from qosched.extender.cli.whatif_allocation import (
+        allocation_options,
+        pop_allocation_series,
+        write_allocation_outputs,
+    )
     from qosched.extender.cli.whatif_requests_report import write_report
     from qosched.policies.requests.engine import EngineConfig
     from qosched.policies.requests.evaluate import requests_summary
@@ -281,7 +286,7 @@ def run_request_whatif(opts: RequestWhatif) -> dict[str, Any]:
     if opts.window_s is not None and not (math.isfinite(opts.window_s) and opts.window_s > 0):
         raise click.BadParameter(f"must be a number > 0, got {opts.window_s!r}", param_hint="--window-s")
     names = _policy_names(opts.policies_text)
-    lookup, _ = load_lookup(opts.profiles_dir)
+    lookup, device_memory = load_lookup(opts.profiles_dir)
     scenario = scenario_from_snapshot(opts.cluster_file, lookup)
     requests = read_requests(opts.requests_file)
     network = read_network(opts.network_file)
@@ -294,6 +299,7 @@ def run_request_whatif(opts: RequestWhatif) -> dict[str, Any]:
     out = Path(opts.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = EngineConfig()
+    options = allocation_options(requests.time_s, opts.window_s, device_memory)
     records: dict[str, Any] = {}
     policies: dict[str, Any] = {}
     for name in names:
@@ -301,7 +307,14 @@ def run_request_whatif(opts: RequestWhatif) -> dict[str, Any]:
             click.echo(f"request what-if: {name} ...", err=True)
         t0 = time.perf_counter()
         rec = run_policies(
-            scenario, requests, [name], seed=opts.seed, network=network, config=config, window_s=opts.window_s
+            scenario,
+            requests,
+            [name],
+            seed=opts.seed,
+            network=network,
+            config=config,
+            window_s=opts.window_s,
+            options=options,
         )[name]
         records[name] = rec
         policies[name] = {
@@ -313,6 +326,7 @@ def run_request_whatif(opts: RequestWhatif) -> dict[str, Any]:
         if isinstance(extra, Mapping):
             policies[name].update(extra)
         _write_records(out / f"requests-{name}.csv", rec)
+    allocation_series = pop_allocation_series(policies)
     summary = {
         "workload": {
             "mode": "requests",
@@ -345,6 +359,7 @@ def run_request_whatif(opts: RequestWhatif) -> dict[str, Any]:
     summary = _finite(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
     write_report(out, summary, records, scenario, network)
+    write_allocation_outputs(out, allocation_series)
     _print_table(policies)
     return summary
 

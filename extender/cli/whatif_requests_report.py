@@ -90,8 +90,9 @@ def plot_regret(path: Path, records: Mapping[str, Any]) -> bool:
             continue
         ax.plot(rec.time_s, regret_series(rec, ref), label=name, lw=2.2 if name == "online" else 1.2)
     ax.axhline(0, color="black", lw=0.6)
+    ax.set_yscale("symlog", linthresh=100.0)
     ax.set_xlabel("time [s]")
-    ax.set_ylabel("cumulative regret vs best-static [reward units]")
+    ax.set_ylabel("cumulative regret vs best-static [reward units, symlog]")
     ax.set_title(
         "Regret over time (negative: better than the best fixed (tier, variant) per service in hindsight)"
     )

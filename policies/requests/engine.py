@@ -36,6 +36,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,6 @@ from qosched.policies.requests.inputs import NetworkTrace, Requests
 from qosched.policies.requests.routing import ActionView, Objective, Outcome, RequestContext, RoutingPolicy
 from qosched.policies.requests.scenario import Action, Link, Scenario
 from qosched.policies.simulator.requests import ServiceTime
-from qosched.policies.types import EDGETPU_ACCELERATORS
 
 __all__ = ["EngineConfig", "RunRecords", "simulate_requests"]
 
@@ -83,6 +83,7 @@ class RunRecords:
     accuracy_loss_pts: np.ndarray
     reward: np.ndarray
     stats: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # policy.extra(), e.g. INFIDA's allocation object
 
     def __len__(self) -> int:
         return len(self.service)
@@ -166,7 +167,7 @@ class _Engine:
         self.config = config
         self.rng = rng
         self.servers = [
-            _Server(n.name, n.tier, n.accelerator, n.accelerator in EDGETPU_ACCELERATORS, n.link)
+            _Server(n.name, n.tier, n.accelerator, n.mode == "edgetpu", n.link)
             for n in scenario.nodes
             for _ in range(n.devices)
         ]
@@ -352,6 +353,7 @@ def simulate_requests(
     while pending:
         policy.observe(heapq.heappop(pending)[2])
     stats_fn = getattr(policy, "stats", None)
+    extra_fn = getattr(policy, "extra", None)
     return RunRecords(
         policy=policy.name,
         time_s=requests.time_s.copy(),
@@ -370,4 +372,5 @@ def simulate_requests(
         accuracy_loss_pts=cols["loss"],
         reward=cols["reward"],
         stats=dict(stats_fn()) if callable(stats_fn) else {},
+        extra=dict(extra_fn()) if callable(extra_fn) else {},
     )
