@@ -19,3 +19,7 @@ Modules, in the order a window is processed:
 Everything here is pure: no clock, no files, no randomness except a ``numpy.random.Generator``
 passed in.
 """
+
+from qosched.policies.infida.register import register_whatif_policies
+
+register_whatif_policies()
