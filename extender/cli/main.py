@@ -18,6 +18,7 @@ def main() -> None:
 
 from qosched.extender.cli.controller import controller  # noqa: E402
 from qosched.extender.cli.demo import demo  # noqa: E402
+from qosched.extender.cli.device_plugin import device_plugin  # noqa: E402
 from qosched.extender.cli.predict import predict  # noqa: E402
 from qosched.extender.cli.profile import profile  # noqa: E402
 from qosched.extender.cli.serve import serve  # noqa: E402
@@ -33,6 +34,7 @@ main.add_command(controller)
 main.add_command(whatif)
 main.add_command(validate_latency)
 main.add_command(webhook)
+main.add_command(device_plugin)
 
 if __name__ == "__main__":
     main()

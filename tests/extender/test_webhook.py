@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jsonpatch
@@ -283,7 +284,9 @@ def test_invalid_annotations_are_denied_with_the_extenders_message(
     assert response["status"]["code"] == 422
     assert fragment in message
     # One source of truth: exactly what the extender's filter answers for the same pod.
-    runtime = Runtime(None, None, None, class_of=class_mapper(load_config(environ={})))  # type: ignore[arg-type]
+    # The verb returns before the policy or the cluster state is consulted: only "synced" is read.
+    cache = SimpleNamespace(synced=True)
+    runtime = Runtime(cache, None, None, class_of=class_mapper(load_config(environ={})))  # type: ignore[arg-type]
     names = ["n1"]
     outcome = runtime.filter(
         {**obj, "metadata": {**obj["metadata"], "name": "p", "namespace": "inference"}}, names
