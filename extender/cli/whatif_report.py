@@ -23,7 +23,8 @@ Files written into the output directory:
     services were simulated).
 ``report.html``
     The tables and the plots above, embedded as base64 PNGs: one file, no external resource,
-    readable offline.
+    readable offline. Rendered from ``templates/report.html.j2`` (Jinja2 with autoescape: every
+    value is inserted as text).
 
 Matplotlib runs on its ``Agg`` backend (no display needed).
 """
@@ -32,16 +33,27 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
-import io
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CSV_COLUMNS", "write_policy_csv", "write_report"]
+from qosched.extender.cli.whatif_plots import (
+    ClassQoS,
+    curves_from_results,
+    plot_allocation_curves,
+    plot_fairness_by_class,
+    plot_latency_model,
+    plot_qos_by_class,
+    plot_services_slo,
+)
+from qosched.extender.cli.whatif_ranking import Objective, objective_of, rank_policies
+from qosched.policies.simulator.replay import STATUS_NAMES
+
+__all__ = ["CSV_COLUMNS", "pending_reasons", "render_report", "write_policy_csv", "write_report"]
 
 #: Columns of ``<policy>.csv``, in order.
 CSV_COLUMNS: tuple[str, ...] = (
@@ -63,6 +75,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "analytic_latency_ms",
     "slo_ms",
     "slo_met",
+    "reason",
 )
 
 
@@ -74,9 +87,40 @@ def _num(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def write_policy_csv(path: Path, result: Any, outcomes: Any) -> None:
-    """Write one policy's per-pod outcomes (:data:`CSV_COLUMNS`)."""
+def pending_reasons(result: Any, has_profile: Callable[[str, str], bool] | None = None) -> list[str]:
+    """Why each pod that never ran is still pending at the horizon ("" for the others).
+
+    ``no profile for model M on any accelerator of the cluster (a, b)`` when ``has_profile``
+    (``(accelerator, model) -> bool``) finds none of the pod's variants on the cluster's
+    accelerators — no policy can place it, whatever the load; else ``no node fits (N failed
+    attempts)``; a pod that ran and was evicted: ``preempted, waiting to run again``.
+    """
     lg = result.ledger
+    accelerators = sorted({v.accelerator for v in result.state.node_views if v.accelerator})
+    reasons = [""] * len(lg.pods)
+    for i, pod in enumerate(lg.pods):
+        if STATUS_NAMES[int(lg.status[i])] != "pending":
+            continue
+        if not math.isnan(lg.first_start_s[i]):
+            reasons[i] = "preempted, waiting to run again"
+        elif (
+            has_profile is not None
+            and pod.variants
+            and not any(has_profile(a, m) for a in accelerators for m in pod.variants)
+        ):
+            reasons[i] = (
+                f"no profile for model {pod.variants[0]} on any accelerator of the cluster "
+                f"({', '.join(accelerators) or 'none'})"
+            )
+        else:
+            reasons[i] = f"no node fits ({int(lg.failures[i])} failed attempts)"
+    return reasons
+
+
+def write_policy_csv(path: Path, result: Any, outcomes: Any, reasons: Sequence[str] | None = None) -> None:
+    """Write one policy's per-pod outcomes (:data:`CSV_COLUMNS`); ``reasons``: see :func:`pending_reasons`."""
+    lg = result.ledger
+    why = reasons if reasons is not None else pending_reasons(result)
     nodes = result.state.node_names
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -106,47 +150,237 @@ def write_policy_csv(path: Path, result: Any, outcomes: Any) -> None:
                     _num(float(outcomes.analytic_ms[i])),
                     _num(float(pod.slo_ms)) if pod.slo_ms is not None else "",
                     ("yes" if outcomes.slo_met[i] else "no") if outcomes.is_service[i] and placed else "",
+                    why[i],
                 )
             )
 
 
-# --------------------------------------------------------------------------------------------- plots
+# --------------------------------------------------------------------------------------------- HTML
+
+#: The report's template, shipped as package data (``[options.package_data]`` in setup.cfg).
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+REPORT_TEMPLATE = "report.html.j2"
 
 
-def _figure(width: float = 7.5, height: float = 4.2) -> Any:
-    import matplotlib
+@dataclass
+class Row:
+    """One table row: its cells as text (the template escapes them) and an optional CSS class."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
-    return fig, ax
+    cells: list[str]
+    css: str = ""
 
 
-def _save(fig: Any, path: Path) -> bytes:
-    import matplotlib.pyplot as plt
+@dataclass
+class Table:
+    """A table for the template: ``left_columns`` leading columns are left-aligned (names)."""
 
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    data = buffer.getvalue()
-    path.write_bytes(data)
-    return data
+    header: list[str]
+    rows: list[Row]
+    caption: str = ""
+    left_columns: int = 1
 
 
-def _colors(n: int) -> list[Any]:
-    """Distinct colours: ``tab10`` for up to 10 policies, else ``tab20``."""
-    import matplotlib
+@dataclass
+class Image:
+    """A PNG embedded as base64 (the report stays one self-contained file)."""
 
-    if n <= 10:
-        cmap = matplotlib.colormaps["tab10"]
-        return [cmap(i) for i in range(n)]
-    cmap = matplotlib.colormaps["tab20"]
-    return [cmap(i % 20) for i in range(n)]
+    alt: str
+    base64: str
 
 
-def _class_order(results: Mapping[str, Any]) -> list[str]:
+@dataclass
+class Section:
+    """A titled part of the report: notes (paragraphs), tables and images, in that order."""
+
+    title: str
+    notes: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    images: list[Image] = field(default_factory=list)
+
+
+def _image(data: bytes | None, alt: str) -> list[Image]:
+    return [Image(alt, base64.b64encode(data).decode("ascii"))] if data else []
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def end_of_arrivals_allocation(entry: Mapping[str, Any]) -> float | None:
+    """GPU allocation ratio when the last pod arrived: the allocation curve's last point."""
+    curve = entry.get("allocation_curve", {}).get("allocated", [])
+    return float(curve[-1]) if curve else None
+
+
+def _classes(summary: Mapping[str, Any], key: str, order: Sequence[str] | None) -> list[str]:
+    present = {c for s in summary["policies"].values() for c in s.get(key, {})}
+    ranked = [c for c in (order or []) if c in present]
+    return ranked + sorted(present - set(ranked))
+
+
+def summary_table(summary: Mapping[str, Any], objective: Objective) -> Table:
+    """The outcome per policy, in rank order; rank 1 (ties included) highlighted — the only highlight."""
+    policies = summary["policies"]
+    ranks = rank_policies(summary, objective)
+    services = any(s["services_total"] for s in policies.values())
+    gpus = any(s["gpu_allocation_ratio"] or end_of_arrivals_allocation(s) for s in policies.values())
+    header = ["policy", "rank", "pods arrived", "scheduled", "running at end", "pending at end"]
+    header += ["completed", "preemptions"]
+    header += ["GPU alloc. at horizon", "GPU alloc. at end of arrivals"] if gpus else []
+    header += ["services SLO met / placed"] if services else []
+    header += ["penalty [USD]", "runtime [s]"]
+    rows = []
+    for name in sorted(policies, key=lambda n: (ranks[n], n)):
+        s = policies[name]
+        cells = [name, str(ranks[name])]
+        cells += [
+            f"{s[k]:,}" for k in ("pods_total", "pods_scheduled", "pods_running_end", "pods_pending_end")
+        ]
+        cells += [f"{s['pods_completed']:,}", f"{s['preemptions']:,}"]
+        if gpus:
+            cells += [_pct(s["gpu_allocation_ratio"], 2), _pct(end_of_arrivals_allocation(s), 2)]
+        cells += [f"{s['services_slo_met']} / {s['services_total']}"] if services else []
+        cells += [f"{s['penalty']:,.2f}", f"{s['runtime_s']:.2f}"]
+        rows.append(Row(cells, "best" if ranks[name] == 1 else ""))
+    return Table(header, rows, caption="Outcome")
+
+
+def qos_table(
+    summary: Mapping[str, Any], objective: Objective, class_order: Sequence[str] | None
+) -> list[Table]:
+    """Mean delivered QoS and Gini per class (highest class first), policies in rank order."""
+    policies = summary["policies"]
+    classes = _classes(summary, "mean_qos_by_class", class_order)
+    if not classes:
+        return []
+    ranks = rank_policies(summary, objective)
+    header = ["policy", *(f"mean QoS {c}" for c in classes), *(f"Gini {c}" for c in classes)]
+    rows = []
+    for name in sorted(policies, key=lambda n: (ranks[n], n)):
+        s = policies[name]
+        cells = [name, *(_fmt(s["mean_qos_by_class"].get(c, math.nan)) for c in classes)]
+        cells += [_fmt(s["gini_by_class"].get(c, math.nan)) for c in classes]
+        rows.append(Row(cells))
+    return [Table(header, rows, caption="Delivered QoS per class (Gini: lower is fairer)")]
+
+
+def _fairness_table(summary: Mapping[str, Any], order: Sequence[str] | None) -> list[Table]:
+    policies = summary["policies"]
+    classes = _classes(summary, "penalty_by_class", order)
+    if not classes:
+        return []
+    header = ["policy"]
+    for c in classes:
+        header += [f"Gini {c}", f"penalty {c} [USD]", f"below target {c}"]
+    header.append("preemptions")
+    rows = []
+    for name, s in policies.items():
+        cells = [name]
+        for c in classes:
+            cells += [
+                _fmt(s["gini_by_class"].get(c, math.nan)),
+                f"{s['penalty_by_class'].get(c, 0.0):,.2f}",
+                f"{s['below_target_by_class'].get(c, 0):,}",
+            ]
+        cells.append(f"{s.get('preemptions', 0):,}")
+        rows.append(Row(cells))
+    return [Table(header, rows)]
+
+
+def _latency_section(summary: Mapping[str, Any], lat: bytes | None) -> Section:
+    section = Section("Analytic latency models vs simulation")
+    rows = []
+    for name, s in summary["policies"].items():
+        lm = s.get("latency_model", {})
+        if not lm.get("checks"):
+            continue
+        cells = [name, *(f"{lm[k]:,}" for k in ("checks", "service_observations", "simulations"))]
+        cells += [
+            _pct(lm.get(k)) for k in ("mean_abs_rel_error", "median_abs_rel_error", "p90_abs_rel_error")
+        ]
+        cells += [f"{lm[k]:,}" for k in ("analytic_met_simulated_missed", "analytic_missed_simulated_met")]
+        rows.append(Row(cells))
+    if not rows:
+        section.notes.append("No inference service was placed, so no request-level latency was simulated.")
+        return section
+    header = ["policy", "device checkpoints", "service observations", "distinct simulations"]
+    header += ["mean |error|", "median |error|", "p90 |error|"]
+    header += ["predicted met, simulated missed", "predicted missed, simulated met"]
+    section.tables.append(Table(header, rows))
+    section.images += _image(lat, "analytic vs simulated latency")
+    return section
+
+
+def _class_table(summary: Mapping[str, Any], order: Sequence[str] | None) -> list[Table]:
+    policies = summary["policies"]
+    classes = _classes(summary, "placed_by_class", order)
+    if not classes:
+        return []
+    header = ["policy", *(f"placed {c}" for c in classes)]
+    header += ["failed attempts", "GPU allocation, time average", "partly-used GPU free"]
+    rows = []
+    for name, s in policies.items():
+        cells = [name, *(f"{s['placed_by_class'].get(c, 0):,}" for c in classes)]
+        cells += [f"{s.get('failed_attempts', 0):,}"]
+        cells += [_pct(s["gpu_allocation_time_avg"], 2), _pct(s["gpu_partial_free_frac"], 2)]
+        rows.append(Row(cells))
+    return [Table(header, rows)]
+
+
+def _workload_table(workload: Mapping[str, Any]) -> Table:
+    rows = [Row([str(k), str(v)]) for k, v in workload.items()]
+    return Table([], rows, left_columns=2)
+
+
+_GLOSSARY: tuple[tuple[str, str], ...] = (
+    (
+        "Scheduled",
+        "pods that ran at some point; of those and the others, running at end, pending at end "
+        "(never placed, or evicted and waiting) and completed add up to the pods arrived.",
+    ),
+    ("Preemptions", "evictions (a pod evicted twice counts twice)."),
+    (
+        "GPU allocation",
+        "allocated milli-GPU over GPU capacity, at the horizon (after departures and retries) and "
+        "when the last pod arrived (the last point of the allocation curve).",
+    ),
+    (
+        "Services SLO met",
+        "inference pods whose simulated request latency met the SLO at every checkpoint (before each "
+        "departure or preemption on their device, and at the end).",
+    ),
+    (
+        "QoS",
+        "availability (time running over time since submission) times SLO attainment; Gini within a "
+        "class, lower is fairer;",
+    ),
+    ("penalty", "SLA credits owed when QoS falls below the class target."),
+)
+
+
+def render_report(
+    sections: Sequence[Section], *, warnings: Sequence[str] = (), title: str = "qosched what-if report"
+) -> str:
+    """The report's HTML from :data:`REPORT_TEMPLATE` (Jinja2, autoescaped: values are text)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    template = env.get_template(REPORT_TEMPLATE)
+    return template.render(sections=sections, glossary=_GLOSSARY, warnings=list(warnings), title=title)
+
+
+def class_order(results: Mapping[str, Any]) -> list[str]:
     """The classes of the replayed pods, highest class (rank 0) first."""
     if not results:
         return []
@@ -155,196 +389,22 @@ def _class_order(results: Mapping[str, Any]) -> list[str]:
     return sorted(rank, key=lambda c: (rank[c], c))
 
 
-def plot_allocation_curves(results: Mapping[str, Any], path: Path) -> bytes | None:
-    """GPU allocation ratio [%] against arrived workload [%], one line per policy.
-
-    Two panels: the whole curve, and a zoom on its upper part (from 60 % arrived, or where the
-    first policy leaves the diagonal), where the policies differ.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = {
-        n: r
-        for n, r in results.items()
-        if r.curve_arrived_frac.size and r.workload.capacity_gpu_milli and r.curve_arrived_frac[-1] > 0
-    }
-    if not curves:  # no GPU request arrived (e.g. inference on edge TPUs): nothing to draw
-        return None
-    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=110)
-    top = 0.0
-    low_end = 100.0
-    for color, (name, r) in zip(_colors(len(curves)), curves.items(), strict=True):
-        x = 100 * r.curve_arrived_frac
-        y = 100 * r.curve_allocated_frac
-        for a in (ax, zoom):
-            a.plot(x, y, label=f"{name} ({y[-1]:.1f} %)", color=color, linewidth=1.3)
-        top = max(top, float(x[-1]))
-        low_end = min(low_end, float(y[-1]))
-    for a in (ax, zoom):
-        a.plot(
-            [0, min(top, 100)],
-            [0, min(top, 100)],
-            color="0.6",
-            linestyle=":",
-            linewidth=1,
-            label="placed = arrived",
-        )
-        a.set_xlabel("arrived workload: GPU requested / capacity [%]")
-        a.grid(True, alpha=0.3)
-    ax.set_ylabel("GPU allocation ratio [%]")
-    ax.set_title("Allocation ratio as the workload arrives")
-    x0 = min(60.0, max(low_end - 10.0, 0.0))
-    zoom.set_xlim(x0, max(top, x0 + 1.0) + 1.0)
-    zoom.set_ylim(max(min(low_end - 3.0, x0), 0.0), min(100.0, max(low_end, 0.0) + 10.0) + 0.5)
-    zoom.set_title("upper part")
-    zoom.legend(fontsize=7, ncol=1, loc="lower right")
-    return _save(fig, path)
+def _class_qos(results: Mapping[str, Any], outcomes: Mapping[str, Any]) -> list[ClassQoS]:
+    if not results:
+        return []
+    first = next(iter(results.values())).ledger
+    out = []
+    for cls in class_order(results):
+        by_policy = {
+            n: np.sort(outcomes[n].qos[outcomes[n].arrived & (r.ledger.class_name == cls)])
+            for n, r in results.items()
+        }
+        out.append(ClassQoS(cls, float(first.target[first.class_name == cls][0]), by_policy))
+    return out
 
 
-def plot_services_slo(summary: Mapping[str, Any], path: Path) -> bytes | None:
-    """Bars: services placed and services with no simulated SLO violation, per policy."""
-    policies = summary["policies"]
-    if not any(s["services_total"] for s in policies.values()):
-        return None
-    names = list(policies)
-    total = np.array([policies[n]["services_total"] for n in names])
-    met = np.array([policies[n]["services_slo_met"] for n in names])
-    fig, ax = _figure(7.5, 0.35 * len(names) + 1.5)
-    y = np.arange(len(names))
-    ax.barh(y, total, color="0.85", label="services placed")
-    ax.barh(y, met, color="tab:green", label="no simulated SLO violation")
-    for yi, m, t in zip(y, met, total, strict=True):
-        ax.text(t, yi, f" {m}/{t}", va="center", fontsize=8)
-    ax.set_yticks(y, names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.15 * max(int(total.max()), 1))  # room on the right for the labels
-    ax.set_xlabel("inference services")
-    ax.set_title("Services meeting their SLO (request-level simulation)", pad=24)
-    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
-    return _save(fig, path)
-
-
-def _horizontal() -> dict[str, Any]:
-    """Horizontal box plots: ``orientation`` since Matplotlib 3.10 (``vert`` is deprecated)."""
-    import matplotlib
-
-    major, minor = (int(x) for x in matplotlib.__version__.split(".")[:2])
-    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
-
-
-def plot_qos_by_class(results: Mapping[str, Any], outcomes: Mapping[str, Any], path: Path) -> bytes | None:
-    """Delivered QoS per class (one column per class), one box and one curve per policy.
-
-    Top: box plots (quartiles, whiskers at 1.5 IQR, mean as a red diamond), the class target
-    dashed. Bottom: the empirical CDF (fraction of the class's pods with QoS ≤ x), where the tails
-    that the boxes hide — the pods far below target — show.
-    """
-    import matplotlib.pyplot as plt
-
-    names = list(results)
-    if not names:
-        return None
-    first = results[names[0]].ledger
-    classes = _class_order(results)
-    if not classes:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    fig, axes = plt.subplots(
-        2,
-        len(classes),
-        figsize=(3.2 * len(classes) + 1, 0.3 * len(names) + 5.2),
-        dpi=110,
-        squeeze=False,
-        gridspec_kw={"height_ratios": [0.3 * len(names) + 1.2, 3.0]},
-    )
-    colors = _colors(len(names))
-    for col, cls in enumerate(classes):
-        ax, cdf = axes[0][col], axes[1][col]
-        data = []
-        for n in names:
-            out = outcomes[n]
-            mask = out.arrived & (results[n].ledger.class_name == cls)
-            data.append(np.sort(out.qos[mask]))
-        ax.boxplot(data, widths=0.6, showfliers=False, **_horizontal())
-        means = [float(d.mean()) if d.size else math.nan for d in data]
-        ax.plot(means, np.arange(1, len(names) + 1), "D", color="tab:red", markersize=3, label="mean")
-        target = float(first.target[first.class_name == cls][0])
-        for a in (ax, cdf):
-            a.axvline(target, color="tab:blue", linestyle="--", linewidth=1, label=f"target {target:g}")
-            a.set_xlim(-0.02, 1.02)
-        ax.set_yticks(np.arange(1, len(names) + 1), names if col == 0 else [""] * len(names), fontsize=8)
-        ax.invert_yaxis()
-        ax.set_title(f"class {cls}", fontsize=9)
-        ax.legend(fontsize=7, loc="lower left")
-        for color, name, d in zip(colors, names, data, strict=True):
-            if d.size:
-                cdf.step(np.r_[0.0, d], np.arange(d.size + 1) / d.size, where="post", color=color, label=name)
-        cdf.set_xlabel("delivered QoS")
-        cdf.set_ylim(0, 1.01)
-        if col == 0:
-            cdf.set_ylabel("fraction of pods with QoS ≤ x")
-            cdf.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
-
-
-def plot_fairness_by_class(
-    summary: Mapping[str, Any], path: Path, order: list[str] | None = None
-) -> bytes | None:
-    """Per class, one bar per policy: Gini of delivered QoS, SLA penalty [USD], pods below target.
-
-    Drawn only when some policy has a penalty or a pod below target (otherwise every bar is 0).
-    ``order``: the classes in display order (default: alphabetical).
-    """
-    policies = summary["policies"]
-    names = list(policies)
-    present = {c for s in policies.values() for c in s.get("penalty_by_class", {})}
-    classes = [c for c in order if c in present] if order else sorted(present)
-    if not names or not classes:
-        return None
-    worth = any(
-        v > 0
-        for s in policies.values()
-        for key in ("penalty_by_class", "below_target_by_class")
-        for v in s[key].values()
-    )
-    if not worth:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = (
-        ("gini_by_class", "Gini of delivered QoS (lower: fairer)", "{:.3f}"),
-        ("penalty_by_class", "SLA penalty [USD]", "{:.3g}"),
-        ("below_target_by_class", "pods below their class target", "{:d}"),
-    )
-    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.6), dpi=110)
-    width = 0.8 / len(names)
-    x = np.arange(len(classes))
-    for ax, (key, title, fmt) in zip(axes, panels, strict=True):
-        for j, (color, name) in enumerate(zip(_colors(len(names)), names, strict=True)):
-            values = [policies[name].get(key, {}).get(c, 0) for c in classes]
-            bars = ax.bar(x + (j - (len(names) - 1) / 2) * width, values, width, color=color, label=name)
-            for bar, v in zip(bars, values, strict=True):
-                label = fmt.format(int(v)) if fmt == "{:d}" else fmt.format(float(v))
-                ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                            va="bottom", fontsize=6, rotation=90)  # fmt: skip
-        ax.set_xticks(x, classes)
-        ax.set_title(title, fontsize=9)
-        ax.margins(y=0.25)
-    axes[0].legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
-
-
-def plot_latency_model(results: Mapping[str, Any], path: Path) -> bytes | None:
-    """Scatter: analytic vs simulated latency statistic of every checkpointed service (log-log)."""
-    points = []
+def _latency_points(results: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    points = {}
     for name, r in results.items():
         book = r.latency
         if book is None or not book.checks:
@@ -353,161 +413,20 @@ def plot_latency_model(results: Mapping[str, Any], path: Path) -> bytes | None:
         ana = np.concatenate([c.analytic_ms for c in book.checks])
         ok = np.isfinite(sim) & np.isfinite(ana) & (sim > 0) & (ana > 0)
         if ok.any():
-            points.append((name, sim[ok], ana[ok]))
-    if not points:
-        return None
-    fig, ax = _figure(6.0, 5.0)
-    lo, hi = math.inf, 0.0
-    for color, (name, sim, ana) in zip(_colors(len(points)), points, strict=True):
-        ax.scatter(sim, ana, s=8, alpha=0.6, color=color, label=name)
-        lo, hi = min(lo, float(sim.min()), float(ana.min())), max(hi, float(sim.max()), float(ana.max()))
-    ax.plot([lo, hi], [lo, hi], color="0.4", linestyle=":", linewidth=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("simulated latency [ms]")
-    ax.set_ylabel("analytic prediction [ms]")
-    ax.set_title("Latency models vs request-level simulation")
-    ax.grid(True, alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+            points[name] = (sim[ok], ana[ok])
+    return points
 
 
-# --------------------------------------------------------------------------------------------- HTML
-
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
-       color: #222; line-height: 1.45; padding: 0 1em; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.88em; margin: 0.6em 0; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f3f3f3; } td.l, th.l { text-align: left; }
-tr.best td { background: #eef8ee; }
-img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
-.note { color: #555; font-size: 0.9em; }
-code { background: #f5f5f5; padding: 0 0.2em; }
-"""
-
-
-def _img(data: bytes | None, alt: str) -> str:
-    if not data:
-        return ""
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ""
-        return f"{value:.{digits}f}"
-    return html.escape(str(value))
-
-
-def _summary_table(summary: Mapping[str, Any]) -> str:
-    policies = summary["policies"]
-    classes = sorted({c for s in policies.values() for c in s["mean_qos_by_class"]})
-    best_alloc = max((s["gpu_allocation_ratio"] for s in policies.values()), default=0.0)
-    head = (
-        "<tr><th class=l>policy</th><th>pods</th><th>scheduled</th><th>failed</th><th>GPU allocation</th>"
-        "<th>services SLO met / placed</th>"
-        + "".join(f"<th>mean QoS {html.escape(c)}</th><th>Gini {html.escape(c)}</th>" for c in classes)
-        + "<th>penalty [USD]</th><th>runtime [s]</th></tr>"
-    )
-    rows = []
-    for name, s in policies.items():
-        best = ' class="best"' if best_alloc and s["gpu_allocation_ratio"] == best_alloc else ""
-        cells = [
-            f"<td class=l>{html.escape(name)}</td>",
-            f"<td>{s['pods_total']}</td>",
-            f"<td>{s['pods_scheduled']}</td>",
-            f"<td>{s['pods_failed']}</td>",
-            f"<td>{100 * s['gpu_allocation_ratio']:.2f} %</td>",
-            f"<td>{s['services_slo_met']} / {s['services_total']}</td>",
-        ]
-        for c in classes:
-            cells.append(f"<td>{_fmt(s['mean_qos_by_class'].get(c, math.nan))}</td>")
-            cells.append(f"<td>{_fmt(s['gini_by_class'].get(c, math.nan))}</td>")
-        cells.append(f"<td>{s['penalty']:.4g}</td>")
-        cells.append(f"<td>{s['runtime_s']:.2f}</td>")
-        rows.append(f"<tr{best}>{''.join(cells)}</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
-
-
-def _fairness_table(summary: Mapping[str, Any]) -> str:
-    policies = summary["policies"]
-    classes = sorted({c for s in policies.values() for c in s.get("penalty_by_class", {})})
-    if not classes:
-        return ""
-    head = "<tr><th class=l>policy</th>" + "".join(
-        f"<th>Gini {html.escape(c)}</th><th>penalty {html.escape(c)} [USD]</th><th>below target {html.escape(c)}</th>"
-        for c in classes
-    )
-    head += "<th>preemptions</th></tr>"
-    rows = []
-    for name, s in policies.items():
-        cells = "".join(
-            f"<td>{_fmt(s['gini_by_class'].get(c, math.nan))}</td>"
-            f"<td>{s['penalty_by_class'].get(c, 0.0):.4g}</td><td>{s['below_target_by_class'].get(c, 0)}</td>"
-            for c in classes
-        )
-        rows.append(f"<tr><td class=l>{html.escape(name)}</td>{cells}<td>{s.get('preemptions', 0)}</td></tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
-
-
-def _latency_table(summary: Mapping[str, Any]) -> str:
-    rows = []
-    for name, s in summary["policies"].items():
-        lm = s.get("latency_model", {})
-        if not lm.get("checks"):
-            continue
-        rows.append(
-            "<tr>"
-            f"<td class=l>{html.escape(name)}</td><td>{lm['checks']}</td><td>{lm['service_observations']}</td>"
-            f"<td>{lm['simulations']}</td>"
-            f"<td>{_pct(lm.get('mean_abs_rel_error'))}</td><td>{_pct(lm.get('median_abs_rel_error'))}</td>"
-            f"<td>{_pct(lm.get('p90_abs_rel_error'))}</td>"
-            f"<td>{lm['analytic_met_simulated_missed']}</td><td>{lm['analytic_missed_simulated_met']}</td>"
-            "</tr>"
-        )
-    if not rows:
-        return "<p class=note>No inference service was placed, so no request-level latency was simulated.</p>"
-    head = (
-        "<tr><th class=l>policy</th><th>device checkpoints</th><th>service observations</th>"
-        "<th>distinct simulations</th><th>mean |error|</th><th>median |error|</th><th>p90 |error|</th>"
-        "<th>predicted met, simulated missed</th><th>predicted missed, simulated met</th></tr>"
-    )
-    return f"<table>{head}{''.join(rows)}</table>"
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.1f} %"
-
-
-def _class_table(summary: Mapping[str, Any]) -> str:
-    policies = summary["policies"]
-    classes = sorted({c for s in policies.values() for c in s.get("placed_by_class", {})})
-    if not classes:
-        return ""
-    head = "<tr><th class=l>policy</th>" + "".join(f"<th>placed {html.escape(c)}</th>" for c in classes)
-    head += "<th>running at end</th><th>completed</th><th>pending at end</th><th>preemptions</th>"
-    head += "<th>GPU allocation, time average</th><th>partly-used GPU free</th></tr>"
-    rows = []
-    for name, s in policies.items():
-        cells = "".join(f"<td>{s['placed_by_class'].get(c, 0)}</td>" for c in classes)
-        rows.append(
-            f"<tr><td class=l>{html.escape(name)}</td>{cells}<td>{s['pods_running_end']}</td>"
-            f"<td>{s['pods_completed']}</td><td>{s['pods_pending_end']}</td><td>{s['preemptions']}</td>"
-            f"<td>{100 * s['gpu_allocation_time_avg']:.2f} %</td><td>{100 * s['gpu_partial_free_frac']:.2f} %</td></tr>"
-        )
-    return f"<table>{head}{''.join(rows)}</table>"
-
-
-def _workload_table(workload: Mapping[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td class=l>{html.escape(str(k))}</td><td class=l>{html.escape(str(v))}</td></tr>"
-        for k, v in workload.items()
-    )
-    return f"<table>{rows}</table>"
+def _allocation_notes(summary: Mapping[str, Any]) -> list[str]:
+    horizons = {s.get("horizon_s") for s in summary["policies"].values()}
+    horizon = next(iter(horizons)) if len(horizons) == 1 else None
+    at = f" (t = {horizon:,.0f} s)" if isinstance(horizon, int | float) else ""
+    return [
+        "The curve is recorded after every arrival; the legend gives each policy's allocation when "
+        "the last pod arrived (the table's \u201cGPU alloc. at end of arrivals\u201d). The table's "
+        f"\u201cGPU alloc. at horizon\u201d is taken at the end of the replay{at}, after departures and "
+        "retries; in FGD mode the two are equal."
+    ]
 
 
 def write_report(
@@ -515,41 +434,50 @@ def write_report(
     summary: Mapping[str, Any],
     results: Mapping[str, Any],
     outcomes: Mapping[str, Any],
+    *,
+    warnings: Sequence[str] = (),
 ) -> Path:
-    """Write the PNG plots and ``report.html`` (self-contained); returns the HTML path."""
-    curve = plot_allocation_curves(results, out_dir / "allocation_curve.png")
+    """Write the PNG plots and ``report.html`` (self-contained); returns the HTML path.
+
+    ``warnings``: lines shown at the top of the report (e.g. a run cut short, pods no profile
+    covers).
+    """
+    order = class_order(results)
+    curve = plot_allocation_curves(curves_from_results(results), out_dir / "allocation_curve.png")
     slo = plot_services_slo(summary, out_dir / "services_slo.png")
-    qos = plot_qos_by_class(results, outcomes, out_dir / "qos_by_class.png")
-    fair = plot_fairness_by_class(summary, out_dir / "fairness_by_class.png", _class_order(results))
-    lat = plot_latency_model(results, out_dir / "latency_model.png")
-    parts = [
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
-        "<title>qosched what-if report</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        "<h1>qosched what-if report</h1>",
-        "<p class=note>Every policy replayed the same workload on the same cluster through the extender's "
-        "own decision interface. <b>GPU allocation</b>: allocated milli-GPU over capacity at the end. "
-        "<b>Services SLO met</b>: inference pods whose simulated request latency met the SLO at every "
-        "checkpoint (before each departure or preemption on their device, and at the end). <b>QoS</b>: "
-        "availability (time running over time since submission) times SLO attainment; Gini within a class, "
-        "lower is fairer; <b>penalty</b>: SLA credits owed when QoS falls below the class target.</p>",
-        "<h2>Summary</h2>",
-        _summary_table(summary),
+    qos = plot_qos_by_class(_class_qos(results, outcomes), out_dir / "qos_by_class.png")
+    fair = plot_fairness_by_class(summary, out_dir / "fairness_by_class.png", order)
+    lat = plot_latency_model(_latency_points(results), out_dir / "latency_model.png")
+    objective = objective_of(summary, order)
+    sections = [
+        Section(
+            "Summary",
+            notes=[objective.rule + " Highlighted: rank 1 (several rows when tied)."],
+            tables=[summary_table(summary, objective), *qos_table(summary, objective, order)],
+        )
     ]
     if curve:
-        parts += ["<h2>Allocation ratio vs arrived workload</h2>", _img(curve, "allocation curve")]
+        sections.append(
+            Section(
+                "Allocation ratio vs arrived workload",
+                _allocation_notes(summary),
+                images=_image(curve, "allocation curve"),
+            )
+        )
     if slo:
-        parts += ["<h2>Services meeting their SLO</h2>", _img(slo, "services meeting SLO")]
+        sections.append(Section("Services meeting their SLO", images=_image(slo, "services meeting SLO")))
     if qos:
-        parts += ["<h2>Delivered QoS per class</h2>", _img(qos, "QoS per class")]
-    parts += ["<h2>Fairness and penalties per class</h2>", _fairness_table(summary)]
-    if fair:
-        parts.append(_img(fair, "Gini, penalty and pods below target per class"))
-    parts += ["<h2>Placements per class and at the end</h2>", _class_table(summary)]
-    parts += ["<h2>Analytic latency models vs simulation</h2>", _latency_table(summary)]
-    if lat:
-        parts.append(_img(lat, "analytic vs simulated latency"))
-    parts += ["<h2>Workload</h2>", _workload_table(summary["workload"]), "</body></html>"]
+        sections.append(Section("Delivered QoS per class", images=_image(qos, "QoS per class")))
+    sections.append(
+        Section(
+            "Fairness and penalties per class",
+            tables=_fairness_table(summary, order),
+            images=_image(fair, "Gini, penalty and pods below target per class"),
+        )
+    )
+    sections.append(Section("Placements per class and at the end", tables=_class_table(summary, order)))
+    sections.append(_latency_section(summary, lat))
+    sections.append(Section("Workload", tables=[_workload_table(summary["workload"])]))
     path = out_dir / "report.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    path.write_text(render_report(sections, warnings=warnings), encoding="utf-8")
     return path
