@@ -599,18 +599,11 @@ def profile_to_json(profile: Profile) -> dict[str, Any]:
     ``parse_profile(profile_to_json(p)) == p`` always holds and a canonical file round-trips
     byte for byte through :func:`dump_profile_json`.
     """
-    st = profile.service_time
-    service: dict[str, Any] = {"mean": _num(st.mean_ms)}
-    if st.second_moment_ms2 != st.mean_ms**2:
-        service["second_moment"] = _num(st.second_moment_ms2)
-    for name, value in (("p50", st.p50_ms), ("p95", st.p95_ms), ("p99", st.p99_ms)):
-        if value is not None:
-            service[name] = _num(value)
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "accelerator": profile.accelerator,
         "model": profile.model,
-        "service_time_ms": service,
+        "service_time_ms": _service_time_json(profile.service_time),
     }
     if profile.swap_overhead_ms != 0.0:
         out["swap_overhead_ms"] = _num(profile.swap_overhead_ms)
@@ -634,6 +627,17 @@ def profile_to_json(profile: Profile) -> dict[str, Any]:
         prov["date"] = profile.provenance.date
     out["provenance"] = prov
     return out
+
+
+def _service_time_json(st: ServiceTime) -> dict[str, Any]:
+    """The ``service_time_ms`` object: the mean, and the moments and percentiles that are set."""
+    service: dict[str, Any] = {"mean": _num(st.mean_ms)}
+    if st.second_moment_ms2 != st.mean_ms**2:
+        service["second_moment"] = _num(st.second_moment_ms2)
+    for name, value in (("p50", st.p50_ms), ("p95", st.p95_ms), ("p99", st.p99_ms)):
+        if value is not None:
+            service[name] = _num(value)
+    return service
 
 
 def dump_profile_json(profile: Profile) -> str:

@@ -29,7 +29,7 @@ import contextlib
 import os
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -258,77 +258,87 @@ def _renice(nice: int) -> None:
 def server_main(conn: Connection, stop_event: Any, spec: ServerSpec) -> None:
     """Entry point of one model server process (runs under the *spawn* start method).
 
-    Loads and warms up ``spec.model``, sends :class:`Ready`, then answers commands until it
-    receives ``None``. Any exception is sent back as :class:`WorkerError` so the parent can show it.
+    Pins and renices itself, loads and warms up ``spec.model`` (:func:`_load_and_warm`), sends
+    :class:`Ready`, then answers commands until it receives ``None`` (:func:`_serve`). Any
+    exception is sent back as :class:`WorkerError` so the parent can show it.
     """
     try:
         if spec.cpus is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, spec.cpus)
         if spec.nice:
             _renice(spec.nice)
-        from qosched.profiles.profiler import require_torch
-
-        torch = require_torch()
-        torch.set_num_threads(spec.threads)
-        torch.set_num_interop_threads(1)
-        from qosched.profiles.profiler.models import build_model, count_parameters, example_input
-
-        device = torch.device(spec.device)
-        on_cuda = device.type == "cuda"
-        rss_before_mib, _ = _memory_now_mib()
-        model = build_model(spec.model, seed=spec.seed).to(device)
-        x_host = example_input(spec.model, spec.batch_size, seed=spec.seed)
-
-        def infer() -> None:
-            out = model(x_host.to(device, non_blocking=False))
-            if on_cuda:
-                torch.cuda.synchronize(device)
-            del out
-
-        warm: list[float] = []
-        with torch.inference_mode():
-            for _ in range(spec.warmup):
-                t0 = time.monotonic()
-                infer()
-                warm.append((time.monotonic() - t0) * 1000.0)
-        device_memory_mib: float | None = None
-        if on_cuda:
-            memory_mib = torch.cuda.max_memory_reserved(device) / 2**20
-            device_name = torch.cuda.get_device_name(device)
-            device_memory_mib = torch.cuda.get_device_properties(device).total_memory / 2**20
-        else:
-            _, peak_mib = _memory_now_mib()
-            param_mib = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
-            memory_mib = max(param_mib, peak_mib - rss_before_mib) if np.isfinite(peak_mib) else param_mib
-            device_name = "cpu"
-        conn.send(
-            Ready(
-                model=spec.model,
-                pid=os.getpid(),
-                warmup_service_ms=tuple(warm),
-                memory_mib=float(memory_mib),
-                parameters=count_parameters(model),
-                torch_version=str(torch.__version__),
-                threads=int(torch.get_num_threads()),
-                device_name=device_name,
-                device_memory_mib=device_memory_mib,
-            )
-        )
-        clock = _Clock(stop=stop_event)
-        while True:
-            cmd = conn.recv()
-            if cmd is None:
-                return
-            with torch.inference_mode():
-                if isinstance(cmd, ClosedLoopCommand):
-                    conn.send(_run_closed(cmd, infer, clock))
-                elif isinstance(cmd, OpenLoopCommand):
-                    conn.send(_run_open(cmd, infer, clock, conn))
-                else:
-                    raise TypeError(f"unknown command {type(cmd).__name__}")
+        torch, infer, ready = _load_and_warm(spec)
+        conn.send(ready)
+        _serve(conn, torch, infer, _Clock(stop=stop_event))
     except BaseException:  # report everything, including KeyboardInterrupt, then exit
         with contextlib.suppress(OSError, ValueError):  # the parent may already be gone
             conn.send(WorkerError(model=spec.model, trace=traceback.format_exc()))
+
+
+def _load_and_warm(spec: ServerSpec) -> tuple[Any, Callable[[], None], Ready]:
+    """Build the model on its device, run the warm-up inferences; (torch, infer, Ready)."""
+    from qosched.profiles.profiler import require_torch
+
+    torch = require_torch()
+    torch.set_num_threads(spec.threads)
+    torch.set_num_interop_threads(1)
+    from qosched.profiles.profiler.models import build_model, count_parameters, example_input
+
+    device = torch.device(spec.device)
+    on_cuda = device.type == "cuda"
+    rss_before_mib, _ = _memory_now_mib()
+    model = build_model(spec.model, seed=spec.seed).to(device)
+    x_host = example_input(spec.model, spec.batch_size, seed=spec.seed)
+
+    def infer() -> None:
+        out = model(x_host.to(device, non_blocking=False))
+        if on_cuda:
+            torch.cuda.synchronize(device)
+        del out
+
+    warm: list[float] = []
+    with torch.inference_mode():
+        for _ in range(spec.warmup):
+            t0 = time.monotonic()
+            infer()
+            warm.append((time.monotonic() - t0) * 1000.0)
+    device_memory_mib: float | None = None
+    if on_cuda:
+        memory_mib = torch.cuda.max_memory_reserved(device) / 2**20
+        device_name = torch.cuda.get_device_name(device)
+        device_memory_mib = torch.cuda.get_device_properties(device).total_memory / 2**20
+    else:
+        _, peak_mib = _memory_now_mib()
+        param_mib = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+        memory_mib = max(param_mib, peak_mib - rss_before_mib) if np.isfinite(peak_mib) else param_mib
+        device_name = "cpu"
+    ready = Ready(
+        model=spec.model,
+        pid=os.getpid(),
+        warmup_service_ms=tuple(warm),
+        memory_mib=float(memory_mib),
+        parameters=count_parameters(model),
+        torch_version=str(torch.__version__),
+        threads=int(torch.get_num_threads()),
+        device_name=device_name,
+        device_memory_mib=device_memory_mib,
+    )
+    return torch, infer, ready
+
+
+def _serve(conn: Connection, torch: Any, infer: Callable[[], None], clock: _Clock) -> None:
+    """Answer closed- and open-loop commands until ``None`` arrives."""
+    while True:
+        cmd = conn.recv()
+        if cmd is None:
+            return
+        with torch.inference_mode():
+            if isinstance(cmd, ClosedLoopCommand):
+                conn.send(_run_closed(cmd, infer, clock))
+            elif isinstance(cmd, OpenLoopCommand):
+                conn.send(_run_open(cmd, infer, clock, conn))
+            else:
+                raise TypeError(f"unknown command {type(cmd).__name__}")
 
 
 def _run_closed(cmd: ClosedLoopCommand, infer: Any, clock: _Clock) -> RunResult:

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import itertools
 import math
 import multiprocessing as mp
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -194,8 +195,14 @@ class ProfilerConfig:
     accuracy: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        """Every option is checked here, with the CLI's option name in the message."""
         if not self.models and not self.colocate:
             raise ValueError("models: give at least one model to profile")
+        self._check_levels()
+        self._check_counts()
+        self._check_placement()
+
+    def _check_levels(self) -> None:
         for name, values in (("rates", self.levels), ("colocate-rates", self.colocate_levels)):
             for v in values:
                 if not (0.0 < v < 1.0):
@@ -204,6 +211,8 @@ class ProfilerConfig:
             raise ValueError(f"duration-s must be > 0, got {self.duration_s!r}")
         if self.settle_s < 0 or not math.isfinite(self.settle_s):
             raise ValueError(f"settle-s must be >= 0, got {self.settle_s!r}")
+
+    def _check_counts(self) -> None:
         for name, value, low in (
             ("min-requests", self.min_requests, 1),
             ("warmup", self.warmup, 1),
@@ -213,6 +222,8 @@ class ProfilerConfig:
         ):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+    def _check_placement(self) -> None:
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.cpus is not None and not self.cpus:
@@ -371,17 +382,20 @@ class ServerPool:
                 if time.monotonic() > deadline and not self._stop.is_set():
                     cut = True
                     self._stop.set()
-                for srv, _ in commands:
-                    if not srv.process.is_alive() and srv.conn in by_conn and not srv.conn.poll():
-                        raise ProfilerError(
-                            f"server for {srv.ready.model!r} died (exit code {srv.process.exitcode})"
-                        )
+                _check_alive([srv for srv, _ in commands if srv.conn in by_conn])
                 if on_tick is not None:
                     on_tick()
         finally:
             self._stop.clear()
         background = background_cpu_cores(before, _cpu_snapshot(self._cpus, pids))
         return [r for r in results if r is not None], cut, background
+
+
+def _check_alive(waiting: Sequence[_Server]) -> None:
+    """Raise if a server we still wait for has exited with nothing left to read from it."""
+    for srv in waiting:
+        if not srv.process.is_alive() and not srv.conn.poll():
+            raise ProfilerError(f"server for {srv.ready.model!r} died (exit code {srv.process.exitcode})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -779,6 +793,10 @@ def run_profile(config: ProfilerConfig, progress: Progress | None = None) -> Pro
     affects the solo profile and the co-located runs alike instead of biasing whichever ran
     while the host was busy. The rates are fixed after the first round's service times.
 
+    Steps: check the model names (:func:`_check_models`), measure the rounds on one pool of
+    servers (:func:`_measure_rounds`, rates fixed by :func:`_fix_rates`), then assemble the
+    measurements (:func:`_profile_run`).
+
     Raises
     ------
     ProfilerError
@@ -786,80 +804,108 @@ def run_profile(config: ProfilerConfig, progress: Progress | None = None) -> Pro
     KeyError
         An unknown model name (listing the known ones).
     """
+    _check_models(config)
+    plan = plan_runs(config)
+    measured = _measure_rounds(config, plan, progress or NullProgress())
+    return _profile_run(config, plan, measured)
+
+
+def _check_models(config: ProfilerConfig) -> None:
+    """Unknown model names fail here, before any process starts (KeyError listing the known)."""
     from qosched.profiles.profiler.models import model_spec
 
     for m in config.all_models:
-        model_spec(m)  # unknown names fail here, before any process starts
-    prog: Progress = progress or NullProgress()
-    cpus = config.affinity if config.device == "cpu" else None
+        model_spec(m)
 
-    def spec_for(model: str) -> ServerSpec:
-        return ServerSpec(
-            model=model,
-            device=config.device,
-            threads=config.threads,
-            batch_size=config.batch_size,
-            warmup=config.warmup,
-            seed=config.seed,
-            cpus=cpus,
-            nice=config.nice,
-        )
 
+def _server_spec(config: ProfilerConfig, model: str) -> ServerSpec:
+    return ServerSpec(
+        model=model,
+        device=config.device,
+        threads=config.threads,
+        batch_size=config.batch_size,
+        warmup=config.warmup,
+        seed=config.seed,
+        cpus=config.affinity if config.device == "cpu" else None,
+        nice=config.nice,
+    )
+
+
+@dataclass(slots=True)
+class _Measured:
+    """What the rounds pooled: per model its service times, per planned run its requests, and
+    the rates and windows fixed after the first round."""
+
+    service_acc: dict[str, _Accumulator]
+    run_acc: dict[int, _Accumulator]
+    rates: dict[int, tuple[float, ...]] = field(default_factory=dict)
+    windows: dict[int, float] = field(default_factory=dict)
+    readies: dict[str, Ready] = field(default_factory=dict)
+
+
+def _measure_rounds(config: ProfilerConfig, plan: Sequence[_PlannedRun], prog: Progress) -> _Measured:
+    """Every round: a slice of each model's service-time measurement, then of each run."""
     models = config.all_models
-    plan = plan_runs(config)
     rounds = config.rounds
     prog.begin(rounds * (len(models) + len(plan)))
-    service_acc = {m: _Accumulator.empty(1) for m in models}
-    run_acc = {r.index: _Accumulator.empty(len(r.models)) for r in plan}
-    rates: dict[int, tuple[float, ...]] = {}
-    windows: dict[int, float] = {}
-    readies: dict[str, Ready] = {}
+    out = _Measured(
+        service_acc={m: _Accumulator.empty(1) for m in models},
+        run_acc={r.index: _Accumulator.empty(len(r.models)) for r in plan},
+    )
     try:
-        with ServerPool(spec_for, config.affinity) as pool:
+        with ServerPool(functools.partial(_server_spec, config), config.affinity) as pool:
             prog.step("starting servers", 0.0)
             keys = [(m, 0) for m in models] + [k for g in config.colocate for k in _instance_keys(g.models)]
             pool.start(keys)
-            readies = {m: pool.get(m).ready for m in models}
-            n_service = {m: _service_requests(config, readies[m]) for m in models}
+            out.readies = {m: pool.get(m).ready for m in models}
+            n_service = {m: _service_requests(config, out.readies[m]) for m in models}
             for rnd in range(rounds):
                 for model in models:
                     n = math.ceil(n_service[model] / rounds)
-                    _service_chunk(pool, model, n, rnd, rounds, service_acc[model], prog)
+                    _service_chunk(pool, model, n, rnd, rounds, out.service_acc[model], prog)
                 if rnd == 0:
-                    first_means = {m: float(np.mean(service_acc[m].service_ms[0])) for m in models}
-                    for run in plan:
-                        rates[run.index] = offered_rates_rps(
-                            run, [first_means[m] for m in run.models], config.servers
-                        )
-                        windows[run.index] = max(
-                            config.duration_s, max(config.min_requests / r for r in rates[run.index])
-                        )
+                    out.rates, out.windows = _fix_rates(config, plan, out.service_acc)
                 for run in plan:
-                    _open_loop_chunk(
-                        pool,
-                        config,
-                        run,
-                        rates[run.index],
-                        windows[run.index] / rounds,
-                        rnd,
-                        run_acc[run.index],
-                        prog,
-                    )
+                    window_s = out.windows[run.index] / rounds
+                    rates = out.rates[run.index]
+                    _open_loop_chunk(pool, config, run, rates, window_s, rnd, out.run_acc[run.index], prog)
     finally:
         prog.end()
+    return out
+
+
+def _fix_rates(
+    config: ProfilerConfig, plan: Sequence[_PlannedRun], service_acc: Mapping[str, _Accumulator]
+) -> tuple[dict[int, tuple[float, ...]], dict[int, float]]:
+    """Offered rates of each run from the first round's mean service times, and its window [s]:
+    ``duration_s``, or longer so that every member sends ``min_requests``."""
+    first_means = {m: float(np.mean(acc.service_ms[0])) for m, acc in service_acc.items()}
+    rates: dict[int, tuple[float, ...]] = {}
+    windows: dict[int, float] = {}
+    for run in plan:
+        rates[run.index] = offered_rates_rps(run, [first_means[m] for m in run.models], config.servers)
+        windows[run.index] = max(config.duration_s, max(config.min_requests / r for r in rates[run.index]))
+    return rates, windows
+
+
+def _profile_run(config: ProfilerConfig, plan: Sequence[_PlannedRun], measured: _Measured) -> ProfileRun:
+    """The pooled measurements as a :class:`ProfileRun`, with the host they were taken on."""
+    models = config.all_models
     services: dict[str, ServiceMeasurement] = {}
     for m in models:
-        acc = service_acc[m]
+        acc = measured.service_acc[m]
         if not acc.service_ms[0]:
             raise ProfilerError(f"{m}: no inference completed in the service-time runs")
         services[m] = ServiceMeasurement(
-            m, LatencyStats.from_samples(acc.service_ms[0]), readies[m], acc.background_cpu_cores
+            m, LatencyStats.from_samples(acc.service_ms[0]), measured.readies[m], acc.background_cpu_cores
         )
     runs = [
-        _run_measurement(run, rates[run.index], windows[run.index], run_acc[run.index], services)
+        _run_measurement(
+            run, measured.rates[run.index], measured.windows[run.index], measured.run_acc[run.index], services
+        )
         for run in plan
     ]
-    first = readies[models[0]]
+    first = measured.readies[models[0]]
     host = host_description(
         config.device, config.threads, config.affinity, first.torch_version, first.device_name
     )
