@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 from qosched.extender.cli.trace_files import read_openb_trace
-from qosched.extender.cli.whatif import load_policy_packages
 from qosched.policies.placement.base import policy_names
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.simulator.metrics import summarize
@@ -90,7 +89,6 @@ def main() -> int:
     if not DATA.is_dir():
         print(f"trace not found at {DATA}", file=sys.stderr)
         return 1
-    load_policy_packages()  # priority, qos-driven
     if args.policies == "contract":
         policies = list(CONTRACT_POLICIES)
     else:

@@ -14,11 +14,11 @@ Two inputs (contract §3):
   (default 3,600 s), so availability, fairness and penalties of queue/preemption policies
   (``priority``, ``qos-driven``, preemptive ``qosched``) can be compared.
 
-For each policy (``--policies``, default all registered) it writes ``DIR/<policy>.csv`` (one row
-per pod), and for all of them ``DIR/summary.json``, PNG plots and a self-contained
-``DIR/report.html`` (:mod:`qosched.extender.cli.whatif_report`), then prints a summary table. Each
-replay's wall time is measured here (the simulator core never reads a clock) and reported as
-``runtime_s``. Progress goes to stderr unless ``--quiet``.
+For each policy (``--policies``, default every policy of :mod:`qosched.policies.registry`) it
+writes ``DIR/<policy>.csv`` (one row per pod), and for all of them ``DIR/summary.json``, PNG
+plots and a self-contained ``DIR/report.html`` (:mod:`qosched.extender.cli.whatif_report`), then
+prints a summary table. Each replay's wall time is measured here (the simulator core never reads
+a clock) and reported as ``runtime_s``. Progress goes to stderr unless ``--quiet``.
 """
 
 from __future__ import annotations
@@ -44,23 +44,7 @@ from qosched.extender.kube.objects import (
     pod_key,
 )
 
-__all__ = ["load_policy_packages", "run_whatif", "whatif", "workload_from_snapshot"]
-
-#: Packages that register placement policies outside ``qosched.policies.placement`` (their
-#: import registers them): ``priority`` and ``qos-driven`` (models.md §B).
-POLICY_PACKAGES: tuple[str, ...] = ("qosched.policies.preemption",)
-
-
-def load_policy_packages() -> None:
-    """Import :data:`POLICY_PACKAGES` so that every contract policy is registered (absent: skipped)."""
-    import importlib
-
-    for module in POLICY_PACKAGES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
+__all__ = ["run_whatif", "whatif", "workload_from_snapshot"]
 
 
 def _class_mapper(classes: Any) -> Any:
@@ -426,10 +410,8 @@ def load_workload(opts: WhatifOptions, classes: Any) -> Any:
 
 def replay_policies(opts: WhatifOptions) -> None:
     """The placement what-if: replay the workload through each policy, write and print the results."""
+    from qosched.policies.registry import policy_names
     from qosched.policies.simulator.scenarios import CONTENDED_HORIZON_S
-
-    load_policy_packages()
-    from qosched.policies.placement.base import policy_names
 
     policies = _policy_list(opts.policies_text, policy_names())
     classes = load_classes(opts.classes_file)
@@ -476,7 +458,7 @@ def replay_policies(opts: WhatifOptions) -> None:
     "--policies",
     "policies_text",
     default=None,
-    help="Comma-separated policy names (default: every registered placement policy).",
+    help="Comma-separated policy names (default: every policy of the registry).",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")

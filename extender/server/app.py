@@ -35,10 +35,10 @@ from qosched.policies.fairness.classes import (
     UnknownClassError,
 )
 from qosched.policies.latency.colocation_rule import Thresholds
-from qosched.policies.placement.base import PlacementPolicy, make_policy
+from qosched.policies.placement.base import PlacementPolicy
 from qosched.policies.placement.interference import InterferenceModel
-from qosched.policies.placement.qosched.config import QoschedConfig
 from qosched.policies.profile_lookup import lookup_from_profiles
+from qosched.policies.registry import make_policy, policy_options
 from qosched.policies.types import DemandError
 from qosched.profiles.store import ProfileStore
 
@@ -130,19 +130,19 @@ def class_mapper(settings: Mapping[str, Any]) -> Callable[[str | None, str | Non
 
 
 def policy_from_settings(settings: Mapping[str, Any]) -> PlacementPolicy:
-    """The configured policy, judging placements with the configured latency-model thresholds."""
+    """The configured policy, judging placements with the configured latency-model thresholds.
+
+    Every policy's options say where its interference model goes (``with_interference``), so
+    the thresholds apply to any policy of the registry without naming it here.
+    """
     thresholds = Thresholds(
         memory_frac=float(settings["THRESHOLD_MEMORY_FRAC"]),
         utilization=float(settings["THRESHOLD_UTILIZATION"]),
         frontend_utilization=float(settings["THRESHOLD_FRONTEND_UTILIZATION"]),
     )
     name = str(settings["POLICY"])
-    if thresholds == Thresholds():
-        return make_policy(name)
-    model = InterferenceModel(thresholds=thresholds)
-    if name == "qosched":
-        return make_policy(name, config=QoschedConfig(interference=model))
-    return make_policy(name, model=model)
+    options = policy_options(name).with_interference(InterferenceModel(thresholds=thresholds))
+    return make_policy(name, options)
 
 
 def runtime_of(app: Flask) -> Runtime:

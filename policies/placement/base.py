@@ -15,7 +15,6 @@ So no policy exists twice, and the extender and the simulator cannot disagree.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -160,37 +159,15 @@ def best_candidate(evaluation: Evaluation) -> int | None:
     return int(np.argmax(masked))
 
 
-PolicyFactory = Callable[..., PlacementPolicy]
-_REGISTRY: dict[str, PolicyFactory] = {}
-
-
-def register(name: str) -> Callable[[PolicyFactory], PolicyFactory]:
-    """Class/function decorator: make a policy selectable by its contract name."""
-
-    def deco(factory: PolicyFactory) -> PolicyFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"policy {name!r} registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
-
-
 def policy_names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    """Every policy name (the table is :data:`qosched.policies.registry.POLICIES`)."""
+    from qosched.policies import registry  # above this module: it imports every policy
+
+    return registry.policy_names()
 
 
-def make_policy(name: str, **options: object) -> PlacementPolicy:
-    """Build a registered policy by name; the error lists the known names."""
-    _load_builtin()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
-    return factory(**options)
+def make_policy(name: str, options: object = None, /, **fields: object) -> PlacementPolicy:
+    """:func:`qosched.policies.registry.make_policy` (the one table of policies), reached lazily."""
+    from qosched.policies import registry
 
-
-def _load_builtin() -> None:
-    # Importing the package registers every built-in policy (each module calls ``register``).
-    import qosched.policies.placement.builtin  # noqa: F401
+    return registry.make_policy(name, options, **fields)

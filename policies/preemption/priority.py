@@ -18,12 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
-from qosched.policies.placement.base import PlacementPolicy, register
+from qosched.policies.placement.base import PlacementPolicy
 from qosched.policies.preemption.base import PreemptivePolicy, SchedulerConfig
+from qosched.policies.preemption.options import PreemptiveOptions, host_choice
 from qosched.policies.preemption.queue import priority_order
 from qosched.policies.preemption.victims import Preemptor, VictimFacts
 
-__all__ = ["PriorityPolicy", "PriorityRule"]
+__all__ = ["PriorityPolicy", "PriorityRule", "priority_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,6 @@ class PriorityRule:
         )
 
 
-@register("priority")
 class PriorityPolicy(PreemptivePolicy):
     """``priority``: class-ordered queue, class-based preemption, worst-fit hosts.
 
@@ -94,3 +94,11 @@ class PriorityPolicy(PreemptivePolicy):
         self, rank: np.ndarray, qos: np.ndarray, submit_s: np.ndarray, tiebreak: np.ndarray
     ) -> np.ndarray:
         return priority_order(rank, submit_s, tiebreak)
+
+
+def priority_policy(options: PreemptiveOptions) -> PriorityPolicy:
+    """``priority`` from its declared options (the registry's factory)."""
+    placement = host_choice(options, PriorityPolicy.name)
+    return PriorityPolicy(
+        classes=options.classes, config=options.config, placement=placement, name=options.name
+    )

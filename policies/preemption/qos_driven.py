@@ -37,14 +37,16 @@ from typing import Any
 import numpy as np
 
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
-from qosched.policies.placement.base import PlacementPolicy, make_policy, register
+from qosched.policies.placement.base import PlacementPolicy
+from qosched.policies.placement.qosched.policy import QoschedPolicy
 from qosched.policies.preemption.base import PreemptivePolicy, SchedulerConfig
+from qosched.policies.preemption.options import PreemptiveOptions, host_choice
 from qosched.policies.preemption.queue import qos_driven_order
 from qosched.policies.preemption.victims import Preemptor, VictimFacts
 from qosched.policies.state import ClusterState
 from qosched.policies.types import PodDemand
 
-__all__ = ["QosDrivenHooks", "QosDrivenPolicy", "QosDrivenRule", "preemptive_qosched"]
+__all__ = ["QosDrivenHooks", "QosDrivenPolicy", "QosDrivenRule", "preemptive_qosched", "qos_driven_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,6 @@ class QosDrivenRule:
         )
 
 
-@register("qos-driven")
 class QosDrivenPolicy(PreemptivePolicy):
     """``qos-driven``: class- then QoS-ordered queue, slack-respecting preemption, worst-fit hosts.
 
@@ -146,8 +147,16 @@ def preemptive_qosched(
     options = dict(qosched_options)
     if "qosched_config" in options:
         options["config"] = options.pop("qosched_config")
-    placement = make_policy("qosched", **options)
+    placement = QoschedPolicy(**options)
     return QosDrivenPolicy(classes=classes, config=config, placement=placement, name="qosched")
+
+
+def qos_driven_policy(options: PreemptiveOptions) -> QosDrivenPolicy:
+    """``qos-driven`` from its declared options (the registry's factory)."""
+    placement = host_choice(options, QosDrivenPolicy.name)
+    return QosDrivenPolicy(
+        classes=options.classes, config=options.config, placement=placement, name=options.name
+    )
 
 
 class QosDrivenHooks:

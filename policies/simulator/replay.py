@@ -50,8 +50,8 @@ equal results.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +60,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
-from qosched.policies.placement.base import PlacementPolicy, best_candidate, make_policy
+from qosched.policies.placement.base import PlacementPolicy, best_candidate
 from qosched.policies.simulator.latency_checks import DEFAULT_SIM_CONFIG, LatencyBook
 from qosched.policies.simulator.requests import SimConfig
 from qosched.policies.simulator.scenarios import Workload
@@ -346,9 +346,6 @@ class PolicyScheduler:
 
 MixMode = Literal["learned", "workload"]
 
-#: Policies that :func:`build_scheduler` makes preemptive when pods leave (see there).
-_PREEMPTIVE_WHEN_PODS_LEAVE = frozenset({"qosched"})
-
 
 def build_scheduler(
     name: str,
@@ -360,56 +357,71 @@ def build_scheduler(
     candidates: CandidateMode = "all",
     preempt: bool | None = None,
 ) -> PolicyScheduler:
-    """The scheduler of a registered policy, with the inputs its constructor asks for.
+    """The scheduler of a policy of the registry, with the inputs its options declare.
 
-    Keyword arguments a policy's constructor declares are filled in: ``seed`` (random choices),
-    ``learner`` / ``mix`` (FGD's expected workload: a ``WorkloadLearner`` fed with every
-    submitted pod when ``mix="learned"``, the paper's setting of learning from the pods seen;
-    ``mix="workload"`` gives the fixed mix of all the workload's pods, what FGD's simulator
-    computes up front), ``classes`` (service classes). Unknown names raise ``KeyError`` listing
-    the known ones.
+    The policy's row (:data:`qosched.policies.registry.POLICIES`) says what it takes; of those,
+    these are filled in: ``seed`` (random choices), ``learner`` / ``mix`` (FGD's expected
+    workload: a ``WorkloadLearner`` fed with every submitted pod when ``mix="learned"``, the
+    paper's setting of learning from the pods seen; ``mix="workload"`` gives the fixed mix of all
+    the workload's pods, what FGD's simulator computes up front), ``classes`` (service classes),
+    ``fairness`` (qosched's fairness hook, kept current by the replay). Unknown names raise
+    ``KeyError`` listing the known ones.
 
-    ``qosched`` is preemptive when pods leave (``preempt=None``: ``workload.departs``), as it
-    is live in the extender: the QoS-driven queue order and victim rule on its own hosts
+    A policy with a preemptive form in its row (``qosched``) takes that form when pods leave
+    (``preempt=None``: ``workload.departs``), as it is live in the extender: the QoS-driven
+    queue order and victim rule on its own hosts
     (:func:`qosched.policies.preemption.preemptive_qosched`, same name in reports). Where no
     pod ever leaves (FGD mode, ``--inflate`` without ``--departures``) an evicted pod could
     never run again, so it stays a plain placement policy. ``preempt`` forces either form.
     """
-    from qosched.policies.placement.fgd.mix import WorkloadLearner, WorkloadMix
+    from qosched.policies.registry import policy_spec
 
-    probe = make_policy(name)
-    try:
-        params = inspect.signature(type(probe)).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
-        params = {}  # type: ignore[assignment]
-    options: dict[str, Any] = {}
-    observe: Callable[[PodDemand], None] | None = None
-    if "seed" in params:
-        options["seed"] = int(seed)
-    if "classes" in params:
-        options["classes"] = classes
-    refresh: Callable[[PodLedger, float], None] | None = None
-    if "fairness" in params and (workload is None or any(p.is_inference for p in workload.pods)):
-        hook, refresh = _fairness_feed(classes)
-        options["fairness"] = hook
-    if mix == "workload" and "mix" in params and workload is not None:
-        options["mix"] = WorkloadMix.from_pods(workload.pods)
-    elif "learner" in params:
-        learner = WorkloadLearner()
-        options["learner"] = learner
-        observe = learner.observe
+    spec = policy_spec(name)
+    inputs = _Inputs.wire(spec, seed=seed, workload=workload, classes=classes, mix=mix)
+    options = dataclasses.replace(spec.options(), **inputs.options)
     if preempt is None:
         preempt = workload is not None and workload.departs
-    if name in _PREEMPTIVE_WHEN_PODS_LEAVE and preempt:
-        from qosched.policies.preemption import preemptive_qosched
-
-        policy: Any = preemptive_qosched(classes=classes, **options)
+    policy: Any
+    if preempt and spec.preemptive is not None:
+        policy = spec.preemptive(options, classes)
     else:
-        policy = make_policy(name, **options) if options else probe
-    if observe is None and "mix" not in options:
+        policy = spec.factory(options)
+    observe = inputs.observe
+    if observe is None and "mix" not in inputs.options:
         own = getattr(policy, "observe", None)
         observe = own if callable(own) else None
-    return PolicyScheduler(policy, observe=observe, candidates=candidates, refresh=refresh)
+    return PolicyScheduler(policy, observe=observe, candidates=candidates, refresh=inputs.refresh)
+
+
+@dataclass(slots=True)
+class _Inputs:
+    """What the replay wires into a policy: option values, the pod observer, the refresh hook."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    observe: Callable[[PodDemand], None] | None = None
+    refresh: Callable[[PodLedger, float], None] | None = None
+
+    @classmethod
+    def wire(
+        cls, spec: Any, *, seed: int, workload: Workload | None, classes: ClassConfig, mix: MixMode
+    ) -> _Inputs:
+        """The inputs of the options ``spec`` declares (see :func:`build_scheduler`)."""
+        from qosched.policies.placement.fgd.mix import WorkloadLearner, WorkloadMix
+
+        out = cls()
+        if spec.takes("seed"):
+            out.options["seed"] = int(seed)
+        if spec.takes("classes"):
+            out.options["classes"] = classes
+        if spec.takes("fairness") and (workload is None or any(p.is_inference for p in workload.pods)):
+            out.options["fairness"], out.refresh = _fairness_feed(classes)
+        if mix == "workload" and spec.takes("mix") and workload is not None:
+            out.options["mix"] = WorkloadMix.from_pods(workload.pods)
+        elif spec.takes("learner"):
+            learner = WorkloadLearner()
+            out.options["learner"] = learner
+            out.observe = learner.observe
+        return out
 
 
 def _fairness_feed(classes: ClassConfig) -> tuple[Any, Callable[[PodLedger, float], None]]:

@@ -21,7 +21,7 @@ import pytest
         "qosched.policies.fairness",
         "qosched.policies.fairness.shares",
         "qosched.policies.control",
-        "qosched.policies.placement.builtin",
+        "qosched.policies.registry",
     ],
     ids=["fairness", "shares", "control", "placement"],
 )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,9 @@ from qosched.policies.placement.base import (
     best_candidate,
     make_policy,
     policy_names,
-    register,
 )
 from qosched.policies.profile_lookup import lookup_from_profiles
+from qosched.policies.registry import POLICIES, PolicySpec, keywords
 from qosched.policies.simulator.latency_checks import LatencyBook, check_device
 from qosched.policies.simulator.metrics import CONTRACT_KEYS, allocation_curve, pod_outcomes, summarize
 from qosched.policies.simulator.replay import (
@@ -218,15 +219,21 @@ class _LowestRow:
         )
 
 
+@dataclass(frozen=True)
+class _NoOptions:
+    """The test policy's options: none."""
+
+    def with_interference(self, model: object) -> _NoOptions:
+        return self
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _registered_test_policy() -> Iterator[None]:
-    """Register the test policy for this module's tests only (other modules never see it)."""
-    from qosched.policies.placement import base
-
-    if _TEST_POLICY not in policy_names():
-        register(_TEST_POLICY)(_LowestRow)
-    yield
-    base._REGISTRY.pop(_TEST_POLICY, None)
+    """Add the test policy's row to the table for this module's tests only (other modules never see it)."""
+    spec = PolicySpec(keywords(_LowestRow), _NoOptions, "test: lowest fitting row")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(POLICIES, _TEST_POLICY, spec)
+        yield
 
 
 def _one_gpu_cluster() -> list[NodeView]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import numpy as np
 
 from qosched.policies.placement import devices as device_choice
-from qosched.policies.placement.base import register
 from qosched.policies.placement.baselines.resources import max_spec, node_resources
 from qosched.policies.placement.common import BlindPolicy, Scored
 from qosched.policies.placement.constraints import Candidates
@@ -49,7 +48,6 @@ def _best_fit_devices(cand: Candidates) -> np.ndarray:
     return device_choice.best_fit(cand.free_milli, cand.device_ok, cand.need)
 
 
-@register("dot-product")
 class DotProductPolicy(BlindPolicy):
     """Tetris-style dot product of free and requested (CPU, GPU), merged GPU dimension, max norm."""
 
@@ -64,7 +62,6 @@ class DotProductPolicy(BlindPolicy):
         return Scored(1.0 - dot / 2.0, _best_fit_devices(cand))
 
 
-@register("gpu-clustering")
 class GpuClusteringPolicy(BlindPolicy):
     """Prefer nodes whose GPU pods have the same GPU shape as this one (see the module doc)."""
 
@@ -89,7 +86,6 @@ class GpuClusteringPolicy(BlindPolicy):
         return Scored(band + fullness, devices)
 
 
-@register("gpu-packing")
 class GpuPackingPolicy(BlindPolicy):
     """Prefer partly used GPUs, then free GPUs on used nodes, then wholly free nodes."""
 
@@ -116,7 +112,6 @@ class GpuPackingPolicy(BlindPolicy):
         return Scored(raw.astype(np.float64), devices)
 
 
-@register("best-fit")
 class BestFitPolicy(BlindPolicy):
     """The node with the least free CPU and GPU left after the pod (weights ½, ½)."""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from qosched.policies.placement import devices as device_choice
-from qosched.policies.placement.base import Reason, register
+from qosched.policies.placement.base import Reason
 from qosched.policies.placement.common import BlindPolicy, Scored
 from qosched.policies.placement.constraints import Candidates
 from qosched.policies.placement.interference import InterferenceModel
@@ -75,7 +75,6 @@ class _Knapsack(BlindPolicy):
         return np.where(devices >= 0, picked, 0.0).sum(axis=1)
 
 
-@register("knapsack-first-fit")
 class KnapsackFirstFit(_Knapsack):
     """The first node in state order with a device the item fits (memory only)."""
 
@@ -87,7 +86,6 @@ class KnapsackFirstFit(_Knapsack):
         return Scored(-cand.row.astype(np.float64), devices)
 
 
-@register("knapsack-best-fit")
 class KnapsackBestFit(_Knapsack):
     """The device where the least memory is left after the item."""
 
@@ -99,7 +97,6 @@ class KnapsackBestFit(_Knapsack):
         return Scored(-self._total(left, devices, cand), devices)
 
 
-@register("knapsack-worst-fit")
 class KnapsackWorstFit(_Knapsack):
     """The device where the most memory is left after the item."""
 

@@ -27,22 +27,25 @@ its least-loaded devices; optionally behind the interference-aware feasibility.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from qosched.policies.placement import devices as device_choice
-from qosched.policies.placement.base import Evaluation, register
+from qosched.policies.placement.base import Evaluation
 from qosched.policies.placement.baselines.resources import NodeResources, node_resources
 from qosched.policies.placement.common import AwarePolicy, BlindPolicy, Scored
 from qosched.policies.placement.constraints import Candidates
 from qosched.policies.placement.feasible_devices import NodeVerdicts
 from qosched.policies.placement.interference import InterferenceModel
+from qosched.policies.placement.options import BlindOptions, check_instance
 from qosched.policies.state import ClusterState
 from qosched.policies.types import PodDemand
 
 __all__ = [
+    "BinpackOptions",
     "BinpackPolicy",
+    "DefaultOptions",
     "DefaultPolicy",
     "ResourceWeights",
     "WorstFitPolicy",
@@ -87,7 +90,25 @@ def allocated_fraction(res: NodeResources, weights: ResourceWeights, *, most: bo
     return total / (weights.cpu + weights.memory + weights.gpu)
 
 
-@register("default")
+@dataclass(frozen=True, slots=True)
+class DefaultOptions(BlindOptions):
+    """Options of ``default``: :class:`~qosched.policies.placement.options.BlindOptions` and the
+    LeastAllocated weights (default upstream's: CPU and memory 1, GPU 0)."""
+
+    weights: ResourceWeights = field(default_factory=ResourceWeights)
+
+    def __post_init__(self) -> None:
+        super(DefaultOptions, self).__post_init__()
+        check_instance(self, "weights", self.weights, ResourceWeights, "a ResourceWeights")
+
+
+@dataclass(frozen=True, slots=True)
+class BinpackOptions(DefaultOptions):
+    """Options of ``binpack``: as ``default``'s, MostAllocated weights CPU, memory and GPU 1."""
+
+    weights: ResourceWeights = field(default_factory=lambda: ResourceWeights(gpu=1.0))
+
+
 class DefaultPolicy(BlindPolicy):
     """Kubernetes' default spread: LeastAllocated on CPU and memory; first-fit devices."""
 
@@ -109,7 +130,6 @@ class DefaultPolicy(BlindPolicy):
         return Scored(raw, devices)
 
 
-@register("binpack")
 class BinpackPolicy(BlindPolicy):
     """Bin packing: MostAllocated on CPU, memory and GPU; best-fit devices."""
 

@@ -15,16 +15,17 @@ nodes are candidates.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from qosched.policies.placement import devices as device_choice
-from qosched.policies.placement.base import register
 from qosched.policies.placement.common import BlindPolicy, Scored
 from qosched.policies.placement.constraints import Candidates
 from qosched.policies.placement.interference import InterferenceModel
+from qosched.policies.placement.options import BlindOptions, check_int
 
-__all__ = ["RandomPolicy", "pod_generator"]
+__all__ = ["RandomOptions", "RandomPolicy", "pod_generator"]
 
 
 def pod_generator(uid: str, seed: int) -> np.random.Generator:
@@ -33,7 +34,18 @@ def pod_generator(uid: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int.from_bytes(digest, "little")])
 
 
-@register("random")
+@dataclass(frozen=True, slots=True)
+class RandomOptions(BlindOptions):
+    """Options of ``random``: :class:`~qosched.policies.placement.options.BlindOptions` and the
+    ``seed`` (an int, default 0) mixed with each pod's uid into its generator."""
+
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super(RandomOptions, self).__post_init__()
+        check_int(self, "seed")
+
+
 class RandomPolicy(BlindPolicy):
     """Uniform random node and devices, seeded per pod (see the module docstring)."""
 

@@ -20,20 +20,22 @@ GPUs) and ``pkg/utils/frag.go`` (``NodeGpuShareFragAmount``).
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
 from qosched.policies.placement import devices as device_choice
-from qosched.policies.placement.base import Evaluation, register
+from qosched.policies.placement.base import Evaluation
 from qosched.policies.placement.common import BlindPolicy, Scored
 from qosched.policies.placement.constraints import Candidates
 from qosched.policies.placement.fgd.mix import PodShape, WorkloadLearner, WorkloadMix, shape_of
 from qosched.policies.placement.fgd.score import fragmentation_delta
 from qosched.policies.placement.interference import InterferenceModel
+from qosched.policies.placement.options import BlindOptions, check_instance
 from qosched.policies.state import ClusterState
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
 
-__all__ = ["FGDPolicy", "fgd_evaluate", "frag_delta_for", "mix_for"]
+__all__ = ["FGDPolicy", "FgdOptions", "fgd_evaluate", "frag_delta_for", "mix_for"]
 
 
 def mix_for(pod: PodDemand, mix: WorkloadMix | None) -> WorkloadMix:
@@ -83,7 +85,25 @@ def node_delta(cand: Candidates, delta: np.ndarray, devices: np.ndarray) -> np.n
     return np.where(first >= 0, delta.take(at), np.inf)
 
 
-@register("fgd")
+@dataclass(frozen=True, slots=True)
+class FgdOptions(BlindOptions):
+    """Options of ``fgd``: :class:`~qosched.policies.placement.options.BlindOptions` and the
+    expected workload, a fixed ``mix`` or a ``learner`` the caller feeds (not both; neither: each
+    pod's own shape)."""
+
+    mix: WorkloadMix | None = None
+    learner: WorkloadLearner | None = None
+
+    def __post_init__(self) -> None:
+        super(FgdOptions, self).__post_init__()
+        check_instance(self, "mix", self.mix, (WorkloadMix, type(None)), "a WorkloadMix or None")
+        check_instance(
+            self, "learner", self.learner, (WorkloadLearner, type(None)), "a WorkloadLearner or None"
+        )
+        if self.mix is not None and self.learner is not None:
+            raise ValueError("fgd: give a fixed mix or a learner, not both")
+
+
 class FGDPolicy(BlindPolicy):
     """Fragmentation Gradient Descent (see the module docstring)."""
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from qosched.policies.placement.base import register
 from qosched.policies.placement.baselines.kube import ResourceWeights, allocated_fraction
 from qosched.policies.placement.baselines.resources import node_resources
 from qosched.policies.placement.common import AwarePolicy, Scored
@@ -51,7 +50,6 @@ _ALL_RESOURCES = ResourceWeights(cpu=1.0, memory=1.0, gpu=1.0)
 _COST_RESOLUTION = 1e-9
 
 
-@register("ibis-pack")
 class IbisPack(AwarePolicy):
     """DFS: the first feasible node in state order, its first feasible device."""
 
@@ -62,7 +60,6 @@ class IbisPack(AwarePolicy):
         return Scored(-cand.row.astype(np.float64), verdicts.devices)
 
 
-@register("ibis-spread")
 class IbisSpread(AwarePolicy):
     """BFS: the feasible device that is least utilised before the pod (idle first)."""
 
@@ -83,7 +80,6 @@ class IbisSpread(AwarePolicy):
         return Scored(allocated_fraction(node_resources(cand), _ALL_RESOURCES, most=False), verdicts.devices)
 
 
-@register("ibis-hetero")
 class IbisHetero(AwarePolicy):
     """Heterogeneity-aware: the feasible device where the pod adds the least utilisation."""
 

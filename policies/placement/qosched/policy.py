@@ -21,25 +21,66 @@ pods seen. Pods without a model and SLO are placed by fragmentation (and fairnes
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Self
+
 import numpy as np
 
-from qosched.policies.placement.base import register
 from qosched.policies.placement.common import AwarePolicy, Scored
 from qosched.policies.placement.constraints import Candidates
 from qosched.policies.placement.feasible_devices import NodeVerdicts
 from qosched.policies.placement.fgd.mix import WorkloadLearner, WorkloadMix
 from qosched.policies.placement.fgd.policy import frag_delta_for, mix_for, node_delta
+from qosched.policies.placement.interference import InterferenceModel
+from qosched.policies.placement.options import check_instance
 from qosched.policies.placement.qosched.config import QoschedConfig
 from qosched.policies.placement.qosched.fairness_hook import FairnessHook, FairnessInputs
 from qosched.policies.types import PodDemand
 
-__all__ = ["QoschedPolicy"]
+__all__ = ["QoschedOptions", "QoschedPolicy"]
 
 #: ΔF is rounded to this [milli-GPU] before ordering devices, so float noise cannot split ties.
 _DELTA_RESOLUTION = 1e-6
 
 
-@register("qosched")
+@dataclass(frozen=True, slots=True)
+class QoschedOptions:
+    """Options of ``qosched``.
+
+    Attributes
+    ----------
+    config : QoschedConfig
+        Score weights and the interference model (validated by :class:`QoschedConfig`).
+    mix, learner : WorkloadMix or WorkloadLearner, optional
+        The expected workload of ΔF: a fixed mix or a learner the caller feeds (not both;
+        neither: the policy learns from :meth:`QoschedPolicy.observe`).
+    fairness : FairnessHook, optional
+        The fairness term φ (None: φ = 0).
+    """
+
+    config: QoschedConfig = field(default_factory=QoschedConfig)
+    mix: WorkloadMix | None = None
+    learner: WorkloadLearner | None = None
+    fairness: FairnessHook | None = None
+
+    def __post_init__(self) -> None:
+        check_instance(self, "config", self.config, QoschedConfig, "a QoschedConfig")
+        check_instance(self, "mix", self.mix, (WorkloadMix, type(None)), "a WorkloadMix or None")
+        check_instance(
+            self, "learner", self.learner, (WorkloadLearner, type(None)), "a WorkloadLearner or None"
+        )
+        if self.fairness is not None and not callable(self.fairness):
+            raise ValueError(
+                f"QoschedOptions.fairness must be a FairnessHook or None (got {self.fairness!r})"
+            )
+        if self.mix is not None and self.learner is not None:
+            raise ValueError("qosched: give a fixed mix or a learner, not both")
+
+    def with_interference(self, model: InterferenceModel) -> Self:
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, interference=model))
+
+
 class QoschedPolicy(AwarePolicy):
     """The full policy (see the module docstring)."""
 
