@@ -105,8 +105,10 @@ class ExtenderProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+    def log(self, tail_chars: int | None = 4000) -> str:
+        """The process's output (the last ``tail_chars``; all of it with None)."""
+        text = self.log_path.read_text(errors="replace")
+        return text if tail_chars is None else text[-tail_chars:]
 
 
 @pytest.fixture
