@@ -38,6 +38,7 @@ from qosched.policies.types import (
     SHARING_MODES,
     Allocation,
     NodeView,
+    PodDemand,
 )
 
 
@@ -356,19 +357,8 @@ class ClusterState:
         if i is None:
             raise StateError(f"pod {alloc.pod.name}: unknown node {alloc.node}")
         pod = alloc.pod
-        devices = tuple(alloc.devices)
-        n_dev = int(self.device_count[i])
-        if any(not 0 <= d < n_dev for d in devices):
-            if strict:
-                raise StateError(
-                    f"pod {pod.name}: devices {devices} outside node {alloc.node} ({n_dev} devices)"
-                )
-            devices = tuple(d for d in devices if 0 <= d < n_dev)
+        devices = self._checked_devices(alloc, i, strict)
         milli = pod.milli_per_device if pod.gpu_milli > 0 else 0
-        if strict and milli and devices:
-            used = self.gpu_used_milli[i, list(devices)]
-            if np.any(used + milli > GPU_MILLI_PER_DEVICE):
-                raise StateError(f"pod {pod.name}: devices {devices} of {alloc.node} lack {milli} milli-GPU")
         placed = _Placed(
             alloc=alloc if devices == alloc.devices else _with_devices(alloc, devices), node_idx=i, slots=[]
         )
@@ -376,13 +366,7 @@ class ClusterState:
         self.mem_used_mib[i] += pod.memory_mib
         self.pod_count[i] += 1
         self.node_version[i] += 1
-        if pod.gpu_milli > 0:
-            if pod.gpu_milli < GPU_MILLI_PER_DEVICE:
-                placed.affinity = 0
-                self.gpu_share_pods[i] += 1
-            else:
-                placed.affinity = min(pod.gpu_count, self.n_devices)
-                self.gpu_whole_pods[i, placed.affinity - 1] += 1
+        self._count_affinity(i, pod, placed)
         view = self.node_views[i]
         model = alloc.model or pod.model
         params = self.service_params(view.accelerator, model) if pod.is_inference else None
@@ -403,6 +387,36 @@ class ClusterState:
         self._placed[uid] = placed
         self._pods_by_node[i].add(uid)
         self.version += 1
+
+    def _checked_devices(self, alloc: Allocation, i: int, strict: bool) -> tuple[int, ...]:
+        """The pod's devices on node ``i``: out-of-range indexes and over-committed devices are an
+        error when ``strict``, else out-of-range ones are dropped (see :meth:`add`)."""
+        pod = alloc.pod
+        devices = tuple(alloc.devices)
+        n_dev = int(self.device_count[i])
+        if any(not 0 <= d < n_dev for d in devices):
+            if strict:
+                raise StateError(
+                    f"pod {pod.name}: devices {devices} outside node {alloc.node} ({n_dev} devices)"
+                )
+            devices = tuple(d for d in devices if 0 <= d < n_dev)
+        milli = pod.milli_per_device if pod.gpu_milli > 0 else 0
+        if strict and milli and devices:
+            used = self.gpu_used_milli[i, list(devices)]
+            if np.any(used + milli > GPU_MILLI_PER_DEVICE):
+                raise StateError(f"pod {pod.name}: devices {devices} of {alloc.node} lack {milli} milli-GPU")
+        return devices
+
+    def _count_affinity(self, i: int, pod: PodDemand, placed: _Placed) -> None:
+        """Count the pod in node ``i``'s GPU affinity (shared GPU, or c whole GPUs)."""
+        if pod.gpu_milli <= 0:
+            return
+        if pod.gpu_milli < GPU_MILLI_PER_DEVICE:
+            placed.affinity = 0
+            self.gpu_share_pods[i] += 1
+        else:
+            placed.affinity = min(pod.gpu_count, self.n_devices)
+            self.gpu_whole_pods[i, placed.affinity - 1] += 1
 
     def _free_slot(self, i: int, d: int) -> int:
         free = np.flatnonzero(~self.svc_mask[i, d])

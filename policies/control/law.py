@@ -432,8 +432,25 @@ def control_step(
     new = _damped(x, target, lo_eff, hi_eff, s.damping, s.max_step_frac * cap)
     new = _fit_capacity(x, new, lo_eff, cap)
 
+    inversions: tuple[Inversion, ...] = tuple(
+        "mm1" if use_mm1[i] else "power" if use_power[i] else "none" for i in range(n)
+    )
+    return ControlStep(
+        shares=new,
+        target_shares=target,
+        demand=demand,
+        error=error,
+        actions=_actions(usable, in_band, x, new),
+        inversions=inversions,
+        status=result.status,
+        capacity=cap,
+    )
+
+
+def _actions(usable: np.ndarray, in_band: np.ndarray, x: FloatArray, new: FloatArray) -> tuple[Action, ...]:
+    """What the step did to each service: held (no data, or within the deadband), grew, shrank."""
     actions: list[Action] = []
-    for i in range(n):
+    for i in range(len(x)):
         if not usable[i]:
             actions.append("hold-no-data")
         elif in_band[i]:
@@ -444,19 +461,7 @@ def control_step(
             actions.append("shrink")
         else:
             actions.append("hold")
-    inversions: tuple[Inversion, ...] = tuple(
-        "mm1" if use_mm1[i] else "power" if use_power[i] else "none" for i in range(n)
-    )
-    return ControlStep(
-        shares=new,
-        target_shares=target,
-        demand=demand,
-        error=error,
-        actions=tuple(actions),
-        inversions=inversions,
-        status=result.status,
-        capacity=cap,
-    )
+    return tuple(actions)
 
 
 def _hand_out_slack(target: FloatArray, hi: FloatArray, acting: np.ndarray, cap: float) -> FloatArray:

@@ -325,18 +325,7 @@ class ClassConfig:
             raise ValueError(f"class config: unknown keys {extra}; allowed: {sorted(allowed)}")
         kwargs: dict[str, Any] = {}
         if "classes" in data:
-            items = data["classes"]
-            if not isinstance(items, Sequence) or isinstance(items, str):
-                raise ValueError("class config: 'classes' must be a list")
-            parsed = []
-            for i, item in enumerate(items):
-                if not isinstance(item, Mapping):
-                    raise ValueError(f"class config: classes[{i}] must be a mapping")
-                try:
-                    parsed.append(ServiceClass(**dict(item)))
-                except TypeError as exc:
-                    raise ValueError(f"class config: classes[{i}]: {exc}") from None
-            kwargs["classes"] = tuple(parsed)
+            kwargs["classes"] = _classes_from_list(data["classes"])
         if "default_class" in data:
             kwargs["default_class"] = str(data["default_class"])
         for key in ("priority_class_map", "trace_qos_map"):
@@ -371,3 +360,18 @@ class ClassConfig:
 
 DEFAULT_CLASS_CONFIG = ClassConfig()
 """The paper's three classes with the default mapping rules."""
+
+
+def _classes_from_list(items: object) -> tuple[ServiceClass, ...]:
+    """The ``classes`` list of a class config; errors name the offending item."""
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        raise ValueError("class config: 'classes' must be a list")
+    parsed = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"class config: classes[{i}] must be a mapping")
+        try:
+            parsed.append(ServiceClass(**dict(item)))
+        except TypeError as exc:
+            raise ValueError(f"class config: classes[{i}]: {exc}") from None
+    return tuple(parsed)

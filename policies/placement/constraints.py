@@ -235,85 +235,42 @@ def devices_needed(pod: PodDemand) -> int:
 
 
 def gather(state: ClusterState, pod: PodDemand, candidates: np.ndarray) -> Candidates:
-    """Apply the common hard constraints to ``candidates`` (state row indexes); see the module doc."""
+    """Apply the common hard constraints to ``candidates`` (state row indexes); see the module doc.
+
+    In order (the first failure is each node's reason): known and schedulable; accelerator,
+    profile and accuracy (:func:`_check_accelerator`); device count (:func:`_device_count`); CPU
+    and memory; free devices (:func:`_device_room`).
+    """
     node_idx = np.asarray(candidates).astype(np.int64, copy=False).ravel()
-    m = node_idx.shape[0]
     if state.n_nodes == 0:
         return _nothing_known(state, pod, node_idx)
     known = (node_idx >= 0) & (node_idx < state.n_nodes)
     all_known = bool(known.all())
-    row = node_idx if all_known else np.where(known, node_idx, 0)
-    reason = np.zeros(m, dtype=np.int8)
-
-    def rows_of(arr: np.ndarray) -> np.ndarray:
-        return arr.take(row, axis=0)
-
-    def fail(bad: np.ndarray, code: Reason) -> None:
-        if bad.any():  # usually nothing fails a check: skip the masked write
-            reason[(reason == 0) & bad] = int(code)
-
+    rows = _Rows(node_idx if all_known else np.where(known, node_idx, 0))
     if not all_known:
-        fail(~known, Reason.UNKNOWN_NODE)
-    fail(~rows_of(state.schedulable), Reason.UNSCHEDULABLE)
+        rows.fail(~known, Reason.UNKNOWN_NODE)
+    rows.fail(~rows.of(state.schedulable), Reason.UNSCHEDULABLE)
 
-    accel = rows_of(state.accel_code) if all_known else np.where(known, rows_of(state.accel_code), -1)
-    uses_model = bool(pod.variants)
+    accel = rows.of(state.accel_code) if all_known else np.where(known, rows.of(state.accel_code), -1)
     need = devices_needed(pod)
     milli = pod.milli_per_device if pod.gpu_milli > 0 else 0
+    variants = _check_accelerator(state, pod, rows, accel, need)
+    cpu_node = _device_count(state, pod, rows, accel, need)
 
-    if uses_model:
-        fail(accel < 0, Reason.NO_ACCELERATOR)
-    if pod.gpu_spec and need > 0:
-        acc_codes = [state.accelerators.index(s) for s in pod.gpu_spec if s in state.accelerators]
-        gm_codes = [state.gpu_models.index(s) for s in pod.gpu_spec if s in state.gpu_models]
-        allowed = np.isin(accel, acc_codes) | np.isin(rows_of(state.gpu_model_code), gm_codes)
-        fail(~allowed, Reason.ACCELERATOR_NOT_ALLOWED)
-
-    variants = None
-    if uses_model:
-        variants = variant_table(state, pod, accel)
-        fail(~variants.any_profile, Reason.NO_PROFILE)
-        fail(variants.first < 0, Reason.ACCURACY)
-
-    n_dev = rows_of(state.device_count)
-    cpu_node = np.zeros(m, dtype=bool)
-    if CPU_ACCELERATOR in state.accelerators:
-        # A ``cpu`` node's one device slot is its CPU: it has no GPU to give (nor to fragment).
-        cpu_node = accel == state.accelerators.index(CPU_ACCELERATOR)
-        if pod.gpu_milli > 0:
-            n_dev = np.where(cpu_node, 0, n_dev)
-    if need > 0:
-        fail(n_dev < need, Reason.TOO_FEW_DEVICES)
-
-    cpu_free = (rows_of(state.cpu_cap_milli) - rows_of(state.cpu_used_milli)).astype(np.int64)
-    mem_free = rows_of(state.mem_cap_mib) - rows_of(state.mem_used_mib)
+    cpu_free = (rows.of(state.cpu_cap_milli) - rows.of(state.cpu_used_milli)).astype(np.int64)
+    mem_free = rows.of(state.mem_cap_mib) - rows.of(state.mem_used_mib)
     if pod.cpu_milli > 0:
-        fail(cpu_free < pod.cpu_milli, Reason.INSUFFICIENT_CPU)
+        rows.fail(cpu_free < pod.cpu_milli, Reason.INSUFFICIENT_CPU)
     if pod.memory_mib > 0:
-        fail(mem_free < pod.memory_mib, Reason.INSUFFICIENT_MEMORY)
+        rows.fail(mem_free < pod.memory_mib, Reason.INSUFFICIENT_MEMORY)
 
-    exists = rows_of(state.dev_exists)
-    used = rows_of(state.gpu_used_milli)
-    # np.where(exists & ~cpu_node, 1000 - used, 0), in place (np.where with a scalar is slow
-    # on (m, D) arrays).
-    free = (GPU_MILLI_PER_DEVICE - used).astype(np.int32, copy=False)
-    np.copyto(free, 0, where=~(exists & ~cpu_node[:, None]) if cpu_node.any() else ~exists)
-    device_ok = exists & (free >= milli) if milli > 0 else exists.copy()
-    if need > 0:
-        exclusive = rows_of(state.sharing_code) == _EXCLUSIVE
-        if exclusive.any():
-            busy = (used > 0) | row_any(rows_of(state.svc_mask)) | (rows_of(state.dev_unmodelled) > 0)
-            fits_milli = row_count(device_ok) >= need
-            device_ok = device_ok & ~(exclusive[:, None] & busy)
-            fits = row_count(device_ok) >= need
-            fail(exclusive & fits_milli & ~fits, Reason.EXCLUSIVE_BUSY)
-        fail(~row_any(device_ok) if need == 1 else row_count(device_ok) < need, Reason.INSUFFICIENT_GPU)
+    free, device_ok = _device_room(state, rows, cpu_node, need, milli)
     return Candidates(
         state=state,
         pod=pod,
         node_idx=node_idx,
-        row=row,
-        reason=reason,
+        row=rows.row,
+        reason=rows.reason,
         need=need,
         milli=milli,
         free_milli=free,
@@ -322,6 +279,84 @@ def gather(state: ClusterState, pod: PodDemand, candidates: np.ndarray) -> Candi
         mem_free_mib=mem_free,
         variants=variants,
     )
+
+
+class _Rows:
+    """The candidates' state rows, and each one's reason so far (the first failure wins)."""
+
+    __slots__ = ("reason", "row")
+
+    def __init__(self, row: np.ndarray) -> None:
+        self.row = row
+        self.reason = np.zeros(row.shape[0], dtype=np.int8)
+
+    def of(self, arr: np.ndarray) -> np.ndarray:
+        return arr.take(self.row, axis=0)
+
+    def fail(self, bad: np.ndarray, code: Reason) -> None:
+        if bad.any():  # usually nothing fails a check: skip the masked write
+            self.reason[(self.reason == 0) & bad] = int(code)
+
+
+def _check_accelerator(
+    state: ClusterState, pod: PodDemand, rows: _Rows, accel: np.ndarray, need: int
+) -> VariantTable | None:
+    """Accelerator present (model pods), allowed by ``gpu_spec``, with a profile and the accuracy
+    asked; the pod's variant table (None for a pod without a model)."""
+    uses_model = bool(pod.variants)
+    if uses_model:
+        rows.fail(accel < 0, Reason.NO_ACCELERATOR)
+    if pod.gpu_spec and need > 0:
+        acc_codes = [state.accelerators.index(s) for s in pod.gpu_spec if s in state.accelerators]
+        gm_codes = [state.gpu_models.index(s) for s in pod.gpu_spec if s in state.gpu_models]
+        allowed = np.isin(accel, acc_codes) | np.isin(rows.of(state.gpu_model_code), gm_codes)
+        rows.fail(~allowed, Reason.ACCELERATOR_NOT_ALLOWED)
+    if not uses_model:
+        return None
+    variants = variant_table(state, pod, accel)
+    rows.fail(~variants.any_profile, Reason.NO_PROFILE)
+    rows.fail(variants.first < 0, Reason.ACCURACY)
+    return variants
+
+
+def _device_count(
+    state: ClusterState, pod: PodDemand, rows: _Rows, accel: np.ndarray, need: int
+) -> np.ndarray:
+    """Enough devices on the node; returns which candidates are ``cpu`` nodes, whose one device
+    slot is the CPU: no GPU to give (nor to fragment)."""
+    n_dev = rows.of(state.device_count)
+    cpu_node = np.zeros(rows.row.shape[0], dtype=bool)
+    if CPU_ACCELERATOR in state.accelerators:
+        cpu_node = accel == state.accelerators.index(CPU_ACCELERATOR)
+        if pod.gpu_milli > 0:
+            n_dev = np.where(cpu_node, 0, n_dev)
+    if need > 0:
+        rows.fail(n_dev < need, Reason.TOO_FEW_DEVICES)
+    return cpu_node
+
+
+def _device_room(
+    state: ClusterState, rows: _Rows, cpu_node: np.ndarray, need: int, milli: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(free milli-GPU (m, D), devices that can take the pod (m, D)); exclusive devices must be
+    idle, and a node needs ``need`` such devices."""
+    exists = rows.of(state.dev_exists)
+    used = rows.of(state.gpu_used_milli)
+    # np.where(exists & ~cpu_node, 1000 - used, 0), in place (np.where with a scalar is slow
+    # on (m, D) arrays).
+    free = (GPU_MILLI_PER_DEVICE - used).astype(np.int32, copy=False)
+    np.copyto(free, 0, where=~(exists & ~cpu_node[:, None]) if cpu_node.any() else ~exists)
+    device_ok = exists & (free >= milli) if milli > 0 else exists.copy()
+    if need > 0:
+        exclusive = rows.of(state.sharing_code) == _EXCLUSIVE
+        if exclusive.any():
+            busy = (used > 0) | row_any(rows.of(state.svc_mask)) | (rows.of(state.dev_unmodelled) > 0)
+            fits_milli = row_count(device_ok) >= need
+            device_ok = device_ok & ~(exclusive[:, None] & busy)
+            fits = row_count(device_ok) >= need
+            rows.fail(exclusive & fits_milli & ~fits, Reason.EXCLUSIVE_BUSY)
+        rows.fail(~row_any(device_ok) if need == 1 else row_count(device_ok) < need, Reason.INSUFFICIENT_GPU)
+    return free, device_ok
 
 
 def _nothing_known(state: ClusterState, pod: PodDemand, node_idx: np.ndarray) -> Candidates:

@@ -220,6 +220,70 @@ def preemptor_of(pod: LivePod, now_s: float, config: LiveConfig) -> Preemptor:
     return Preemptor(rank=pod.rank, needs=not bool(has_slack(running, elapsed, config.pause_s, pod.target)))
 
 
+#: A node's candidate set: (uids as proposed, their facts, the allowed ones in the rule's order,
+#: the chosen ones as positions in ``uids``).
+_Found = tuple[list[str], VictimFacts, list[int], list[int]]
+
+
+def _resource_set(
+    node: str,
+    uids: list[str],
+    facts: VictimFacts,
+    who: Preemptor,
+    rule: VictimRule,
+    oracle: FitOracle,
+    cfg: LiveConfig,
+) -> _Found | str:
+    """Step 1 on one node: the victims it needs on the cheap resource test, or why it is dropped.
+
+    With ``trim_victims`` the allowed victims in the rule's order go through
+    :func:`~.victims.minimal_subset`; without, the proposal is kept whole if every victim is
+    allowed and the pod fits with them all gone.
+    """
+    allowed = np.asarray(rule.eligible(who, facts), dtype=bool)
+    pos = np.flatnonzero(allowed)
+    order = pos[rule.order(facts.take(pos))].tolist()
+    if not cfg.trim_victims:
+        if not allowed.all():
+            bad = uids[int(np.flatnonzero(~allowed)[0])]
+            return f"victim {bad} may not be evicted ({rule.name})"
+        if not oracle.resources(node, uids):
+            return "the pod does not fit even with every proposed victim gone"
+        return (uids, facts, order, list(range(len(uids))))
+    chosen = minimal_subset(order, _on_node(oracle, node, uids, with_policy=False))
+    if chosen is None:
+        return (
+            "the pod does not fit with the victims the rule allows gone"
+            if pos.size
+            else f"no proposed victim may be evicted ({rule.name})"
+        )
+    return (uids, facts, order, chosen)
+
+
+def _confirmed(
+    found: Mapping[str, _Found], oracle: FitOracle, rule: VictimRule, cfg: LiveConfig, dropped: dict[str, str]
+) -> list[tuple[tuple[float, ...], str, list[str]]]:
+    """Step 2: the policy confirms every node's set in one batched call; a rejected node is
+    searched again with the policy in the loop (or dropped, without ``trim_victims``). Returns
+    (cost, node, victims in the proposal's order) per kept node; records the others in
+    ``dropped``."""
+    verdicts = oracle.policy({node: [f[0][i] for i in f[3]] for node, f in found.items()}) if found else {}
+    options: list[tuple[tuple[float, ...], str, list[str]]] = []
+    for node, (uids, facts, order, chosen) in found.items():
+        final: list[int] | None = chosen
+        if not verdicts.get(node, False) and cfg.trim_victims:
+            final = minimal_subset(order, _on_node(oracle, node, uids, with_policy=True))
+        elif not verdicts.get(node, False):
+            final = None
+        if final is None:
+            dropped[node] = "the placement policy rejects the pod there with the allowed victims gone"
+            continue
+        ordered = sorted(final)  # the proposal's order
+        cost = rule.cost(facts.take(np.array(ordered))) if ordered else (-math.inf,)
+        options.append((cost, node, [uids[i] for i in ordered]))
+    return options
+
+
 def trim_proposal(
     preemptor: LivePod,
     proposal: Mapping[str, Sequence[str]],
@@ -264,7 +328,7 @@ def trim_proposal(
     if not rule.may_preempt(who):
         return LiveVerdict(kept={}, dropped=dict.fromkeys(proposal, "the pod can wait: it has slack itself"))
     dropped: dict[str, str] = {}
-    found: dict[str, tuple[list[str], VictimFacts, list[int], list[int]]] = {}
+    found: dict[str, _Found] = {}
     # Facts of every known victim in one vectorised pass, then a slice per node.
     known = list(dict.fromkeys(u for raw in proposal.values() for u in raw if u in pods))
     at = {u: i for i, u in enumerate(known)}
@@ -276,42 +340,12 @@ def trim_proposal(
             dropped[node] = f"victim {missing[0]} is not in the extender's cache yet"
             continue
         facts = all_facts.take(np.fromiter((at[u] for u in uids), dtype=np.int64, count=len(uids)))
-        allowed = np.asarray(rule.eligible(who, facts), dtype=bool)
-        pos = np.flatnonzero(allowed)
-        order = pos[rule.order(facts.take(pos))].tolist()
-        if not cfg.trim_victims:
-            if not allowed.all():
-                bad = uids[int(np.flatnonzero(~allowed)[0])]
-                dropped[node] = f"victim {bad} may not be evicted ({rule.name})"
-                continue
-            if not oracle.resources(node, uids):
-                dropped[node] = "the pod does not fit even with every proposed victim gone"
-                continue
-            found[node] = (uids, facts, order, list(range(len(uids))))
-            continue
-        chosen = minimal_subset(order, _on_node(oracle, node, uids, with_policy=False))
-        if chosen is None:
-            dropped[node] = (
-                "the pod does not fit with the victims the rule allows gone"
-                if pos.size
-                else f"no proposed victim may be evicted ({rule.name})"
-            )
-            continue
-        found[node] = (uids, facts, order, chosen)
-    verdicts = oracle.policy({node: [f[0][i] for i in f[3]] for node, f in found.items()}) if found else {}
-    options: list[tuple[tuple[float, ...], str, list[str]]] = []
-    for node, (uids, facts, order, chosen) in found.items():
-        final: list[int] | None = chosen
-        if not verdicts.get(node, False) and cfg.trim_victims:
-            final = minimal_subset(order, _on_node(oracle, node, uids, with_policy=True))
-        elif not verdicts.get(node, False):
-            final = None
-        if final is None:
-            dropped[node] = "the placement policy rejects the pod there with the allowed victims gone"
-            continue
-        ordered = sorted(final)  # the proposal's order
-        cost = rule.cost(facts.take(np.array(ordered))) if ordered else (-math.inf,)
-        options.append((cost, node, [uids[i] for i in ordered]))
+        outcome = _resource_set(node, uids, facts, who, rule, oracle, cfg)
+        if isinstance(outcome, str):
+            dropped[node] = outcome
+        else:
+            found[node] = outcome
+    options = _confirmed(found, oracle, rule, cfg, dropped)
     options.sort(key=lambda o: (o[0], o[1]))
     keep = options if cfg.max_nodes is None else options[: cfg.max_nodes]
     for _, node, _v in options[len(keep) :]:
