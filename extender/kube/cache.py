@@ -509,7 +509,15 @@ class ClusterCache:
         """``pod`` for a caller already holding ``lock``."""
         return self._pods.get(uid)
 
+    def expiry_paused(self) -> bool:
+        """True while nothing could have confirmed an assumption (the live cache: its pods watch
+        is broken). Expiring then would free devices a committed bind holds; the relist that
+        ends the outage confirms or drops each assumption instead."""
+        return False
+
     def _expire_locked(self) -> None:
+        if self.expiry_paused():
+            return
         now = self._clock()
         heap = self._expiry_heap
         while heap and heap[0][0] <= now:

@@ -470,6 +470,14 @@ class LiveCluster(ClusterCache):
                 )
         return True, why
 
+    def expiry_paused(self) -> bool:
+        """Assumptions do not expire while the pods watch is broken (see ``ClusterCache``).
+
+        Before, an outage longer than ``assume_ttl_s`` dropped the reservation of a bind the API
+        server had committed, and the next bind could take the same devices.
+        """
+        return "pods" in self._broken_since
+
     def broken_for_s(self, resource: Resource) -> float:
         """Seconds the watch of ``resource`` has been broken (0 while it streams)."""
         since = self._broken_since.get(resource)

@@ -112,3 +112,54 @@ def test_error_410_on_an_open_watch_relists_only_that_resource_and_stays_ready(
     assert cache.lists["nodes"] == lists_before["nodes"] + 1
     assert app.test_client().get("/readyz").status_code == 200  # a compaction is no outage
     assert_invariants(fault_api, cache=cache, created=[f"default/p-{j}" for j in range(6)])
+
+
+def test_assumptions_do_not_expire_while_the_pods_watch_is_broken(fault_api: FakeKubeAPI) -> None:
+    """Expiry and relist: a bind committed during a pods-watch outage keeps its devices past
+    ``assume_ttl_s`` (nothing could confirm it), and the relist that ends the outage confirms it.
+    Before: the reservation expired, the device looked free, and a second 1,000-milli pod was
+    bound onto it (2,000 milli on one GPU)."""
+    fault_api.add_node("gpu-0", accelerator="nvidia-t4", gpus=1)
+    for name in ("a", "b"):
+        fault_api.add_pod(name, model="resnet50", slo_ms=500, rate_rps=1, gpu_milli=1000)
+    client = fault_api.api_client()
+    cache = LiveCluster(client, lookup, device_memory, watch=WATCH, assume_ttl_s=0.3)
+    app = create_app(
+        {"POLICY": "qosched"}, cache=cache, binder=KubeBinder(client), registry=CollectorRegistry()
+    )
+    http = app.test_client()
+    timer = VerbTimer()
+    try:
+        cache.start()
+        assert cache.wait_synced(5.0)
+        fault_api.fail_next("^/api/v1/pods$", 503, times=10**6)  # the pods list/watch only
+        fault_api.drop_watches()
+        wait_until(lambda: cache.broken_for_s("pods") > 0, what="the pods watch to break")
+        for name in ("a", "b"):
+            pod = fault_api.get("pods", name)
+            assert pod is not None
+            bind = {
+                "PodName": name,
+                "PodNamespace": "default",
+                "PodUID": pod["metadata"]["uid"],
+                "Node": "gpu-0",
+            }
+            with timer.timing("bind"):
+                answer = http.post("/bind", json=bind).get_json()
+            if name == "a":
+                assert answer["Error"] == ""  # committed; the watch cannot confirm it
+                time.sleep(0.6)  # twice the TTL
+                with timer.timing("filter"):
+                    kept = _filter(app, fault_api, "b", VerbTimer())["NodeNames"]
+                assert kept == []  # the device is still held by a
+            else:
+                assert "gpu-0" in answer["Error"]  # refused: no double booking
+        fault_api.clear_failures()
+        wait_until(lambda: cache.broken_for_s("pods") == 0, what="the pods watch to resync")
+        wait_until(lambda: not check_cache_matches_api(fault_api, cache), what="the cache to match the API")
+        with cache.lock:
+            assert not cache.is_assumed_locked(str(fault_api.get("pods", "a")["metadata"]["uid"]))  # type: ignore[index]
+        assert_invariants(fault_api, cache=cache, created=["default/a", "default/b"], timer=timer)
+    finally:
+        cache.stop()
+        client.close()
