@@ -199,8 +199,6 @@ def run_cmd(
         from qosched.profiles.profiler.runner import (
             ProfilerConfig,
             ProfilerError,
-            auto_pairs,
-            parse_colocate,
             run_profile,
             write_outputs,
         )
@@ -208,36 +206,11 @@ def run_cmd(
         raise click.ClickException(str(exc)) from None
 
     model_names = tuple(m.strip() for m in models.split(",") if m.strip())
-    if colocate.strip() == "auto":
-        groups = auto_pairs(model_names)
-    elif colocate.strip() in ("", "none"):
-        groups = ()
-    else:
-        try:
-            groups = parse_colocate(colocate)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--colocate") from None
+    groups = _colocate_groups(colocate, model_names)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        cpu_set = None if cpus is None else tuple(int(c) for c in cpus.split(",") if c.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated CPU numbers, got {cpus!r}", param_hint="--cpus"
-        ) from None
-    accuracy: list[tuple[str, float]] = []
-    for item in (x.strip() for x in accuracy_text.split(",")):
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError(item)
-            accuracy.append((name.strip(), float(value)))
-        except ValueError:
-            raise click.BadParameter(
-                f"expected MODEL=FRACTION, got {item!r}", param_hint="--accuracy"
-            ) from None
+    cpu_set = _cpu_set(cpus)
+    accuracy = _accuracy(accuracy_text)
     try:
         config = ProfilerConfig(
             models=model_names,
@@ -256,7 +229,7 @@ def run_cmd(
             seed=seed,
             rounds=rounds,
             nice=nice,
-            accuracy=tuple(accuracy),
+            accuracy=accuracy,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -270,6 +243,48 @@ def run_cmd(
     if not quiet:
         click.echo("wrote " + ", ".join(str(p) for p in paths), err=True)
     _print_report(build_report(result.colocation_dict()), Path(out_dir), quiet)
+
+
+def _colocate_groups(text: str, model_names: tuple[str, ...]) -> tuple[Any, ...]:
+    """``--colocate``: 'auto' (every pair of --models), '' or 'none', or explicit groups."""
+    from qosched.profiles.profiler.runner import auto_pairs, parse_colocate
+
+    if text.strip() == "auto":
+        return tuple(auto_pairs(model_names))
+    if text.strip() in ("", "none"):
+        return ()
+    try:
+        return tuple(parse_colocate(text))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--colocate") from None
+
+
+def _cpu_set(cpus: str | None) -> tuple[int, ...] | None:
+    """``--cpus``: comma-separated CPU numbers (None: every allowed CPU)."""
+    try:
+        return None if cpus is None else tuple(int(c) for c in cpus.split(",") if c.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated CPU numbers, got {cpus!r}", param_hint="--cpus"
+        ) from None
+
+
+def _accuracy(text: str) -> tuple[tuple[str, float], ...]:
+    """``--accuracy``: 'MODEL=FRACTION,...' (the range is checked by ProfilerConfig)."""
+    accuracy: list[tuple[str, float]] = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(item)
+            accuracy.append((name.strip(), float(value)))
+        except ValueError:
+            raise click.BadParameter(
+                f"expected MODEL=FRACTION, got {item!r}", param_hint="--accuracy"
+            ) from None
+    return tuple(accuracy)
 
 
 @profile.command("report")
