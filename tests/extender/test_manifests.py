@@ -164,8 +164,15 @@ def test_objects_live_in_qosched_system() -> None:
     elsewhere = {
         (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
         for f, _, o in DOCS
-        if f != "example-inference.yaml"
-        and o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding")
+        if f not in ("example-inference.yaml", "device-plugin.yaml")  # the node agent: qosched-node
+        and o["kind"]
+        not in (
+            "Namespace",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        )
         and o["metadata"].get("namespace") != NAMESPACE
     }
     # kube-scheduler's delegated authentication reads a ConfigMap in kube-system.
