@@ -598,6 +598,30 @@ class _Replay:
         st = self.state
         accel = np.array([v.accelerator != CPU_ACCELERATOR for v in st.node_views], dtype=bool)
         self._gpu_rows = accel & st.schedulable
+        self._init_clock()
+
+    def _init_clock(self) -> None:
+        """The event loop's state: arrival order and times, horizon, tick interval, FGD curve, ∫ allocation."""
+        wl, cfg = self.workload, self.config
+        n = len(wl)
+        order = np.lexsort((np.arange(n), wl.arrival_s)) if n else np.zeros(0, dtype=np.int64)
+        self.arrival_order: list[int] = order.tolist()
+        self.arrival_times: list[float] = wl.arrival_s[order].tolist()
+        last = self.arrival_times[-1] if n else 0.0
+        self.horizon: float = cfg.horizon_s if cfg.horizon_s is not None else last + cfg.tick_s
+        self.interval: float | None = (
+            cfg.retry_interval_s if cfg.retry_interval_s is not None else self.sched.retry_interval_s
+        )
+        capacity = float(wl.capacity_gpu_milli)
+        self.inv_cap = 1.0 / capacity if capacity > 0 else 0.0
+        self.curve_x = np.zeros(n)
+        self.curve_y = np.zeros(n)
+        self.arrived_milli = 0
+        self.next_tick = math.inf
+        self.t_prev: float | None = None
+        self.t_first = 0.0
+        self.alloc_area = 0.0  # ∫ allocated milli-GPU dt [milli-GPU·s]
+        self.k = 0  # arrivals processed
 
     # ------------------------------------------------------------------ pod transitions
     def _start(self, i: int, placement: Placement, t: float) -> None:
@@ -713,138 +737,169 @@ class _Replay:
         return ok.any(axis=1)
 
     def _retry(self, t: float, *, full: bool) -> None:
+        """Retry the pending queue at ``t``: rounds while evictions free nodes or leave victims unchecked.
+
+        ``full``: every pending pod is tried in the first round (a tick); otherwise only pods not
+        tried since they entered the queue and those passing the necessary test on the freed rows.
+        """
         if not self.config.retry_pending:
             self.freed.clear()
             return
-        lg = self.ledger
         for _ in range(self.config.max_rounds):
-            if not self.pending:
+            if not self.pending or not self._retry_round(t, full=full):
                 break
-            freed = np.fromiter(self.freed, dtype=np.int64, count=len(self.freed))
-            self.freed = set()
-            pending = np.array(self.pending, dtype=np.int64)
-            # Necessary test against the round's starting state, vectorised over the queue; as
-            # placements during the round only consume capacity, a pod failing it now would fail
-            # it at its turn too. A pod passing it is tested again at its turn (exact skip rule).
-            if full:
-                worth = np.ones(pending.size, dtype=bool)
-            else:
-                worth = self.unchecked[pending].copy()
-                if freed.size:
-                    worth |= self._could_fit_many(pending, freed)
-            if not worth.any():
-                self.stats["skipped_checks"] += int(pending.size)
-                break
-            self.stats["rounds"] += 1
-            candidates = set(pending[worth].tolist())
-            self.stats["skipped_checks"] += int(pending.size - len(candidates))
-            evicted_before = self.stats["preemptions"]
-            queue = list(self.sched.order(list(self.pending), lg, t))
-            for i in queue:
-                if lg.status[i] != PENDING or i not in candidates:
-                    continue
-                if not (full or self.unchecked[i]) and not self._could_fit(self.workload.pods[i], freed):
-                    self.stats["skipped_checks"] += 1
-                    continue
-                self.unchecked[i] = False
-                self.stats["retried"] += 1
-                self._try(i, t)
-            self.pending = [i for i in self.pending if lg.status[i] == PENDING]
-            full = False
-            if self.stats["preemptions"] == evicted_before and not self.unchecked[self.pending].any():
-                break
-            # Evictions happened: freed nodes and unchecked victims go round once more.
+            full = False  # evictions happened: freed nodes and unchecked victims go round once more
         self.freed.clear()
+
+    def _worth_trying(self, pending: np.ndarray, freed: np.ndarray, *, full: bool) -> np.ndarray:
+        """Which pending pods may fit now (bool per pod of ``pending``).
+
+        Necessary test against the round's starting state, vectorised over the queue; as
+        placements during the round only consume capacity, a pod failing it now would fail it at
+        its turn too. A pod passing it is tested again at its turn (exact skip rule).
+        """
+        if full:
+            return np.ones(pending.size, dtype=bool)
+        worth = self.unchecked[pending].copy()
+        if freed.size:
+            worth |= self._could_fit_many(pending, freed)
+        return worth
+
+    def _retry_round(self, t: float, *, full: bool) -> bool:
+        """One pass over the queue in the scheduler's order; True when it evicted pods (go round again)."""
+        lg = self.ledger
+        freed = np.fromiter(self.freed, dtype=np.int64, count=len(self.freed))
+        self.freed = set()
+        pending = np.array(self.pending, dtype=np.int64)
+        worth = self._worth_trying(pending, freed, full=full)
+        if not worth.any():
+            self.stats["skipped_checks"] += int(pending.size)
+            return False
+        self.stats["rounds"] += 1
+        candidates = set(pending[worth].tolist())
+        self.stats["skipped_checks"] += int(pending.size - len(candidates))
+        evicted_before = self.stats["preemptions"]
+        queue = list(self.sched.order(list(self.pending), lg, t))
+        for i in queue:
+            if lg.status[i] != PENDING or i not in candidates:
+                continue
+            if not (full or self.unchecked[i]) and not self._could_fit(self.workload.pods[i], freed):
+                self.stats["skipped_checks"] += 1
+                continue
+            self.unchecked[i] = False
+            self.stats["retried"] += 1
+            self._try(i, t)
+        self.pending = [i for i in self.pending if lg.status[i] == PENDING]
+        return self.stats["preemptions"] != evicted_before or bool(self.unchecked[self.pending].any())
 
     # ------------------------------------------------------------------ main loop
     def run(self, progress: Callable[[int, int], None] | None) -> ReplayResult:
-        wl, lg, cfg = self.workload, self.ledger, self.config
-        n = len(wl)
-        order = np.lexsort((np.arange(n), wl.arrival_s)) if n else np.zeros(0, dtype=np.int64)
-        arrivals = wl.arrival_s[order].tolist()
-        order_list = order.tolist()
-        horizon = cfg.horizon_s if cfg.horizon_s is not None else (arrivals[-1] if n else 0.0) + cfg.tick_s
-        interval = cfg.retry_interval_s if cfg.retry_interval_s is not None else self.sched.retry_interval_s
-        capacity = float(wl.capacity_gpu_milli)
-        inv_cap = 1.0 / capacity if capacity > 0 else 0.0
-        curve_x = np.zeros(n)
-        curve_y = np.zeros(n)
-        arrived_milli = 0
+        """Process events in time order up to the horizon (module docstring), then sum up.
+
+        Each turn: the next event time (:meth:`_next_time`); the clock advances to it, adding
+        the allocation held since the last event (:meth:`_advance`); then, at equal times,
+        departures (:meth:`_departures`), else a tick (:meth:`_tick`), else one arrival
+        (:meth:`_arrival`).
+        """
+        n = len(self.workload)
+        every = max(1, self.config.progress_every)
         heap = self.heap
-        next_tick = math.inf
-        t_prev: float | None = None
-        t_first = 0.0
-        alloc_area = 0.0  # ∫ allocated milli-GPU dt [milli-GPU·s]
-        k = 0
-        every = max(1, cfg.progress_every)
-        pods = wl.pods
         while True:
-            if interval is not None:
-                # Ticks run only while pods wait: the first one `interval` after the queue
-                # became non-empty (as of the last event), none while it is empty.
-                if not self.pending:
-                    next_tick = math.inf
-                elif next_tick == math.inf:
-                    next_tick = (t_prev if t_prev is not None else 0.0) + interval
-            t_arr = arrivals[k] if k < n else math.inf
-            t_dep = heap[0][0] if heap else math.inf
-            t_tick = next_tick
-            t = min(t_arr, t_dep, t_tick)
-            if t == math.inf or t > horizon:
+            t = self._next_time()
+            if t == math.inf or t > self.horizon:
                 break
-            if t_prev is None:
-                t_first = t
+            self._advance(t)
+            if heap and heap[0][0] == t:
+                self._departures(t)
+            elif self.next_tick == t:
+                self._tick(t)
             else:
-                alloc_area += self.allocated_milli * (t - t_prev)  # allocation held since the last event
-            t_prev = t
-            if t_dep == t:
-                while heap and heap[0][0] == t:
-                    _, _, i, token = heapq.heappop(heap)
-                    if token == self.token[i] and lg.status[i] == RUNNING:
-                        self._depart(i, t)
-                if self.pending and self.freed:
-                    self._retry(t, full=False)
-                self.freed.clear()
-                continue
-            if t_tick == t:
-                self.stats["ticks"] += 1
-                self._retry(t, full=True)
-                assert interval is not None
-                next_tick = t + interval
-                continue
-            i = order_list[k]
-            pod = pods[i]
-            self.stats["arrivals"] += 1
-            lg.status[i] = PENDING
-            self.sched.observe(pod)
-            if not self._try(i, t):
-                self.pending.append(i)
-            if self.freed:  # the arrival evicted victims
-                self._retry(t, full=False)
-            arrived_milli += pod.gpu_milli
-            curve_x[k] = arrived_milli * inv_cap
-            curve_y[k] = self.allocated_milli * inv_cap
-            k += 1
-            if progress is not None and k % every == 0:
-                progress(k, n)
+                self._arrival(t)
+                if progress is not None and self.k % every == 0:
+                    progress(self.k, n)
         if progress is not None:
-            progress(k, n)
+            progress(self.k, n)
+        return self._result()
+
+    def _next_time(self) -> float:
+        """The time of the next event (inf: none left).
+
+        Ticks run only while pods wait: the first one ``interval`` after the queue became
+        non-empty (as of the last event), none while it is empty.
+        """
+        interval = self.interval
+        if interval is not None:
+            if not self.pending:
+                self.next_tick = math.inf
+            elif self.next_tick == math.inf:
+                self.next_tick = (self.t_prev if self.t_prev is not None else 0.0) + interval
+        t_arr = self.arrival_times[self.k] if self.k < len(self.arrival_times) else math.inf
+        t_dep = self.heap[0][0] if self.heap else math.inf
+        return min(t_arr, t_dep, self.next_tick)
+
+    def _advance(self, t: float) -> None:
+        """Move the clock to ``t``: the allocation held since the last event counts for the time between."""
+        if self.t_prev is None:
+            self.t_first = t
+        else:
+            self.alloc_area += self.allocated_milli * (t - self.t_prev)
+        self.t_prev = t
+
+    def _departures(self, t: float) -> None:
+        """Every pod due to leave at ``t`` leaves; the pending queue is retried on the freed nodes."""
+        heap, lg = self.heap, self.ledger
+        while heap and heap[0][0] == t:
+            _, _, i, token = heapq.heappop(heap)
+            if token == self.token[i] and lg.status[i] == RUNNING:
+                self._depart(i, t)
+        if self.pending and self.freed:
+            self._retry(t, full=False)
+        self.freed.clear()
+
+    def _tick(self, t: float) -> None:
+        """A periodic full retry of the pending queue."""
+        self.stats["ticks"] += 1
+        self._retry(t, full=True)
+        assert self.interval is not None
+        self.next_tick = t + self.interval
+
+    def _arrival(self, t: float) -> None:
+        """The next pod in arrival order is submitted and tried; one point of the FGD curve."""
+        k = self.k
+        i = self.arrival_order[k]
+        pod = self.workload.pods[i]
+        self.stats["arrivals"] += 1
+        self.ledger.status[i] = PENDING
+        self.sched.observe(pod)
+        if not self._try(i, t):
+            self.pending.append(i)
+        if self.freed:  # the arrival evicted victims
+            self._retry(t, full=False)
+        self.arrived_milli += pod.gpu_milli
+        self.curve_x[k] = self.arrived_milli * self.inv_cap
+        self.curve_y[k] = self.allocated_milli * self.inv_cap
+        self.k = k + 1
+
+    def _result(self) -> ReplayResult:
+        """The final latency checkpoints, QoS at the horizon and the time-averaged allocation."""
+        lg, horizon, k = self.ledger, self.horizon, self.k
         if self.latency is not None:
             self.latency.check_all(self.state)
         running_end = lg.running_now_s(horizon)
-        if t_prev is not None:
-            alloc_area += self.allocated_milli * (horizon - t_prev)
-        span = horizon - t_first
-        time_avg = alloc_area * inv_cap / span if span > 0 else self.allocated_milli * inv_cap
+        if self.t_prev is not None:
+            self.alloc_area += self.allocated_milli * (horizon - self.t_prev)
+        span = horizon - self.t_first
+        inv_cap = self.inv_cap
+        time_avg = self.alloc_area * inv_cap / span if span > 0 else self.allocated_milli * inv_cap
         return ReplayResult(
             policy=self.sched.name,
-            workload=wl,
+            workload=self.workload,
             ledger=lg,
             state=self.state,
             horizon_s=float(horizon),
             running_end_s=running_end,
-            curve_arrived_frac=curve_x[:k],
-            curve_allocated_frac=curve_y[:k],
+            curve_arrived_frac=self.curve_x[:k],
+            curve_allocated_frac=self.curve_y[:k],
             latency=self.latency,
             stats=dict(self.stats, evaluations=int(getattr(self.sched, "evaluations", 0))),
             gpu_allocation_time_avg=float(time_avg),
