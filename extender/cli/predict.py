@@ -75,36 +75,38 @@ def parse_colocate(text: str) -> tuple[ColocatedModel, ...]:
         raise ValueError(f"expected MODEL:RATE[,MODEL:RATE...], got {text!r} (empty item)")
     out: list[ColocatedModel] = []
     for item in items:
-        fields = [f.strip() for f in item.split(":")]
-        if len(fields) not in (2, 3) or not fields[0]:
-            raise ValueError(f"item {item!r}: expected MODEL:RATE or MODEL:RATE:GPU_MILLI")
-        model, rate_text = fields[0], fields[1]
-        try:
-            rate = float(rate_text)
-        except ValueError:
-            raise ValueError(f"item {item!r}: rate {rate_text!r} is not a number") from None
-        if not math.isfinite(rate) or rate < 0:
-            raise ValueError(
-                f"item {item!r}: rate must be a finite number >= 0 [requests/s] (got {rate_text})"
-            )
-        if rate > MAX_RATE_RPS:
-            raise ValueError(
-                f"item {item!r}: rate {rate:g} rps is beyond {MAX_RATE_RPS:g} rps; is the unit right?"
-            )
-        milli: int | None = None
-        if len(fields) == 3:
-            try:
-                milli = int(fields[2])
-            except ValueError:
-                raise ValueError(f"item {item!r}: GPU_MILLI {fields[2]!r} is not an integer") from None
-            if not 1 <= milli <= GPU_MILLI_PER_DEVICE:
-                raise ValueError(
-                    f"item {item!r}: GPU_MILLI must be in 1..{GPU_MILLI_PER_DEVICE} (got {milli})"
-                )
-        if any(m.model == model for m in out):
-            raise ValueError(f"model {model!r} is listed twice; give its total rate once")
-        out.append(ColocatedModel(model, rate, milli))
+        entry = _parse_item(item)
+        if any(m.model == entry.model for m in out):
+            raise ValueError(f"model {entry.model!r} is listed twice; give its total rate once")
+        out.append(entry)
     return tuple(out)
+
+
+def _parse_item(item: str) -> ColocatedModel:
+    """One ``MODEL:RATE[:GPU_MILLI]`` item; ValueError naming it."""
+    fields = [f.strip() for f in item.split(":")]
+    if len(fields) not in (2, 3) or not fields[0]:
+        raise ValueError(f"item {item!r}: expected MODEL:RATE or MODEL:RATE:GPU_MILLI")
+    model, rate_text = fields[0], fields[1]
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        raise ValueError(f"item {item!r}: rate {rate_text!r} is not a number") from None
+    if not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"item {item!r}: rate must be a finite number >= 0 [requests/s] (got {rate_text})")
+    if rate > MAX_RATE_RPS:
+        raise ValueError(
+            f"item {item!r}: rate {rate:g} rps is beyond {MAX_RATE_RPS:g} rps; is the unit right?"
+        )
+    milli: int | None = None
+    if len(fields) == 3:
+        try:
+            milli = int(fields[2])
+        except ValueError:
+            raise ValueError(f"item {item!r}: GPU_MILLI {fields[2]!r} is not an integer") from None
+        if not 1 <= milli <= GPU_MILLI_PER_DEVICE:
+            raise ValueError(f"item {item!r}: GPU_MILLI must be in 1..{GPU_MILLI_PER_DEVICE} (got {milli})")
+    return ColocatedModel(model, rate, milli)
 
 
 def _profiles(profiles_dir: Path | None) -> Any:
