@@ -107,6 +107,7 @@ def serve(
         "POLICY": policy,
         "PROFILES_DIR": profiles_dir,
         "UPLOAD_TOKEN_FILE": token_file,
+        "THREADS": threads,  # the binds-in-flight limit is derived from it
     }
     if cluster_file:
         # Fail fast, before gunicorn forks its worker. (Not in live mode: that would start a

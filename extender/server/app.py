@@ -1,10 +1,10 @@
 """Flask application factory of the extender (gunicorn runs ``qosched.extender.server.app:create_app()``).
 
 Nothing happens at import. ``create_app`` reads settings (``qosched.extender.server.settings``), builds
-the profile store, the cluster cache (a snapshot file, or a live watch started here, inside the
-worker process, never before a fork), the policy, the binder and the metrics, and stores them
-as one ``Runtime`` in ``app.extensions["qosched"]``. Tests pass their own cache, binder and
-registry.
+the profile store, the policy, the cluster cache (a snapshot file, or a live watch started here,
+inside the worker process, never before a fork), the binder and the metrics, and stores them as
+one typed ``ExtenderState`` (``qosched.extender.server.state``) in ``app.extensions["qosched"]``.
+Tests pass their own cache, binder and registry.
 
 Worker model: the cache and its assumptions must be shared by every request, so production runs
 ONE gunicorn worker process with threads (``extender/server/gunicorn_conf.py``); more processes would
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +24,22 @@ from prometheus_client import CollectorRegistry
 
 from qosched.extender.kube.binding import Binder
 from qosched.extender.kube.cache import ClusterCache, StaticCluster
+from qosched.extender.kube.class_mapping import class_config
+from qosched.extender.kube.class_mapping import class_mapper as mapper_for
+from qosched.extender.kube.objects import ClassMapper
 from qosched.extender.server.metrics import CacheCollector, ExtenderMetrics
 from qosched.extender.server.runtime import Runtime
-from qosched.extender.server.settings import load_config
+from qosched.extender.server.settings import ExtenderSettings, load_settings
+from qosched.extender.server.state import EXTENSION, ExtenderState, state_of
 from qosched.extender.server.uploads import ConfigMapSink, load_configmap_profiles, make_uploader
-from qosched.policies.fairness.classes import (
-    CLASS_ANNOTATION,
-    DEFAULT_CLASS_CONFIG,
-    ClassConfig,
-    UnknownClassError,
-)
 from qosched.policies.latency.colocation_rule import Thresholds
 from qosched.policies.placement.base import PlacementPolicy
 from qosched.policies.placement.interference import InterferenceModel
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.registry import make_policy, policy_options
-from qosched.policies.types import DemandError
 from qosched.profiles.store import ProfileStore
 
 log = logging.getLogger(__name__)
-
-EXTENSION = "qosched"
 
 
 def create_app(
@@ -58,32 +53,32 @@ def create_app(
 ) -> Flask:
     """Build the extender app; see the module docstring.
 
-    ``api_client`` (a ``kubernetes.client.ApiClient``) serves the upload token Secret and the
-    profiles ConfigMap; in live mode without a caller-supplied cache it is made from the settings.
+    ``overrides`` are settings by key (``CONFIG_FILE`` is the ``--config`` file); an unknown key
+    or an inconsistent bind deadline is a ``ConfigError`` here, at start-up. ``api_client`` (a
+    ``kubernetes.client.ApiClient``) serves the upload token Secret and the profiles ConfigMap;
+    in live mode without a caller-supplied cache it is made from the settings.
     """
+    settings = load_settings(overrides=overrides)
+    conf = settings.as_mapping()  # for the mapping consumers (watch, uploads, Flask's config)
     app = Flask(__name__)
-    settings = load_config((overrides or {}).get("CONFIG_FILE"), overrides=overrides)
-    app.config.update(settings)
-    app.config["MAX_CONTENT_LENGTH"] = int(settings["MAX_CONTENT_LENGTH"])
+    app.config.update(conf)
     registry = registry if registry is not None else CollectorRegistry()
-    metrics = ExtenderMetrics(registry)
     store = profile_store if profile_store is not None else _profile_store(settings)
-    live = cache is None and not settings.get("CLUSTER_FILE")
+    live = cache is None and settings.live  # this app watches an API server itself
     if live and api_client is None:
         from qosched.extender.kube.watch import api_client_from
 
-        api_client = api_client_from(settings)
-    if settings.get("PROFILES_CONFIGMAP") and api_client is not None:
+        api_client = api_client_from(conf)
+    if settings.profiles_configmap and api_client is not None:
         # Uploaded profiles of earlier runs, before the cache computes any service parameter.
-        load_configmap_profiles(
-            store, ConfigMapSink.from_ref(api_client, str(settings["PROFILES_CONFIGMAP"]))
-        )
-    lookup, device_memory = lookup_from_profiles(store.current())
+        load_configmap_profiles(store, ConfigMapSink.from_ref(api_client, settings.profiles_configmap))
+    policy = policy_from_settings(conf)  # an unknown policy fails before any watch starts
     if cache is None:
-        cache, default_binder = _cluster(settings, lookup, device_memory, api_client)
+        cache, default_binder = _cluster(settings, store, api_client)
         binder = binder or default_binder
     if binder is None:
         raise ValueError("create_app: a binder is required with a caller-supplied cache")
+    metrics = ExtenderMetrics(registry)
     registry.register(CacheCollector(cache.stats))
     policy = policy_from_settings(settings)
     runtime = Runtime(cache, policy, binder, observer=metrics, class_of=class_mapper(settings))
@@ -97,36 +92,18 @@ def create_app(
     if live:  # every replica hot-reloads what any replica stored in the ConfigMap
         from qosched.extender.kube.watch import WatchSettings
 
-        uploader.follow(WatchSettings.from_config(settings))
+        uploader.follow(WatchSettings.from_config(conf))
+    app.extensions[EXTENSION] = ExtenderState(settings, runtime, metrics, registry, store, uploader)
     from qosched.extender.server.routes import api
 
     app.register_blueprint(api)
     return app
 
 
-def class_mapper(settings: Mapping[str, Any]) -> Callable[[str | None, str | None], str]:
-    """``class_of(annotation, priorityClassName)`` from the ``CLASSES`` / ``PRIORITY_CLASS_MAP`` settings.
-
-    ``CLASSES`` takes the mapping form of ``ClassConfig.from_mapping`` (classes with their QoS
-    targets, default class, priority-class map and keywords); ``PRIORITY_CLASS_MAP`` adds exact
-    ``priorityClassName -> class`` entries on top. An annotation naming an unknown class is an
-    invalid request (the pod is rejected with the reason), not an internal error.
-    """
-    data: dict[str, Any] = dict(settings.get("CLASSES") or {})
-    if settings.get("PRIORITY_CLASS_MAP"):
-        data["priority_class_map"] = {
-            **dict(data.get("priority_class_map") or {}),
-            **settings["PRIORITY_CLASS_MAP"],
-        }
-    config = ClassConfig.from_mapping(data) if data else DEFAULT_CLASS_CONFIG
-
-    def class_of(annotation: str | None, priority_class: str | None) -> str:
-        try:
-            return config.resolve({CLASS_ANNOTATION: annotation} if annotation else None, priority_class).name
-        except UnknownClassError as err:
-            raise DemandError(str(err)) from None
-
-    return class_of
+def class_mapper(settings: Mapping[str, Any]) -> ClassMapper:
+    """``class_of(annotation, priorityClassName)`` from the ``CLASSES`` / ``PRIORITY_CLASS_MAP``
+    settings (:mod:`qosched.extender.kube.class_mapping`, the one adapter)."""
+    return mapper_for(class_config(settings.get("CLASSES"), settings.get("PRIORITY_CLASS_MAP")))
 
 
 def policy_from_settings(settings: Mapping[str, Any]) -> PlacementPolicy:
@@ -146,13 +123,12 @@ def policy_from_settings(settings: Mapping[str, Any]) -> PlacementPolicy:
 
 
 def runtime_of(app: Flask) -> Runtime:
-    rt = app.extensions[EXTENSION]
-    assert isinstance(rt, Runtime)
-    return rt
+    """The verbs' runtime of ``app`` (``state_of(app).runtime``)."""
+    return state_of(app).runtime
 
 
-def _profile_store(settings: Mapping[str, Any]) -> ProfileStore:
-    extra = settings.get("PROFILES_DIR")
+def _profile_store(settings: ExtenderSettings) -> ProfileStore:
+    extra = settings.profiles_dir
     if extra:
         # Uploads persist here; start empty when it is new. (A read-only mount that is missing
         # stays an error: ProfileStore names the directory.)
@@ -162,11 +138,13 @@ def _profile_store(settings: Mapping[str, Any]) -> ProfileStore:
 
 
 def _cluster(
-    settings: Mapping[str, Any], lookup: Any, device_memory: Any, api_client: Any | None
+    settings: ExtenderSettings, store: ProfileStore, api_client: Any | None
 ) -> tuple[ClusterCache, Binder]:
-    ttl = float(settings["ASSUME_TTL_S"])
-    if settings.get("CLUSTER_FILE"):
-        static = StaticCluster.from_file(settings["CLUSTER_FILE"], lookup, device_memory, assume_ttl_s=ttl)
+    """The cache and binder the settings name: a snapshot file, else the live watch (started)."""
+    lookup, device_memory = lookup_from_profiles(store.current())
+    ttl = settings.assume_ttl_s
+    if settings.cluster_file:
+        static = StaticCluster.from_file(settings.cluster_file, lookup, device_memory, assume_ttl_s=ttl)
         from qosched.extender.kube.binding import SnapshotBinder
 
         return static, SnapshotBinder(static)
@@ -175,6 +153,6 @@ def _cluster(
 
     if api_client is None:
         raise ValueError("create_app: live mode needs a Kubernetes API client")
-    live = LiveCluster(api_client, lookup, device_memory, settings=settings, assume_ttl_s=ttl)
+    live = LiveCluster(api_client, lookup, device_memory, settings=settings.as_mapping(), assume_ttl_s=ttl)
     live.start()
-    return live, KubeBinder(api_client, timeout_s=float(settings["BIND_TIMEOUT_S"]))
+    return live, KubeBinder(api_client, timeout_s=settings.bind_api_timeout_s)

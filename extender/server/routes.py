@@ -22,7 +22,8 @@ from werkzeug.exceptions import HTTPException
 
 from qosched.extender.server import wire
 from qosched.extender.server.runtime import Runtime
-from qosched.extender.server.uploads import Uploader, UploadError
+from qosched.extender.server.state import ExtenderState, state_of
+from qosched.extender.server.uploads import UploadError
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,12 @@ api = Blueprint("qosched", __name__)
 JSON = "application/json"
 
 
+def _state() -> ExtenderState:
+    return state_of(current_app)
+
+
 def _runtime() -> Runtime:
-    rt = current_app.extensions["qosched"]
-    assert isinstance(rt, Runtime)
-    return rt
+    return _state().runtime
 
 
 def _json(body: bytes, status: int = 200) -> Response:
@@ -52,7 +55,7 @@ def _loopback(addr: str | None) -> bool:
 
 
 def _timed(verb: str, fn: Callable[[], Response]) -> Response:
-    metrics = current_app.extensions["qosched.metrics"]
+    metrics = _state().metrics
     t0 = time.perf_counter()
     try:
         if current_app.config.get("SCHEDULER_VERBS_LOOPBACK_ONLY") and not _loopback(request.remote_addr):
@@ -84,7 +87,7 @@ def http_error(err: HTTPException) -> Response:
 def _internal_error(verb: str, pod: object, err: Exception) -> str:
     """Log a failure inside the runtime with the pod's name; the client gets no stack trace."""
     log.exception("%s failed for pod %s", verb, wire.pod_label(pod))  # type: ignore[arg-type]
-    current_app.extensions["qosched.metrics"].decision(verb, "error")
+    _state().metrics.decision(verb, "error")
     return f"qosched: internal error: {type(err).__name__}"
 
 
@@ -179,8 +182,7 @@ def readyz() -> Response:
 
 @api.get("/metrics")
 def metrics() -> Response:
-    registry = current_app.extensions["qosched.registry"]
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_state().registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 @api.get("/placements")
@@ -192,25 +194,9 @@ def placements() -> Response:
 # ---------------------------------------------------------------------- profiles
 @api.get("/profiles")
 def list_profiles() -> Response:
-    store = _runtime().profile_store  # type: ignore[attr-defined]
-    current = store.current()
+    current = _state().profile_store.current()
     body = {"version": current.version, "profiles": current.to_json()}
     return _json(orjson.dumps(body))
-
-
-def _uploader() -> Uploader:
-    uploader = current_app.extensions["qosched.uploader"]
-    assert isinstance(uploader, Uploader)
-    return uploader
-
-
-def _authorised() -> bool:
-    """True when the request carries the upload bearer token (constant-time comparison)."""
-    try:
-        _uploader().authorise(request.headers.get("Authorization"))
-    except UploadError:
-        return False
-    return True
 
 
 @api.put("/profiles/<accelerator>/<model>")
@@ -221,7 +207,7 @@ def upload_profile(accelerator: str, model: str) -> Response:
     ``MAX_PROFILE_BYTES``, 415 not JSON, 422 an invalid profile (the message names the field),
     503 when the token or the storage is unavailable.
     """
-    uploader = _uploader()
+    uploader = _state().uploader
     try:
         uploader.authorise(request.headers.get("Authorization"))
         try:

@@ -928,12 +928,12 @@ def test_extender_endpoint_and_values_pass_kube_scheduler_validation() -> None:
     assert ext["nodeCacheCapable"] is True
     assert ext["ignorable"] is False
     assert ext["enableHTTPS"] is False
-    bind_timeout_s = float(
-        {e["name"]: e["value"] for e in _container("extender")["env"]}.get(
-            "QOSCHED_BIND_TIMEOUT_S", extender_config.DEFAULTS["BIND_TIMEOUT_S"]
-        )
-    )
-    assert _go_duration_s(ext["httpTimeout"]) > bind_timeout_s  # the bind's API call must fit in the verb
+    env = {e["name"]: e["value"] for e in _container("extender")["env"]}
+    settings = extender_config.load_settings(environ=env)  # refuses an inconsistent pair
+    http_timeout_s = _go_duration_s(ext["httpTimeout"])
+    # The extender knows the scheduler's httpTimeout, and the bind answers before it with margin.
+    assert settings.scheduler_http_timeout_s == http_timeout_s
+    assert settings.bind_api_timeout_s + settings.bind_deadline_margin_s <= http_timeout_s
 
 
 def test_no_managed_resources_so_annotated_pods_reach_the_extender() -> None:
@@ -1041,7 +1041,10 @@ def test_extender_env_names_are_known_settings() -> None:
     )
     names = {e["name"] for e in _container("extender")["env"] if e["name"].startswith("QOSCHED_")}
     unknown = {
-        n for n in names if n.removeprefix("QOSCHED_") not in set(extender_config.DEFAULTS) | gunicorn_env
+        n
+        for n in names
+        if n.removeprefix("QOSCHED_")
+        not in set(extender_config.DEFAULTS) | gunicorn_env | extender_config.PROCESS_VARIABLES
     }
     assert unknown == set()
     settings = extender_config.load_config(

@@ -25,7 +25,8 @@ from prometheus_client import CollectorRegistry
 
 from qosched.extender.cli.main import main as cli
 from qosched.extender.server.app import create_app
-from qosched.extender.server.uploads import ConfigMapSink, SecretToken, TokenUnavailable, Uploader
+from qosched.extender.server.state import state_of
+from qosched.extender.server.uploads import ConfigMapSink, SecretToken, TokenUnavailable
 from qosched.profiles.schema import dump_profile_json, loads_profile, profile_filename
 from qosched.profiles.store import ProfileStore
 from tests.extender.extender_support import (
@@ -293,8 +294,7 @@ def test_concurrent_uploads_end_with_the_store_and_the_cache_on_the_same_set(app
     with ThreadPoolExecutor(6) as pool:
         statuses = list(pool.map(lambda m: put(app, profile_doc(m)).status_code, means))
     assert sorted(statuses) == [200] * 5 + [201]
-    uploader = app.extensions["qosched.uploader"]
-    assert isinstance(uploader, Uploader)
+    uploader = state_of(app).uploader
     final = uploader.store.current().get("nvidia-t4", "tiny_net").service_time.mean_ms
     answer = filter_answer(app)
     assert (answer["NodeNames"] == NODES) == (final < 100)
