@@ -124,22 +124,34 @@ def cases(n: int) -> dict[str, Case]:
         answer |= {"FailedAndUnresolvableNodes": None, "Error": ""}
         return json.dumps(answer).encode()
 
-    def q_prioritize(uniform: bool) -> Callable[[], bytes]:
-        def run() -> bytes:
-            args = wire.parse_prioritize_args(names_body, CT)
-            return wire.encode_host_priorities(args.candidates, [0] * n if uniform else scores)
+    return {
+        "filter/names": (q_filter_names, b_filter_names, len(names_body)),
+        "filter/names+subset": (q_filter_subset, b_filter_subset, len(names_body)),
+        "prioritize/names": _prioritize_case(names_body, n, scores, uniform=False),
+        "prioritize/same-score": _prioritize_case(names_body, n, scores, uniform=True),
+        "filter/full-nodes": _filter_full_case(full_body, kept_idx),
+    }
 
-        return run
 
-    def b_prioritize(uniform: bool) -> Callable[[], bytes]:
-        def run() -> bytes:
-            doc = json.loads(names_body)
-            values = [0] * n if uniform else scores
-            return json.dumps(
-                [{"Host": h, "Score": s} for h, s in zip(doc["NodeNames"], values, strict=True)]
-            ).encode()
+def _prioritize_case(names_body: bytes, n: int, scores: list[int], *, uniform: bool) -> Case:
+    """prioritize over node names, answering ``scores`` (or all 0 when ``uniform``)."""
 
-        return run
+    def q_prioritize() -> bytes:
+        args = wire.parse_prioritize_args(names_body, CT)
+        return wire.encode_host_priorities(args.candidates, [0] * n if uniform else scores)
+
+    def b_prioritize() -> bytes:
+        doc = json.loads(names_body)
+        values = [0] * n if uniform else scores
+        return json.dumps(
+            [{"Host": h, "Score": s} for h, s in zip(doc["NodeNames"], values, strict=True)]
+        ).encode()
+
+    return (q_prioritize, b_prioritize, len(names_body))
+
+
+def _filter_full_case(full_body: bytes, kept_idx: list[int]) -> Case:
+    """filter over full Node objects, keeping the nodes at ``kept_idx``."""
 
     def q_filter_full() -> bytes:
         args = wire.parse_filter_args(full_body, CT)
@@ -158,13 +170,7 @@ def cases(n: int) -> dict[str, Case]:
         answer |= {"FailedAndUnresolvableNodes": None, "Error": ""}
         return json.dumps(answer).encode()
 
-    return {
-        "filter/names": (q_filter_names, b_filter_names, len(names_body)),
-        "filter/names+subset": (q_filter_subset, b_filter_subset, len(names_body)),
-        "prioritize/names": (q_prioritize(False), b_prioritize(False), len(names_body)),
-        "prioritize/same-score": (q_prioritize(True), b_prioritize(True), len(names_body)),
-        "filter/full-nodes": (q_filter_full, b_filter_full, len(full_body)),
-    }
+    return (q_filter_full, b_filter_full, len(full_body))
 
 
 def main() -> None:
