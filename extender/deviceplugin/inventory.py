@@ -145,7 +145,8 @@ class NvmlInventory:
                 out.append(self._describe(len(out), gpu, None))
                 continue
             parent = _text(nvml.nvmlDeviceGetUUID(gpu))
-            out.extend(self._describe(len(out) + k, m, parent) for k, m in enumerate(migs))
+            base = len(out)
+            out.extend([self._describe(base + k, m, parent) for k, m in enumerate(migs)])
         return out
 
     def _alive(self, device: Device) -> bool:
