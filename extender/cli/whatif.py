@@ -23,9 +23,7 @@ a clock) and reported as ``runtime_s``. Progress goes to stderr unless ``--quiet
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,9 +100,13 @@ def workload_from_snapshot(path: str | Path, classes: Any) -> Any:
             raise click.ClickException(f"{file}: pod {pod_key(obj)}: {err}") from None
         arrivals.append(_time_annotation(file, obj, A_ARRIVAL_S, default=0.0, positive=False))
         durations.append(_time_annotation(file, obj, A_DURATION_S, default=math.inf, positive=True))
+    from qosched.extender.cli.whatif_run import snapshot_warning
+
+    ignored = snapshot_warning(file)  # e.g. a Deployment: said (run_whatif warns), not silently dropped
     description = {
         "source": "snapshot",
         "file": file.name,
+        **({"ignored": ignored} if ignored else {}),
         "nodes": len(views),
         "pods": len(demands),
         "inference_pods": sum(d.is_inference for d in demands),
@@ -135,155 +137,26 @@ def _policy_list(text: str | None, known: Sequence[str]) -> list[str]:
     return seen
 
 
-class _Progress:
-    """A rich progress bar on stderr, one task per policy (no-op when quiet)."""
+def run_whatif(workload: Any, policies: Sequence[str], out_dir: Path, **options: Any) -> dict[str, Any]:
+    """Replay and write the outputs (:func:`qosched.extender.cli.whatif_run.run_whatif`: progress,
+    warnings, stale outputs, Ctrl-C). A run cut short prints what finished and exits 130."""
+    from qosched.extender.cli.whatif_run import RunInterrupted
+    from qosched.extender.cli.whatif_run import run_whatif as run
 
-    def __init__(self, quiet: bool) -> None:
-        self._bar: Any = None
-        if quiet:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(
-            TextColumn("{task.description:<20}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def task(self, name: str, total: int) -> Any:
-        if self._bar is None:
-            return None
-        task_id = self._bar.add_task(name, total=max(total, 1))
-
-        def update(done: int, _total: int) -> None:
-            self._bar.update(task_id, completed=done)
-
-        return update
-
-
-def run_whatif(
-    workload: Any,
-    policies: Sequence[str],
-    out_dir: Path,
-    *,
-    seed: int,
-    lookup: Any,
-    device_memory: Any,
-    classes: Any,
-    mix: str = "learned",
-    candidates: str = "fit",
-    simulate_latency: bool = True,
-    horizon_s: float | None = None,
-    quiet: bool = True,
-) -> dict[str, Any]:
-    """Replay ``workload`` through every policy, write the outputs, return the summary dict."""
-    from qosched.extender.cli.whatif_report import write_policy_csv, write_report
-    from qosched.policies.simulator.metrics import pod_outcomes, summarize
-    from qosched.policies.simulator.replay import ReplayConfig, build_scheduler, replay
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config = ReplayConfig(horizon_s=horizon_s, simulate_latency=simulate_latency)
-    summaries: dict[str, Any] = {}
-    results: dict[str, Any] = {}
-    outcomes: dict[str, Any] = {}
-    with _Progress(quiet) as progress:
-        for name in policies:
-            scheduler = build_scheduler(
-                name,
-                seed=seed,
-                workload=workload,
-                classes=classes,
-                mix=mix,  # type: ignore[arg-type]
-                candidates=candidates,  # type: ignore[arg-type]
-            )
-            # Every policy gets the same latency stream (common random numbers): equal device
-            # configurations simulate identically, so differences come from the placements.
-            rng = np.random.default_rng([seed, 0x5EED])
-            started = time.perf_counter()
-            result = replay(
-                workload,
-                scheduler,
-                rng,
-                lookup=lookup,
-                device_memory=device_memory,
-                config=config,
-                classes=classes,
-                progress=progress.task(name, len(workload)),
-            )
-            runtime_s = time.perf_counter() - started
-            pods_out = pod_outcomes(result, classes)
-            summaries[name] = summarize(result, runtime_s=runtime_s, classes=classes, outcomes=pods_out)
-            write_policy_csv(out_dir / f"{name}.csv", result, pods_out)
-            results[name] = result
-            outcomes[name] = pods_out
-    summary = {"workload": dict(workload.description), "policies": summaries}
-    summary["workload"].update(seed=seed, mix=mix, candidates=candidates)
-    (out_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2, allow_nan=False) + "\n")
-    write_report(out_dir, summary, results, outcomes)
-    return summary
-
-
-def _jsonable(value: Any) -> Any:
-    """Non-finite floats become strings ("inf"), so summary.json stays strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return value
+    try:
+        return run(workload, policies, out_dir, **options)
+    except RunInterrupted as err:
+        if err.summary["policies"]:
+            _print_table(err.summary)
+        click.echo(f"whatif: {err}", err=True)
+        raise SystemExit(130) from None
 
 
 def _print_table(summary: Mapping[str, Any]) -> None:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
+    """The terminal summary (:mod:`qosched.extender.cli.whatif_console`: fits 100 columns)."""
+    from qosched.extender.cli.whatif_console import print_summary
 
-    table = Table(title="qosched what-if", box=box.SIMPLE_HEAD, pad_edge=False)
-    classes = sorted({c for s in summary["policies"].values() for c in s["mean_qos_by_class"]})
-    table.add_column("policy", no_wrap=True)
-    for column in (
-        "pods",
-        "placed",
-        "failed",
-        "GPU %",
-        "SLO ok",
-        *(f"QoS {c}" for c in classes),
-        "penalty $",
-        "s",
-    ):
-        table.add_column(column, justify="right", no_wrap=True)
-    for name, s in summary["policies"].items():
-        qos = [f"{s['mean_qos_by_class'].get(c, float('nan')):.3f}" for c in classes]
-        table.add_row(
-            name,
-            str(s["pods_total"]),
-            str(s["pods_scheduled"]),
-            str(s["pods_failed"]),
-            f"{100 * s['gpu_allocation_ratio']:.1f}",
-            f"{s['services_slo_met']}/{s['services_total']}",
-            *qos,
-            f"{s['penalty']:.3g}",
-            f"{s['runtime_s']:.2f}",
-        )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 120))
-    console.print(table)
+    print_summary(summary)
 
 
 @dataclass(frozen=True, slots=True)
