@@ -164,39 +164,46 @@ def operations(draw: st.DrawFn) -> list[tuple]:
     return ops
 
 
+NODE_NAMES = ["a", "b", "c"]
+
+
 def apply(state: ClusterState, op: tuple, placed: list[str]) -> None:
-    names = ["a", "b", "c"]
     if op[0] == "add":
-        _, uid, model, pct, milli, rate, node, dev = op
-        if model is None:
-            pod = plain_gpu_pod(uid, gpu_milli=milli)
-        else:
-            pod = inference_pod(uid, model, rate_rps=rate, slo_ms=50.0, gpu_milli=milli, slo_percentile=pct)
-        i = state.node_index.get(names[node])
-        if i is None or not state.schedulable[i]:
-            return
-        count = max(1, pod.gpu_count) if (pod.gpu_milli or pod.is_inference) else 0
-        n_dev = int(state.device_count[i])
-        devices = tuple((dev + c) % max(1, n_dev) for c in range(count)) if n_dev else ()
-        if len(set(devices)) != count:
-            return
-        if pod.is_inference and devices and int(state.svc_mask[i, devices[0]].sum()) >= MAX_PER_DEVICE:
-            return
-        try:
-            state.add(Allocation(pod, names[node], devices, model=model))
-        except StateError:
-            return
-        placed.append(uid)
+        _apply_add(state, op, placed)
     elif op[0] == "remove":
         if placed:
             state.remove(placed.pop(op[1] % len(placed)))
     elif op[0] == "upsert":
         _, node, gpus, sharing = op
-        state.upsert_node(gpu_node(names[node], gpus=gpus, sharing=sharing))
+        state.upsert_node(gpu_node(NODE_NAMES[node], gpus=gpus, sharing=sharing))
     else:
-        for alloc in state.remove_node(names[op[1]]):
+        for alloc in state.remove_node(NODE_NAMES[op[1]]):
             if alloc.uid in placed:
                 placed.remove(alloc.uid)
+
+
+def _apply_add(state: ClusterState, op: tuple, placed: list[str]) -> None:
+    """Add the pod of an ``add`` operation where it can go (skipped where it cannot)."""
+    _, uid, model, pct, milli, rate, node, dev = op
+    if model is None:
+        pod = plain_gpu_pod(uid, gpu_milli=milli)
+    else:
+        pod = inference_pod(uid, model, rate_rps=rate, slo_ms=50.0, gpu_milli=milli, slo_percentile=pct)
+    i = state.node_index.get(NODE_NAMES[node])
+    if i is None or not state.schedulable[i]:
+        return
+    count = max(1, pod.gpu_count) if (pod.gpu_milli or pod.is_inference) else 0
+    n_dev = int(state.device_count[i])
+    devices = tuple((dev + c) % max(1, n_dev) for c in range(count)) if n_dev else ()
+    if len(set(devices)) != count:
+        return
+    if pod.is_inference and devices and int(state.svc_mask[i, devices[0]].sum()) >= MAX_PER_DEVICE:
+        return
+    try:
+        state.add(Allocation(pod, NODE_NAMES[node], devices, model=model))
+    except StateError:
+        return
+    placed.append(uid)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

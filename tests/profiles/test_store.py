@@ -313,6 +313,19 @@ def test_replace_returns_previous(small_set: ProfileSet) -> None:
         store.replace({})  # type: ignore[arg-type]
 
 
+def _short_request(store: ProfileStore, problems: list[str]) -> str:
+    """A short request: takes the current set and reads it several times; returns its version."""
+    taken = store.current()
+    version = taken.version
+    mean = taken.get("cpu", "resnet18").mean_service_ms
+    for _ in range(5):
+        if taken.get("cpu", "resnet18").mean_service_ms != mean or taken.version != version:
+            problems.append("set changed under a reader")
+    if taken.get("cpu", "resnet18") != make("cpu", "resnet18", mean):
+        problems.append(f"torn profile {mean}")
+    return version
+
+
 @pytest.mark.timeout(60)
 def test_readers_keep_their_set_during_hot_swaps(tmp_path: Path) -> None:
     """A request in flight keeps the set it took, whatever uploads happen meanwhile."""
@@ -329,15 +342,7 @@ def test_readers_keep_their_set_during_hot_swaps(tmp_path: Path) -> None:
         readers_started.wait()
         while True:
             finished = writer_done.is_set()
-            taken = store.current()  # a short request: reads the same set several times
-            version = taken.version
-            mean = taken.get("cpu", "resnet18").mean_service_ms
-            for _ in range(5):
-                if taken.get("cpu", "resnet18").mean_service_ms != mean or taken.version != version:
-                    problems.append("set changed under a reader")
-            if taken.get("cpu", "resnet18") != make("cpu", "resnet18", mean):
-                problems.append(f"torn profile {mean}")
-            versions_seen.add(version)
+            versions_seen.add(_short_request(store, problems))
             if finished:
                 break
         if held.get("cpu", "resnet18").mean_service_ms != 1.0 or held.version != held_version:
