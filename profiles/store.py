@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
+import logging
 import os
 import tempfile
 import threading
@@ -37,6 +39,8 @@ from .schema import (
     parse_profile,
     profile_to_json,
 )
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "ProfileSet",
@@ -274,8 +278,23 @@ def load_profile_dir(path: str | Path) -> ProfileSet:
             text = file_path.read_bytes()
         except OSError as exc:
             raise ProfileError(f"{file_path}: cannot read profile file: {exc.strerror or exc}") from None
+        if _split_filename(entry.name) is None and _not_a_profile(text):
+            _log.info("%s: skipped: not a profile (profiles are <accelerator>__<model>.json)", file_path)
+            continue
         profiles.append(_profile_from_text(text, entry.name, str(file_path)))
     return ProfileSet(profiles)
+
+
+def _not_a_profile(text: bytes) -> bool:
+    """A JSON object that is not a profile: no ``model`` and ``service_time_ms`` (e.g. the
+    ``report.json`` and ``colocation.json`` that ``qosched profile run --out DIR`` writes beside
+    its profiles, so that a measured folder can be used as ``--profiles DIR`` as it is). Broken
+    JSON or a misnamed profile is not skipped: the loader names the file."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return False
+    return not (isinstance(doc, dict) and "model" in doc and "service_time_ms" in doc)
 
 
 @functools.cache

@@ -383,3 +383,26 @@ def test_concurrent_puts_lose_no_update(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(store.current()) == 150
+
+
+def test_profiler_output_folder_loads_as_a_profile_dir(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``qosched profile run --out DIR`` writes report.json and colocation.json beside the
+    profiles; the folder is usable as ``--profiles DIR`` as it is (issue 16)."""
+    _write(tmp_path, "edgetpu__mobilenet_v2.json", profile_to_json(make()))
+    _write(tmp_path, "report.json", {"summary": {}, "rows": []})
+    _write(tmp_path, "colocation.json", {"format": 1, "accelerator": "cpu", "service_ms": {}})
+    with caplog.at_level("INFO", logger="qosched.profiles.store"):
+        loaded = load_profile_dir(tmp_path)
+    assert set(loaded) == {("edgetpu", "mobilenet_v2")}
+    skipped = sorted(r.getMessage().split(":")[0] for r in caplog.records if "skipped" in r.getMessage())
+    assert skipped == [str(tmp_path / "colocation.json"), str(tmp_path / "report.json")]
+
+
+def test_bundled_measurement_folder_loads(caplog: pytest.LogCaptureFixture) -> None:
+    folder = Path(__file__).resolve().parents[2] / "profiles" / "measurements" / "cpu-2026-11-24" / "seed0"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not in this checkout")
+    loaded = load_profile_dir(folder)
+    assert ("cpu", "resnet18") in set(loaded)
