@@ -71,6 +71,45 @@ def _report_json(report: Any) -> dict[str, Any]:
     }
 
 
+def _online_settings(opts: dict[str, Any]) -> Any:
+    """The learner's settings from the ``--online*`` flags (None without ``--online``); usage errors."""
+    if not opts["online"]:
+        if not opts["qoe"]:
+            raise click.UsageError("--no-qoe needs --online (nothing would run)")
+        return None
+    from qosched.extender.controller.online import OnlineSettings
+
+    routes = {}
+    for item in opts["online_routes"]:
+        service, sep, route = item.partition("=")
+        if not sep or not service.strip() or not route.strip():
+            raise click.UsageError(f"--online-route {item!r}: expected SERVICE=NAMESPACE/NAME")
+        routes[service.strip()] = route.strip()
+    try:
+        return OnlineSettings(
+            namespace=opts["online_namespace"],
+            state_configmap=opts["online_state_configmap"],
+            hints_configmap=opts["hints_configmap"],
+            routes=routes,
+            pod_namespace=opts["namespace"],
+            dry_run=opts["dry_run"],
+            explore_share=opts["online_explore_share"],
+        )
+    except ValueError as exc:
+        raise click.UsageError(f"--online-explore-share: {exc}") from None
+
+
+def _online_controller(api: Any, core: Any, reader: Any, settings: Any, may_act: Any) -> Any:
+    from kubernetes import client as k8s
+
+    from qosched.extender.controller.online import OnlineController
+    from qosched.policies.profile_lookup import lookup_from_profiles
+    from qosched.profiles.store import bundled_profiles
+
+    lookup, _ = lookup_from_profiles(bundled_profiles())
+    return OnlineController(core, k8s.CustomObjectsApi(api), reader, settings, lookup, may_act=may_act)
+
+
 @click.command("controller")
 @click.option(
     "--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Default: in-cluster config."
@@ -138,6 +177,32 @@ def _report_json(report: Any) -> dict[str, Any]:
 @click.option("--lease-duration-s", default=15.0, show_default=True, type=float)
 @click.option("--renew-deadline-s", default=10.0, show_default=True, type=float)
 @click.option("--retry-period-s", default=2.0, show_default=True, type=float)
+@click.option("--qoe/--no-qoe", default=True, show_default=True, help="Run the QoE share controller.")
+@click.option(
+    "--online/--no-online",
+    default=False,
+    show_default=True,
+    help="Run the online tier/variant learner (docs/online-learning.md) in the same loop.",
+)
+@click.option(
+    "--online-route",
+    "online_routes",
+    multiple=True,
+    metavar="SERVICE=NAMESPACE/NAME",
+    help="HTTPRoute whose backend weights the learner sets for SERVICE (overrides qosched.io/route).",
+)
+@click.option(
+    "--online-namespace", default="qosched-system", show_default=True, help="Namespace of its ConfigMaps."
+)
+@click.option("--online-state-configmap", default="qosched-online-state", show_default=True)
+@click.option("--hints-configmap", default="qosched-placement-hints", show_default=True)
+@click.option(
+    "--online-explore-share",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="Share of a service's traffic the learner may send to an exploratory action.",
+)
 def controller(**opts: Any) -> None:
     """Move CPU / GPU shares between co-located services toward their latency targets (DQoES)."""
     from kubernetes import client as k8s
@@ -194,19 +259,33 @@ def controller(**opts: Any) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
+    online_settings = _online_settings(opts)
     api = _api_client(opts["kubeconfig"], opts["context"])
     core = k8s.CoreV1Api(api)
     try:
         if opts["once"]:
-            report = QoEController(core, reader, settings).cycle()
-            click.echo(json.dumps(_report_json(report), indent=2))
+            report = QoEController(core, reader, settings).cycle() if opts["qoe"] else None
+            if online_settings is None:
+                assert report is not None
+                click.echo(json.dumps(_report_json(report), indent=2))
+                return
+            online = _online_controller(api, core, reader, online_settings, lambda: True)
+            both = {
+                "qoe": None if report is None else _report_json(report),
+                "online": online.cycle().to_json(),
+            }
+            click.echo(json.dumps(both, indent=2))
             return
         elector = None
         if opts["leader_elect"]:
             elector = LeaderElector(k8s.CoordinationV1Api(api), opts["identity"] or default_identity(), lease)
-        qoe = QoEController(
-            core, reader, settings, may_act=(lambda: elector.is_leader) if elector else lambda: True
-        )
+        may_act = (lambda: elector.is_leader) if elector else lambda: True
+        qoe: Any = QoEController(core, reader, settings, may_act=may_act)
+        if online_settings is not None:
+            from qosched.extender.controller.online import CombinedController
+
+            online = _online_controller(api, core, reader, online_settings, may_act)
+            qoe = CombinedController(qoe if opts["qoe"] else None, online, settings)
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: Any) -> None:

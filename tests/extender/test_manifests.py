@@ -224,11 +224,18 @@ EXPECTED_CONTROLLER_CLUSTER_RULES = {
     ("", "pods", "list", ""),  # every cycle: pools and capacity
     ("", "pods", "patch", ""),  # qosched.io/gpu-share-milli
     ("", "pods/resize", "patch", ""),  # in-place CPU resize
+    ("gateway.networking.k8s.io", "httproutes", "get", ""),  # online learner: route weights
+    ("gateway.networking.k8s.io", "httproutes", "update", ""),
 }
 EXPECTED_CONTROLLER_NAMESPACE_RULES = {
     ("coordination.k8s.io", "leases", "create", ""),
     ("coordination.k8s.io", "leases", "get", CONTROLLER),
     ("coordination.k8s.io", "leases", "update", CONTROLLER),
+    ("", "configmaps", "create", ""),  # online learner: state and placement hints
+    ("", "configmaps", "get", "qosched-online-state"),
+    ("", "configmaps", "update", "qosched-online-state"),
+    ("", "configmaps", "get", "qosched-placement-hints"),
+    ("", "configmaps", "update", "qosched-placement-hints"),
 }
 
 
