@@ -141,6 +141,9 @@ VALIDATING_WEBHOOKS = ResourceType(
     namespaced=False,
 )
 
+#: Gateway API routes (a CRD in a real cluster): the online learner sets their backend weights.
+HTTPROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", namespaced=True)
+
 RESOURCES: tuple[ResourceType, ...] = (
     PODS,
     NODES,
@@ -152,6 +155,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     EVENTS_V1,
     MUTATING_WEBHOOKS,
     VALIDATING_WEBHOOKS,
+    HTTPROUTES,
 )
 
 
