@@ -523,9 +523,7 @@ class ClusterCache:
         while heap and heap[0][0] <= now:
             until, uid = heapq.heappop(heap)
             if self._assumed.get(uid) == until:
-                self._mutate_locked(
-                    lambda cache, _replay, u=uid, t=until: cache._forget_assumption_locked(u, t)
-                )
+                self._mutate_locked(_expiry(uid, until))
                 log.info("assumption for pod %s expired unconfirmed", uid)
 
     def rebuild(self, lookup: ServiceLookup, device_memory: DeviceMemoryLookup) -> None:
@@ -538,6 +536,15 @@ class ClusterCache:
                 staging._add_locked(alloc, strict=False)
 
         self._rebuild_offlock(build, keep_allocations=True)
+
+
+def _expiry(uid: str, until: float) -> Mutation:
+    """The mutation "the assumption of ``uid`` made for ``until`` expired" (journaled as such)."""
+
+    def expire(cache: ClusterCache, _replay: bool) -> None:
+        cache._forget_assumption_locked(uid, until)
+
+    return expire
 
 
 class StaticCluster(ClusterCache):

@@ -74,13 +74,14 @@ class RawMeta(TypedDict, total=False):
 
 
 class RawBody(TypedDict, total=False):
-    """An API object as a dict (a Node, a Pod, or the ``Status`` of an ERROR event)."""
+    """An API object as a dict (a Node, a Pod, a ConfigMap, or the ``Status`` of an ERROR event)."""
 
     apiVersion: str
     kind: str
     metadata: RawMeta
     spec: dict[str, Any]
     status: Any
+    data: dict[str, str]
     code: int
     reason: str
     message: str
@@ -707,8 +708,11 @@ class LiveCluster(ClusterCache):
                 self.dispatch(resource, orjson.loads(line))
                 backoff.reset()  # the stream works: the next failure starts from the shortest pause
 
-    def dispatch(self, resource: Resource, event: Any) -> None:
-        """Apply one event to the cache and remember its version (raises Gone / WatchError)."""
+    def dispatch(self, resource: Resource, event: RawEvent) -> None:
+        """Apply one event to the cache and remember its version (raises Gone / WatchError).
+
+        ``event`` is a parsed line of the stream, typed as the API sends it but checked here
+        (an event without an object is logged and skipped)."""
         if not isinstance(event, Mapping) or not isinstance(event.get("object"), Mapping):
             log.warning("%s watch: event without an object skipped: %.200r", resource, event)
             return
@@ -721,7 +725,8 @@ class LiveCluster(ClusterCache):
         if kind not in APPLIED_EVENTS and kind != "BOOKMARK":
             log.warning("%s watch: unknown event type %r skipped", resource, kind)
             return
-        meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+        raw_meta = obj.get("metadata")
+        meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
         if kind in APPLIED_EVENTS:
             try:
                 self._apply(resource, kind, obj)
@@ -731,7 +736,7 @@ class LiveCluster(ClusterCache):
         if rv:
             self.resource_versions[resource] = str(rv)
 
-    def _apply(self, resource: Resource, kind: str, obj: Mapping[str, Any]) -> None:
+    def _apply(self, resource: Resource, kind: str, obj: RawBody) -> None:
         if resource == "nodes":
             if kind == "DELETED":
                 self.delete_node(str((obj.get("metadata") or {}).get("name", "")))

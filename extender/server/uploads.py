@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -58,6 +58,9 @@ from qosched.extender.kube.cache import ClusterCache
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.profiles.schema import Profile, ProfileError, dump_profile_json, loads_profile, profile_filename
 from qosched.profiles.store import ProfileSet, ProfileStore, merge
+
+if TYPE_CHECKING:  # the kubernetes client is imported only in live mode
+    from qosched.extender.kube.watch import RawBody, RawEvent
 
 log = logging.getLogger(__name__)
 
@@ -433,8 +436,9 @@ class ConfigMapFollower:
             resp.close()
             resp.release_conn()
 
-    def _dispatch(self, event: Mapping[str, Any]) -> None:
-        kind, obj = event.get("type"), event.get("object") or {}
+    def _dispatch(self, event: RawEvent) -> None:
+        kind = event.get("type")
+        obj: RawBody = event.get("object") or {}
         if kind == "ERROR":
             raise RuntimeError(
                 f"watch ERROR {obj.get('code')} {obj.get('reason', '')}: {obj.get('message', '')}"
