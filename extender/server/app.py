@@ -80,15 +80,16 @@ def create_app(
         raise ValueError("create_app: a binder is required with a caller-supplied cache")
     metrics = ExtenderMetrics(registry)
     registry.register(CacheCollector(cache.stats))
-    policy = policy_from_settings(settings)
-    runtime = Runtime(cache, policy, binder, observer=metrics, class_of=class_mapper(settings))
-    runtime.profile_store = store  # type: ignore[attr-defined]
-    runtime.settings = settings  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = runtime
-    app.extensions["qosched.registry"] = registry
-    app.extensions["qosched.metrics"] = metrics
-    uploader = make_uploader(settings, store, cache, api_client)
-    app.extensions["qosched.uploader"] = uploader
+    runtime = Runtime(
+        cache,
+        policy,
+        binder,
+        observer=metrics,
+        class_of=class_mapper(conf),
+        # Only binds that wait on an API server need the gate: a snapshot is bound in memory.
+        bind_limit=None if isinstance(cache, StaticCluster) else settings.bind_in_flight_limit,
+    )
+    uploader = make_uploader(conf, store, cache, api_client)
     if live:  # every replica hot-reloads what any replica stored in the ConfigMap
         from qosched.extender.kube.watch import WatchSettings
 

@@ -60,15 +60,15 @@ CODES: Final[tuple[str, ...]] = ("200", "400", "413", "415", "500", "503")
 
 DECISION_OUTCOMES: Final[Mapping[str, tuple[str, ...]]] = {
     # filter: >= 1 node kept / no node kept / pod without qosched annotations / bad annotations /
-    # an exception (answered in the Error field).
-    "filter": ("feasible", "no_fit", "unmanaged", "invalid", "error"),
-    "prioritize": ("scored", "unmanaged", "invalid", "error"),
+    # an exception (answered in the Error field) / the cache has not synced (Error: retry).
+    "filter": ("feasible", "no_fit", "unmanaged", "invalid", "error", "not_synced"),
+    "prioritize": ("scored", "unmanaged", "invalid", "error", "not_synced"),
     # bind: placed a managed pod / bound an unmanaged pod as the default binder would /
     # a retry that found the pod already on that node / an exception. Refusals are counted by
     # reason in bind_failures_total.
     "bind": ("bound", "bound_unmanaged", "already_bound", "error"),
     # preempt: kept >= 1 candidate node / kept none.
-    "preempt": ("trimmed", "no_fit", "unmanaged", "invalid", "error"),
+    "preempt": ("trimmed", "no_fit", "unmanaged", "invalid", "error", "not_synced"),
 }
 """What the runtime decided, per verb; the values of the ``outcome`` label."""
 
@@ -81,8 +81,11 @@ BIND_FAILURE_REASONS: Final[tuple[str, ...]] = (
     "bound_elsewhere",  # the cache already has the pod on another node
     "no_longer_fits",  # the reservation made at filter time no longer fits the node
     "api",  # any other API error
-    "timeout",  # the binding call timed out
+    "timeout",  # the binding call timed out: outcome unknown, the reservation is kept
     "error",  # an unexpected exception
+    "not_synced",  # the cache has not synced yet: refused, kube-scheduler retries
+    "busy",  # the binds-in-flight limit was reached: refused at once, kube-scheduler retries
+    "outcome_unknown",  # a retry to another node while an earlier bind's outcome is unknown
 )
 """Why a bind failed; the values of the ``reason`` label of ``bind_failures_total``."""
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qosched.extender.kube.binding import Binder, BindError
+from qosched.extender.kube.binding import Binder
 from qosched.extender.kube.cache import ClusterCache
 from qosched.extender.kube.objects import (
     A_DEVICE,
@@ -38,6 +38,13 @@ from qosched.extender.kube.objects import (
     invalid_request_message,
     is_managed,
 )
+from qosched.extender.server.bind_path import (
+    DEFINITE_REFUSALS,
+    BindGate,
+    UnknownBind,
+    UnknownBinds,
+    call_binder,
+)
 from qosched.extender.server.preempt_inputs import decide_preemption
 from qosched.policies.placement.base import (
     Evaluation,
@@ -50,6 +57,17 @@ from qosched.policies.state import ClusterState, StateError
 from qosched.policies.types import Allocation, DemandError, PodDemand
 
 log = logging.getLogger(__name__)
+
+#: The answer to a verb that needs the cluster while the cache has not synced (the first list
+#: after a start, or a relist that cannot complete). As a filter ``Error`` kube-scheduler fails
+#: the cycle and retries the pod with backoff (seconds), instead of parking it as unschedulable
+#: on "every node unknown" (up to 5 minutes).
+NOT_SYNCED = "qosched: cluster cache not synced yet (listing the API server); retry"
+#: What a timed-out bind's answer adds: the devices stay reserved, so nothing is placed twice.
+UNKNOWN_NOTE = (
+    "the write may still commit, so its devices stay reserved until the watch shows the pod "
+    "(or the reservation expires)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +152,35 @@ def compact_index(state: ClusterState) -> dict[str, int]:
     return dict(zip(fresh, state.node_index.values(), strict=True))
 
 
+def bind_annotations(
+    state: ClusterState,
+    row: int,
+    demand: PodDemand,
+    devices: tuple[int, ...],
+    variant: str | None,
+    latency_ms: float,
+    policy: str,
+) -> dict[str, str]:
+    """The result annotations the Binding writes with the node (one place for all of them).
+
+    ``qosched.io/policy``; with devices, ``qosched.io/device`` (comma-separated indexes) and the
+    device layer's share and memory limit (:func:`device_layer_annotations`); the predicted
+    latency when finite; the variant when the pod offered several. The caller holds the cache lock.
+    """
+    annotations = {A_POLICY: policy}
+    if devices:
+        annotations[A_DEVICE] = ",".join(str(d) for d in devices)
+        view = state.node_views[row]
+        params = state.service_params(view.accelerator, variant)
+        memory_mib = params.memory_mib if params is not None else 0.0
+        annotations.update(device_layer_annotations(view, demand.gpu_milli, memory_mib))
+    if np.isfinite(latency_ms):
+        annotations[A_PREDICTED_LATENCY_MS] = f"{latency_ms:.3f}"
+    if len(demand.variants) > 1 and variant:
+        annotations[A_VARIANT] = variant
+    return annotations
+
+
 class Observer(Protocol):
     """Hooks for metrics (``qosched.extender.server.metrics``) without the runtime importing them."""
 
@@ -170,6 +217,7 @@ class Runtime:
         observer: Observer | None = None,
         decision_cache_size: int = 256,
         clock: Callable[[], float] = time.perf_counter,
+        bind_limit: int | None = None,
     ) -> None:
         self.cache = cache
         self.policy = policy
@@ -182,6 +230,8 @@ class Runtime:
         self._decision_cache_size = decision_cache_size
         self._bind_locks: dict[str, threading.Lock] = {}
         self._bind_locks_guard = threading.Lock()
+        self._gate = BindGate(bind_limit)  # binds in flight (see bind_path)
+        self._unknown = UnknownBinds()  # pods whose last bind timed out: reservation kept
         self._clock = clock
         # compact_index of the current state: (state, node count, index); rebuilt when the cache
         # swaps its state or a node is added. Read and written under the cache lock.
@@ -272,6 +322,9 @@ class Runtime:
             self.observer.decision("filter", "invalid")
             msg = invalid_request_message(err)
             return FilterOutcome(kept=[], failed={}, unresolvable=dict.fromkeys(names, msg))
+        if not self.cache.synced:
+            self.observer.decision("filter", "not_synced")
+            return FilterOutcome(kept=[], failed={}, unresolvable={}, error=NOT_SYNCED)
         evaluation, rows, _ = self._evaluate(demand, names, "filter")
         # Vectorised: one reason code per name, then C-level compress/fromkeys per distinct
         # reason (a handful), never a Python loop over 5,000 names.
@@ -306,6 +359,9 @@ class Runtime:
         if not is_managed(pod):
             self.observer.decision("prioritize", "unmanaged")
             return np.zeros(len(names), dtype=np.int64)
+        if not self.cache.synced:  # no cluster view: no preference (HostPriorityList has no Error)
+            self.observer.decision("prioritize", "not_synced")
+            return np.zeros(len(names), dtype=np.int64)
         try:
             demand = self.demand_of(pod)
         except DemandError:
@@ -335,17 +391,46 @@ class Runtime:
                 lock = self._bind_locks[uid] = threading.Lock()
             return lock
 
-    def bind(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
-        """Bind once: reserve the devices, call the API, confirm or release.
+    @property
+    def binds_in_flight(self) -> int:
+        """Binds between the gate and their answer now (tests, metrics)."""
+        return self._gate.in_flight
 
-        A retried bind of a pod already bound (or being bound) to the same node succeeds without a
-        second binding; a pod bound elsewhere fails with a clear error. Binds of different pods
-        run concurrently; binds of the same pod are serialised.
+    def bind(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
+        """Bind once: reserve the devices, call the API, confirm, release, or hold if unknown.
+
+        Refused at once (an ``Error`` kube-scheduler retries) before the cache has synced and
+        when the gate's binds-in-flight limit is reached (``bind_path.BindGate``). A retried bind
+        of a pod already bound (or being bound) to the same node succeeds without a second
+        binding; a pod bound elsewhere fails with a clear error. A bind whose API call timed out
+        keeps its reservation (``bind_path.UnknownBinds``). Binds of different pods run
+        concurrently; binds of the same pod are serialised.
         """
-        with self._bind_lock(uid):
-            return self._bind_locked(namespace, name, uid, node)
+        if not self.cache.synced:
+            self.observer.bind_failure("not_synced")
+            return BindOutcome(error=NOT_SYNCED)
+        if not self._gate.try_enter():
+            self.observer.bind_failure("busy")
+            log.info(
+                "bind pod=%s/%s node=%s outcome=busy: %s binds in flight",
+                namespace,
+                name,
+                node,
+                self._gate.limit,
+            )
+            return BindOutcome(
+                error=f"qosched: {self._gate.limit} binds already in flight (the limit); retry {namespace}/{name}"
+            )
+        try:
+            with self._bind_lock(uid):
+                return self._bind_locked(namespace, name, uid, node)
+        finally:
+            self._gate.leave()
 
     def _bind_locked(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
+        pending = self._unknown.live(uid, self.cache.is_assumed)
+        if pending is not None:
+            return self._rebind_unknown(namespace, name, uid, node, pending)
         with self.cache.lock:
             existing = self.cache.state.allocation(uid)
         if existing is not None:
@@ -354,17 +439,9 @@ class Runtime:
                 return BindOutcome(node=node)
             self.observer.bind_failure("bound_elsewhere")
             return BindOutcome(error=f"pod {namespace}/{name} is already bound to node {existing.node}")
-        pod = self.cache.pod(uid)
-        if pod is None:
-            by_name = self.cache.pod_by_name(namespace, name)
-            other_uid = str(((by_name or {}).get("metadata") or {}).get("uid") or "")
-            if by_name is not None and uid and other_uid and other_uid != uid:
-                # What the API server answers to a Binding whose UID precondition fails.
-                self.observer.bind_failure("conflict")
-                return BindOutcome(
-                    error=f"pod {namespace}/{name} has UID {other_uid}, not {uid}: it was deleted and recreated"
-                )
-            pod = by_name
+        pod = self._pod_to_bind(namespace, name, uid)
+        if isinstance(pod, BindOutcome):
+            return pod
         decision = self._recall(uid)
         if decision is None and (pod is None or not is_managed(pod)):
             return self._bind_plain(namespace, name, uid, node)
@@ -372,9 +449,34 @@ class Runtime:
             demand = decision.demand if decision is not None else self.demand_of(pod or {})
         except DemandError as err:
             return BindOutcome(error=invalid_request_message(err))
-        # Decide and reserve under one hold of the cache lock: two binds of different pods
-        # racing for the same node see each other's reservation (no double booking, no SLO
-        # check made on a state that changed before the reservation).
+        annotations = self._reserve(demand, node, decision)
+        if isinstance(annotations, BindOutcome):
+            return annotations
+        return self._settle(namespace, name, uid, node, annotations)
+
+    def _pod_to_bind(self, namespace: str, name: str, uid: str) -> Mapping[str, Any] | BindOutcome | None:
+        """The cached pod by UID, else by name; a ``BindOutcome`` error when the name now has
+        another UID (what the API server answers to a Binding whose UID precondition fails)."""
+        pod = self.cache.pod(uid)
+        if pod is not None:
+            return pod
+        by_name = self.cache.pod_by_name(namespace, name)
+        other_uid = str(((by_name or {}).get("metadata") or {}).get("uid") or "")
+        if by_name is not None and uid and other_uid and other_uid != uid:
+            self.observer.bind_failure("conflict")
+            return BindOutcome(
+                error=f"pod {namespace}/{name} has UID {other_uid}, not {uid}: it was deleted and recreated"
+            )
+        return by_name
+
+    def _reserve(
+        self, demand: PodDemand, node: str, decision: _Decision | None
+    ) -> dict[str, str] | BindOutcome:
+        """Decide and reserve under one hold of the cache lock; the annotations to write.
+
+        Two binds of different pods racing for the same node see each other's reservation (no
+        double booking, no SLO check made on a state that changed before the reservation).
+        """
         with self.cache.reading() as state:
             placement = self._placement_for(state, demand, node, decision)
             if isinstance(placement, str):
@@ -385,42 +487,58 @@ class Runtime:
                 self.cache.assume_locked(alloc)
             except StateError as err:
                 self.observer.bind_failure("no_longer_fits")
-                return BindOutcome(error=f"qosched: cannot reserve {node} for {namespace}/{name}: {err}")
-        try:
-            self.binder.bind(namespace, name, uid, node, annotations)
-        except BindError as err:
-            if err.conflict_node == node:
-                # Already bound to this very node (a retry whose first attempt went through).
-                self.observer.decision("bind", "already_bound")
-                return BindOutcome(node=node, annotations=annotations)
-            self.cache.forget(uid)
-            self.observer.bind_failure(err.reason)
-            return BindOutcome(error=f"qosched: binding {namespace}/{name} to {node} failed: {err}")
-        except Exception as err:  # any client failure must release the reservation
-            self.cache.forget(uid)
-            self.observer.bind_failure("error")
-            log.exception("bind of pod %s/%s to %s failed", namespace, name, node)
+                return BindOutcome(
+                    error=f"qosched: cannot reserve {node} for {demand.namespace}/{demand.name}: {err}"
+                )
+        return annotations
+
+    def _settle(
+        self, namespace: str, name: str, uid: str, node: str, annotations: dict[str, str]
+    ) -> BindOutcome:
+        """Call the API for a reserved pod: bound → keep until the watch confirms; timed out →
+        keep (the outcome is unknown); refused → release."""
+        attempt = call_binder(self.binder, namespace, name, uid, node, annotations, clock=self._clock)
+        if attempt.bound:
+            self.observer.decision("bind", attempt.outcome)
+            return BindOutcome(node=node, annotations=annotations)
+        self.observer.bind_failure(attempt.outcome)
+        where = f"qosched: binding {namespace}/{name} to {node} failed: {attempt.error}"
+        if attempt.outcome == "timeout":
+            self._unknown.add(uid, node, annotations)
+            return BindOutcome(error=f"{where}; {UNKNOWN_NOTE}")
+        self.cache.forget(uid)
+        return BindOutcome(error=where)
+
+    def _rebind_unknown(
+        self, namespace: str, name: str, uid: str, node: str, pending: UnknownBind
+    ) -> BindOutcome:
+        """A retry while an earlier bind's outcome is unknown: same node → ask the API again
+        (idempotent); another node → refuse until the watch settles it or the reservation expires."""
+        if node != pending.node:
+            self.observer.bind_failure("outcome_unknown")
             return BindOutcome(
-                error=f"qosched: binding {namespace}/{name} to {node} failed: {type(err).__name__}"
+                error=f"qosched: the outcome of binding {namespace}/{name} to {pending.node} is unknown "
+                f"(the API timed out); {UNKNOWN_NOTE}"
             )
-        self.observer.decision("bind", "bound")
-        return BindOutcome(node=node, annotations=annotations)
+        attempt = call_binder(self.binder, namespace, name, uid, node, pending.annotations, clock=self._clock)
+        if attempt.bound:
+            self._unknown.discard(uid)
+            self.observer.decision("bind", attempt.outcome)
+            return BindOutcome(node=node, annotations=pending.annotations)
+        self.observer.bind_failure(attempt.outcome)
+        if attempt.outcome in DEFINITE_REFUSALS:  # deleted / recreated / bound elsewhere
+            self._unknown.discard(uid)
+            self.cache.forget(uid)
+        return BindOutcome(error=f"qosched: binding {namespace}/{name} to {node} failed: {attempt.error}")
 
     def _bind_plain(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
         """Unmanaged pod: bind as the default binder would (no annotations, no accounting)."""
-        try:
-            self.binder.bind(namespace, name, uid, node, {})
-        except BindError as err:
-            if err.conflict_node == node:
-                return BindOutcome(node=node)
-            self.observer.bind_failure(err.reason)
-            return BindOutcome(error=f"binding {namespace}/{name} to {node} failed: {err}")
-        except Exception as err:
-            self.observer.bind_failure("error")
-            log.exception("bind of pod %s/%s to %s failed", namespace, name, node)
-            return BindOutcome(error=f"binding {namespace}/{name} to {node} failed: {type(err).__name__}")
-        self.observer.decision("bind", "bound_unmanaged")
-        return BindOutcome(node=node)
+        attempt = call_binder(self.binder, namespace, name, uid, node, {}, clock=self._clock)
+        if attempt.bound:
+            self.observer.decision("bind", "bound_unmanaged")
+            return BindOutcome(node=node)
+        self.observer.bind_failure(attempt.outcome)
+        return BindOutcome(error=f"binding {namespace}/{name} to {node} failed: {attempt.error}")
 
     def _placement_for(
         self, state: ClusterState, demand: PodDemand, node: str, decision: _Decision | None
@@ -450,18 +568,9 @@ class Runtime:
         devices = tuple(int(d) for d in evaluation.devices[pos] if d >= 0)
         v = int(evaluation.variant[pos])
         variant = demand.variants[v] if 0 <= v < len(demand.variants) else demand.model
-        annotations = {A_POLICY: evaluation.policy or self.policy.name}
-        if devices:
-            annotations[A_DEVICE] = ",".join(str(d) for d in devices)
-            view = state.node_views[row]
-            params = state.service_params(view.accelerator, variant)
-            memory_mib = params.memory_mib if params is not None else 0.0
-            annotations.update(device_layer_annotations(view, demand.gpu_milli, memory_mib))
+        policy = evaluation.policy or self.policy.name
         latency = float(evaluation.latency_ms[pos])
-        if np.isfinite(latency):
-            annotations[A_PREDICTED_LATENCY_MS] = f"{latency:.3f}"
-        if len(demand.variants) > 1 and variant:
-            annotations[A_VARIANT] = variant
+        annotations = bind_annotations(state, row, demand, devices, variant, latency, policy)
         alloc = Allocation(pod=demand, node=node, devices=devices, model=variant, assumed=True)
         return alloc, annotations
 
@@ -483,6 +592,9 @@ class Runtime:
         if not is_managed(pod):
             self.observer.decision("preempt", "unmanaged")
             return {node: list(uids) for node, uids in victims.items()}
+        if not self.cache.synced:  # never evict on a partial view: no node is proposed
+            self.observer.decision("preempt", "not_synced")
+            return {}
         try:
             demand = self.demand_of(pod)
         except DemandError:
