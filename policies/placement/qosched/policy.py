@@ -8,7 +8,8 @@ r"""``qosched``: interference-aware, fragmentation-aware and QoS-fair placement.
    (FGD's device rule, :mod:`qosched.policies.placement.fgd`); for a pod without a GPU request
    (edge TPU, CPU) all devices tie on fragmentation and the least-loaded one (Σ λ·S of its
    services) is tried first.
-3. **Score** of the node (:class:`~.config.QoschedConfig`):
+3. **Score** of the node, a plain function of the gathered inputs (:mod:`.score`; weights in
+   :class:`~.config.QoschedConfig`):
    :math:`s = -w_f\,\Delta F/1000 + w_s\,\sigma + w_q\,\phi`, with ΔF the fragmentation increase
    [milli-GPU], σ the latency slack of the chosen device (min over its services of
    (SLO − latency)/SLO), φ the fairness hook's term (:mod:`.fairness_hook`; 0 without one).
@@ -36,6 +37,7 @@ from qosched.policies.placement.interference import InterferenceModel
 from qosched.policies.placement.options import check_instance
 from qosched.policies.placement.qosched.config import QoschedConfig
 from qosched.policies.placement.qosched.fairness_hook import FairnessHook, FairnessInputs
+from qosched.policies.placement.qosched.score import base_score, qosched_score
 from qosched.policies.types import PodDemand
 
 __all__ = ["QoschedOptions", "QoschedPolicy"]
@@ -133,31 +135,32 @@ class QoschedPolicy(AwarePolicy):
         return np.where(cand.device_ok, load, np.inf)
 
     def node_score(self, cand: Candidates, verdicts: NodeVerdicts, variant: np.ndarray) -> Scored:
+        """Gather the score's inputs on each node's chosen devices; :mod:`.score` computes it."""
         cfg = self.config
         d_node = node_delta(cand, self._frag_delta(cand), verdicts.devices)
-        slack = _nan_to_zero(verdicts.slack_frac)
-        base = -cfg.frag_weight * d_node / 1000.0 + cfg.slack_weight * slack
         feasible = verdicts.devices[:, 0] >= 0 if cand.need > 0 else cand.ok
-        base = np.where(feasible & np.isfinite(base), base, -np.inf)
-        fair = np.zeros(cand.m)
-        if self.fairness is not None and cfg.fairness_weight > 0:
-            inputs = FairnessInputs(
-                state=cand.state,
-                pod=cand.pod,
-                rows=cand.row,
-                devices=verdicts.devices,
-                latency_ms=verdicts.latency_ms,
-                slack_frac=verdicts.slack_frac,
-                base_score=base,
-            )
-            fair = np.nan_to_num(np.asarray(self.fairness(inputs), dtype=np.float64), nan=0.0)
-        raw = base + cfg.fairness_weight * fair
+        base = base_score(
+            d_node,
+            verdicts.slack_frac,
+            feasible,
+            frag_weight=cfg.frag_weight,
+            slack_weight=cfg.slack_weight,
+        )
+        fair = self._fairness_term(cand, verdicts, base)
+        raw = qosched_score(base, fair, fairness_weight=cfg.fairness_weight)
         return Scored(raw, verdicts.devices, {"frag_delta_milli": d_node, "fairness": fair})
 
-
-def _nan_to_zero(x: np.ndarray) -> np.ndarray:
-    """``np.nan_to_num(x, nan=0.0)`` for float arrays, in one pass where ``x`` has no infinity."""
-    out = np.where(np.isnan(x), 0.0, x)
-    if np.isinf(out).any():  # nan_to_num also clips ±inf to the largest finite floats
-        return np.nan_to_num(x, nan=0.0)
-    return out
+    def _fairness_term(self, cand: Candidates, verdicts: NodeVerdicts, base: np.ndarray) -> np.ndarray:
+        """φ per candidate from the fairness hook (NaN → 0); zeros without a hook or weight."""
+        if self.fairness is None or self.config.fairness_weight <= 0:
+            return np.zeros(cand.m)
+        inputs = FairnessInputs(
+            state=cand.state,
+            pod=cand.pod,
+            rows=cand.row,
+            devices=verdicts.devices,
+            latency_ms=verdicts.latency_ms,
+            slack_frac=verdicts.slack_frac,
+            base_score=base,
+        )
+        return np.nan_to_num(np.asarray(self.fairness(inputs), dtype=np.float64), nan=0.0)
