@@ -556,7 +556,6 @@ class _Handler(BaseHTTPRequestHandler):
         self, route: Route, make_new: Callable[[JsonDict], JsonDict]
     ) -> Callable[[JsonDict], JsonDict]:
         """Wrap ``make_new`` with the registry's update rules (rv lock, status/subresource split)."""
-        resource = route.resource
         assert route.name is not None
         name = route.name
 
@@ -564,35 +563,12 @@ class _Handler(BaseHTTPRequestHandler):
             new = make_new(current)
             if not isinstance(new, dict):
                 raise bad_request("the patched object is not a JSON object")
-            new_meta = new.setdefault("metadata", {})
-            cur_meta = current["metadata"]
-            if new_meta.get("name", name) != name:
-                raise bad_request(
-                    f"the name of the object ({new_meta.get('name')}) does not match the name on the URL "
-                    f"({name})"
-                )
-            if new_meta.get("uid") and new_meta["uid"] != cur_meta.get("uid"):
-                key = resource.etcd_key(cur_meta.get("namespace", ""), name)
-                raise precondition_failed(
-                    resource.gr, name, key, "UID", new_meta["uid"], cur_meta.get("uid", "")
-                )
-            rv = new_meta.get("resourceVersion")
-            if rv and rv != cur_meta.get("resourceVersion"):
-                raise conflict(resource.gr, name, OPTIMISTIC_LOCK_MSG)
+            _check_update_meta(route.resource, name, current["metadata"], new.setdefault("metadata", {}))
             if route.subresource == "resize":
                 return pods.resize(current, new)
             if route.subresource == "status":
-                out = dict(current)
-                out["status"] = new.get("status") or {}
-                return out
-            if resource.status_subresource:
-                new["status"] = current.get("status") or {}
-            if resource is PODS:
-                pods.default_pod_spec(new)
-                pods.check_pod_update(current, new)
-                if new.get("spec") != current.get("spec"):
-                    new_meta["generation"] = int(cur_meta.get("generation") or 1) + 1
-            return new
+                return {**current, "status": new.get("status") or {}}
+            return _main_resource_update(route.resource, current, new)
 
         return transform
 
@@ -794,6 +770,32 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
+
+
+def _check_update_meta(resource: ResourceType, name: str, cur_meta: JsonDict, new_meta: JsonDict) -> None:
+    """An update's metadata against the stored object's: name, UID precondition, rv lock."""
+    if new_meta.get("name", name) != name:
+        raise bad_request(
+            f"the name of the object ({new_meta.get('name')}) does not match the name on the URL ({name})"
+        )
+    if new_meta.get("uid") and new_meta["uid"] != cur_meta.get("uid"):
+        key = resource.etcd_key(cur_meta.get("namespace", ""), name)
+        raise precondition_failed(resource.gr, name, key, "UID", new_meta["uid"], cur_meta.get("uid", ""))
+    rv = new_meta.get("resourceVersion")
+    if rv and rv != cur_meta.get("resourceVersion"):
+        raise conflict(resource.gr, name, OPTIMISTIC_LOCK_MSG)
+
+
+def _main_resource_update(resource: ResourceType, current: JsonDict, new: JsonDict) -> JsonDict:
+    """An update through the main resource: status kept (subresource), pod spec rules, generation."""
+    if resource.status_subresource:
+        new["status"] = current.get("status") or {}
+    if resource is PODS:
+        pods.default_pod_spec(new)
+        pods.check_pod_update(current, new)
+        if new.get("spec") != current.get("spec"):
+            new["metadata"]["generation"] = int(current["metadata"].get("generation") or 1) + 1
+    return new
 
 
 def _resource_named(name: str) -> ResourceType:
