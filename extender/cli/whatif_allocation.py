@@ -4,8 +4,9 @@ Two jobs for the request-level what-if (``extender/cli/whatif_requests.py``):
 
 * :func:`allocation_options` — what the policies need besides the scenario: the memory of one
   device of each accelerator (``device_memory_mib``, from the profiles), the horizon of the trace
-  (INFIDA's step size is the regret theorem's for ``T = horizon / window`` windows) and ``R``, the
-  largest number of requests in one window of the trace (its gradient bound; docs/infida.md);
+  (INFIDA's step size is the regret theorem's for ``T = horizon / window`` windows) and ``R``, per
+  service the largest number of its requests in one window of the trace (the gradient bound;
+  docs/infida.md);
 * :func:`pop_allocation_series` / :func:`write_allocation_outputs` — the per-window series of
   each allocation policy leave ``summary.json`` (which keeps the contract's ``allocation``
   object) for ``allocation_series.json`` and two plots:
@@ -20,7 +21,7 @@ Two jobs for the request-level what-if (``extender/cli/whatif_requests.py``):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +33,25 @@ DEFAULT_WINDOW_S = 10.0
 
 
 def allocation_options(
-    time_s: np.ndarray, window_s: float | None, device_memory_mib: Callable[[str], float]
+    time_s: np.ndarray,
+    services: Sequence[str],
+    window_s: float | None,
+    device_memory_mib: Callable[[str], float],
 ) -> dict[str, Any]:
     """Options for the allocation policies' factories (see the module docstring)."""
     window = float(window_s or DEFAULT_WINDOW_S)
     t = np.asarray(time_s, dtype=float)
     start = float(t[0]) if t.size else 0.0
     horizon = float(t[-1] - start) if t.size else window
-    counts = np.bincount(((t - start) // window).astype(np.int64)) if t.size else np.zeros(1)
+    bins = ((t - start) // window).astype(np.int64)
+    peak: dict[str, float] = {}
+    for name in sorted(set(services)):
+        mine = bins[np.asarray([s == name for s in services], dtype=bool)]
+        peak[name] = float(np.bincount(mine).max()) if mine.size else 0.0
     return {
         "device_memory_mib": device_memory_mib,
         "horizon_s": max(horizon, window),
-        "max_requests_per_window": float(max(int(counts.max()), 1)),
+        "max_requests_per_window": peak,
     }
 
 

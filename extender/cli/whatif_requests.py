@@ -299,7 +299,7 @@ def run_request_whatif(opts: RequestWhatif) -> dict[str, Any]:
     out = Path(opts.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = EngineConfig()
-    options = allocation_options(requests.time_s, opts.window_s, device_memory)
+    options = allocation_options(requests.time_s, requests.service, opts.window_s, device_memory)
     records: dict[str, Any] = {}
     policies: dict[str, Any] = {}
     for name in names:

@@ -14,7 +14,7 @@ ended, the allocation of the next one). A :class:`Decision` carries the fraction
   integral allocations, a weighted sum of concave functions of modular ones, so a stale marginal
   gain is an upper bound and need not be recomputed until it reaches the top).
 - :class:`StaticAllocator` — the greedy allocation of the first window's requests, kept for the
-  whole run (the best fixed allocation one could pick after one window).
+  rest of the run (the best fixed allocation one could pick after one window).
 """
 
 from __future__ import annotations
@@ -112,22 +112,22 @@ class GreedyAllocator:
 
 @dataclass
 class StaticAllocator:
-    """The greedy allocation of the first window's requests, for every window."""
+    """The greedy allocation of the first window's requests, kept for every later window.
+
+    Nothing is loaded during the first window (nothing was observed yet), as for the greedy one.
+    """
 
     catalog: Catalog
-    first_table: RequestTable
-    first_counts: np.ndarray
-    first_capacity: np.ndarray
     name: str = "static-allocation"
-    _x: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._x = greedy_allocation(self.catalog, self.first_table, self.first_counts, self.first_capacity)
+    _x: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def first(self) -> Decision:
-        return Decision(self._x.astype(float), self._x.copy())
+        x = np.zeros(self.catalog.n_slots, dtype=bool) if self._x is None else self._x.copy()
+        return Decision(x.astype(float), x)
 
     def observe(self, table: RequestTable, counts: np.ndarray, capacity: np.ndarray) -> Decision:
+        if self._x is None:
+            self._x = greedy_allocation(self.catalog, table, counts, capacity)
         return self.first()
 
 

@@ -26,10 +26,17 @@ piecewise linear). A supergradient, the one INFIDA computes locally at each node
 summed over the request types whose path holds the slot. At a kink (``Z_k = r``) the indicator
 is 0, a valid element of the superdifferential.
 
-Capacity shared by request types
---------------------------------
-A slot on an edge node is on the path of several request types (entries). Its capacity in the
-window, ``capacity_rps · window_s``, is split among them in proportion to their request counts
+Potential available capacity
+----------------------------
+:math:`l_k` is the paper's *potential available capacity* of the k-th slot for the type: what it
+could serve of these requests, never more than there are, :math:`l_k = \min\{c_k, r_\rho\}`
+with :math:`c_k` the slot's capacity for the type. Capping at :math:`r_\rho` matters twice: the
+relaxation is then tight for a single slot (:math:`G` linear in its ``y``, instead of saturating
+at :math:`y = r/c`), and the weights :math:`l_k / r_\rho \le 1` are what the (1 − 1/e) bound
+of the rounding needs (:mod:`.rounding`).
+
+A slot on an edge node is on the path of several request types. Its capacity in the window,
+``capacity_rps · window_s``, is split among them in proportion to their request counts
 (:func:`window_capacity`), so each :math:`l` is fixed for the window and :math:`G` stays concave
 in ``y``. This is our choice where the paper leaves capacity sharing to its load model.
 """
@@ -103,10 +110,10 @@ def build_table(catalog: Catalog, types: Sequence[RequestType], cost: CostModel)
 
 
 def window_capacity(table: RequestTable, catalog: Catalog, counts: np.ndarray, window_s: float) -> np.ndarray:
-    """(R, K) capacity :math:`l` of each option for its type in a window of ``window_s`` seconds.
+    """(R, K) potential available capacity :math:`l` of each option for its type in a window.
 
     ``capacity_rps·window_s`` of the slot, split among the request types through it in
-    proportion to their counts (all of it to each when none came).
+    proportion to their counts, and capped at the type's own count (module docstring).
     """
     counts = np.asarray(counts, dtype=float)
     valid = table.valid
@@ -115,7 +122,7 @@ def window_capacity(table: RequestTable, catalog: Catalog, counts: np.ndarray, w
     np.add.at(through, idx[valid], np.broadcast_to(counts[:, None], idx.shape)[valid])
     total = catalog.capacity_rps[idx] * window_s
     share = np.where(through[idx] > 0, counts[:, None] / np.where(through[idx] > 0, through[idx], 1.0), 1.0)
-    return np.where(valid, total * share, 0.0)
+    return np.where(valid, np.minimum(total * share, counts[:, None]), 0.0)
 
 
 def _cumulative(table: RequestTable, y: np.ndarray, capacity: np.ndarray) -> np.ndarray:

@@ -65,17 +65,24 @@ def best_fixed_allocation(
     capacities: Sequence[np.ndarray],
     *,
     integral: bool,
+    weights: Sequence[float] | None = None,
 ) -> Hindsight:
-    """Solve the LP (``integral=False``) or MILP (``integral=True``) of the module docstring."""
+    """Solve the LP (``integral=False``) or MILP (``integral=True``) of the module docstring.
+
+    ``weights`` (default all 1) repeats a window: a sequence whose windows take few distinct
+    values (an adversary alternating two patterns) is solved as the distinct windows, each
+    weighted by how often it occurs — the same objective with far fewer variables.
+    """
     n = catalog.n_slots
     total = n + sum(int(np.count_nonzero(t.valid)) for t in tables)
     blocks, ubs, deltas = [], [], []
     offset = n
-    for table, c, cap in zip(tables, counts, capacities, strict=True):
+    repeat = [1.0] * len(tables) if weights is None else [float(w) for w in weights]
+    for table, c, cap, weight in zip(tables, counts, capacities, repeat, strict=True):
         a, ub, delta = _window_rows(table, c, cap, total, offset)
         blocks.append(a)
         ubs.append(ub)
-        deltas.append(delta)
+        deltas.append(weight * delta)
         offset += len(ub)
     link = sparse.vstack(blocks, format="csr") if blocks else None
     budget = sparse.csr_matrix(

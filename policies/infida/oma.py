@@ -41,10 +41,10 @@ allocation drawn by DepRound then has expected gain at least :math:`(1 - 1/e)` o
 :math:`G(r_t, y_t)`, so its :math:`(1-1/e)`-regret is :math:`O(\sqrt T)` too (the paper's
 theorem on the integral allocation).
 
-The gradient bound ``L``: a slot's supergradient component is at most
-:math:`\Delta_{\max} \min\{l_i, R\}` where :math:`\Delta_{\max}` is the largest cost gap to the
-repository and ``R`` the most requests of a window (:func:`gradient_bound_per_mib`): both are
-stated a priori in the configuration (the theorem needs them known in advance).
+The gradient bound ``L`` (:func:`gradient_bound_per_mib`): a slot's supergradient component is at
+most its cost gap to the repository times the requests it can take in a window (its capacity and
+the requests ``R`` of the service it serves): both stated a priori (the theorem needs them known
+in advance; the what-if states ``R`` as the busiest window of each service in the trace).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from qosched.policies.infida.catalog import Catalog
 from qosched.policies.infida.projection import project_allocation
@@ -91,13 +92,20 @@ def mirror_diameter(catalog: Catalog) -> float:
 
 
 def gradient_bound_per_mib(
-    catalog: Catalog, max_gap_ms: float, max_requests: float, window_s: float
+    catalog: Catalog, gap_ms: ArrayLike, max_requests: ArrayLike, window_s: float
 ) -> float:
-    """``L``: :math:`\\max_i \\Delta_{\\max} \\min\\{\\text{capacity}_i \\cdot W, R\\} / s_i`."""
+    r"""``L = max_i gap_i · min(capacity_i · W, R_i) / s_i`` (per slot, or scalars broadcast).
+
+    The supergradient component of slot ``i`` is :math:`\sum_\rho l_{\rho,i} \sum_{k \ge k_i}
+    \delta_k = \sum_\rho l_{\rho,i} (\gamma_{\text{repo}} - \gamma_i)`, at most its largest gap to
+    the repository ``gap_i`` times the requests it can take in a window: its capacity
+    ``capacity_i · W`` and the requests of the services it serves, ``R_i``.
+    """
     if catalog.n_slots == 0:
         return 0.0
-    reach = np.minimum(catalog.capacity_rps * window_s, max_requests)
-    return float(np.max(max_gap_ms * reach / catalog.sizes_mib))
+    gap = np.broadcast_to(np.asarray(gap_ms, dtype=float), (catalog.n_slots,))
+    reach = np.minimum(catalog.capacity_rps * window_s, np.asarray(max_requests, dtype=float))
+    return float(np.max(gap * reach / catalog.sizes_mib))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ scenario becomes an inference delivery network (:mod:`.catalog`):
   promise more than the device serves).
 - **Repository**: the cloud tier serving the service's most accurate allowed variant (not learned,
   not budgeted; the live controller never scales it below one replica).
+- Slots no cheaper than the repository under the nodes' own links are left out (they would
+  never serve, yet take budget and churn the rounding).
 - **Path**: every request of a service reaches every end node, then every edge node, then the
   cloud, over its tier's current link (the what-if's clients reach all nodes of a tier), so there
   is one request type per service.
@@ -34,6 +36,7 @@ series the report plots.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -108,11 +111,19 @@ class AllocationModel:
         """The request table with the costs under the given tier links."""
         return build_table(self.catalog, self.types, self.cost_model(links))
 
-    def max_gap_ms(self) -> float:
-        """Largest cost gap to the repository under the nodes' own links (for the step size)."""
+    def gap_ms(self) -> np.ndarray:
+        """Per slot, its largest cost gap to the repository under the nodes' own links (≥ 0)."""
         t = self.table(self.base_links())
-        gaps = np.where(t.valid, t.repo_cost_ms[:, None] - np.where(t.valid, t.cost_ms, 0.0), 0.0)
-        return float(gaps.max()) if gaps.size else 0.0
+        gap = np.zeros(self.catalog.n_slots)
+        valid = t.valid
+        np.maximum.at(gap, t.slot[valid], (t.repo_cost_ms[:, None] - np.where(valid, t.cost_ms, 0.0))[valid])
+        return gap
+
+    def requests_per_slot(self, per_service: Mapping[str, float] | float) -> np.ndarray:
+        """``R_i``: the bound of requests per window of the service slot ``i`` serves."""
+        if isinstance(per_service, int | float):
+            return np.full(self.catalog.n_slots, float(per_service))
+        return np.array([float(per_service.get(k[0], 0.0)) for k in self.slot_key])
 
 
 def _service_time_ms(scenario: Scenario, node: TierNode, variant: str) -> tuple[float, float] | None:
@@ -197,7 +208,7 @@ def allocation_model(
                 variants,
             )
         )
-    return AllocationModel(
+    model = AllocationModel(
         scenario=scenario,
         catalog=catalog,
         types=tuple(types),
@@ -206,6 +217,21 @@ def allocation_model(
         repository=repository,
         accuracy_weight_ms_per_pp=accuracy_weight_ms_per_pp,
     )
+    return _useful_only(model)
+
+
+def _useful_only(model: AllocationModel) -> AllocationModel:
+    """Drop the slots no cheaper than the repository under the nodes' own links.
+
+    They would never serve (the gain of such a slot is 0 for every request), yet hold a share of
+    the fractional budget and be loaded now and then by the rounding: a model load for nothing.
+    """
+    table = model.table(model.base_links())
+    useful = np.zeros(model.catalog.n_slots, dtype=bool)
+    useful[table.slot[table.valid]] = True
+    keep = [i for i in range(model.catalog.n_slots) if useful[i]]
+    catalog = Catalog.build(model.catalog.nodes, [model.catalog.slots[i] for i in keep])
+    return dataclasses.replace(model, catalog=catalog, slot_key=tuple(model.slot_key[i] for i in keep))
 
 
 @dataclass
@@ -365,8 +391,9 @@ def make_allocation_policy(
 
     INFIDA's step size is the theorem's :func:`~.oma.step_size` for ``T = horizon / window``
     windows and the gradient bound of :func:`~.oma.gradient_bound_per_mib` with ``R`` the most
-    requests a window can bring: ``options["max_requests_per_window"]`` (the shell passes the
-    largest count of the trace's windows; a live controller states it).
+    requests of a service in one window: ``options["max_requests_per_window"]``, a number or a
+    mapping service → number (the shell passes each service's busiest window of the trace; a live
+    controller states it).
     """
     window = float(window_s or DEFAULT_WINDOW_S)
     weight = float(options.get("accuracy_weight_ms_per_pp", DEFAULT_ACCURACY_WEIGHT_MS_PER_PP))
@@ -379,7 +406,7 @@ def make_allocation_policy(
         raise KeyError(name)
     horizon = float(options.get("horizon_s", horizon_s or 3600.0))
     windows = max(1, math.ceil(horizon / window))
-    max_requests = float(options.get("max_requests_per_window", math.inf))
-    bound = gradient_bound_per_mib(model.catalog, model.max_gap_ms(), max_requests, window)
+    max_requests = model.requests_per_slot(options.get("max_requests_per_window", math.inf))
+    bound = gradient_bound_per_mib(model.catalog, model.gap_ms(), max_requests, window)
     eta = step_size(model.catalog, bound, windows).eta * float(options.get("eta_scale", 1.0))
     return AllocationRouting(model, InfidaAllocator(model.catalog, eta, rng), window, name, eta=eta)
