@@ -34,10 +34,12 @@ def _shade_network(ax: Any, network: Any, t_end: float) -> None:
             if link.bandwidth_mbps < 0.5 * base:
                 stop = times[i + 1] if i + 1 < len(times) else t_end
                 ax.axvspan(t, stop, color=TIER_COLOURS.get(tier, "grey"), alpha=0.08, lw=0)
+                if stop - t < 0.08 * t_end:  # label only the long spells (no clutter)
+                    continue
                 ax.text(
                     t,
                     1.0,
-                    f"{tier} link\n{link.bandwidth_mbps:g} Mbit/s",
+                    f"{tier} link\n{link.bandwidth_mbps:.0f} Mbit/s",
                     transform=ax.get_xaxis_transform(),
                     fontsize=7,
                     va="top",
