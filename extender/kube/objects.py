@@ -272,7 +272,11 @@ def _ready(node: Mapping[str, Any]) -> bool:
 
 
 def node_view(node: Mapping[str, Any]) -> NodeView:
-    """Parse a Node: accelerator type/count/sharing/tier from labels, allocatable from status."""
+    """Parse a Node: accelerator type/count/sharing/tier from labels, allocatable from status.
+
+    Device count: ``qosched.io/accelerator-count``, else ``nvidia.com/gpu``, else the capacity
+    of the device plugin's ``qosched.io/gpu-share`` / 100, else 1 for an accelerator node.
+    """
     meta = _meta(node)
     labels = labels_of(node)
     status = node.get("status") if isinstance(node.get("status"), Mapping) else {}
@@ -282,6 +286,10 @@ def node_view(node: Mapping[str, Any]) -> NodeView:
     alloc = status.get("allocatable") or status.get("capacity") or {}
     accelerator = labels.get(L_ACCELERATOR) or None
     gpus = int(_quantity(alloc.get(GPU_RESOURCE, "0"), f"{GPU_RESOURCE}"))
+    if not gpus:  # a node of qosched's device plugin: 100 units per device, unhealthy ones included
+        capacity = status.get("capacity") or alloc
+        shares = _quantity(capacity.get(GPU_SHARE_RESOURCE, "0"), GPU_SHARE_RESOURCE)
+        gpus = int(shares) // GPU_SHARE_UNITS_PER_DEVICE
     count_label = labels.get(L_ACCELERATOR_COUNT)
     if count_label not in (None, ""):
         try:

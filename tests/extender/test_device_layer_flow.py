@@ -22,6 +22,7 @@ from qosched.extender.kube.objects import (
     GPU_SHARE_RESOURCE,
     default_class_of,
     mps_memory_limit_mib,
+    node_view,
 )
 from qosched.extender.server.runtime import Runtime
 from qosched.extender.webhook.admission import mutate_review
@@ -72,13 +73,28 @@ def _created_pod() -> dict[str, Any]:
     return jsonpatch.apply_patch(pod, json.loads(base64.b64decode(response["patch"])))
 
 
+def plugin_node(sharing: str) -> dict[str, Any]:
+    """A node of qosched's device plugin: no nvidia.com/gpu, 100 qosched.io/gpu-share per GPU."""
+    n = node("gpu-0", "nvidia-t4", gpus=0, sharing=sharing)
+    for key in ("allocatable", "capacity"):
+        n["status"][key][GPU_SHARE_RESOURCE] = "200"
+    return n
+
+
+def test_plugin_nodes_count_their_gpus_from_the_share_capacity() -> None:
+    n = plugin_node("mps")
+    n["status"]["allocatable"][GPU_SHARE_RESOURCE] = "100"  # one GPU unhealthy: still two devices
+    assert node_view(n).device_count == 2
+    assert node_view(node("cpu-0", "nvidia-t4", gpus=0)).device_count == 1
+
+
 @pytest.mark.parametrize("sharing", ["mps", "time-slicing"])
 def test_webhook_extender_and_plugin_agree(tmp_path: Path, sharing: str) -> None:
     pod = _created_pod()
     assert pod["spec"]["schedulerName"] == "qosched"
     units = int(pod["spec"]["containers"][0]["resources"]["limits"][GPU_SHARE_RESOURCE])
     assert units == 25
-    snapshot = write_snapshot(tmp_path / "c.json", [node("gpu-0", "nvidia-t4", gpus=2, sharing=sharing), pod])
+    snapshot = write_snapshot(tmp_path / "c.json", [plugin_node(sharing), pod])
     cache = StaticCluster.from_file(snapshot, LOOKUP, DEVICE_MEMORY)
     binder = RecordingBinder()
     runtime = Runtime(cache, make_policy("qosched"), binder)  # type: ignore[arg-type]
