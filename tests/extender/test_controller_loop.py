@@ -452,7 +452,8 @@ def test_closed_loop_with_real_prometheus(
             now = plant.shares()
             cpu = sum(x for x, s in zip(now, SERVICES, strict=True) if s.resource == "cpu")
             gpu = sum(x for x, s in zip(now, SERVICES, strict=True) if s.resource == "gpu")
-            assert cpu <= CPU_CAPACITY_MILLI and gpu <= GPU_CAPACITY_MILLI, (cpu, gpu)
+            assert cpu <= CPU_CAPACITY_MILLI, (cpu, gpu)
+            assert gpu <= GPU_CAPACITY_MILLI, (cpu, gpu)
 
         t_loop = time.monotonic()
         cycles = run_loop(controller, threading.Event(), iterations=CYCLES, on_report=check)
@@ -936,5 +937,6 @@ def test_manifest_rbac_allows_everything_the_controller_does() -> None:
             assert elector.release()
         finally:
             api_client.close()
-        assert report.applied == 4 and report.failed == 0, [c.error for c in report.changes]
+        assert report.applied == 4, [c.error for c in report.changes]
+        assert report.failed == 0, [c.error for c in report.changes]
         assert api.count(status=403) == 0

@@ -7,6 +7,7 @@ while a bind is blocked in the binder, and a clean shutdown on SIGTERM.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tests.extender.extender_support import (
     args,
     bind_args,
     free_port,
+    metric_value,
     node,
     pod,
     serving,
@@ -70,11 +72,11 @@ def post(session: requests.Session, url: str, body: Any) -> Any:
     return response.json()
 
 
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics")
+def metric(text: str, series: str) -> float:
+    """The value of ``series`` (written as in the exposition: ``name{label="v",...}``) in a
+    ``/metrics`` answer parsed by prometheus_client's parser."""
+    name, _, rest = series.partition("{")
+    return metric_value(text, name, **dict(re.findall(r'(\w+)="([^"]*)"', rest)))
 
 
 def test_one_cycle_over_http_with_metrics_and_a_clean_shutdown(cluster: Path) -> None:
@@ -186,7 +188,8 @@ def test_requests_are_served_while_a_bind_is_blocked(cluster: Path, tmp_path: Pa
                     break
             except requests.RequestException:
                 pass
-            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+            assert time.monotonic() < deadline, "server did not start"
+            assert proc.poll() is None, "server did not start"
             time.sleep(0.1)
         answer: dict[str, Any] = {}
 

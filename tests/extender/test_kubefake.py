@@ -351,9 +351,13 @@ def test_abrupt_drop_breaks_the_stream_and_rewatch_loses_nothing(kube_api: FakeK
     _in_thread(kube_api, add_then_drop)
     seen: list[str] = []
     w = watch.Watch()
-    with pytest.raises(urllib3.exceptions.ProtocolError):  # how a dead connection surfaces in the client
+
+    def read_until_dropped() -> None:
         for ev in w.stream(core_v1.list_pod_for_all_namespaces, resource_version=rv, timeout_seconds=5):
             seen.append(ev["raw_object"]["metadata"]["name"])
+
+    with pytest.raises(urllib3.exceptions.ProtocolError):  # how a dead connection surfaces in the client
+        read_until_dropped()
     assert seen in ([], ["a"])
     w2 = watch.Watch()  # re-watch from the newest version seen: every missed event is replayed, in order
     stream = w2.stream(

@@ -306,7 +306,8 @@ def test_converges_from_bad_start(start: np.ndarray, rate_known: bool, max_steps
     est = None if rate_known else np.full(6, np.nan)
     trace = run_closed_loop(p, services(start), 4000.0, 40, rate_estimate_rps=est, solvers=CACHE)
     k = trace.converged_at(rel_tol=0.005)
-    assert k is not None and k <= max_steps, f"converged at {k}"
+    assert k is not None, f"converged at {k}"
+    assert k <= max_steps, f"converged at {k}"
     assert trace.satisfied(SLO_MS)[-1].all()
     assert (trace.shares.sum(axis=1) <= 4000.0 * (1 + CAP_TOL)).all()
     # Final latencies sit in the dead band around the set point (or better, when held).

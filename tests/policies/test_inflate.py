@@ -145,9 +145,13 @@ def test_shuffle_permutes_the_trace_pods() -> None:
 def test_inflation_name_errors(trace: list[TracePod], message: str) -> None:
     # Ratio 1.5 on 2 pods adds one clone; it is named "a-clone-0", a collision, when its source is
     # "a" (probability 1/2 per seed), which one of the 20 fixed seeds draws.
-    with pytest.raises(ValueError, match=message):
+
+    def inflate_with_every_seed() -> None:
         for seed in range(20):
             inflate_workload(trace, HUGE, 1.5, np.random.default_rng(seed))
+
+    with pytest.raises(ValueError, match=message):
+        inflate_with_every_seed()
 
 
 @pytest.mark.parametrize("ratio", [-0.1, math.nan, math.inf], ids=["negative", "nan", "inf"])

@@ -187,7 +187,7 @@ def test_missing_times_are_inf_in_table(tmp_path: Path) -> None:
     assert table.scheduled_s.tolist() == [0.0, math.inf]
     assert table.row(1).deletion_s is None
     assert table.row(1).scheduled_s is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="read-only"):
         table.cpu_milli[0] = 1  # read-only columns
 
 

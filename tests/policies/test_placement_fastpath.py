@@ -475,8 +475,9 @@ def test_valid_services_rules(kwargs: dict, ok: bool) -> None:
     args = {"rate_rps": 10.0, "service_ms": 2.0, "second_moment_ms2": 4.0} | kwargs
     rate, s, m2 = args.pop("rate_rps"), args.pop("service_ms"), args.pop("second_moment_ms2")
     assert bool(valid_services(rate, s, m2, **args)) is ok
-    if not ok:  # the validating constructor rejects the same values
-        with pytest.raises(ValueError):
+    if not ok:  # the validating constructor rejects the same values, naming the field
+        field = next(iter(kwargs))
+        with pytest.raises(ValueError, match=rf"^DeviceServices\.{field}\[0\] must"):
             DeviceServices.build([rate], [s], second_moment_ms2=[m2], **{k: [v] for k, v in args.items()})
 
 

@@ -158,5 +158,5 @@ def test_config_is_validated(kwargs: dict[str, object], field: str) -> None:
 @pytest.mark.parametrize("kwargs", [{"top_k": 0}, {"headroom_frac": 0.0}], ids=["top-k", "headroom"])
 def test_hook_arguments_are_validated(kwargs: dict[str, float]) -> None:
     snapshot = FairnessSnapshot.from_values([1.0], ["prod"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"^SnapshotFairness\.{next(iter(kwargs))} must"):
         SnapshotFairness(snapshot, {}, lambda cls: 1.0, **kwargs)  # type: ignore[arg-type]

@@ -80,16 +80,16 @@ def test_order_uses_the_given_tiebreak() -> None:
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("call", "match"),
     [
-        lambda: qos_driven_order([0, 1], [np.nan, 1.0], [0.0, 0.0]),
-        lambda: priority_order([0, 1], [0.0]),
-        lambda: qos_driven_order([0], [1.0], [0.0], tiebreak=[1, 2]),
+        (lambda: qos_driven_order([0, 1], [np.nan, 1.0], [0.0, 0.0]), "^qos: NaN at position 0"),
+        (lambda: priority_order([0, 1], [0.0]), "^submit_s: expected a 1-d array of 2 values"),
+        (lambda: qos_driven_order([0], [1.0], [0.0], tiebreak=[1, 2]), "^tiebreak: expected 1 values"),
     ],
     ids=["nan-qos", "length-mismatch", "tiebreak-length"],
 )
-def test_order_rejects_bad_input(call: object) -> None:
-    with pytest.raises(ValueError):
+def test_order_rejects_bad_input(call: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
         call()  # type: ignore[operator]
 
 

@@ -346,7 +346,8 @@ def test_model_params_validation(kwargs: dict) -> None:
 def test_doctests() -> None:
     for module in (sharing, tail):
         result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
+        assert result.attempted > 0, module.__name__
+        assert result.failed == 0, module.__name__
 
 
 # --------------------------------------------------------------------------------------------
