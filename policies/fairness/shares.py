@@ -89,7 +89,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 _EMPTY_SUMMARY = GiniSummary.from_values(())
 
 ShareStatus = Literal["optimal", "uncontended", "stage1-only", "fallback", "infeasible", "empty"]
@@ -498,6 +497,7 @@ class FairShareSolver:
     # ----------------------------------------------------------------------------- internals
     def _run(self, problem: cp.Problem, statuses: list[str], solve_s: list[float]) -> bool:
         import cvxpy as cp  # a solve was asked for (see the import at the top)
+
         try:
             problem.solve(solver=self.settings.solver)
         except (cp.error.SolverError, ArithmeticError) as exc:
