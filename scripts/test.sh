@@ -11,6 +11,7 @@ if ! command -v prometheus >/dev/null 2>&1; then
   fi
 fi
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/lint-imports
 .venv/bin/mypy -p qosched.policies -p qosched.extender -p qosched.profiles
 exec .venv/bin/python -m pytest -q "$@"

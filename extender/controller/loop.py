@@ -364,7 +364,7 @@ def parse_controlled(pod: Mapping[str, Any], classes: ClassConfig) -> Controlled
     return ControlledPod(resource="cpu", device=None, share=total, containers=cpus, **common)
 
 
-def build_pools(
+def build_pools(  # noqa: C901  # split pending (issue 11)
     nodes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
     settings: ControllerSettings,
