@@ -43,6 +43,14 @@ def _request_of(review: Any) -> Mapping[str, Any]:
     return request
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _kind(request: Mapping[str, Any]) -> str:
+    return str(_mapping(request.get("kind")).get("kind") or "")
+
+
 def _review(response: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
 
@@ -66,7 +74,7 @@ def _object_with_namespace(request: Mapping[str, Any]) -> dict[str, Any]:
     obj = request.get("object")
     if not isinstance(obj, Mapping):
         raise ReviewError("request.object is missing")
-    meta = dict(obj.get("metadata") or {})
+    meta = dict(_mapping(obj.get("metadata")))
     meta.setdefault("namespace", request.get("namespace") or "default")
     return {**obj, "metadata": meta}
 
@@ -75,7 +83,7 @@ def mutate_review(review: Any, options: WebhookOptions, class_of: ClassMapper) -
     """Answer a pod CREATE: the patch, or the denial of an invalid qosched request."""
     request = _request_of(review)
     uid = request["uid"]
-    if (request.get("kind") or {}).get("kind") != "Pod" or request.get("operation") != "CREATE":
+    if _kind(request) != "Pod" or request.get("operation") != "CREATE":
         return allow(uid)  # configured for pod CREATE only; anything else passes untouched
     try:
         ops = pod_patch(_object_with_namespace(request), options, class_of)
@@ -90,8 +98,8 @@ def _template_pod(obj: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, An
         node = node.get(key) if isinstance(node, Mapping) else None
     if not isinstance(node, Mapping):
         return None
-    meta = {**(node.get("metadata") or {}), "namespace": (obj.get("metadata") or {}).get("namespace")}
-    return {"metadata": meta, "spec": node.get("spec") or {}}
+    meta = {**_mapping(node.get("metadata")), "namespace": _mapping(obj.get("metadata")).get("namespace")}
+    return {"metadata": meta, "spec": _mapping(node.get("spec"))}
 
 
 def validate_review(review: Any, class_of: ClassMapper) -> dict[str, Any]:
@@ -99,7 +107,7 @@ def validate_review(review: Any, class_of: ClassMapper) -> dict[str, Any]:
     time, instead of a ReplicaSet failing to create pods later)."""
     request = _request_of(review)
     uid = request["uid"]
-    path = TEMPLATE_PATHS.get((request.get("kind") or {}).get("kind", ""))
+    path = TEMPLATE_PATHS.get(_kind(request))
     if path is None or request.get("operation") not in ("CREATE", "UPDATE"):
         return allow(uid)
     pod = _template_pod(_object_with_namespace(request), path)

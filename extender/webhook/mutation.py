@@ -67,6 +67,15 @@ class WebhookOptions:
     scheduler_name: str = SCHEDULER_NAME
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _containers(pod: Mapping[str, Any]) -> list[Any]:
+    containers = _mapping(pod.get("spec")).get("containers")
+    return containers if isinstance(containers, list) else []
+
+
 def pointer_token(key: str) -> str:
     """RFC 6901 escaping of one path segment (``qosched.io/gpu-share`` -> ``qosched.io~1gpu-share``)."""
     return key.replace("~", "~0").replace("/", "~1")
@@ -74,7 +83,7 @@ def pointer_token(key: str) -> str:
 
 def serving_container_index(pod: Mapping[str, Any]) -> int:
     """Index of the container that serves the model (see the module docstring)."""
-    containers = (pod.get("spec") or {}).get("containers") or []
+    containers = _containers(pod)
     wanted = annotations_of(pod).get(DEFAULT_CONTAINER_ANNOTATION)
     for i, c in enumerate(containers):
         if isinstance(c, Mapping) and wanted and c.get("name") == wanted:
@@ -83,8 +92,7 @@ def serving_container_index(pod: Mapping[str, Any]) -> int:
 
 
 def _selects_mps(pod: Mapping[str, Any]) -> bool:
-    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
-    return isinstance(selector, Mapping) and selector.get(L_SHARING) == "mps"
+    return _mapping(_mapping(pod.get("spec")).get("nodeSelector")).get(L_SHARING) == "mps"
 
 
 def wanted_env(pod: Mapping[str, Any], options: WebhookOptions) -> list[tuple[str, str]]:
@@ -140,8 +148,7 @@ def env_ops(container: Mapping[str, Any], base: str, wanted: Sequence[tuple[str,
 
 
 def _requests_whole_gpus(pod: Mapping[str, Any]) -> bool:
-    containers = [*((pod.get("spec") or {}).get("containers") or [])]
-    for c in containers:
+    for c in _containers(pod):
         res = c.get("resources") if isinstance(c, Mapping) else None
         for section in ("requests", "limits"):
             if isinstance(res, Mapping) and GPU_RESOURCE in (res.get(section) or {}):
@@ -159,10 +166,11 @@ def pod_patch(
     if not is_managed(pod):
         return []
     demand = checked_demand(pod, class_of)
-    spec = pod.get("spec") or {}
-    ops = _scheduler_ops(spec, options)
-    containers = spec.get("containers") or []
-    if not containers:
+    if not isinstance(pod.get("spec"), Mapping):
+        return []  # nothing to patch (the API server always sends a spec)
+    ops = _scheduler_ops(pod["spec"], options)
+    containers = _containers(pod)
+    if not containers or not isinstance(containers[serving_container_index(pod)], Mapping):
         return ops
     i = serving_container_index(pod)
     container, base = containers[i], f"/spec/containers/{i}"

@@ -18,6 +18,8 @@ from typing import Any
 import jsonpatch
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
 from qosched.extender.kube.objects import GPU_SHARE_RESOURCE
@@ -380,3 +382,61 @@ def test_options_from_env(value: str, plugin: bool) -> None:
 def test_options_from_env_rejects_typos() -> None:
     with pytest.raises(ValueError, match="expected true or false"):
         options_from_env({"QOSCHED_WEBHOOK_DEVICE_PLUGIN": "yes please"})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+ANNOTATION_VALUES = st.sampled_from(["50", "0", "-1", "abc", "1e400", "250", "", "prod", "nan"])
+
+
+@st.composite
+def odd_pods(draw: st.DrawFn) -> Any:
+    """Managed pods with odd shapes and values in every field the webhook reads."""
+    annotations = draw(
+        st.dictionaries(
+            st.sampled_from(
+                [*sorted(SERVICE), "qosched.io/class", "kubectl.kubernetes.io/default-container"]
+            ),
+            ANNOTATION_VALUES,
+            min_size=1,
+        )
+    )
+    spec = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "schedulerName": JSON,
+                "containers": st.lists(
+                    st.fixed_dictionaries(
+                        {"name": st.text(max_size=3)}, optional={"resources": JSON, "env": JSON}
+                    )
+                    | JSON,
+                    max_size=2,
+                ),
+                "nodeSelector": JSON,
+            },
+        )
+    )
+    return {"metadata": {"annotations": annotations}, "spec": draw(st.one_of(st.just(spec), JSON))}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(obj=st.one_of(odd_pods(), JSON), plugin=st.booleans())
+def test_any_body_gets_an_answer_never_a_5xx(obj: Any, plugin: bool) -> None:
+    """Whatever the object, the answer is an AdmissionReview (200) or a one-line 400; a patch,
+    when there is one, applies to the object."""
+    app = create_app(load_config(environ={}), WebhookOptions(device_plugin=plugin))
+    body = (
+        review(obj)
+        if isinstance(obj, dict)
+        else {**review({}), "request": {**review({})["request"], "object": obj}}
+    )
+    for path in ("/mutate", "/validate"):
+        resp = app.test_client().post(path, data=json.dumps(body), content_type="application/json")
+        assert resp.status_code in (200, 400), resp.get_data(as_text=True)
+        if resp.status_code == 200 and "patch" in resp.get_json()["response"]:
+            ops = json.loads(base64.b64decode(resp.get_json()["response"]["patch"]))
+            jsonpatch.apply_patch(obj, ops)
