@@ -89,6 +89,17 @@ def create_app(
         # Only binds that wait on an API server need the gate: a snapshot is bound in memory.
         bind_limit=None if isinstance(cache, StaticCluster) else settings.bind_in_flight_limit,
     )
+    if live and settings.placement_hints_configmap and api_client is not None:
+        from kubernetes.client import CoreV1Api
+
+        from qosched.extender.kube.hints import HintsSource
+
+        runtime.hints = HintsSource(
+            CoreV1Api(api_client),
+            settings.placement_hints_configmap,
+            ttl_s=settings.placement_hints_ttl_s,
+            max_age_s=settings.placement_hints_max_age_s,
+        )
     uploader = make_uploader(conf, store, cache, api_client)
     if live:  # every replica hot-reloads what any replica stored in the ConfigMap
         from qosched.extender.kube.watch import WatchSettings

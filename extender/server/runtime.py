@@ -233,6 +233,8 @@ class Runtime:
         self._gate = BindGate(bind_limit)  # binds in flight (see bind_path)
         self._unknown = UnknownBinds()  # pods whose last bind timed out: reservation kept
         self._clock = clock
+        #: Placement hints (``qosched.extender.kube.hints.HintsSource``); None: no hints.
+        self.hints: Any = None
         # compact_index of the current state: (state, node count, index); rebuilt when the cache
         # swaps its state or a node is added. Read and written under the cache lock.
         self._name_index: tuple[ClusterState, int, dict[str, int]] | None = None
@@ -309,7 +311,12 @@ class Runtime:
         ``AttributeError``, which is the pod's fault, not the extender's: it becomes a reason on
         every node ("invalid request"), not an internal error.
         """
-        return checked_demand(pod, self.class_of)
+        demand = checked_demand(pod, self.class_of)
+        if self.hints is None:
+            return demand
+        from qosched.extender.kube.hints import prefer_hinted_variant
+
+        return prefer_hinted_variant(demand, pod, self.hints.current())
 
     # ------------------------------------------------------------------ filter
     def filter(self, pod: Mapping[str, Any], names: Sequence[str]) -> FilterOutcome:
@@ -367,7 +374,24 @@ class Runtime:
         except DemandError:
             self.observer.decision("prioritize", "invalid")
             return np.zeros(len(names), dtype=np.int64)
-        return self._prioritize_demand(demand, names)
+        return self._hint_bonus(pod, names, self._prioritize_demand(demand, names))
+
+    def _hint_bonus(self, pod: Mapping[str, Any], names: Sequence[str], scores: np.ndarray) -> np.ndarray:
+        """Placement hints: up to ``TIER_BONUS`` points on nodes of the service's hinted tier (cap 10)."""
+        hints = self.hints.current() if self.hints is not None else None
+        if hints is None:
+            return scores
+        from qosched.extender.kube.objects import pod_service
+        from qosched.policies.requests.hints import tier_bonus
+
+        service = pod_service(pod)
+        if service not in hints.services:
+            return scores
+        with self.cache.reading() as state:
+            index = state.node_index
+            tiers = [state.node_views[index[n]].tier if n in index else None for n in names]
+        bonus = np.array([tier_bonus(hints, service, t) for t in tiers], dtype=np.int64)
+        return np.minimum(scores + bonus, 10)
 
     def _prioritize_demand(self, demand: PodDemand, names: Sequence[str]) -> np.ndarray:
         """Scores 0..10 of ``names`` in order (0 for unknown nodes), as an int array.

@@ -113,9 +113,24 @@ class ExtenderSettings:
     #: Answer filter/prioritize/bind/preempt only to loopback callers: kube-scheduler reaches the
     #: sidecar on 127.0.0.1, and nobody else in the cluster should bind pods through port 9090.
     scheduler_verbs_loopback_only: bool = True
+    #: Live mode: ConfigMap ``namespace/name`` of placement hints (written by ``qosched controller
+    #: --online``, docs/online-learning.md): prioritize favours the hinted tier, the hinted variant
+    #: goes first. Unset: no hints.
+    placement_hints_configmap: str | None = None
+    #: Seconds between reads of that ConfigMap (one API read per 10 s at most).
+    placement_hints_ttl_s: float = 10.0
+    #: Hints older than this are ignored [s]: a stopped controller must not steer placement.
+    placement_hints_max_age_s: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("upload_token_ttl_s", "assume_ttl_s", "scheduler_http_timeout_s", "watch_timeout_s"):
+        for name in (
+            "upload_token_ttl_s",
+            "assume_ttl_s",
+            "scheduler_http_timeout_s",
+            "watch_timeout_s",
+            "placement_hints_ttl_s",
+            "placement_hints_max_age_s",
+        ):
             _positive(name, getattr(self, name))
         for name in ("max_content_length", "max_profile_bytes", "threads"):
             _positive(name, getattr(self, name))

@@ -212,6 +212,7 @@ EXPECTED_NAMESPACE_RULES = {
     ("", "configmaps", "watch", ""),
     ("", "configmaps", "create", ""),  # create the store when missing
     ("", "configmaps", "get", "qosched-profiles"),
+    ("", "configmaps", "get", "qosched-placement-hints"),  # placement hints (online learner)
     ("", "configmaps", "update", "qosched-profiles"),
     ("", "secrets", "get", "qosched-upload-token"),
     ("coordination.k8s.io", "leases", "create", ""),
