@@ -25,7 +25,7 @@ single-threaded.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -334,10 +334,6 @@ class ClusterState:
         placed = self._placed.get(uid)
         return None if placed is None else placed.alloc
 
-    def pods_on(self, node: str) -> list[Allocation]:
-        i = self.node_index.get(node)
-        return [] if i is None else [self._placed[u].alloc for u in self._pods_by_node[i]]
-
     def service_params(self, accelerator: str | None, model: str | None) -> ServiceParams | None:
         if accelerator is None or model is None:
             return None
@@ -584,19 +580,6 @@ class ClusterState:
                 fresh.add(alloc, strict=False)
         fresh.version = self.version + 1
         return fresh
-
-    @classmethod
-    def from_allocations(
-        cls,
-        nodes: Sequence[NodeView],
-        allocations: Iterable[Allocation],
-        lookup: ServiceLookup,
-        device_memory: DeviceMemoryLookup,
-    ) -> ClusterState:
-        state = cls(nodes, lookup, device_memory)
-        for alloc in allocations:
-            state.add(alloc, strict=False)
-        return state
 
 
 def _with_devices(alloc: Allocation, devices: tuple[int, ...]) -> Allocation:

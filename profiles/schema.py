@@ -21,7 +21,6 @@ problem, e.g. ``profile field `service_time_ms.mean`: must be > 0 (got -1)`` or
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import functools
 import json
@@ -51,7 +50,6 @@ __all__ = [
     "profile_filename",
     "profile_schema",
     "profile_to_json",
-    "replace_profile",
     "validate_profile_json",
 ]
 
@@ -680,8 +678,3 @@ def load_profile_file(path: str | Path) -> Profile:
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read profile file: {exc.strerror or exc}") from None
     return loads_profile(text, source=str(path))
-
-
-def replace_profile(profile: Profile, **changes: Any) -> Profile:
-    """``dataclasses.replace`` for profiles (re-runs every check)."""
-    return dataclasses.replace(profile, **changes)

@@ -162,9 +162,6 @@ class Candidates:
             return np.full(self.m, -1, dtype=np.int64)
         return self.variants.first
 
-    def no_devices(self) -> np.ndarray:
-        return np.full((self.m, self.columns), -1, dtype=np.int64)
-
 
 #: At most this many small tables are kept per state (``ClusterState.derived``).
 _SMALL_TABLES_PER_STATE = 256

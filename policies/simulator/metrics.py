@@ -42,7 +42,6 @@ the analytic latency models were from the simulation), ``placed_by_class``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,8 +338,3 @@ def summarize(
         }
     )
     return summary
-
-
-def contract_view(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the contract keys of one policy's summary, in contract order."""
-    return {k: summary[k] for k in CONTRACT_KEYS}

@@ -658,14 +658,6 @@ def _describe_model(model: str) -> str:
     return model_spec(model).description
 
 
-def validate_profiles(profiles: dict[str, dict[str, Any]]) -> None:
-    """Check every profile with :func:`qosched.profiles.schema.parse_profile` (raises ProfileError)."""
-    from qosched.profiles.schema import parse_profile
-
-    for obj in profiles.values():
-        parse_profile(obj)
-
-
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
