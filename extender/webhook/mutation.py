@@ -19,7 +19,8 @@ extender's own parser (``checked_demand``: the same errors, the same messages):
 The serving container is the one named by ``kubectl.kubernetes.io/default-container``, else the
 first. Every operation is conditional on the pod not already having what it adds, so the
 result of a second invocation (``reinvocationPolicy: IfNeeded``) on the patched pod is ``[]``.
-Variables the user set are never overwritten.
+Variables the user set are never overwritten; the one exception is a ``NVIDIA_VISIBLE_DEVICES``
+read from ``qosched.io/device`` in a container the device plugin serves (``stale_device_env_ops``).
 """
 
 from __future__ import annotations
@@ -147,6 +148,24 @@ def env_ops(container: Mapping[str, Any], base: str, wanted: Sequence[tuple[str,
     return [{"op": "add", "path": f"{base}/env/-", "value": e} for e in entries]
 
 
+def stale_device_env_ops(container: Mapping[str, Any], base: str) -> list[Op]:
+    """Remove ``NVIDIA_VISIBLE_DEVICES`` read from ``qosched.io/device`` (the manual setup before
+    the device plugin): it names indexes, and the plugin's Allocate sets the UUIDs; two values
+    of one variable would leave the runtime to pick one. A literal value is the user's: kept."""
+    env = container.get("env")
+    if not isinstance(env, list):
+        return []
+    downward = {"fieldRef": {"fieldPath": f"metadata.annotations['{A_DEVICE}']"}}
+    stale = [
+        j
+        for j, e in enumerate(env)
+        if isinstance(e, Mapping)
+        and e.get("name") == DEVICES_ENV[0]
+        and _mapping(e.get("valueFrom")) == downward
+    ]
+    return [{"op": "remove", "path": f"{base}/env/{j}"} for j in reversed(stale)]
+
+
 def _requests_whole_gpus(pod: Mapping[str, Any]) -> bool:
     for c in _containers(pod):
         res = c.get("resources") if isinstance(c, Mapping) else None
@@ -177,5 +196,5 @@ def pod_patch(
     units = gpu_share_units(demand.gpu_milli)
     asked_share = A_GPU_MILLI in annotations_of(pod) and not _requests_whole_gpus(pod)
     if options.device_plugin and units > 0 and asked_share:
-        ops += resource_ops(container, base, units)
+        ops += resource_ops(container, base, units) + stale_device_env_ops(container, base)
     return ops + env_ops(container, base, wanted_env(pod, options))

@@ -204,6 +204,29 @@ def test_default_container_annotation_picks_the_serving_container(hook: TlsWebho
     assert model["env"] == [{"name": "QOSCHED_VARIANT", "value": "mine"}]  # the user's value is kept
 
 
+def test_manual_device_variable_gives_way_to_the_plugin(
+    hook: TlsWebhook, hook_without_plugin: TlsWebhook
+) -> None:
+    manual = {
+        "name": "NVIDIA_VISIBLE_DEVICES",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['qosched.io/device']"}},
+    }
+    literal = {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}
+    keep = {"name": "MODEL_DIR", "value": "/models"}
+    for env, expected in (([keep, manual], [keep]), ([literal], [literal])):
+        obj = pod(SERVICE, containers=[{"name": "s", "image": "x", "env": env}])
+        _, patched = admit(hook, obj)
+        names = [e for e in patched["spec"]["containers"][0]["env"] if e["name"] != "QOSCHED_VARIANT"]
+        assert names == expected
+        second, _ = admit(hook, patched)
+        assert "patch" not in second
+    # Without the plugin that variable is exactly what the webhook would inject: kept.
+    _, patched = admit(
+        hook_without_plugin, pod(SERVICE, containers=[{"name": "s", "image": "x", "env": [manual]}])
+    )
+    assert patched["spec"]["containers"][0]["env"][0] == manual
+
+
 def test_other_scheduler_is_respected(hook: TlsWebhook) -> None:
     _, patched = admit(hook, pod(SERVICE, scheduler="my-scheduler"))
     assert patched["spec"]["schedulerName"] == "my-scheduler"
