@@ -386,3 +386,73 @@ def test_long_uuids_fall_back_to_index_ids() -> None:
     ids = unit_ids(Device(3, "MIG-GPU-5f1c1c48-2a9f-4b5e-8c0c-3f4f0e1d2c3b/7/0"))
     assert ids[0] == "dev3::00"
     assert len(ids) == 100
+
+
+# ---------------------------------------------------------------------------------- the command
+
+
+def test_command_without_nvml_or_inventory_fails_clearly() -> None:
+    from click.testing import CliRunner
+
+    from qosched.extender.cli.main import main
+
+    result = CliRunner().invoke(main, ["device-plugin", "--node-name=gpu-0"])
+    assert result.exit_code == 1
+    assert "NVML is not available on this node" in result.output
+
+
+@pytest.mark.slow
+def test_command_registers_allocates_and_stops_on_sigterm() -> None:
+    """``qosched device-plugin`` as the DaemonSet runs it (a process, NODE_NAME from the
+    environment), with a kubeconfig for the fake API server instead of in-cluster config."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    workdir = Path(tempfile.mkdtemp(prefix="qdp", dir="/tmp"))
+    write_inventory(workdir / "inventory.yaml")
+    with FakeKubeAPI() as api:
+        api.add_node("gpu-0", gpus=0, labels={"qosched.io/sharing": "time-slicing"})
+        api.add_pod(share_pod("p", 50, device="0"))
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "f", "cluster": {"server": api.url}}],
+                    "users": [{"name": "u", "user": {}}],
+                    "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}],
+                    "current-context": "f",
+                }
+            )
+        )
+        kubelet = FakeKubelet(workdir)
+        cmd = [sys.executable, "-m", "qosched.extender.cli.main", "device-plugin", f"--plugin-dir={workdir}"]
+        cmd += [
+            f"--inventory-file={workdir / 'inventory.yaml'}",
+            "--poll-s=0.1",
+            f"--kubeconfig={kubeconfig}",
+        ]
+        env = {**os.environ, "NODE_NAME": "gpu-0"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            assert kubelet.wait_registration(timeout_s=30).resource_name == GPU_SHARE_RESOURCE
+            channel, stub = kubelet.plugin()
+            with channel:
+                ids = unit_ids(Device(1, UUIDS[1]))[:50]
+                resp = stub.Allocate(
+                    pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)]),
+                    timeout=10,
+                )
+            assert resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == UUIDS[0]
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=15)
+            assert proc.returncode == 0, out.decode()
+            assert not (workdir / PLUGIN_SOCKET).exists()  # cleaned up on the way out
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            kubelet.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
