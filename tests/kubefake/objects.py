@@ -61,7 +61,21 @@ def _number(value: float) -> str:
     return str(int(f)) if f.is_integer() else format(Decimal(repr(f)), "f")
 
 
-def make_node(  # noqa: C901  # split pending (issue 11)
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _present(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries whose value is not None (optional labels, annotations, spec fields)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _opt_number(value: float | None) -> str | None:
+    return None if value is None else _number(value)
+
+
+def make_node(
     name: str,
     *,
     accelerator: str | None = "nvidia-t4",
@@ -89,23 +103,23 @@ def make_node(  # noqa: C901  # split pending (issue 11)
     sharing, tier, accelerator_count
         The optional ``qosched.io/sharing``, ``qosched.io/tier``, ``qosched.io/accelerator-count``.
     """
-    if sharing is not None and sharing not in SHARING_MODES:
-        raise ValueError(f"sharing must be one of {SHARING_MODES}, got {sharing!r}")
-    if tier is not None and tier not in TIERS:
-        raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
+    _check(
+        sharing is None or sharing in SHARING_MODES,
+        f"sharing must be one of {SHARING_MODES}, got {sharing!r}",
+    )
+    _check(tier is None or tier in TIERS, f"tier must be one of {TIERS}, got {tier!r}")
     if gpus is None:
         gpus = 1 if accelerator and accelerator.startswith("nvidia-") else 0
-    if gpus < 0:
-        raise ValueError(f"gpus must be >= 0, got {gpus}")
+    _check(gpus >= 0, f"gpus must be >= 0, got {gpus}")
     node_labels: dict[str, str] = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
-    if accelerator is not None:
-        node_labels[L_ACCELERATOR] = accelerator
-    if sharing is not None:
-        node_labels[L_SHARING] = sharing
-    if tier is not None:
-        node_labels[L_TIER] = tier
-    if accelerator_count is not None:
-        node_labels[L_ACCELERATOR_COUNT] = str(accelerator_count)
+    node_labels |= _present(
+        {
+            L_ACCELERATOR: accelerator,
+            L_SHARING: sharing,
+            L_TIER: tier,
+            L_ACCELERATOR_COUNT: None if accelerator_count is None else str(accelerator_count),
+        }
+    )
     node_labels.update(labels or {})
     capacity = {"cpu": cpu, "memory": memory, "pods": pods}
     if gpus:
@@ -113,9 +127,7 @@ def make_node(  # noqa: C901  # split pending (issue 11)
     metadata: JsonDict = {"name": name, "labels": node_labels}
     if annotations:
         metadata["annotations"] = dict(annotations)
-    spec: JsonDict = {}
-    if unschedulable:
-        spec["unschedulable"] = True
+    spec: JsonDict = _present({"unschedulable": True if unschedulable else None})
     if taints:
         spec["taints"] = [dict(t) for t in taints]
     return {
@@ -131,7 +143,7 @@ def make_node(  # noqa: C901  # split pending (issue 11)
     }
 
 
-def make_pod(  # noqa: C901  # split pending (issue 11)
+def make_pod(
     name: str,
     namespace: str = "default",
     *,
@@ -163,33 +175,28 @@ def make_pod(  # noqa: C901  # split pending (issue 11)
     ``node_name`` is bound: phase ``Running`` and ``PodScheduled=True`` unless ``phase`` says
     otherwise.
     """
-    if slo_ms is not None and not slo_ms > 0:
-        raise ValueError(f"slo_ms must be > 0, got {slo_ms!r}")
-    if rate_rps is not None and not rate_rps >= 0:
-        raise ValueError(f"rate_rps must be >= 0, got {rate_rps!r}")
-    if gpu_milli is not None and gpu_milli < 1:
-        raise ValueError(f"gpu_milli must be >= 1, got {gpu_milli!r}")
-    if slo_percentile is not None and not 50 <= slo_percentile <= 99.9:
-        raise ValueError(f"slo_percentile must be in 50..99.9, got {slo_percentile!r}")
-    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
-        raise ValueError(f"min_accuracy must be in 0..1, got {min_accuracy!r}")
-    ann: dict[str, str] = {}
-    if model is not None:
-        ann[A_MODEL] = model
-    if slo_ms is not None:
-        ann[A_SLO_MS] = _number(slo_ms)
-    if slo_percentile is not None:
-        ann[A_SLO_PERCENTILE] = _number(slo_percentile)
-    if rate_rps is not None:
-        ann[A_RATE_RPS] = _number(rate_rps)
-    if service_class is not None:
-        ann[A_CLASS] = service_class
-    if gpu_milli is not None:
-        ann[A_GPU_MILLI] = str(gpu_milli)
-    if variants is not None:
-        ann[A_VARIANTS] = ",".join(variants)
-    if min_accuracy is not None:
-        ann[A_MIN_ACCURACY] = _number(min_accuracy)
+    _check(slo_ms is None or slo_ms > 0, f"slo_ms must be > 0, got {slo_ms!r}")
+    _check(rate_rps is None or rate_rps >= 0, f"rate_rps must be >= 0, got {rate_rps!r}")
+    _check(gpu_milli is None or gpu_milli >= 1, f"gpu_milli must be >= 1, got {gpu_milli!r}")
+    _check(
+        slo_percentile is None or 50 <= slo_percentile <= 99.9,
+        f"slo_percentile must be in 50..99.9, got {slo_percentile!r}",
+    )
+    _check(
+        min_accuracy is None or 0 <= min_accuracy <= 1, f"min_accuracy must be in 0..1, got {min_accuracy!r}"
+    )
+    ann = _present(
+        {
+            A_MODEL: model,
+            A_SLO_MS: _opt_number(slo_ms),
+            A_SLO_PERCENTILE: _opt_number(slo_percentile),
+            A_RATE_RPS: _opt_number(rate_rps),
+            A_CLASS: service_class,
+            A_GPU_MILLI: None if gpu_milli is None else str(gpu_milli),
+            A_VARIANTS: None if variants is None else ",".join(variants),
+            A_MIN_ACCURACY: _opt_number(min_accuracy),
+        }
+    )
     ann.update(annotations or {})
     resources: JsonDict = {}
     amounts = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
@@ -205,11 +212,8 @@ def make_pod(  # noqa: C901  # split pending (issue 11)
     spec: JsonDict = {
         "containers": [{"name": "server", "image": image, "resources": resources}],
         "schedulerName": scheduler_name,
+        **_present({"priorityClassName": priority_class_name, "priority": priority}),
     }
-    if priority_class_name is not None:
-        spec["priorityClassName"] = priority_class_name
-    if priority is not None:
-        spec["priority"] = priority
     status: JsonDict = {"phase": phase or ("Running" if node_name else "Pending")}
     if node_name is not None:
         spec["nodeName"] = node_name

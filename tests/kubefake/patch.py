@@ -18,7 +18,7 @@ A patch that cannot be applied is a 422, as the apiserver's patcher reports it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .status import ApiError, bad_request, failure
@@ -143,7 +143,7 @@ def _remove(doc: Any, path: str) -> tuple[Any, Any]:
     raise _patch_error(f'doc is missing path: "{path}": missing value')
 
 
-def apply_json_patch(doc: Any, operations: Any) -> Any:  # noqa: C901  # split pending (issue 11)
+def apply_json_patch(doc: Any, operations: Any) -> Any:
     """Apply RFC 6902 ``operations`` to a copy of ``doc``; all-or-nothing."""
     if not isinstance(operations, list):
         raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
@@ -151,27 +151,50 @@ def apply_json_patch(doc: Any, operations: Any) -> Any:  # noqa: C901  # split p
     for op in operations:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise bad_request(f"invalid JSON patch operation: {op!r}")
-        kind, path = op["op"], op["path"]
-        if kind == "add":
-            out = _add(out, path, copy.deepcopy(op.get("value")))
-        elif kind == "remove":
-            out, _ = _remove(out, path)
-        elif kind == "replace":
-            _get(out, path)  # must exist
-            out, _ = _remove(out, path) if _pointer(path) else (out, None)
-            out = _add(out, path, copy.deepcopy(op.get("value")))
-        elif kind in ("move", "copy"):
-            source = op.get("from", "")
-            value = copy.deepcopy(_get(out, source))
-            if kind == "move":
-                out, _ = _remove(out, source)
-            out = _add(out, path, value)
-        elif kind == "test":
-            if _get(out, path) != op.get("value"):
-                raise _patch_error(f"testing value {path} failed: test failed")
-        else:
-            raise bad_request(f"Unexpected kind: {kind}")
+        apply_op = _JSON_PATCH_OPS.get(op["op"])
+        if apply_op is None:
+            raise bad_request(f"Unexpected kind: {op['op']}")
+        out = apply_op(out, op)
     return out
+
+
+def _op_add(doc: Any, op: dict[str, Any]) -> Any:
+    return _add(doc, op["path"], copy.deepcopy(op.get("value")))
+
+
+def _op_remove(doc: Any, op: dict[str, Any]) -> Any:
+    return _remove(doc, op["path"])[0]
+
+
+def _op_replace(doc: Any, op: dict[str, Any]) -> Any:
+    path = op["path"]
+    _get(doc, path)  # must exist
+    doc, _ = _remove(doc, path) if _pointer(path) else (doc, None)
+    return _add(doc, path, copy.deepcopy(op.get("value")))
+
+
+def _op_move_or_copy(doc: Any, op: dict[str, Any]) -> Any:
+    source = op.get("from", "")
+    value = copy.deepcopy(_get(doc, source))
+    if op["op"] == "move":
+        doc, _ = _remove(doc, source)
+    return _add(doc, op["path"], value)
+
+
+def _op_test(doc: Any, op: dict[str, Any]) -> Any:
+    if _get(doc, op["path"]) != op.get("value"):
+        raise _patch_error(f"testing value {op['path']} failed: test failed")
+    return doc
+
+
+_JSON_PATCH_OPS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
+    "add": _op_add,
+    "remove": _op_remove,
+    "replace": _op_replace,
+    "move": _op_move_or_copy,
+    "copy": _op_move_or_copy,
+    "test": _op_test,
+}
 
 
 # --------------------------------------------------------------------------- merge patch (RFC 7386)
@@ -195,7 +218,7 @@ def apply_merge_patch(doc: Any, patch: Any) -> Any:
 _DELETE = object()  # marker: the element asked for its own removal ($patch: delete)
 
 
-def _smp_map(original: Any, patch: dict[str, Any]) -> Any:  # noqa: C901  # split pending (issue 11)
+def _smp_map(original: Any, patch: dict[str, Any]) -> Any:
     directive = patch.get("$patch")
     if directive == "replace":
         return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
@@ -204,7 +227,6 @@ def _smp_map(original: Any, patch: dict[str, Any]) -> Any:  # noqa: C901  # spli
     if directive is not None:
         raise bad_request(f"Unknown patch type: {directive}")
     out: dict[str, Any] = copy.deepcopy(original) if isinstance(original, dict) else {}
-    retain = patch.get("$retainKeys")
     for key, value in patch.items():
         if key == "$retainKeys" or key.startswith("$setElementOrder/"):
             continue
@@ -213,22 +235,28 @@ def _smp_map(original: Any, patch: dict[str, Any]) -> Any:  # noqa: C901  # spli
             drop = set(value or [])
             out[field] = [v for v in out.get(field) or [] if v not in drop]
             continue
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict):
-            merged = _smp_map(out.get(key), value)
-            if merged is _DELETE:
-                out.pop(key, None)
-            else:
-                out[key] = merged
-        elif isinstance(value, list):
-            out[key] = _smp_list(key, out.get(key), value)
-        else:
-            out[key] = copy.deepcopy(value)
+        _smp_set(out, key, value)
+    retain = patch.get("$retainKeys")
     if isinstance(retain, list):
         keep = set(retain)
         out = {k: v for k, v in out.items() if k in keep}
     return out
+
+
+def _smp_set(out: dict[str, Any], key: str, value: Any) -> None:
+    """One field of a strategic merge: null deletes, maps and lists merge, scalars replace."""
+    if value is None:
+        out.pop(key, None)
+    elif isinstance(value, dict):
+        merged = _smp_map(out.get(key), value)
+        if merged is _DELETE:
+            out.pop(key, None)
+        else:
+            out[key] = merged
+    elif isinstance(value, list):
+        out[key] = _smp_list(key, out.get(key), value)
+    else:
+        out[key] = copy.deepcopy(value)
 
 
 def _smp_list(field: str, original: Any, patch: list[Any]) -> list[Any]:

@@ -276,7 +276,40 @@ def check_pod_update(old: JsonDict, new: JsonDict) -> None:
         raise invalid("Pod", old["metadata"]["name"], [FieldError("spec", "Forbidden", _MUTABLE_SPEC_MSG)])
 
 
-def resize(old: JsonDict, patched: JsonDict) -> JsonDict:  # noqa: C901  # split pending (issue 11)
+def _resize_changes(old_res: JsonDict, new_res: JsonDict, path: str) -> list[FieldError]:
+    """Only cpu/memory may change, and no cpu/memory limit may be removed."""
+    errors = []
+    for section in ("requests", "limits"):
+        before = old_res.get(section) or {}
+        after = new_res.get(section) or {}
+        for rname in set(before) | set(after):
+            if rname not in RESIZABLE_RESOURCES and before.get(rname) != after.get(rname):
+                errors.append(
+                    FieldError(
+                        f"{path}.{section}[{rname}]", "Forbidden", "only cpu and memory resources are mutable"
+                    )
+                )
+        if section == "limits":
+            errors += [
+                FieldError(f"{path}.limits[{rname}]", "Forbidden", "resource limits cannot be removed")
+                for rname in before
+                if rname in RESIZABLE_RESOURCES and rname not in after
+            ]
+    return errors
+
+
+def _requests_within_limits(res: JsonDict, path: str) -> list[FieldError]:
+    limits = res.get("limits") or {}
+    return [
+        FieldError(
+            f"{path}.requests", "Invalid", f"must be less than or equal to {rname} limit of {lim}", req
+        )
+        for rname, req in (res.get("requests") or {}).items()
+        if (lim := limits.get(rname)) is not None and parse_quantity(req) > parse_quantity(lim)
+    ]
+
+
+def resize(old: JsonDict, patched: JsonDict) -> JsonDict:
     """``pods/resize``: keep only container ``resources``/``resizePolicy`` changes, then validate.
 
     Returns the pod to store. Raises a 422 ``Invalid`` when containers were added, removed or
@@ -301,41 +334,9 @@ def resize(old: JsonDict, patched: JsonDict) -> JsonDict:  # noqa: C901  # split
         for i, (o, n) in enumerate(zip(olds, news, strict=True)):
             new_res = copy.deepcopy(n.get("resources") or {})
             default_requests({"resources": new_res})
-            old_res = o.get("resources") or {}
             path = f"spec.{field}[{i}].resources"
-            for section in ("requests", "limits"):
-                before = old_res.get(section) or {}
-                after = new_res.get(section) or {}
-                for rname in set(before) | set(after):
-                    if rname not in RESIZABLE_RESOURCES and before.get(rname) != after.get(rname):
-                        errors.append(
-                            FieldError(
-                                f"{path}.{section}[{rname}]",
-                                "Forbidden",
-                                "only cpu and memory resources are mutable",
-                            )
-                        )
-                if section == "limits":
-                    for rname in before:
-                        if rname in RESIZABLE_RESOURCES and rname not in after:
-                            errors.append(
-                                FieldError(
-                                    f"{path}.limits[{rname}]",
-                                    "Forbidden",
-                                    "resource limits cannot be removed",
-                                )
-                            )
-            for rname, req in (new_res.get("requests") or {}).items():
-                lim = (new_res.get("limits") or {}).get(rname)
-                if lim is not None and parse_quantity(req) > parse_quantity(lim):
-                    errors.append(
-                        FieldError(
-                            f"{path}.requests",
-                            "Invalid",
-                            f"must be less than or equal to {rname} limit of {lim}",
-                            req,
-                        )
-                    )
+            errors += _resize_changes(o.get("resources") or {}, new_res, path)
+            errors += _requests_within_limits(new_res, path)
             target = out["spec"][field][i]
             target["resources"] = new_res
             if "resizePolicy" in n:
