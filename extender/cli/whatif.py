@@ -313,7 +313,19 @@ def replay_policies(opts: WhatifOptions) -> None:
     )
 
 
-@click.command("whatif")
+class _WhatifCommand(click.Command):
+    """``qosched whatif ...`` replays; ``qosched whatif sweep ...`` runs a study's grid
+    (:mod:`qosched.extender.cli.whatif_sweep`), so ``qosched whatif --cluster FILE`` keeps its form."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        if args and args[0] == "sweep":
+            from qosched.extender.cli.whatif_sweep import sweep
+
+            return sweep.make_context(f"{info_name} sweep", args[1:], parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+@click.command("whatif", cls=_WhatifCommand, epilog="Study grids: qosched whatif sweep --help.")
 @click.option(
     "--cluster", "cluster_file", type=click.Path(dir_okay=False), help="Snapshot file (Nodes and Pods)."
 )

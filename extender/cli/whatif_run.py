@@ -437,13 +437,14 @@ def run_whatif(
     quiet: bool = True,
     warnings: Sequence[str] = (),
     has_profile: Callable[[str, str], bool] | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Replay ``workload`` through every policy, write the outputs, return the summary dict.
 
     ``warnings`` (with :func:`input_warnings`) go to stderr and the top of the report;
     ``has_profile(accelerator, model)`` (default: ``lookup`` knows the pair) feeds the CSVs'
-    reason column. Raises :class:`RunInterrupted` after writing the finished policies when
-    interrupted.
+    reason column; ``report=False`` skips the plots and ``report.html`` (a sweep's cells).
+    Raises :class:`RunInterrupted` after writing the finished policies when interrupted.
     """
     from qosched.extender.cli.whatif_report import write_report
     from qosched.policies.simulator.replay import ReplayConfig
@@ -483,7 +484,7 @@ def run_whatif(
         notes.insert(0, f"Run cut short (Ctrl-C): {len(out.summaries)} of {len(policies)} policies "
                         f"finished; missing: {', '.join(missing)}.")  # fmt: skip
     (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
-    if out.summaries:
+    if out.summaries and report:
         write_report(out_dir, summary, out.results, out.outcomes, warnings=notes)
     if interrupted:
         raise RunInterrupted(len(out.summaries), len(policies), out_dir, summary)
