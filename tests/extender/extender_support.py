@@ -22,6 +22,7 @@ import orjson
 import requests
 from flask import Flask
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from qosched.extender.kube.binding import BindError
 from qosched.extender.server.app import create_app
@@ -102,6 +103,29 @@ def pod(
         "spec": spec,
         "status": {"phase": "Running" if node_name else "Pending"},
     }
+
+
+def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, parsed by ``prometheus_client``'s parser:
+    ``(sample name, frozenset of label pairs) -> value``."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of sample ``name`` with exactly ``labels`` in a ``/metrics`` answer; fails naming it."""
+    samples = metric_samples(text)
+    key = (name, frozenset(labels.items()))
+    assert key in samples, f"{name}{labels} not in /metrics"
+    return samples[key]
+
+
+def metric_families(text: str) -> dict[str, str]:
+    """Family name -> type (``counter``, ``gauge``, ``histogram``...) of a ``/metrics`` answer."""
+    return {family.name: family.type for family in text_string_to_metric_families(text)}
 
 
 def write_snapshot(path: Path, objects: Sequence[Mapping[str, Any]]) -> Path:
@@ -235,6 +259,9 @@ __all__ = [
     "bind_args",
     "free_port",
     "make_app",
+    "metric_families",
+    "metric_samples",
+    "metric_value",
     "node",
     "pod",
     "reasons",

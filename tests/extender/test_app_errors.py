@@ -34,6 +34,7 @@ from tests.extender.extender_support import (
     args,
     bind_args,
     make_app,
+    metric_value,
     node,
     pod,
     write_snapshot,
@@ -163,7 +164,7 @@ def test_bad_requests_get_a_4xx_json_error_naming_the_problem(
     assert text in error
     assert "Traceback" not in response.text
     metrics = app.test_client().get("/metrics").text
-    assert f'qosched_extender_requests_total{{code="{status}",verb="{verb}"}} 1.0' in metrics
+    assert metric_value(metrics, "qosched_extender_requests_total", code=str(status), verb=verb) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -295,7 +296,7 @@ def test_a_raising_policy_is_answered_200_logged_with_the_pod_and_no_trace(
     assert [r.getMessage() for r in records] == [f"{verb} failed for pod default/good"]
     assert records[0].exc_info is not None  # the trace goes to the log, not to the client
     metrics = app.test_client().get("/metrics").text
-    assert f'qosched_extender_decisions_total{{outcome="error",verb="{verb}"}} 1.0' in metrics
+    assert metric_value(metrics, "qosched_extender_decisions_total", outcome="error", verb=verb) == 1.0
     assert not runtime_of(app).cache.is_assumed("uid-good")
 
 

@@ -22,10 +22,7 @@ from qosched.extender.kube.binding import BindError
 from qosched.extender.kube.kube_binder import KubeBinder, conflict_node_of
 from qosched.extender.server.runtime import Runtime
 from tests.extender.live_support import FirstFitPolicy, live_cluster, used_milli, wait_until
-from tests.kubefake import FakeKubeAPI, conftest_plugin, make_pod
-
-kube_api = conftest_plugin.kube_api
-kube_client = conftest_plugin.kube_client
+from tests.kubefake import FakeKubeAPI, make_pod
 
 RESULT = {
     "qosched.io/device": "1",

@@ -16,11 +16,7 @@ from kubernetes import client
 
 from qosched.extender.controller.loop import CycleReport, run_loop
 from qosched.extender.kube.leader import LeaderElector, LeaseSettings, default_identity
-from tests.kubefake import conftest_plugin
 from tests.kubefake.server import FakeKubeAPI
-
-kube_api = conftest_plugin.kube_api
-kube_client = conftest_plugin.kube_client
 
 NS, NAME = "qosched-system", "qosched-controller"
 LEASES = "leases.coordination.k8s.io"  # resource as the fake logs it

@@ -20,10 +20,9 @@ from qosched.extender.kube.kube_binder import KubeBinder
 from qosched.extender.kube.watch import LiveCluster, api_client_from
 from qosched.extender.server.app import create_app, runtime_of
 from qosched.extender.server.settings import ConfigError
+from tests.extender.extender_support import metric_value
 from tests.extender.live_support import device_memory, lookup, wait_until
-from tests.kubefake import FakeKubeAPI, conftest_plugin, make_pod
-
-kube_api = conftest_plugin.kube_api
+from tests.kubefake import FakeKubeAPI, make_pod
 
 RESULT_KEYS = ("qosched.io/device", "qosched.io/predicted-latency-ms", "qosched.io/policy")
 
@@ -180,7 +179,7 @@ def test_filter_prioritize_bind_cycle_binds_with_result_annotations(
     assert again.get_json() == {"Error": ""}
     assert kube_api.count(subresource="binding") == 1
     metrics = http.get("/metrics").text
-    assert 'qosched_extender_decisions_total{outcome="bound",verb="bind"} 1.0' in metrics
+    assert metric_value(metrics, "qosched_extender_decisions_total", outcome="bound", verb="bind") == 1.0
 
 
 def test_unmanaged_pod_is_bound_as_the_default_binder_would(live_app: Flask, kube_api: FakeKubeAPI) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from prometheus_client import CollectorRegistry
 
 from qosched.extender.server.app import create_app
@@ -137,13 +138,10 @@ def test_create_app_refuses_an_inconsistent_bind_deadline_at_start_up() -> None:
         create_app({"CLUSTER_FILE": str(CLUSTER_YAML), "BIND_TIMEOUT_S": 5}, registry=CollectorRegistry())
 
 
-def test_the_app_state_is_one_typed_object() -> None:
-    if not CLUSTER_YAML.is_file():
-        pytest.skip(f"shared fixtures not found at {CLUSTER_YAML}")
-    app = create_app({"CLUSTER_FILE": str(CLUSTER_YAML), "POLICY": "binpack"}, registry=CollectorRegistry())
-    state = state_of(app)
-    assert state.settings.policy == "binpack"
+def test_the_app_state_is_one_typed_object(snapshot_app: Flask) -> None:
+    state = state_of(snapshot_app)
+    assert state.settings.policy == "qosched"
     assert state.runtime.cache.synced
     assert state.uploader.store is state.profile_store
-    assert set(app.extensions) >= {"qosched"}
-    assert not any(key.startswith("qosched.") for key in app.extensions)
+    assert set(snapshot_app.extensions) >= {"qosched"}
+    assert not any(key.startswith("qosched.") for key in snapshot_app.extensions)

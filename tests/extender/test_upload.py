@@ -41,9 +41,7 @@ from tests.extender.extender_support import (
     serving,
     write_snapshot,
 )
-from tests.kubefake import FakeKubeAPI, conftest_plugin
-
-kube_api = conftest_plugin.kube_api
+from tests.kubefake import FakeKubeAPI
 
 NODES = ["t4-0", "t4-1", "t4-2", "t4-3"]
 TINY = pod("tiny", model="tiny_net", slo_ms=100, rate_rps=1, gpu_milli=250)

@@ -41,9 +41,7 @@ from tests.extender.live_support import (
     wait_until,
     watch_queries,
 )
-from tests.kubefake import FakeKubeAPI, conftest_plugin, make_node, make_pod
-
-kube_api = conftest_plugin.kube_api
+from tests.kubefake import FakeKubeAPI, make_node, make_pod
 
 
 def _pod(

@@ -12,19 +12,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client import CollectorRegistry
 
 from qosched.extender.kube.watch import LiveCluster
-from qosched.extender.server.app import create_app, runtime_of
+from qosched.extender.server.app import runtime_of
 from tests.extender.live_support import wait_until
-from tests.faults.bind_stall import drive, populate, serving_live, write_kubeconfig
+from tests.faults.bind_stall import drive, populate, serving_live
 from tests.faults.invariants import VerbTimer, assert_invariants
 from tests.kubefake import FakeKubeAPI, make_pod
 
@@ -35,33 +34,27 @@ STALL_S = 1.0
 
 
 @pytest.fixture
-def api() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI() as fake:
-        yield fake
-
-
-def _app(api: FakeKubeAPI, tmp_path: Path, **overrides: Any) -> Flask:
-    settings = {
-        "KUBECONFIG": str(write_kubeconfig(api, tmp_path / "kubeconfig.yaml")),
-        "POLICY": "qosched",
-        "BIND_TIMEOUT_S": BIND_TIMEOUT_S,
-        "WATCH_BACKOFF_S": 0.01,
-        "WATCH_BACKOFF_MAX_S": 0.05,
-        **overrides,
-    }
-    return create_app(settings, registry=CollectorRegistry())
+def api(kube_api: FakeKubeAPI) -> FakeKubeAPI:
+    return kube_api
 
 
 @pytest.fixture
-def live(api: FakeKubeAPI, tmp_path: Path) -> Iterator[Flask]:
-    """One node with one T4; the cache synced; the watch stopped afterwards."""
+def make_app(live_app_factory: Callable[..., Flask]) -> Callable[..., Flask]:
+    """The production wiring on the fake API (``tests/conftest.py``), bind deadline ``BIND_TIMEOUT_S``."""
+
+    def make(**overrides: Any) -> Flask:
+        return live_app_factory(**{"POLICY": "qosched", "BIND_TIMEOUT_S": BIND_TIMEOUT_S, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def live(api: FakeKubeAPI, make_app: Callable[..., Flask]) -> Flask:
+    """One node with one T4; the cache synced (the factory stops the watch afterwards)."""
     api.add_node("gpu-0", accelerator="nvidia-t4", gpus=1)
-    app = _app(api, tmp_path)
-    try:
-        assert _cache(app).wait_synced(5.0)
-        yield app
-    finally:
-        _cache(app).stop()
+    app = make_app()
+    assert _cache(app).wait_synced(5.0)
+    return app
 
 
 def _cache(app: Flask) -> LiveCluster:
@@ -141,11 +134,11 @@ def test_retried_bind_after_a_timeout_asks_the_api_again_and_binds_once(
 
 
 def test_retry_to_another_node_while_the_outcome_is_unknown_is_refused(
-    api: FakeKubeAPI, tmp_path: Path
+    api: FakeKubeAPI, make_app: Callable[..., Flask]
 ) -> None:
     api.add_node("gpu-0", accelerator="nvidia-t4", gpus=1)
     api.add_node("gpu-1", accelerator="nvidia-t4", gpus=1)
-    app = _app(api, tmp_path)
+    app = make_app()
     try:
         assert _cache(app).wait_synced(5.0)
         http = app.test_client()
@@ -186,12 +179,14 @@ def test_bind_timeouts_and_failures_are_logged_one_line_each(
 # ------------------------------------------------------------------ before the cache has synced
 
 
-def test_verbs_before_the_first_sync_ask_the_scheduler_to_retry(api: FakeKubeAPI, tmp_path: Path) -> None:
+def test_verbs_before_the_first_sync_ask_the_scheduler_to_retry(
+    api: FakeKubeAPI, make_app: Callable[..., Flask]
+) -> None:
     """Not synced: filter answers an Error (retried soon), bind refuses, preempt proposes nothing."""
     api.add_node("gpu-0", accelerator="nvidia-t4", gpus=1)
     pod = api.add_pod(make_pod("a", model="resnet50", slo_ms=200, rate_rps=2, gpu_milli=300))
     api.fail_next("^/api/v1/nodes$", 503, times=1000, verb="list")
-    app = _app(api, tmp_path)
+    app = make_app()
     try:
         http = app.test_client()
         assert http.get("/readyz").status_code == 503
@@ -234,10 +229,12 @@ def test_filter_is_answered_within_budget_while_binds_hang(api: FakeKubeAPI, tmp
     assert_invariants(api, created=run.pods)
 
 
-def test_concurrent_binds_beyond_the_limit_are_answered_at_once(api: FakeKubeAPI, tmp_path: Path) -> None:
+def test_concurrent_binds_beyond_the_limit_are_answered_at_once(
+    api: FakeKubeAPI, make_app: Callable[..., Flask]
+) -> None:
     """Binds in flight are bounded: the excess gets an Error at once (kube-scheduler retries)."""
     api.add_node("gpu-0", accelerator="nvidia-t4", gpus=4)
-    app = _app(api, tmp_path, BIND_MAX_IN_FLIGHT=2, BIND_TIMEOUT_S=2.0)
+    app = make_app(BIND_MAX_IN_FLIGHT=2, BIND_TIMEOUT_S=2.0)
     try:
         assert _cache(app).wait_synced(5.0)
         pods = [_pod(api, app, f"p{i}", 250) for i in range(4)]
