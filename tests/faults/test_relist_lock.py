@@ -7,6 +7,7 @@ mutations made meanwhile are journaled and replayed at the swap, so nothing is l
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Any
@@ -52,10 +53,14 @@ def _bound(name: str, node: str, device: int) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_relist_at_50k_pods_holds_the_lock_a_few_ms_and_loses_no_concurrent_event() -> None:
+def test_relist_at_50k_pods_holds_the_lock_a_few_ms_and_loses_no_concurrent_event(
+    request: pytest.FixtureRequest,
+) -> None:
     nodes, pods = _cluster(5_000, 50_000)
     cache = ClusterCache(lookup, device_memory)
     cache.replace_all(nodes, pods)
+    gc.freeze()  # what LiveCluster does after each list (WatchSettings.gc_freeze_after_list)
+    request.addfinalizer(gc.unfreeze)
     lock = TimedLock()
     cache.lock = lock
     # The nodes watch keeps writing during the pods relist (two independent watches).
