@@ -13,6 +13,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qosched.extender.kube.cache import ClusterCache, TimedLock
 from qosched.extender.kube.watch import slim_pod
@@ -139,3 +141,95 @@ def test_a_failed_build_leaves_the_live_index_untouched(monkeypatch: pytest.Monk
         cache.replace_pods(pods[:2])
     cache.apply_pod(_bound("after", "node-00000", 3))  # no journal left behind
     assert cache.stats().placed == 9
+
+
+# ----------------------------------------------------------------------------- property: journal replay
+
+_NODES = [make_node(f"node-{i:05d}", accelerator="nvidia-t4", gpus=2) for i in range(3)]
+_pod_spec = st.tuples(st.integers(0, 11), st.integers(0, 2), st.integers(0, 1))  # (pod id, node, device)
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("apply"), _pod_spec),
+        st.tuples(st.just("delete"), st.integers(0, 11)),
+        st.tuples(st.just("cordon"), st.integers(0, 2)),
+    ),
+    max_size=8,
+)
+
+
+def _small_pod(spec: tuple[int, int, int]) -> dict[str, Any]:
+    j, node, device = spec
+    pod = _bound(f"q-{j}", f"node-{node:05d}", device)
+    pod["metadata"]["annotations"]["qosched.io/gpu-milli"] = "100"
+    return slim_pod(pod)
+
+
+def _apply(cache: ClusterCache, op: tuple[str, Any]) -> None:
+    kind, arg = op
+    if kind == "apply":
+        cache.apply_pod(_small_pod(arg))
+    elif kind == "delete":
+        cache.delete_pod({"metadata": {"uid": f"uid-q-{arg}", "namespace": "default", "name": f"q-{arg}"}})
+    else:
+        node = make_node(f"node-{arg:05d}", accelerator="nvidia-t4", gpus=2)
+        node["spec"]["unschedulable"] = True
+        cache.apply_node(node)
+
+
+def _view(cache: ClusterCache) -> tuple[Any, ...]:
+    with cache.lock:
+        allocs = sorted((a.uid, a.node, a.devices) for a in cache.state.allocations())
+        schedulable = sorted(
+            (name, bool(cache.state.schedulable[i])) for name, i in cache.state.node_index.items()
+        )
+        return allocs, schedulable, sorted(cache._pods), sorted(cache._uid_by_key.items())
+
+
+class _Interleaved(ClusterCache):
+    """Runs ``during`` after the off-lock build and before the swap (inside the journal window)."""
+
+    during: Any = None
+
+    def _rebuild_offlock(self, build: Any, *, keep_allocations: bool) -> None:
+        def build_then_mutate(staging: ClusterCache, allocs: list[Allocation]) -> None:
+            build(staging, allocs)
+            if self.during is not None:
+                self.during()
+
+        super()._rebuild_offlock(build_then_mutate, keep_allocations=keep_allocations)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    first=st.lists(_pod_spec, max_size=8),
+    listed=st.lists(_pod_spec, max_size=8),
+    ops=_ops,
+    relist_nodes=st.booleans(),
+)
+def test_a_rebuild_with_concurrent_mutations_equals_the_rebuild_then_the_mutations(
+    first: list[tuple[int, int, int]],
+    listed: list[tuple[int, int, int]],
+    ops: list[tuple[str, Any]],
+    relist_nodes: bool,
+) -> None:
+    """Property: (relist ∥ mutations) == (relist; mutations) — the journal loses and doubles nothing."""
+    pods_first = [_small_pod(p) for p in first]
+    pods_listed = [_small_pod(p) for p in listed]
+
+    def relist(cache: ClusterCache) -> None:
+        if relist_nodes:
+            cache.replace_nodes(_NODES)
+        else:
+            cache.replace_pods(pods_listed)
+
+    live = _Interleaved(lookup, device_memory)
+    live.replace_all(_NODES, pods_first)
+    live.during = lambda: [_apply(live, op) for op in ops]
+    relist(live)
+
+    reference = ClusterCache(lookup, device_memory)
+    reference.replace_all(_NODES, pods_first)
+    relist(reference)
+    for op in ops:
+        _apply(reference, op)
+    assert _view(live) == _view(reference)
