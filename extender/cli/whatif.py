@@ -32,9 +32,9 @@ from typing import Any
 import click
 import numpy as np
 
+from qosched.extender.kube.class_mapping import class_mapper
 from qosched.extender.kube.objects import (
     A_ARRIVAL_S,
-    A_CLASS,
     A_DURATION_S,
     annotations_of,
     node_view,
@@ -43,14 +43,6 @@ from qosched.extender.kube.objects import (
 )
 
 __all__ = ["run_whatif", "whatif", "workload_from_snapshot"]
-
-
-def _class_mapper(classes: Any) -> Any:
-    def class_of(annotation: str | None, priority_class: str | None) -> str:
-        ann = {A_CLASS: annotation} if annotation else None
-        return str(classes.resolve(ann, priority_class).name)
-
-    return class_of
 
 
 def _time_annotation(
@@ -91,7 +83,7 @@ def workload_from_snapshot(path: str | Path, classes: Any) -> Any:
         views = [node_view(n) for n in nodes]
     except ValueError as err:
         raise click.ClickException(f"{file}: {err}") from None
-    class_of = _class_mapper(classes)
+    class_of = class_mapper(classes)  # the one adapter: the same classes as the extender
     demands, arrivals, durations = [], [], []
     for obj in pods:
         try:
