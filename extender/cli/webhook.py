@@ -27,7 +27,7 @@ class _Gunicorn:
     def run(options: dict[str, Any]) -> None:
         from gunicorn.app.base import BaseApplication
 
-        class App(BaseApplication):  # type: ignore[misc]
+        class App(BaseApplication):
             def load_config(self) -> None:
                 for key, value in options.items():
                     self.cfg.set(key, value)

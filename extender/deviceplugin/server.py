@@ -86,7 +86,7 @@ class SharePlugin(pb_grpc.DevicePluginServicer):
         try:
             return self.inventory.devices()
         except InventoryError as err:
-            log.error("inventory unreadable, keeping the last list: %s", err)
+            log.error("inventory unreadable: %s", err)
             raise
 
     # ------------------------------------------------------------------ the API

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +223,7 @@ def ensure_certs(
         admission.read_validating_webhook_configuration,
         admission.patch_validating_webhook_configuration,
     )
+    targets: list[tuple[str, str, Callable[..., Any], Callable[..., Any]]]
     targets = [("mutating", name, *mutating_api) for name in mutating]
     targets += [("validating", name, *validating_api) for name in validating]
     for kind, name, read, patch in targets:
