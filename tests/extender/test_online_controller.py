@@ -402,3 +402,22 @@ def test_closed_loop_with_real_prometheus(prometheus_url: tuple[str, CollectorRe
             exporter.thread.join(timeout=5)
             reader.close()
             api_client.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--no-qoe"], "--no-qoe needs --online"),
+        (["--online", "--online-route", "classify"], "expected SERVICE=NAMESPACE/NAME"),
+        (["--online", "--online-explore-share", "0.7"], "explore share must be in [0, 0.5)"),
+    ],
+    ids=["nothing-to-run", "bad-route", "explore-share"],
+)
+def test_controller_online_flags_are_checked_before_any_connection(flags: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from qosched.extender.cli.main import main
+
+    res = CliRunner().invoke(main, ["controller", "--prometheus-url", "http://127.0.0.1:1", *flags])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
