@@ -334,3 +334,20 @@ def test_kustomization_builds() -> None:
     ).stdout
     built = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(out) if d}
     assert {(o["kind"], o["metadata"]["name"]) for o in OBJECTS} <= built
+
+
+def test_webhook_and_extender_use_the_same_service_classes() -> None:
+    """One source of truth also in deployment: the settings that decide whether a
+    ``qosched.io/class`` is valid are the same in the webhook and the extender containers."""
+    keys = ("QOSCHED_CLASSES", "QOSCHED_PRIORITY_CLASS_MAP", "QOSCHED_CONFIG_FILE")
+    (scheduler,) = [d for d in ALL if d["kind"] == "Deployment" and d["metadata"]["name"] == "qosched"]
+    (extender,) = [c for c in scheduler["spec"]["template"]["spec"]["containers"] if c["name"] == "extender"]
+    webhook = _container("Deployment", "qosched-webhook")
+
+    def class_env(c: dict[str, Any]) -> dict[str, Any]:
+        return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", []) if e["name"] in keys}
+
+    assert class_env(webhook) == class_env(extender)
+    assert not any(a.startswith("--config") for a in webhook["args"]) or any(
+        a.startswith("--config") for a in extender.get("args", [])
+    )
