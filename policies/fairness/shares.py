@@ -500,7 +500,10 @@ class FairShareSolver:
 
         try:
             problem.solve(solver=self.settings.solver)
-        except (cp.error.SolverError, ArithmeticError) as exc:
+        except (cp.error.SolverError, ArithmeticError, ValueError) as exc:
+            # ValueError: cvxpy refuses parameter data it cannot use ("contains NaN or Inf"), e.g.
+            # the slope 1/(target·demand) of a subnormal demand overflows; the caller's fallback
+            # (the proportional split) handles it as any other failed stage.
             statuses.append(f"error: {exc}")
             return False
         statuses.append(str(problem.status))

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from qosched.policies.control import (
@@ -440,8 +440,22 @@ def pools(draw: st.DrawFn) -> tuple[list[ServiceInput], float, ControlSettings]:
     return items, cap, s
 
 
+# Found by hypothesis: a subnormal share (demand) on a pool of capacity 0 made cvxpy refuse the
+# problem data (the slope 1/demand overflows); the step now falls back to the proportional split.
+_SUBNORMAL_SHARE = (
+    [
+        ServiceInput(
+            share=1.1125369292536007e-308, slo_ms=1.0, observed_ms=None, lo=0.0, hi=1.0, qos_target=0.5
+        )
+    ],
+    0.0,
+    ControlSettings(damping=1.0, max_step_frac=1.0, slack="keep"),
+)
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pools())
+@example(_SUBNORMAL_SHARE)
 def test_invariants_capacity_bounds_step_and_holds(
     pool: tuple[list[ServiceInput], float, ControlSettings],
 ) -> None:
