@@ -286,7 +286,7 @@ class DaskExecutor:
 # ------------------------------------------------------------------------------------ aggregate
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Mean and the half-width of its Student-t confidence interval (0 for one value)."""
     from scipy import stats
 
