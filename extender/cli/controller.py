@@ -110,6 +110,33 @@ def _online_controller(api: Any, core: Any, reader: Any, settings: Any, may_act:
     return OnlineController(core, k8s.CustomObjectsApi(api), reader, settings, lookup, may_act=may_act)
 
 
+def _allocation(opts: dict[str, Any], api: Any, core: Any, reader: Any, may_act: Any) -> Any:
+    """INFIDA's controller from the ``--allocation*`` flags (None without ``--allocation``)."""
+    if not opts["allocation"]:
+        return None
+    from kubernetes import client as k8s
+
+    from qosched.extender.cli.whatif import load_lookup
+    from qosched.extender.controller.allocation import AllocationController, AllocationSettings
+
+    try:
+        settings = AllocationSettings(
+            namespace=opts["online_namespace"],
+            configmap=opts["allocation_configmap"],
+            hints_configmap=opts["hints_configmap"],
+            window_s=opts["allocation_window_s"],
+            horizon_windows=opts["allocation_horizon_windows"],
+            max_requests_per_window=opts["allocation_max_requests"],
+            scale_deployments=opts["allocation_scale"],
+            dry_run=opts["dry_run"],
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    lookup, device_memory = load_lookup(None)
+    apps = k8s.AppsV1Api(api) if settings.scale_deployments else None
+    return AllocationController(core, apps, reader, settings, lookup, device_memory, may_act=may_act)
+
+
 @click.command("controller")
 @click.option(
     "--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Default: in-cluster config."
@@ -197,6 +224,34 @@ def _online_controller(api: Any, core: Any, reader: Any, settings: Any, may_act:
 @click.option("--online-state-configmap", default="qosched-online-state", show_default=True)
 @click.option("--hints-configmap", default="qosched-placement-hints", show_default=True)
 @click.option(
+    "--allocation/--no-allocation",
+    default=False,
+    show_default=True,
+    help="Run INFIDA's model allocation (docs/infida.md) in the same loop.",
+)
+@click.option("--allocation-window-s", default=600.0, show_default=True, type=click.FloatRange(min=1.0))
+@click.option("--allocation-configmap", default="qosched-allocation", show_default=True)
+@click.option(
+    "--allocation-horizon-windows",
+    default=1008,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="T of INFIDA's step size (the regret theorem's horizon).",
+)
+@click.option(
+    "--allocation-max-requests",
+    default=1e5,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="R: most requests of one service in one window (INFIDA's gradient bound).",
+)
+@click.option(
+    "--allocation-scale/--no-allocation-scale",
+    default=False,
+    show_default=True,
+    help="Scale Deployments labelled qosched.io/allocation to the integral allocation.",
+)
+@click.option(
     "--online-explore-share",
     default=0.05,
     show_default=True,
@@ -264,6 +319,10 @@ def controller(**opts: Any) -> None:
     core = k8s.CoreV1Api(api)
     try:
         if opts["once"]:
+            allocation = _allocation(opts, api, core, reader, lambda: True)
+            if allocation is not None:
+                click.echo(json.dumps(allocation.cycle().to_json(), indent=2))
+                return
             report = QoEController(core, reader, settings).cycle() if opts["qoe"] else None
             if online_settings is None:
                 assert report is not None
@@ -286,6 +345,11 @@ def controller(**opts: Any) -> None:
 
             online = _online_controller(api, core, reader, online_settings, may_act)
             qoe = CombinedController(qoe if opts["qoe"] else None, online, settings)
+        allocation = _allocation(opts, api, core, reader, may_act)
+        if allocation is not None:
+            from qosched.extender.controller.allocation import AllocationChain
+
+            qoe = AllocationChain(qoe, allocation, settings)
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: Any) -> None:

@@ -951,8 +951,8 @@ def test_load_snapshot_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_unknown_kind_is_refused(kube_api: FakeKubeAPI) -> None:
-    with pytest.raises(ValueError, match="kubefake stores no apps/v1/Deployment"):
-        kube_api.add({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})
+    with pytest.raises(ValueError, match="kubefake stores no apps/v1/StatefulSet"):
+        kube_api.add({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "d"}})
 
 
 @pytest.mark.parametrize(

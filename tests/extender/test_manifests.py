@@ -227,6 +227,8 @@ EXPECTED_CONTROLLER_CLUSTER_RULES = {
     ("", "pods/resize", "patch", ""),  # in-place CPU resize
     ("gateway.networking.k8s.io", "httproutes", "get", ""),  # online learner: route weights
     ("gateway.networking.k8s.io", "httproutes", "update", ""),
+    ("apps", "deployments", "list", ""),  # INFIDA --allocation-scale: Deployments labelled qosched.io/allocation
+    ("apps", "deployments", "patch", ""),  # ... their spec.replicas
 }
 EXPECTED_CONTROLLER_NAMESPACE_RULES = {
     ("coordination.k8s.io", "leases", "create", ""),
@@ -237,6 +239,8 @@ EXPECTED_CONTROLLER_NAMESPACE_RULES = {
     ("", "configmaps", "update", "qosched-online-state"),
     ("", "configmaps", "get", "qosched-placement-hints"),
     ("", "configmaps", "update", "qosched-placement-hints"),
+    ("", "configmaps", "get", "qosched-allocation"),  # INFIDA: the allocation and its state
+    ("", "configmaps", "update", "qosched-allocation"),
 }
 
 

@@ -125,7 +125,6 @@ LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", namespaced
 EVENTS_V1 = ResourceType(
     "events.k8s.io", "v1", "events", "Event", namespaced=True, extra_fields=("reason", "type")
 )
-
 MUTATING_WEBHOOKS = ResourceType(
     "admissionregistration.k8s.io",
     "v1",
@@ -144,6 +143,9 @@ VALIDATING_WEBHOOKS = ResourceType(
 #: Gateway API routes (a CRD in a real cluster): the online learner sets their backend weights.
 HTTPROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", namespaced=True)
 
+#: Deployments (apps/v1): INFIDA's controller patches the replicas of those labelled qosched.io/allocation.
+DEPLOYMENTS = ResourceType("apps", "v1", "deployments", "Deployment", namespaced=True)
+
 RESOURCES: tuple[ResourceType, ...] = (
     PODS,
     NODES,
@@ -156,6 +158,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     MUTATING_WEBHOOKS,
     VALIDATING_WEBHOOKS,
     HTTPROUTES,
+    DEPLOYMENTS,
 )
 
 
