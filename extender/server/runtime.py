@@ -503,8 +503,8 @@ class Runtime:
         """
         with self.cache.reading() as state:
             placement = self._placement_for(state, demand, node, decision)
-            if isinstance(placement, str):
-                self.observer.bind_failure("no_longer_fits")
+            if isinstance(placement, str):  # a node the cache does not know is not_found, not no_longer_fits
+                self.observer.bind_failure("no_longer_fits" if node in state.node_index else "not_found")
                 return BindOutcome(error=placement)
             alloc, annotations = placement
             try:

@@ -198,6 +198,12 @@ def test_unknown_nodes_are_unresolvable_and_score_0(app: Flask) -> None:
 def test_bind_to_an_unknown_node_is_refused(app: Flask) -> None:
     answer = raw(app, "bind", dumps(bind_args(GOOD, "ghost"))).get_json()
     assert answer == {"Error": "qosched: node ghost is not in the cache"}
+    metrics = app.test_client().get("/metrics").text
+    assert metric_value(metrics, "qosched_extender_bind_failures_total", reason="not_found") == 1.0
+    assert metric_value(metrics, "qosched_extender_bind_failures_total", reason="no_longer_fits") in (
+        None,
+        0.0,
+    )
 
 
 # ----------------------------------------------------------------------------- absurd pods
