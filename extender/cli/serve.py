@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -113,7 +115,34 @@ def serve(
         # Fail fast, before gunicorn forks its worker. (Not in live mode: that would start a
         # watch thread in the master process.)
         check_static(cluster_file, overrides)
+    if token_file and not Path(token_file).is_file():
+        click.echo(
+            f"qosched serve: warning: --token-file {token_file}: no such file; profile uploads are "
+            "refused until it exists (it is re-read when it changes)",
+            err=True,
+        )
     options: dict[str, Any] = {"bind": f"{host}:{port}"}
     if threads:
         options["threads"] = threads
-    ExtenderServer(lambda: create_app(overrides), options).run()
+    ExtenderServer(lambda: log_started(create_app(overrides)), options).run()
+
+
+def log_started(app: Flask) -> Flask:
+    """Log which cluster, policy and how many nodes the extender serves, once it is built."""
+    from qosched.extender.server.state import state_of
+
+    state = state_of(app)
+    settings = state.settings
+    cluster = settings.cluster_file or (
+        f"kubeconfig {settings.kubeconfig}" if settings.kubeconfig else "in-cluster"
+    )
+    stats = state.runtime.cache.stats()
+    logging.getLogger("qosched.serve").info(
+        "extender ready: cluster %s, policy %s, %d nodes, %d pods%s",
+        cluster,
+        settings.policy,
+        stats.nodes,
+        stats.pods,
+        "" if stats.synced else " (watch still syncing)",
+    )
+    return app
