@@ -1,7 +1,8 @@
 """``qosched controller``: run the QoE controller (read Prometheus, move CPU/GPU shares).
 
 See ``docs/controller.md`` for the law, RBAC and a deployment example. Exit codes: 0 normal
-stop (SIGTERM/SIGINT, or after ``--once``), 2 bad usage or configuration.
+stop (SIGTERM/SIGINT, or after ``--once``), 1 a ``--once`` cycle that could not reach the API
+server, 2 bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ def _classes(path: str | None) -> Any:
         return ClassConfig.from_mapping(data or {})
     except (OSError, yaml.YAMLError, ValueError) as exc:
         raise click.UsageError(f"--classes {path}: {exc}") from None
+
+
+def _fail_if_unreachable(report: Any) -> None:
+    """``--once``: a cycle that could not list nodes and pods (API server unreachable, refused)
+    exits 1, so a script or a Job sees it (Prometheus down is a normal skipped cycle: exit 0)."""
+    if (report.skipped or "").startswith("kubernetes:"):
+        click.echo(f"qosched controller: the cycle could not read the cluster: {report.skipped}", err=True)
+        sys.exit(1)
 
 
 def _report_json(report: Any) -> dict[str, Any]:
@@ -327,6 +336,7 @@ def controller(**opts: Any) -> None:
             if online_settings is None:
                 assert report is not None
                 click.echo(json.dumps(_report_json(report), indent=2))
+                _fail_if_unreachable(report)
                 return
             online = _online_controller(api, core, reader, online_settings, lambda: True)
             both = {

@@ -1,0 +1,38 @@
+"""``qosched controller --once`` against an API server that cannot be reached exits non-zero (issue 16)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from qosched.extender.cli.main import main
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_once_with_unreachable_api_server_exits_1(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "gone", "cluster": {"server": f"http://127.0.0.1:{_closed_port()}"}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}],
+                "current-context": "gone",
+            }
+        )
+    )
+    args = ["controller", "--kubeconfig", str(kubeconfig), "--once"]
+    args += ["--prometheus-url", f"http://127.0.0.1:{_closed_port()}", "--prometheus-timeout-s", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "could not read the cluster: kubernetes:" in result.output
