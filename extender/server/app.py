@@ -73,8 +73,9 @@ def create_app(
         # Uploaded profiles of earlier runs, before the cache computes any service parameter.
         load_configmap_profiles(store, ConfigMapSink.from_ref(api_client, settings.profiles_configmap))
     policy = policy_from_settings(conf)  # an unknown policy fails before any watch starts
+    class_of = class_mapper(conf)  # one mapping for running pods (cache) and requests (runtime)
     if cache is None:
-        cache, default_binder = _cluster(settings, store, api_client)
+        cache, default_binder = _cluster(settings, store, api_client, class_of)
         binder = binder or default_binder
     if binder is None:
         raise ValueError("create_app: a binder is required with a caller-supplied cache")
@@ -85,7 +86,7 @@ def create_app(
         policy,
         binder,
         observer=metrics,
-        class_of=class_mapper(conf),
+        class_of=class_of,
         # Only binds that wait on an API server need the gate: a snapshot is bound in memory.
         bind_limit=None if isinstance(cache, StaticCluster) else settings.bind_in_flight_limit,
     )
@@ -100,6 +101,12 @@ def create_app(
             ttl_s=settings.placement_hints_ttl_s,
             max_age_s=settings.placement_hints_max_age_s,
         )
+    if live and settings.allocation_configmap and api_client is not None:
+        from kubernetes.client import CoreV1Api
+
+        from qosched.extender.kube.allocation_source import AllocationSource
+
+        runtime.allocation = AllocationSource(CoreV1Api(api_client), settings.allocation_configmap)
     uploader = make_uploader(conf, store, cache, api_client)
     if live:  # every replica hot-reloads what any replica stored in the ConfigMap
         from qosched.extender.kube.watch import WatchSettings
@@ -150,13 +157,15 @@ def _profile_store(settings: ExtenderSettings) -> ProfileStore:
 
 
 def _cluster(
-    settings: ExtenderSettings, store: ProfileStore, api_client: Any | None
+    settings: ExtenderSettings, store: ProfileStore, api_client: Any | None, class_of: ClassMapper
 ) -> tuple[ClusterCache, Binder]:
     """The cache and binder the settings name: a snapshot file, else the live watch (started)."""
     lookup, device_memory = lookup_from_profiles(store.current())
     ttl = settings.assume_ttl_s
     if settings.cluster_file:
-        static = StaticCluster.from_file(settings.cluster_file, lookup, device_memory, assume_ttl_s=ttl)
+        static = StaticCluster.from_file(
+            settings.cluster_file, lookup, device_memory, assume_ttl_s=ttl, class_of=class_of
+        )
         from qosched.extender.kube.binding import SnapshotBinder
 
         return static, SnapshotBinder(static)
@@ -165,6 +174,8 @@ def _cluster(
 
     if api_client is None:
         raise ValueError("create_app: live mode needs a Kubernetes API client")
-    live = LiveCluster(api_client, lookup, device_memory, settings=settings.as_mapping(), assume_ttl_s=ttl)
+    live = LiveCluster(
+        api_client, lookup, device_memory, settings=settings.as_mapping(), assume_ttl_s=ttl, class_of=class_of
+    )
     live.start()
     return live, KubeBinder(api_client, timeout_s=settings.bind_api_timeout_s)
