@@ -20,6 +20,7 @@ from qosched.extender.server.metrics import (
     ExtenderMetrics,
 )
 from qosched.policies.placement.base import Reason
+from tests.extender.extender_support import metric_families, metric_samples, metric_value
 
 
 @pytest.fixture
@@ -54,10 +55,10 @@ def test_series_exist_at_zero_before_any_event(registry: CollectorRegistry, name
 
 
 def test_series_count_is_fixed(registry: CollectorRegistry, metrics: ExtenderMetrics) -> None:
-    text = generate_latest(registry).decode()
-    requests = [line for line in text.splitlines() if line.startswith("qosched_extender_requests_total{")]
+    samples = metric_samples(generate_latest(registry).decode())
+    requests = [key for key in samples if key[0] == "qosched_extender_requests_total"]
     assert len(requests) == len(VERBS) * (len(CODES) + 1)
-    decisions = [line for line in text.splitlines() if line.startswith("qosched_extender_decisions_total{")]
+    decisions = [key for key in samples if key[0] == "qosched_extender_decisions_total"]
     assert len(decisions) == sum(len(v) + 1 for v in DECISION_OUTCOMES.values())
 
 
@@ -262,7 +263,7 @@ def test_cache_collector_survives_a_failing_fn(caplog: pytest.LogCaptureFixture)
     registry.register(CacheCollector(broken))
     with caplog.at_level(logging.ERROR, logger="qosched.extender.server.metrics"):
         text = generate_latest(registry).decode()
-    assert "qosched_cache_synced 0.0" in text
+    assert metric_value(text, "qosched_cache_synced") == 0.0
     assert registry.get_sample_value("qosched_cache_nodes") is None
     assert any("cache stats failed" in r.getMessage() for r in caplog.records)
 
@@ -271,6 +272,6 @@ def test_cache_collector_beside_extender_metrics(
     registry: CollectorRegistry, metrics: ExtenderMetrics
 ) -> None:
     registry.register(CacheCollector(lambda: Stats(2, 3, 0, True)))
-    text = generate_latest(registry).decode()
-    assert "# TYPE qosched_cache_nodes gauge" in text
-    assert "qosched_extender_requests_total" in text
+    families = metric_families(generate_latest(registry).decode())
+    assert families["qosched_cache_nodes"] == "gauge"
+    assert families["qosched_extender_requests"] == "counter"
