@@ -183,11 +183,17 @@ def predict_json(
             {
                 "model": item.model,
                 "rate_rps": item.rate_rps,
-                "predicted_latency_ms": lat if math.isfinite(lat) else None,
-                "utilization": util if math.isfinite(util) else None,
+                "predicted_latency_ms": _rounded(lat),
+                "utilization": _rounded(util),
             }
         )
     return rows, notes
+
+
+def _rounded(value: float) -> float | None:
+    """12 significant digits: float noise goes (``0.4681600000000001`` → ``0.46816``), the value
+    stays (relative change < 5e-12); None for a non-finite value (JSON has no infinity)."""
+    return float(f"{value:.12g}") if math.isfinite(value) else None
 
 
 @click.command("predict")

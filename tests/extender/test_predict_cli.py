@@ -228,3 +228,12 @@ def test_installed_console_script() -> None:
     )
     assert bad.returncode == 2
     assert "models known for 'edgetpu'" in bad.stderr
+
+
+def test_printed_floats_carry_no_float_noise() -> None:
+    """``0.4681600000000001`` is printed ``0.46816`` (issue 16): 12 significant digits at most."""
+    from qosched.extender.cli.predict import _rounded
+
+    assert _rounded(0.4681600000000001) == 0.46816
+    assert _rounded(112.93372106) == 112.93372106
+    assert _rounded(float("inf")) is None
