@@ -191,6 +191,17 @@ def placements() -> Response:
     return _json(orjson.dumps(_runtime().placements()))
 
 
+@api.get("/allocation")
+def allocation() -> Response:
+    """INFIDA's model allocation (node → service/variant → fractional and integral, window, time)."""
+    source = _runtime().allocation
+    doc = source.current() if source is not None else None
+    if doc is None:
+        why = "no allocation yet" if source is not None else "no allocation configured (ALLOCATION_CONFIGMAP)"
+        return _error(404, why)
+    return _json(orjson.dumps(doc))
+
+
 # ---------------------------------------------------------------------- profiles
 @api.get("/profiles")
 def list_profiles() -> Response:

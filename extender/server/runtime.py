@@ -235,6 +235,8 @@ class Runtime:
         self._clock = clock
         #: Placement hints (``qosched.extender.kube.hints.HintsSource``); None: no hints.
         self.hints: Any = None
+        #: INFIDA's allocation (``qosched.extender.kube.allocation_source.AllocationSource``); None: none.
+        self.allocation: Any = None
         # compact_index of the current state: (state, node count, index); rebuilt when the cache
         # swaps its state or a node is added. Read and written under the cache lock.
         self._name_index: tuple[ClusterState, int, dict[str, int]] | None = None
@@ -377,12 +379,13 @@ class Runtime:
         return self._hint_bonus(pod, names, self._prioritize_demand(demand, names))
 
     def _hint_bonus(self, pod: Mapping[str, Any], names: Sequence[str], scores: np.ndarray) -> np.ndarray:
-        """Placement hints: up to ``TIER_BONUS`` points on nodes of the service's hinted tier (cap 10)."""
+        """Placement hints: up to ``TIER_BONUS`` points on nodes of the service's hinted tier, and
+        ``NODE_BONUS`` on nodes INFIDA's allocation loaded one of its variants on (cap 10)."""
         hints = self.hints.current() if self.hints is not None else None
         if hints is None:
             return scores
         from qosched.extender.kube.objects import pod_service
-        from qosched.policies.requests.hints import tier_bonus
+        from qosched.policies.requests.hints import node_bonus, tier_bonus
 
         service = pod_service(pod)
         if service not in hints.services:
@@ -390,7 +393,13 @@ class Runtime:
         with self.cache.reading() as state:
             index = state.node_index
             tiers = [state.node_views[index[n]].tier if n in index else None for n in names]
-        bonus = np.array([tier_bonus(hints, service, t) for t in tiers], dtype=np.int64)
+        bonus = np.array(
+            [
+                tier_bonus(hints, service, t) + node_bonus(hints, service, n)
+                for t, n in zip(tiers, names, strict=True)
+            ],
+            dtype=np.int64,
+        )
         return np.minimum(scores + bonus, 10)
 
     def _prioritize_demand(self, demand: PodDemand, names: Sequence[str]) -> np.ndarray:

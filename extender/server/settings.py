@@ -121,6 +121,9 @@ class ExtenderSettings:
     placement_hints_ttl_s: float = 10.0
     #: Hints older than this are ignored [s]: a stopped controller must not steer placement.
     placement_hints_max_age_s: float = 600.0
+    #: Live mode: ConfigMap ``namespace/name`` of INFIDA's model allocation (written by ``qosched
+    #: controller --allocation``, docs/infida.md), served at ``GET /allocation``. Unset: 404 there.
+    allocation_configmap: str | None = None
 
     def __post_init__(self) -> None:
         for name in (

@@ -29,11 +29,13 @@ __all__ = [
     "CONFIGMAP_KEY",
     "HINTS_KIND",
     "HINTS_VERSION",
+    "NODE_BONUS",
     "TIER_BONUS",
     "HintsError",
     "PlacementHints",
     "ServiceHint",
     "hinted_variant",
+    "node_bonus",
     "tier_bonus",
 ]
 
@@ -42,6 +44,9 @@ HINTS_VERSION = 1
 CONFIGMAP_KEY = "hints.json"
 #: Prioritize points (of 0..10) added to nodes of the hinted tier, scaled by the tier's weight.
 TIER_BONUS = 3
+#: Prioritize points added to a node the hint's ``nodes`` name (INFIDA loaded a variant of the
+#: service there: a new replica lands next to its allocated model).
+NODE_BONUS = 2
 
 
 class HintsError(ValueError):
@@ -135,6 +140,14 @@ def tier_bonus(hints: PlacementHints | None, service: str | None, node_tier: str
     if hint is None:
         return 0
     return round(TIER_BONUS * min(max(hint.tier_weight(node_tier), 0.0), 1.0))
+
+
+def node_bonus(hints: PlacementHints | None, service: str | None, node: str | None) -> int:
+    """``NODE_BONUS`` for a node with a positive weight in the service's ``nodes``, else 0."""
+    if hints is None or service is None or node is None:
+        return 0
+    hint = hints.services.get(service)
+    return NODE_BONUS if hint is not None and hint.nodes.get(node, 0.0) > 0 else 0
 
 
 def hinted_variant(hints: PlacementHints | None, service: str | None, variants: Sequence[str]) -> str | None:

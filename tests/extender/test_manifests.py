@@ -213,6 +213,7 @@ EXPECTED_NAMESPACE_RULES = {
     ("", "configmaps", "create", ""),  # create the store when missing
     ("", "configmaps", "get", "qosched-profiles"),
     ("", "configmaps", "get", "qosched-placement-hints"),  # placement hints (online learner)
+    ("", "configmaps", "get", "qosched-allocation"),  # GET /allocation (INFIDA)
     ("", "configmaps", "update", "qosched-profiles"),
     ("", "secrets", "get", "qosched-upload-token"),
     ("coordination.k8s.io", "leases", "create", ""),
