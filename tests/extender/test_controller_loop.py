@@ -63,13 +63,9 @@ from qosched.extender.kube.leader import LeaderElector, LeaseSettings
 from qosched.extender.kube.objects import A_DEVICE
 from qosched.policies.control.law import ControlSettings
 from tests.extender.test_prom import FakePrometheus, vector
-from tests.kubefake import RbacAuthorizer, conftest_plugin, load_snapshot
+from tests.kubefake import RbacAuthorizer, load_snapshot
 from tests.kubefake.objects import make_node, make_pod
 from tests.kubefake.server import FakeKubeAPI
-
-kube_api = conftest_plugin.kube_api
-kube_client = conftest_plugin.kube_client
-core_v1 = conftest_plugin.core_v1
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"

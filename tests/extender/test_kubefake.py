@@ -18,16 +18,11 @@ import pytest
 import urllib3
 from kubernetes import client, watch
 
-from tests.kubefake import FakeKubeAPI, conftest_plugin, load_snapshot, make_node, make_pod
+from tests.kubefake import FakeKubeAPI, load_snapshot, make_node, make_pod
 from tests.kubefake.patch import apply_json_patch, apply_merge_patch, apply_patch, apply_strategic_merge_patch
 from tests.kubefake.pods import compute_qos_class, parse_quantity
 from tests.kubefake.selectors import parse_field_selector, parse_label_selector
 from tests.kubefake.status import ApiError
-
-kube_api = conftest_plugin.kube_api
-kube_client = conftest_plugin.kube_client
-core_v1 = conftest_plugin.core_v1
-snapshot_kube_api = conftest_plugin.snapshot_kube_api
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 CLUSTER_YAML = SHARED / "fixtures" / "kube-scheduler" / "cluster.yaml"
