@@ -1,13 +1,8 @@
 """pytest fixtures around :class:`~tests.kubefake.server.FakeKubeAPI`.
 
-Register once for the whole suite with ``pytest_plugins = ["tests.kubefake.conftest_plugin"]`` in
-the root ``tests/conftest.py``; until then a test module can bind them by assignment (keeps ruff
-quiet about unused imports/redefinitions)::
-
-    from tests.kubefake import conftest_plugin
-
-    kube_api = conftest_plugin.kube_api
-    core_v1 = conftest_plugin.core_v1
+Registered once for the whole suite by ``pytest_plugins = ["tests.kubefake.conftest_plugin"]``
+in ``tests/conftest.py``: a test names ``kube_api``, ``kube_client``, ``core_v1`` or
+``snapshot_kube_api`` as an argument and gets it.
 """
 
 from __future__ import annotations
