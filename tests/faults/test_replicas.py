@@ -24,6 +24,7 @@ from qosched.extender.server.app import create_app
 from qosched.extender.server.uploads import Uploader
 from tests.extender.live_support import wait_until
 from tests.faults.conftest import write_kubeconfig
+from tests.faults.invariants import VerbTimer, assert_invariants
 from tests.kubefake import FakeKubeAPI
 
 TOKEN = "replica token"
@@ -85,9 +86,13 @@ def replicas(fault_api: FakeKubeAPI, tmp_path: Path) -> Iterator[list[Flask]]:
             _stop(app)
 
 
+TIMER = VerbTimer()
+
+
 def _filter(app: Flask, api: FakeKubeAPI) -> dict[str, Any]:
     body = {"Pod": api.get("pods", "tiny"), "Nodes": None, "NodeNames": NODES}
-    answer = app.test_client().post("/filter", json=body)
+    with TIMER.timing("filter"):
+        answer = app.test_client().post("/filter", json=body)
     assert answer.status_code == 200
     return dict(answer.get_json())
 
@@ -127,3 +132,4 @@ def test_an_upload_to_one_replica_is_served_by_the_other_within_seconds(
     assert put2.status_code == 200, put2.text
     wait_until(lambda: _version(a) == _version(b), timeout_s=REACH_BOUND_S, what="replica a to reload")
     assert not _filter(a, fault_api)["NodeNames"]
+    assert_invariants(fault_api, created=["default/tiny"], timer=TIMER)
