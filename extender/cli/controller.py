@@ -146,6 +146,24 @@ def _allocation(opts: dict[str, Any], api: Any, core: Any, reader: Any, may_act:
     return AllocationController(core, apps, reader, settings, lookup, device_memory, may_act=may_act)
 
 
+def _metrics(opts: dict[str, Any], law: Any) -> tuple[Any, Any]:
+    """``on_report`` and a stopper for ``--metrics-port`` (no-ops when it is 0); a busy port is a usage error."""
+    if not opts["metrics_port"]:
+        return None, lambda: None
+    from prometheus_client import CollectorRegistry
+
+    from qosched.extender.controller.metrics import ControllerMetrics, serve
+
+    registry = CollectorRegistry()
+    metrics = ControllerMetrics(registry, law)
+    try:
+        stop = serve(registry, opts["metrics_port"], opts["metrics_address"])
+    except OSError as exc:
+        raise click.UsageError(f"--metrics-port {opts['metrics_port']}: {exc}") from None
+    log.info("controller: metrics on %s:%d/metrics", opts["metrics_address"], opts["metrics_port"])
+    return metrics.observe, stop
+
+
 @click.command("controller")
 @click.option(
     "--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Default: in-cluster config."
@@ -261,6 +279,14 @@ def _allocation(opts: dict[str, Any], api: Any, core: Any, reader: Any, may_act:
     help="Scale Deployments labelled qosched.io/allocation to the integral allocation.",
 )
 @click.option(
+    "--metrics-port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics on this port (0: off).",
+)
+@click.option("--metrics-address", default="0.0.0.0", show_default=True, help="Address for --metrics-port.")
+@click.option(
     "--online-explore-share",
     default=0.05,
     show_default=True,
@@ -375,7 +401,11 @@ def controller(**opts: Any) -> None:
             " (dry run)" if settings.dry_run else "",
             asdict(law),
         )
-        run_loop(qoe, stop, elector=elector, retry_period_s=lease.retry_period_s)
+        on_report, stop_metrics = _metrics(opts, law)
+        try:
+            run_loop(qoe, stop, elector=elector, retry_period_s=lease.retry_period_s, on_report=on_report)
+        finally:
+            stop_metrics()
     finally:
         reader.close()
         api.close()

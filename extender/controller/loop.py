@@ -61,6 +61,7 @@ from kubernetes.utils import parse_quantity
 from qosched.extender.controller.prom import PromSnapshot
 from qosched.extender.kube.objects import (
     A_CLASS,
+    A_PREDICTED_LATENCY_MS,
     A_RATE_RPS,
     A_SLO_MS,
     PREFIX,
@@ -185,6 +186,7 @@ class ControlledPod:
     class_name: str
     qos_target: float
     containers: tuple[ContainerCpu, ...] = ()
+    predicted_ms: float | None = None  # the extender's prediction at bind (qosched.io/predicted-latency-ms)
 
     @property
     def key(self) -> str:
@@ -340,6 +342,7 @@ def parse_controlled(pod: Mapping[str, Any], classes: ClassConfig) -> Controlled
         "slo_ms": demand.slo_ms,
         "percentile": demand.slo_percentile,
         "rate_annotation_rps": _float_annotation(ann, A_RATE_RPS),
+        "predicted_ms": _float_annotation(ann, A_PREDICTED_LATENCY_MS),
         "class_name": service_class.name,
         "qos_target": float(service_class.qos_target),
     }
