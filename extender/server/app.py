@@ -107,6 +107,7 @@ def create_app(
         from qosched.extender.kube.allocation_source import AllocationSource
 
         runtime.allocation = AllocationSource(CoreV1Api(api_client), settings.allocation_configmap)
+    metrics.follow_binds(lambda: runtime.binds_in_flight, lambda: runtime.binds_outcome_unknown)
     uploader = make_uploader(conf, store, cache, api_client)
     if live:  # every replica hot-reloads what any replica stored in the ConfigMap
         from qosched.extender.kube.watch import WatchSettings

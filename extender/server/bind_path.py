@@ -167,6 +167,15 @@ class UnknownBinds:
         self.discard(uid)
         return None
 
+    def prune(self, still_assumed: Callable[[str], bool]) -> int:
+        """Forget the entries whose reservation ended; the number still held."""
+        with self._lock:
+            uids = list(self._by_uid)
+        for uid in uids:
+            if not still_assumed(uid):
+                self.discard(uid)
+        return len(self._by_uid)
+
     def __len__(self) -> int:
         return len(self._by_uid)
 

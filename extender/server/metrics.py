@@ -13,6 +13,8 @@ metric                                                    labels               m
 ``qosched_extender_node_rejections_total``                reason               nodes filtered out
 ``qosched_extender_bind_failures_total``                  reason               binds that failed
 ``qosched_extender_policy_decision_duration_seconds``     verb                 time inside the policy
+``qosched_extender_binds_in_flight``                      --                   binds waiting on the API now
+``qosched_extender_binds_outcome_unknown``                --                   timed-out binds still reserved
 ``qosched_cache_nodes`` / ``_pods`` / ``_placed_pods``    --                   cluster cache sizes
 ``qosched_cache_assumed_pods`` / ``qosched_cache_synced`` --                   (scrape time, see below)
 ========================================================  ===================  ======================
@@ -40,7 +42,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -182,6 +184,19 @@ class ExtenderMetrics:
             buckets=REQUEST_BUCKETS_S,
             registry=registry,
         )
+        # Read at scrape time from the runtime (``follow_binds``); 0 until then.
+        self.binds_in_flight = Gauge(
+            "extender_binds_in_flight",
+            "Binds between their start and their answer now (at most BIND_MAX_IN_FLIGHT).",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.binds_outcome_unknown = Gauge(
+            "extender_binds_outcome_unknown",
+            "Pods whose bind timed out and whose devices stay reserved until the watch settles it.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self._warned: set[tuple[str, str]] = set()
         self._warned_lock = threading.Lock()
         # Create every series up front so it is scraped as 0 before its first event.
@@ -196,6 +211,11 @@ class ExtenderMetrics:
             self.node_rejections.labels(reason=reason)
         for reason in (*BIND_FAILURE_REASONS, OTHER):
             self.bind_failures.labels(reason=reason)
+
+    def follow_binds(self, in_flight: Callable[[], float], outcome_unknown: Callable[[], float]) -> None:
+        """Scrape the two bind gauges from these callables (the runtime's counts)."""
+        self.binds_in_flight.set_function(in_flight)
+        self.binds_outcome_unknown.set_function(outcome_unknown)
 
     # ------------------------------------------------------------------ closed label sets
 

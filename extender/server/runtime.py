@@ -429,6 +429,11 @@ class Runtime:
         """Binds between the gate and their answer now (tests, metrics)."""
         return self._gate.in_flight
 
+    @property
+    def binds_outcome_unknown(self) -> int:
+        """Pods whose last bind timed out and whose reservation is still held (prunes the rest)."""
+        return self._unknown.prune(self.cache.is_assumed)
+
     def bind(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
         """Bind once: reserve the devices, call the API, confirm, release, or hold if unknown.
 

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 
 from qosched.extender.kube.watch import LiveCluster
 from qosched.extender.server.app import runtime_of
+from tests.extender.extender_support import metric_value
 from tests.extender.live_support import wait_until
 from tests.faults.bind_stall import drive, populate, serving_live
 from tests.faults.invariants import VerbTimer, assert_invariants
@@ -104,6 +105,7 @@ def test_timed_out_bind_keeps_its_reservation_until_the_watch_confirms(live: Fla
 
     error = _bind(http, a, "gpu-0", timer)
     assert "timed out" in error  # kube-scheduler retries the pod; the outcome is unknown
+    assert metric_value(http.get("/metrics").text, "qosched_extender_binds_outcome_unknown") == 1.0
     # a's 600 milli stay reserved: b (600 more) must not fit on the one device.
     answer = _filter(http, b, ["gpu-0"], timer)
     assert answer["NodeNames"] == []
@@ -114,6 +116,7 @@ def test_timed_out_bind_keeps_its_reservation_until_the_watch_confirms(live: Fla
     cache = _cache(live)
     wait_until(lambda: not cache.is_assumed(a["metadata"]["uid"]), what="the watch to confirm a")
     assert _node_of(api, "b") is None
+    assert metric_value(http.get("/metrics").text, "qosched_extender_binds_outcome_unknown") == 0.0
     assert_invariants(api, cache=cache, created=["default/a", "default/b"], timer=timer)
 
 
@@ -250,6 +253,7 @@ def test_concurrent_binds_beyond_the_limit_are_answered_at_once(
         for t in first:
             t.start()
         wait_until(lambda: runtime_of(app).binds_in_flight == 2, what="two binds in flight")
+        assert metric_value(app.test_client().get("/metrics").text, "qosched_extender_binds_in_flight") == 2.0
         bind(pods[2])
         elapsed, error = answers["p2"]
         assert elapsed < 0.5
