@@ -266,10 +266,24 @@ class DaskExecutor:
     address: str
     workers: int = 0
 
-    def run(self, specs: Sequence[dict[str, Any]], root: str) -> Iterator[dict[str, Any]]:
-        from distributed import Client, as_completed
+    def _client(self) -> Any:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise click.ClickException(
+                "--cluster-address needs Dask: pip install 'qosched[cluster]'"
+            ) from None
+        try:
+            return Client(self.address, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as err:
+            raise click.ClickException(
+                f"--cluster-address {self.address}: no Dask scheduler there ({err})"
+            ) from None
 
-        with Client(self.address, timeout="20s") as client:
+    def run(self, specs: Sequence[dict[str, Any]], root: str) -> Iterator[dict[str, Any]]:
+        from distributed import as_completed
+
+        with self._client() as client:
             self.workers = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
             futures = [
                 client.submit(run_cell, spec, root, key=f"qosched-cell-{i}-{spec['rel_dir']}", pure=False)

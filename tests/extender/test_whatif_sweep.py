@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -203,3 +204,13 @@ def test_dask_cluster_runs_the_same_cells(tmp_path: Path, dask_cluster: str) -> 
     hosts = {json.loads(p.read_text())["host"] for p in (remote / "runs").rglob("cell.json")}
     assert hosts
     assert _cells(remote) == _cells(local)  # same seed, same cell, wherever it ran
+
+
+@pytest.mark.slow  # the client waits out its connect timeout (20 s)
+def test_unreachable_cluster_address_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = _sweep(tmp_path / "o", "--cluster-address", f"tcp://127.0.0.1:{port}")
+    assert result.exit_code == 1
+    assert f"--cluster-address tcp://127.0.0.1:{port}: no Dask scheduler there" in result.output
