@@ -43,6 +43,7 @@ def summary_tables(summary: Mapping[str, Any], class_order: Sequence[str] | None
     from rich.table import Table
 
     policies = summary["policies"]
+    class_order = class_order or summary.get("workload", {}).get("classes")
     objective = objective_of(summary, class_order)
     ranks = rank_policies(summary, objective)
     names = sorted(policies, key=lambda n: (ranks[n], n))
