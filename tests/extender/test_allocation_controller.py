@@ -359,3 +359,39 @@ def test_live_loop_with_real_prometheus(prometheus: tuple[str, CollectorRegistry
         assert c["dogs"] == pytest.approx(10.0 * window_s, rel=0.35), counts
         assert c["cars"] == 0.0
     assert shares[0] < shares[1] < shares[2], shares
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_cli_once_runs_one_allocation_cycle(tmp_path: Path) -> None:
+    """``qosched controller --allocation --once``: one cycle, printed as JSON (Prometheus down: skipped)."""
+    from click.testing import CliRunner
+
+    from qosched.extender.cli.main import main
+
+    with FakeKubeAPI() as api:
+        _fill(api)
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+                    "users": [{"name": "u", "user": {}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+                    "current-context": "fake",
+                }
+            )
+        )
+        args = ["controller", "--kubeconfig", str(kubeconfig), "--once", "--allocation"]
+        args += ["--prometheus-url", f"http://127.0.0.1:{_closed_port()}", "--prometheus-timeout-s", "1"]
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    assert report["skipped"] == "prometheus query failed"
+    assert report["dry_run"] is False
