@@ -37,7 +37,8 @@ credit fraction :math:`f(Q/T)` of the EC2-shaped tiers (``policies.fairness.pena
 
 **Observed latency** is recovered exactly from the law's error: :math:`L = e \cdot T^*` with
 :math:`T^* = \sigma T` (``ControlStep.error`` is :math:`L / T^*`, NaN when the pod held without
-an observation). **Predicted latency** is the extender's prediction written at bind
+an observation); while a pod settles after a change (no observation) its last observed value is
+kept, so the series does not blink out after every change. **Predicted latency** is the extender's prediction written at bind
 (``qosched.io/predicted-latency-ms``): the dashboard compares it with what was delivered.
 
 Per-pod series are rebuilt from the last report at every scrape (a custom collector), so a
@@ -160,6 +161,7 @@ class ControllerMetrics(Collector):
         self._capacity: dict[tuple[str, str], float] = {}
         self._targets: dict[str, float] = {}
         self._met: dict[tuple[str, str], deque[bool]] = {}
+        self._last_observed_ms: dict[tuple[str, str], float] = {}
         self._cycles = {"ran": 0, "skipped": 0}
         self._changes = {"applied": 0, "failed": 0, "planned": 0}
         self._since_change = 0
@@ -183,8 +185,10 @@ class ControllerMetrics(Collector):
             self._targets = {p.class_name: p.qos_target for pool in report.pools for p in pool.pods}
             alive = {(s.namespace, s.pod) for s in samples}
             self._met = {k: v for k, v in self._met.items() if k in alive}
+            self._last_observed_ms = {k: v for k, v in self._last_observed_ms.items() if k in alive}
             for s in samples:
                 if s.observed_ms is not None:
+                    self._last_observed_ms[(s.namespace, s.pod)] = s.observed_ms
                     window = self._met.setdefault((s.namespace, s.pod), deque(maxlen=self._window))
                     window.append(s.observed_ms <= s.slo_ms)
 
@@ -256,8 +260,9 @@ class ControllerMetrics(Collector):
             key = [s.namespace, s.pod, s.class_name]
             slo.add_metric(key, s.slo_ms)
             share.add_metric([s.namespace, s.pod, s.resource, s.pool], s.share)
-            if s.observed_ms is not None:
-                observed.add_metric(key, s.observed_ms)
+            last_ms = self._last_observed_ms.get((s.namespace, s.pod))
+            if last_ms is not None:
+                observed.add_metric(key, last_ms)
             if s.predicted_ms is not None:
                 predicted.add_metric(key, s.predicted_ms)
             q = self.delivered_qos(s.namespace, s.pod)

@@ -104,6 +104,24 @@ def test_converged_cycles_count_up_and_skips_keep_the_state(two_pods: FakeKubeAP
     assert metric_value(text, "qosched_controller_gini", **{"class": "batch"}) == 0.0
 
 
+def test_observed_latency_is_kept_while_a_pod_settles(two_pods: FakeKubeAPI, core_v1: Any) -> None:
+    registry = CollectorRegistry()
+    settling = ControllerSettings(rate_source="none", settle_s=600.0, interval_s=10.0)
+    metrics = ControllerMetrics(registry, settling.control)
+    ctl = QoEController(core_v1, Canned({"miss": 20.0, "beat": 2.0}), settling)
+    first = ctl.cycle()
+    second = ctl.cycle()  # both pods changed a moment ago: no observation, they hold
+    assert first.applied == 2
+    assert second.changes == ()
+    metrics.observe(first)
+    metrics.observe(second)
+    text = scrape(registry)
+    labels = {"namespace": "default", "pod": "miss", "class": "batch"}
+    assert metric_value(text, "qosched_controller_observed_latency_ms", **labels) == pytest.approx(20.0)
+    assert metric_value(text, "qosched_controller_pod_delivered_qos", **labels) == 0.0  # one observed cycle
+    assert metric_value(text, "qosched_controller_cycles_since_change") == 1.0
+
+
 def test_deleted_pod_series_disappear(two_pods: FakeKubeAPI, core_v1: Any) -> None:
     registry = CollectorRegistry()
     metrics = ControllerMetrics(registry, SETTINGS.control)
