@@ -199,7 +199,9 @@ def regret(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         runs = {
             "infida": run_sequence(
-                InfidaAllocator(model.catalog, eta.eta * args.eta_scale, np.random.default_rng(args.seed)),
+                InfidaAllocator(
+                    model.catalog, eta.eta * args.eta_scale, np.random.default_rng(args.seed), antithetic=True
+                ),
                 model.catalog,
                 table,
                 counts,

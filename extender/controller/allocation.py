@@ -303,7 +303,9 @@ class AllocationController:
         s = self.settings
         bound = gradient_bound_per_mib(model.catalog, model.gap_ms(), s.max_requests_per_window, s.window_s)
         eta = step_size(model.catalog, bound, s.horizon_windows).eta
-        allocator = InfidaAllocator(model.catalog, eta, np.random.default_rng([s.seed, self.window]))
+        allocator = InfidaAllocator(
+            model.catalog, eta, np.random.default_rng([s.seed, self.window]), antithetic=True
+        )
         state = self._loaded_state if self.allocator is None else self.allocator.state()
         if state is not None:
             try:

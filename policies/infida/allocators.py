@@ -139,6 +139,7 @@ class InfidaAllocator:
     eta: float
     rng: np.random.Generator
     name: str = "infida"
+    antithetic: bool = False
     y: np.ndarray = field(init=False)
     windows: int = 0
 
@@ -146,13 +147,17 @@ class InfidaAllocator:
         self.y = initial_allocation(self.catalog)
 
     def first(self) -> Decision:
-        return Decision(self.y.copy(), dep_round_allocation(self.y, self.catalog, self.rng))
+        return Decision(
+            self.y.copy(), dep_round_allocation(self.y, self.catalog, self.rng, antithetic=self.antithetic)
+        )
 
     def observe(self, table: RequestTable, counts: np.ndarray, capacity: np.ndarray) -> Decision:
         g = subgradient(table, counts, self.y, capacity)
         self.y = mirror_ascent_step(self.y, g, self.eta, self.catalog)
         self.windows += 1
-        return Decision(self.y.copy(), dep_round_allocation(self.y, self.catalog, self.rng))
+        return Decision(
+            self.y.copy(), dep_round_allocation(self.y, self.catalog, self.rng, antithetic=self.antithetic)
+        )
 
     # -- persisted state (a plain dict; the shell writes it to a ConfigMap) --------------------
 

@@ -393,7 +393,8 @@ def make_allocation_policy(
     windows and the gradient bound of :func:`~.oma.gradient_bound_per_mib` with ``R`` the most
     requests of a service in one window: ``options["max_requests_per_window"]``, a number or a
     mapping service → number (the shell passes each service's busiest window of the trace; a live
-    controller states it).
+    controller states it). The rounding couples the nodes of a tier antithetically
+    (:func:`~.rounding.dep_round_allocation`; ``options["antithetic"]=False`` for independent nodes).
     """
     window = float(window_s or DEFAULT_WINDOW_S)
     weight = float(options.get("accuracy_weight_ms_per_pp", DEFAULT_ACCURACY_WEIGHT_MS_PER_PP))
@@ -409,4 +410,6 @@ def make_allocation_policy(
     max_requests = model.requests_per_slot(options.get("max_requests_per_window", math.inf))
     bound = gradient_bound_per_mib(model.catalog, model.gap_ms(), max_requests, window)
     eta = step_size(model.catalog, bound, windows).eta * float(options.get("eta_scale", 1.0))
-    return AllocationRouting(model, InfidaAllocator(model.catalog, eta, rng), window, name, eta=eta)
+    antithetic = bool(options.get("antithetic", True))
+    allocator = InfidaAllocator(model.catalog, eta, rng, antithetic=antithetic)
+    return AllocationRouting(model, allocator, window, name, eta=eta)

@@ -39,7 +39,7 @@ from qosched.policies.infida.oma import (
     step_size,
 )
 from qosched.policies.infida.projection import bregman_divergence, project_node
-from qosched.policies.infida.rounding import dep_round_node
+from qosched.policies.infida.rounding import dep_round_allocation, dep_round_node
 
 # --------------------------------------------------------------------------------------------
 # projection
@@ -452,3 +452,34 @@ def test_state_round_trip_and_bad_states() -> None:
     ):
         with pytest.raises(StateError):
             b.resume(bad)
+
+
+def test_antithetic_rounding_couples_identical_nodes_and_keeps_marginals() -> None:
+    """Two edge nodes with one slot each at y = ½: independent rounding loads none (or both) half
+    the time; antithetic rounding loads exactly one every time, each node still at ½ (4 s.e.)."""
+    cat = Catalog.build(
+        [NodeBudget("a", "edge", 1000.0), NodeBudget("b", "edge", 1000.0)],
+        [Slot("a", "m", 1000.0, 0.7, 5.0, 10.0), Slot("b", "m", 1000.0, 0.7, 5.0, 10.0)],
+    )
+    y = np.array([0.5, 0.5])
+    rng = np.random.default_rng(7)
+    draws = np.array([dep_round_allocation(y, cat, rng, antithetic=True) for _ in range(DRAWS)])
+    assert np.all(draws.sum(axis=1) == 1)
+    assert np.all(np.abs(draws.mean(axis=0) - 0.5) <= 4 * np.sqrt(0.25 / DRAWS))
+    independent = np.array([dep_round_allocation(y, cat, rng) for _ in range(4000)])
+    assert 0.2 < float(np.mean(independent.sum(axis=1) != 1)) < 0.8
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6), st.integers(0, 2**31))
+def test_antithetic_rounding_keeps_every_budget(y: list[float], seed: int) -> None:
+    nodes = [NodeBudget(n, "edge", 2000.0) for n in ("a", "b", "c")]
+    slots = [
+        Slot(n, m, s, 0.7, 5.0, 10.0) for n in ("a", "b", "c") for m, s in (("r50", 965.0), ("mob", 1130.0))
+    ]
+    cat = Catalog.build(nodes, slots)
+    yy = np.array(y)
+    used = cat.memory_used_mib(yy)
+    yy = yy * np.minimum(1.0, cat.budgets_mib / np.maximum(used, 1e-12))[cat.node_of]
+    x = dep_round_allocation(yy, cat, np.random.default_rng(seed), antithetic=True)
+    assert np.all(cat.memory_used_mib(x.astype(float)) <= cat.budgets_mib * (1 + 1e-9))
