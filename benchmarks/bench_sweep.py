@@ -40,6 +40,11 @@ def main() -> None:
     parser.add_argument("--policies", default="random,best-fit,fgd,qosched")
     parser.add_argument("--no-dask", action="store_true")
     parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="40 tiny cells (edge snapshot, 4 pods, one policy): the engine's own cost",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="runs per executor, interleaved; best (min wall) kept"
     )
     args = parser.parse_args()
