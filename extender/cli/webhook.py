@@ -101,6 +101,13 @@ def serve(
 @click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True)
 @click.option("--renew-before-days", type=click.IntRange(0, 365), default=30, show_default=True)
 @click.option(
+    "--ca-bundle/--no-ca-bundle",
+    default=True,
+    show_default=True,
+    help="Set caBundle of --mutating/--validating; --no-ca-bundle only keeps the Secret "
+    "(e.g. the extender's own serving certificate, manifests/components/tls).",
+)
+@click.option(
     "--kubeconfig",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -114,6 +121,7 @@ def certs(
     validating: tuple[str, ...],
     days: int,
     renew_before_days: int,
+    ca_bundle: bool,
     kubeconfig: str | None,
 ) -> None:
     """Create (or keep) a self-signed CA + serving certificate and set the webhooks' caBundle."""
@@ -133,8 +141,8 @@ def certs(
             namespace=namespace,
             service=service,
             secret=secret,
-            mutating=mutating,
-            validating=validating,
+            mutating=mutating if ca_bundle else (),
+            validating=validating if ca_bundle else (),
             days=days,
             renew_before_days=renew_before_days,
         )

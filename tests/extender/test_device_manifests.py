@@ -1,5 +1,6 @@
-"""The device layer's manifests (webhook.yaml, webhook-certs.yaml, device-plugin.yaml,
-cert-manager/certificate.yaml) against the code they run and the API they call.
+"""The device layer's manifests (components/device-layer: webhook.yaml, webhook-certs.yaml,
+device-plugin.yaml; components/cert-manager/certificate.yaml) against the code they run and the
+API they call.
 
 - RBAC: exactly the rules the code needs, enforced by the fake API server while the real code
   runs (``ensure_certs`` with the Job's flags; the plugin's pod list and node read), and the
@@ -7,14 +8,12 @@ cert-manager/certificate.yaml) against the code they run and the API they call.
 - The webhook configurations point at the Service, port and paths the app serves, with the
   chosen failure policies, timeouts and selectors; the TLS Secret, the certificate's names
   and the volume mounts agree; every container's arguments parse with the real click command.
-- ``kubectl kustomize manifests/`` builds (when kubectl is installed).
+- The base with the device-layer component builds with ``kubectl kustomize`` (when installed).
 """
 
 from __future__ import annotations
 
 import base64
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from qosched.extender.server.settings import load_config
 from qosched.extender.webhook.admission import TEMPLATE_PATHS
 from qosched.extender.webhook.app import create_app
 from qosched.extender.webhook.certs import dns_names, ensure_certs, make_bundle
+from tests.extender.kustomize_support import build, load, resource_files
 from tests.kubefake import FakeKubeAPI, RbacAuthorizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,9 +46,10 @@ def _docs(*names: str) -> list[dict[str, Any]]:
     return [d for n in names for d in yaml.safe_load_all((MANIFESTS / n).read_text()) if d]
 
 
-ALL = _docs(*(p.name for p in sorted(MANIFESTS.glob("*.yaml")) if p.name != "kustomization.yaml"))
-OBJECTS = _docs("webhook.yaml", "webhook-certs.yaml", "device-plugin.yaml")
-CERT_MANAGER = _docs("cert-manager/certificate.yaml")
+LAYER = "components/device-layer"
+OBJECTS = _docs(f"{LAYER}/webhook.yaml", f"{LAYER}/webhook-certs.yaml", f"{LAYER}/device-plugin.yaml")
+ALL = [d for p in resource_files(MANIFESTS) for d in load(p)] + OBJECTS
+CERT_MANAGER = _docs("components/cert-manager/certificate.yaml")
 
 
 def _one(kind: str, name: str, objects: list[dict[str, Any]] = OBJECTS) -> dict[str, Any]:
@@ -327,13 +328,9 @@ def test_scheduler_config_leaves_the_share_to_kube_scheduler() -> None:
     assert GPU_SHARE_RESOURCE == "qosched.io/gpu-share"
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
 def test_kustomization_builds() -> None:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60, check=True
-    ).stdout
-    built = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(out) if d}
-    assert {(o["kind"], o["metadata"]["name"]) for o in OBJECTS} <= built
+    built = {(d["kind"], d["metadata"]["name"]) for d in build(("device-layer", "cert-manager"))}
+    assert {(o["kind"], o["metadata"]["name"]) for o in OBJECTS + CERT_MANAGER} <= built
 
 
 def test_webhook_and_extender_use_the_same_service_classes() -> None:

@@ -43,7 +43,12 @@ from tests.kubefake.rbac import RbacAuthorizer
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = "qosched-system"
 USER = f"system:serviceaccount:{SYSTEM}:qosched-controller"
-RBAC = [d for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text()) if d]
+RBAC = [  # the base's and the controller component's (its ServiceAccount and roles)
+    d
+    for f in ("manifests/rbac.yaml", "manifests/components/controller/rbac.yaml")
+    for d in yaml.safe_load_all((ROOT / f).read_text())
+    if d
+]
 LOOKUP, _ = lookup_from_profiles(bundled_profiles())
 PODS = {"classify-edge": ("edge-0", "edge"), "classify-cloud": ("cloud-0", "cloud")}
 EDGE_BACKEND = backend_name("classify", "edge", "resnet50")
