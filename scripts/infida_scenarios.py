@@ -200,7 +200,11 @@ def regret(args: argparse.Namespace) -> None:
         runs = {
             "infida": run_sequence(
                 InfidaAllocator(
-                    model.catalog, eta.eta * args.eta_scale, np.random.default_rng(args.seed), antithetic=True
+                    model.catalog,
+                    eta.eta * args.eta_scale,
+                    np.random.default_rng(args.seed),
+                    antithetic=True,
+                    coupled=True,
                 ),
                 model.catalog,
                 table,

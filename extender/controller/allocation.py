@@ -304,7 +304,12 @@ class AllocationController:
         bound = gradient_bound_per_mib(model.catalog, model.gap_ms(), s.max_requests_per_window, s.window_s)
         eta = step_size(model.catalog, bound, s.horizon_windows).eta
         allocator = InfidaAllocator(
-            model.catalog, eta, np.random.default_rng([s.seed, self.window]), antithetic=True
+            model.catalog,
+            eta,
+            np.random.default_rng([s.seed, self.window]),
+            antithetic=True,
+            coupled=True,
+            round_seed=s.seed,  # the same uniforms every window, across restarts too
         )
         state = self._loaded_state if self.allocator is None else self.allocator.state()
         if state is not None:

@@ -140,24 +140,31 @@ class InfidaAllocator:
     rng: np.random.Generator
     name: str = "infida"
     antithetic: bool = False
+    #: Common random numbers across windows: every window's rounding reads the same uniforms
+    #: (from ``round_seed``; drawn from ``rng`` when None). Each window's draw is still uniform, so
+    #: its marginals are exact, but a small change of y changes few loaded models (fewer loads).
+    coupled: bool = False
+    round_seed: int | None = None
     y: np.ndarray = field(init=False)
     windows: int = 0
 
     def __post_init__(self) -> None:
         self.y = initial_allocation(self.catalog)
+        if self.coupled and self.round_seed is None:
+            self.round_seed = int(self.rng.integers(2**63))
+
+    def _round(self) -> np.ndarray:
+        rng = np.random.default_rng(self.round_seed) if self.coupled else self.rng
+        return dep_round_allocation(self.y, self.catalog, rng, antithetic=self.antithetic)
 
     def first(self) -> Decision:
-        return Decision(
-            self.y.copy(), dep_round_allocation(self.y, self.catalog, self.rng, antithetic=self.antithetic)
-        )
+        return Decision(self.y.copy(), self._round())
 
     def observe(self, table: RequestTable, counts: np.ndarray, capacity: np.ndarray) -> Decision:
         g = subgradient(table, counts, self.y, capacity)
         self.y = mirror_ascent_step(self.y, g, self.eta, self.catalog)
         self.windows += 1
-        return Decision(
-            self.y.copy(), dep_round_allocation(self.y, self.catalog, self.rng, antithetic=self.antithetic)
-        )
+        return Decision(self.y.copy(), self._round())
 
     # -- persisted state (a plain dict; the shell writes it to a ConfigMap) --------------------
 

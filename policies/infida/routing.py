@@ -394,7 +394,9 @@ def make_allocation_policy(
     requests of a service in one window: ``options["max_requests_per_window"]``, a number or a
     mapping service → number (the shell passes each service's busiest window of the trace; a live
     controller states it). The rounding couples the nodes of a tier antithetically
-    (:func:`~.rounding.dep_round_allocation`; ``options["antithetic"]=False`` for independent nodes).
+    (:func:`~.rounding.dep_round_allocation`; ``options["antithetic"]=False`` for independent nodes)
+    and the windows by common random numbers (``options["coupled"]=False`` for a fresh draw each
+    window; :class:`~.allocators.InfidaAllocator`).
     """
     window = float(window_s or DEFAULT_WINDOW_S)
     weight = float(options.get("accuracy_weight_ms_per_pp", DEFAULT_ACCURACY_WEIGHT_MS_PER_PP))
@@ -411,5 +413,6 @@ def make_allocation_policy(
     bound = gradient_bound_per_mib(model.catalog, model.gap_ms(), max_requests, window)
     eta = step_size(model.catalog, bound, windows).eta * float(options.get("eta_scale", 1.0))
     antithetic = bool(options.get("antithetic", True))
-    allocator = InfidaAllocator(model.catalog, eta, rng, antithetic=antithetic)
+    coupled = bool(options.get("coupled", True))
+    allocator = InfidaAllocator(model.catalog, eta, rng, antithetic=antithetic, coupled=coupled)
     return AllocationRouting(model, allocator, window, name, eta=eta)

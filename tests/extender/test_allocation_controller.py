@@ -38,7 +38,12 @@ from tests.kubefake.rbac import RbacAuthorizer
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = "qosched-system"
 USER = f"system:serviceaccount:{SYSTEM}:qosched-controller"
-RBAC = [d for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text()) if d]
+#: The base install's roles and, when the controller ships as a component, the component's.
+RBAC_FILES = [
+    ROOT / "manifests" / "rbac.yaml",
+    ROOT / "manifests" / "components" / "controller" / "rbac.yaml",
+]
+RBAC = [d for f in RBAC_FILES if f.is_file() for d in yaml.safe_load_all(f.read_text()) if d]
 LOOKUP, DEVICE_MEMORY = lookup_from_profiles(bundled_profiles())
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 METRIC = "inference_request_duration_seconds"

@@ -483,3 +483,23 @@ def test_antithetic_rounding_keeps_every_budget(y: list[float], seed: int) -> No
     yy = yy * np.minimum(1.0, cat.budgets_mib / np.maximum(used, 1e-12))[cat.node_of]
     x = dep_round_allocation(yy, cat, np.random.default_rng(seed), antithetic=True)
     assert np.all(cat.memory_used_mib(x.astype(float)) <= cat.budgets_mib * (1 + 1e-9))
+
+
+def test_coupled_rounding_keeps_x_while_y_stays_and_marginals_over_seeds() -> None:
+    """Common random numbers across windows: the same y gives the same x window after window (no
+    load), and over allocators (seeds) each slot is loaded with probability y (4 s.e.)."""
+    cat = Catalog.build(
+        [NodeBudget("n", "edge", 2.0)], [Slot("n", f"m{i}", 1.0, 0.7, 5.0, 10.0) for i in range(4)]
+    )
+    y = np.array([0.9, 0.5, 0.4, 0.2])
+    a = InfidaAllocator(cat, 0.0, np.random.default_rng(1), coupled=True)
+    a.y = y.copy()
+    first = a._round()
+    assert all(np.array_equal(first, a._round()) for _ in range(5))
+    draws = []
+    for seed in range(4000):
+        b = InfidaAllocator(cat, 0.0, np.random.default_rng(seed), coupled=True)
+        b.y = y.copy()
+        draws.append(b._round())
+    mean = np.mean(draws, axis=0)
+    assert np.all(np.abs(mean - y) <= 4 * np.sqrt(y * (1 - y) / 4000) + 1e-3), mean
