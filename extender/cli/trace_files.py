@@ -26,13 +26,14 @@ from qosched.policies.traces.openb import (
     TraceNode,
     TracePod,
     parse_nodes,
-    parse_pods,
+    parse_pod_list,
 )
 
 __all__ = [
     "read_node_table",
     "read_nodes",
     "read_openb_trace",
+    "read_pod_list",
     "read_pod_table",
     "read_pods",
     "workload_from_trace_files",
@@ -49,12 +50,18 @@ def read_nodes(path: str | os.PathLike[str]) -> tuple[TraceNode, ...]:
 
 
 def read_pods(path: str | os.PathLike[str]) -> tuple[TracePod, ...]:
-    """Read an openb pod list (:func:`~qosched.policies.traces.openb.parse_pods`).
+    """Read an openb pod list, full or short form (:func:`~qosched.policies.traces.openb.parse_pods`).
 
     Raises ``TraceFormatError`` (naming file, line and column) or ``OSError``.
     """
+    return read_pod_list(path)[0]
+
+
+def read_pod_list(path: str | os.PathLike[str]) -> tuple[tuple[TracePod, ...], tuple[str, ...]]:
+    """Read an openb pod list and the optional columns it lacks
+    (:func:`~qosched.policies.traces.openb.parse_pod_list`)."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        return parse_pods(handle, os.path.basename(path))
+        return parse_pod_list(handle, os.path.basename(path))
 
 
 def read_node_table(path: str | os.PathLike[str]) -> NodeTable:
@@ -68,12 +75,16 @@ def read_pod_table(path: str | os.PathLike[str]) -> PodTable:
 
 
 def read_openb_trace(nodes_csv: str | os.PathLike[str], pods_csv: str | os.PathLike[str]) -> OpenbTrace:
-    """A node list and a pod list, read, as the workload builders take them."""
+    """A node list and a pod list (full or short form), read, as the workload builders take
+    them; the pod list's missing optional columns are recorded (``missing_pod_columns``) so
+    that a mode needing one refuses with a line naming it."""
+    pods, missing = read_pod_list(pods_csv)
     return OpenbTrace(
         nodes=read_nodes(nodes_csv),
-        pods=read_pods(pods_csv),
+        pods=pods,
         nodes_file=os.path.basename(nodes_csv),
         pods_file=os.path.basename(pods_csv),
+        missing_pod_columns=missing,
     )
 
 

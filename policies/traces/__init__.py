@@ -21,6 +21,7 @@ from qosched.policies.traces.openb import (
     TracePod,
     cluster_capacity,
     parse_nodes,
+    parse_pod_list,
     parse_pods,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "cluster_capacity",
     "inflate_workload",
     "parse_nodes",
+    "parse_pod_list",
     "parse_pods",
     "tune_workload",
 ]

@@ -10,7 +10,20 @@ CSV file, both with a header line:
 
 * node lists ``openb_node_list_*.csv``: ``sn, cpu_milli, memory_mib, gpu, model``;
 * pod lists ``openb_pod_list_*.csv``: ``name, cpu_milli, memory_mib, num_gpu, gpu_milli,
-  gpu_spec, qos, pod_phase, creation_time, deletion_time, scheduled_time``.
+  gpu_spec, qos, pod_phase, creation_time, deletion_time, scheduled_time``, or the short form
+  of some of the FGD repository's variant lists, ``name, cpu_milli, memory_mib, num_gpu,
+  gpu_milli`` (:data:`POD_REQUIRED_COLUMNS`; both are the published format).
+
+Missing optional pod columns (:data:`POD_OPTIONAL_COLUMNS`) take these defaults, and
+:func:`parse_pod_list` says which were missing so that a mode needing one can refuse clearly:
+
+* ``gpu_spec`` → ``()``: any GPU type;
+* ``qos`` → ``None``: the default service class (``ClassConfig.default_class``);
+* ``pod_phase`` → ``None``: not observed;
+* ``creation_time``, ``deletion_time``, ``scheduled_time`` → ``None``: no times. FGD-mode
+  replays (``--inflate`` without ``--departures``) need none; trace mode and contention mode
+  need them (``qosched.policies.simulator.scenarios`` raises a one-line
+  :class:`TraceFormatError` naming the missing column).
 
 Quirks of the real files, and how they are read here:
 
@@ -60,7 +73,9 @@ from qosched.policies.types import GPU_MILLI_PER_DEVICE
 __all__ = [
     "NODE_COLUMNS",
     "POD_COLUMNS",
+    "POD_OPTIONAL_COLUMNS",
     "POD_PHASES",
+    "POD_REQUIRED_COLUMNS",
     "QOS_VALUES",
     "ClusterCapacity",
     "NodeTable",
@@ -71,6 +86,7 @@ __all__ = [
     "TracePod",
     "cluster_capacity",
     "parse_nodes",
+    "parse_pod_list",
     "parse_pods",
 ]
 
@@ -90,6 +106,10 @@ POD_COLUMNS: tuple[str, ...] = (
     "deletion_time",
     "scheduled_time",
 )
+#: Pod columns every pod list has (the short form has only these).
+POD_REQUIRED_COLUMNS: tuple[str, ...] = POD_COLUMNS[:5]
+#: Pod columns that may be missing (defaults in the module docstring).
+POD_OPTIONAL_COLUMNS: tuple[str, ...] = POD_COLUMNS[5:]
 #: Values of the ``qos`` column (Kubernetes QoS plus Alibaba's LS = latency-sensitive, BE = best effort).
 QOS_VALUES: frozenset[str] = frozenset({"LS", "Burstable", "BE", "Guaranteed"})
 #: Values of the ``pod_phase`` column (the Kubernetes pod phases).
@@ -162,13 +182,15 @@ class TracePod:
         Milli-GPU requested on EACH of the ``num_gpu`` GPUs: 1..1000 when ``num_gpu == 1``
         (< 1000 = GPU sharing), exactly 1000 when ``num_gpu > 1``, 0 when ``num_gpu == 0``.
     gpu_spec : tuple of str
-        GPU models the pod may run on; empty = any.
-    qos : str
-        ``LS``, ``Burstable``, ``BE`` or ``Guaranteed``.
-    phase : str
-        Observed ``pod_phase`` (``Running``, ``Succeeded``, ``Failed``, ``Pending``).
-    creation_s : float
-        Submission time [s from the trace start].
+        GPU models the pod may run on; empty = any (also when the list has no such column).
+    qos : str or None
+        ``LS``, ``Burstable``, ``BE`` or ``Guaranteed``; None when the list has no ``qos``
+        column (the default service class).
+    phase : str or None
+        Observed ``pod_phase`` (``Running``, ``Succeeded``, ``Failed``, ``Pending``); None when
+        the list has no such column.
+    creation_s : float or None
+        Submission time [s from the trace start]; None when the list has no times.
     deletion_s : float or None
         Deletion time [s]; None = never deleted.
     scheduled_s : float or None
@@ -181,9 +203,9 @@ class TracePod:
     num_gpu: int
     gpu_milli: int
     gpu_spec: tuple[str, ...]
-    qos: str
-    phase: str
-    creation_s: float
+    qos: str | None
+    phase: str | None
+    creation_s: float | None
     deletion_s: float | None
     scheduled_s: float | None
 
@@ -292,6 +314,9 @@ class _Cells:
     def error(self, column: str | None, problem: str) -> TraceFormatError:
         return TraceFormatError(self._file, self.line, column, problem)
 
+    def has(self, column: str) -> bool:
+        return column in self._index
+
     def text(self, column: str) -> str:
         return self._cells[self._index[column]]
 
@@ -323,11 +348,19 @@ class _Cells:
         return value
 
 
-def _iter_cells(lines: Iterable[str], file: str, required: Sequence[str]) -> Iterator[_Cells]:
+def _iter_cells(
+    lines: Iterable[str],
+    file: str,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    header_out: list[str] | None = None,
+) -> Iterator[_Cells]:
     """Yield the data rows of a CSV text after checking its header has ``required`` columns.
 
     ``lines`` are the file's lines (an open text file will do; open it with ``newline=""`` as
-    the csv module asks); ``file`` names it in error messages.
+    the csv module asks); ``file`` names it in error messages. Columns of ``optional`` that
+    the header has are indexed too (:meth:`_Cells.has` tells which); ``header_out``, if
+    given, receives the header's column names once it is read.
     """
     reader = csv.reader(_without_bom(lines))
     try:
@@ -337,12 +370,14 @@ def _iter_cells(lines: Iterable[str], file: str, required: Sequence[str]) -> Ite
     except csv.Error as exc:
         raise TraceFormatError(file, reader.line_num, None, f"unreadable CSV: {exc}") from None
     names = [h.strip() for h in header]
+    if header_out is not None:
+        header_out.extend(names)
     missing = [c for c in required if c not in names]
     if missing:
         raise TraceFormatError(
             file, None, None, f"missing column(s) {', '.join(missing)}; the header is {','.join(names)}"
         )
-    index = {name: names.index(name) for name in required}
+    index = {name: names.index(name) for name in (*required, *optional) if name in names}
     width = len(names)
     while True:
         try:
@@ -393,21 +428,9 @@ def _pod_from_cells(row: _Cells) -> TracePod:
             "gpu_milli",
             f"a multi-GPU pod (num_gpu {num_gpu}) takes whole GPUs: expected 1000, got {gpu_milli}",
         )
-    creation_s = row.time("creation_time", optional=False)
-    assert creation_s is not None  # optional=False never returns None
-    deletion_s = row.time("deletion_time", optional=True)
-    scheduled_s = row.time("scheduled_time", optional=True)
-    if deletion_s is not None and deletion_s < creation_s:
-        raise row.error(
-            "deletion_time",
-            f"{row.text('deletion_time')!r} is before creation_time {row.text('creation_time')!r}",
-        )
-    if scheduled_s is not None and scheduled_s < creation_s:
-        raise row.error(
-            "scheduled_time",
-            f"{row.text('scheduled_time')!r} is before creation_time {row.text('creation_time')!r}",
-        )
-    spec_items = (item.strip() for item in row.text("gpu_spec").split("|"))
+    creation_s, deletion_s, scheduled_s = _pod_times(row)
+    spec_text = row.text("gpu_spec") if row.has("gpu_spec") else ""
+    spec_items = (item.strip() for item in spec_text.split("|"))
     return TracePod(
         name=row.name("name"),
         cpu_milli=row.integer("cpu_milli"),
@@ -415,12 +438,31 @@ def _pod_from_cells(row: _Cells) -> TracePod:
         num_gpu=num_gpu,
         gpu_milli=gpu_milli,
         gpu_spec=tuple(dict.fromkeys(item for item in spec_items if item)),
-        qos=row.choice("qos", QOS_VALUES),
-        phase=row.choice("pod_phase", POD_PHASES),
+        qos=row.choice("qos", QOS_VALUES) if row.has("qos") else None,
+        phase=row.choice("pod_phase", POD_PHASES) if row.has("pod_phase") else None,
         creation_s=creation_s,
         deletion_s=deletion_s,
         scheduled_s=scheduled_s,
     )
+
+
+def _pod_times(row: _Cells) -> tuple[float | None, float | None, float | None]:
+    """(creation, deletion, scheduled) [s]; a missing column is None, as an empty optional cell.
+
+    ``creation_time`` must be filled when its column exists; deletion and scheduling may not
+    come before creation.
+    """
+    creation_s = row.time("creation_time", optional=False) if row.has("creation_time") else None
+    deletion_s = row.time("deletion_time", optional=True) if row.has("deletion_time") else None
+    scheduled_s = row.time("scheduled_time", optional=True) if row.has("scheduled_time") else None
+    if creation_s is None:
+        return None, deletion_s, scheduled_s
+    for column, value in (("deletion_time", deletion_s), ("scheduled_time", scheduled_s)):
+        if value is not None and value < creation_s:
+            raise row.error(
+                column, f"{row.text(column)!r} is before creation_time {row.text('creation_time')!r}"
+            )
+    return creation_s, deletion_s, scheduled_s
 
 
 _T = TypeVar("_T")
@@ -463,7 +505,13 @@ def parse_nodes(lines: Iterable[str], file: str) -> tuple[TraceNode, ...]:
 
 
 def parse_pods(lines: Iterable[str], file: str) -> tuple[TracePod, ...]:
-    """Parse an openb pod list (the 11 columns of :data:`POD_COLUMNS`).
+    """Parse an openb pod list: the pods of :func:`parse_pod_list`."""
+    return parse_pod_list(lines, file)[0]
+
+
+def parse_pod_list(lines: Iterable[str], file: str) -> tuple[tuple[TracePod, ...], tuple[str, ...]]:
+    """Parse an openb pod list, full (the 11 columns of :data:`POD_COLUMNS`) or short
+    (:data:`POD_REQUIRED_COLUMNS`), and say which optional columns it lacked.
 
     Parameters
     ----------
@@ -475,19 +523,25 @@ def parse_pods(lines: Iterable[str], file: str) -> tuple[TracePod, ...]:
 
     Returns
     -------
-    tuple of TracePod
-        In file order (the default list is sorted by creation time; the resampled variants are not).
+    pods : tuple of TracePod
+        In file order (the default list is sorted by creation time; the resampled variants are
+        not). Missing columns take the module docstring's defaults.
+    missing : tuple of str
+        The columns of :data:`POD_OPTIONAL_COLUMNS` the header lacks, in that order.
 
     Raises
     ------
     TraceFormatError
-        A missing column, a malformed cell, a semantic error (``gpu_milli`` outside 0..1000 or
-        inconsistent with ``num_gpu``, a negative time, deletion or scheduling before creation)
-        or a duplicate pod name; the message names file, line and column.
+        A missing required column, a malformed cell, a semantic error (``gpu_milli`` outside
+        0..1000 or inconsistent with ``num_gpu``, a negative time, deletion or scheduling before
+        creation) or a duplicate pod name; the message names file, line and column.
     """
-    pods = tuple(_pod_from_cells(row) for row in _iter_cells(lines, file, POD_COLUMNS))
+    header: list[str] = []
+    rows = _iter_cells(lines, file, POD_REQUIRED_COLUMNS, POD_OPTIONAL_COLUMNS, header)
+    pods = tuple(_pod_from_cells(row) for row in rows)
     _unique_names(file, pods, lambda p: p.name)
-    return pods
+    missing = tuple(c for c in POD_OPTIONAL_COLUMNS if c not in header)
+    return pods, missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +556,19 @@ class OpenbTrace:
     pods: tuple[TracePod, ...]
     nodes_file: str = ""
     pods_file: str = ""
+    missing_pod_columns: tuple[str, ...] = ()
+
+    def require_pod_columns(self, columns: Sequence[str], needed_by: str) -> None:
+        """Raise a one-line :class:`TraceFormatError` naming the first of ``columns`` the pod
+        list lacked (``needed_by`` says what needs it)."""
+        for column in columns:
+            if column in self.missing_pod_columns:
+                raise TraceFormatError(
+                    self.pods_file or "pods",
+                    None,
+                    column,
+                    f"missing from the pod list (a short-form list?); {needed_by} needs it",
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,8 +652,9 @@ class NodeTable:
 class PodTable:
     """Columnar form of a pod list: one read-only numpy array per numeric column.
 
-    Missing times are ``+inf`` (never deleted / never scheduled) so that comparisons such as
-    ``deletion_s > t`` need no mask.
+    Missing times are ``+inf`` (never deleted / never scheduled; no creation time in a short-form
+    list) so that comparisons such as ``deletion_s > t`` need no mask; a missing ``qos`` or
+    ``pod_phase`` is ``""``.
 
     Attributes
     ----------
@@ -640,9 +708,9 @@ class PodTable:
             num_gpu=_frozen_array([p.num_gpu for p in pods], np.int64),
             gpu_milli=_frozen_array([p.gpu_milli for p in pods], np.int64),
             gpu_spec=tuple(p.gpu_spec for p in pods),
-            qos=_frozen_array([p.qos for p in pods], str),
-            phase=_frozen_array([p.phase for p in pods], str),
-            creation_s=_frozen_array([p.creation_s for p in pods], np.float64),
+            qos=_frozen_array([p.qos or "" for p in pods], str),
+            phase=_frozen_array([p.phase or "" for p in pods], str),
+            creation_s=_frozen_array([_none_to_inf(p.creation_s) for p in pods], np.float64),
             deletion_s=_frozen_array([_none_to_inf(p.deletion_s) for p in pods], np.float64),
             scheduled_s=_frozen_array([_none_to_inf(p.scheduled_s) for p in pods], np.float64),
         )
@@ -664,9 +732,9 @@ class PodTable:
             num_gpu=int(self.num_gpu[i]),
             gpu_milli=int(self.gpu_milli[i]),
             gpu_spec=self.gpu_spec[i],
-            qos=str(self.qos[i]),
-            phase=str(self.phase[i]),
-            creation_s=float(self.creation_s[i]),
+            qos=str(self.qos[i]) or None,
+            phase=str(self.phase[i]) or None,
+            creation_s=_inf_to_none(float(self.creation_s[i])),
             deletion_s=_inf_to_none(float(self.deletion_s[i])),
             scheduled_s=_inf_to_none(float(self.scheduled_s[i])),
         )

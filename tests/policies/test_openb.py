@@ -295,11 +295,11 @@ def test_malformed_node_cell(tmp_path: Path, row: int, column: str, text: str, m
     ("loader", "header", "rows", "missing"),
     [
         (read_pods, POD_COLUMNS, POD_ROWS, "gpu_milli"),
-        (read_pods, POD_COLUMNS, POD_ROWS, "scheduled_time"),
+        (read_pods, POD_COLUMNS, POD_ROWS, "name"),
         (read_nodes, NODE_COLUMNS, NODE_ROWS, "model"),
         (read_nodes, NODE_COLUMNS, NODE_ROWS, "sn"),
     ],
-    ids=["pod-gpu_milli", "pod-scheduled_time", "node-model", "node-sn"],
+    ids=["pod-gpu_milli", "pod-name", "node-model", "node-sn"],
 )
 def test_missing_column(
     tmp_path: Path, loader: Callable[[Path], object], header: tuple[str, ...], rows: list[str], missing: str
