@@ -1,0 +1,577 @@
+"""Pods per second behind a scheduler: qosched vs the thinnest Flask extender, end to end (issue 19).
+
+Three kinds of process, as on a cluster, all on loopback:
+
+* **API server**: the project's fake kube-apiserver (``tests/kubefake``: real REST, list/watch,
+  ``pods/binding``), run in its own process (``--serve-api``), loaded with ``--nodes`` nodes of 4
+  ``nvidia-t4`` GPUs and ``--pods`` pending pods whose bodies are the captured kube-scheduler v1.36
+  request's pod (``shared/fixtures/kube-scheduler/filter-low-nodecache.json``: 250 milli-GPU,
+  class batch, resnet50) with their own name and UID.
+* **extender**: either qosched as ``manifests/deployment.yaml`` runs it (``gunicorn
+  -c python:qosched.extender.server.gunicorn_conf 'qosched.extender.server.app:create_app()'``,
+  one worker, ``QOSCHED_THREADS=8``, the manifest's policy, timeouts and ConfigMap settings,
+  watch-fed from the API server), or the null extender (:func:`null_app`: every node passes,
+  score 0, one keep-alive ``Binding`` POST per bind) under the same gunicorn settings file.
+* **scheduler** (``--schedule``): plays kube-scheduler's loop with an extender configured as in
+  ``manifests/scheduler-config.yaml`` (``nodeCacheCapable``, filter + prioritize + bind): one pod
+  at a time, ``/filter`` with the full pod and ``NodeNames`` (a sample, below), ``/prioritize``
+  with the kept names, the highest score wins (ties broken at random, as ``selectHost``), and the
+  ``/bind`` runs asynchronously in a pool (kube-scheduler's binding cycle is a goroutine: it
+  overlaps the next pods' scheduling cycles). A bind ``Error`` or a failed verb puts the pod back
+  in the queue. Bodies are encoded with orjson and sent over keep-alive ``http.client``
+  connections, so the stand-in itself costs little CPU.
+
+Node sampling: kube-scheduler's filter stops after ``numFeasibleNodesToFind`` feasible nodes,
+starting where the previous cycle stopped (``nextStartNodeIndex``). With the default
+``percentageOfNodesToScore`` (0: adaptive), upstream ``pkg/scheduler/schedule_one.go``::
+
+    if numAllNodes < 100 (minFeasibleNodesToFind) or percentage >= 100: all nodes
+    percentage = 50 - numAllNodes / 125            (integer division; at least 5)
+    numNodes   = max(numAllNodes * percentage / 100, 100)
+
+500 nodes → 46 % → 230 names per ``/filter`` (``--sample adaptive``, the default); ``--sample
+all`` sends every node, ``--sample N`` a fixed count.
+
+Each run starts a fresh API server and extender; qosched and null runs alternate in pairs (the
+order swaps every pair) and the report gives medians over the pairs of: pods/s (all pods bound:
+first ``/filter`` sent → last successful ``/bind`` answered), qosched/null ratio per pair,
+per-verb p50/p99 as the scheduler saw them, the extender's CPU per pod (gunicorn master + worker,
+``/proc``), and the extender's start-up (process start → ``/readyz`` 200).
+
+Run: ``.venv/bin/python benchmarks/bench_scheduler_loop.py [--pairs 3] [--nodes 500] [--pods 1500]``
+(about 20 s per run on 2 cores). ``--only qosched`` runs one side (profiling);
+``--extender-env K=V`` adds a ``QOSCHED_*`` setting to qosched's environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "kube-scheduler" / "filter-low-nodecache.json"
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+GPUS_PER_NODE = 4
+#: What manifests/deployment.yaml sets for the extender container (the in-cluster and file paths
+#: replaced by the benchmark's kubeconfig and a temporary directory).
+MANIFEST_ENV = {
+    "QOSCHED_POLICY": "qosched",
+    "QOSCHED_PROFILES_CONFIGMAP": "qosched-system/qosched-profiles",
+    "QOSCHED_PLACEMENT_HINTS_CONFIGMAP": "qosched-system/qosched-placement-hints",
+    "QOSCHED_ALLOCATION_CONFIGMAP": "qosched-system/qosched-allocation",
+    "QOSCHED_SCHEDULER_HTTP_TIMEOUT_S": "10",
+    "QOSCHED_BIND_TIMEOUT_S": "5",
+    "QOSCHED_THREADS": "8",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+
+def num_feasible_nodes_to_find(num_all_nodes: int, percentage: int = 0) -> int:
+    """kube-scheduler's ``numFeasibleNodesToFind`` (module docstring), percentage 0 = adaptive."""
+    min_nodes, min_percentage = 100, 5
+    if num_all_nodes < min_nodes or percentage >= 100:
+        return num_all_nodes
+    if percentage <= 0:
+        percentage = max(50 - num_all_nodes // 125, min_percentage)
+    return max(num_all_nodes * percentage // 100, min_nodes)
+
+
+def node_name(i: int) -> str:
+    return f"gpu-node-{i:04d}"
+
+
+def fixture_pod() -> dict[str, Any]:
+    """The pod kube-scheduler v1.36 sent in the captured ``/filter`` request."""
+    return dict(json.loads(FIXTURE.read_text())["request"]["Pod"])
+
+
+def pod_from_fixture(template: dict[str, Any], i: int) -> dict[str, Any]:
+    pod = copy.deepcopy(template)
+    meta = pod["metadata"]
+    meta["name"] = f"low-{i:05d}"
+    meta["uid"] = f"00000000-0000-4000-8000-{i:012d}"
+    for key in ("resourceVersion", "creationTimestamp", "generation"):
+        meta.pop(key, None)
+    pod["apiVersion"], pod["kind"] = "v1", "Pod"
+    return pod
+
+
+# ----------------------------------------------------------------------------- API server process
+
+
+def serve_api(nodes: int, pods: int, port_file: Path) -> None:
+    """The fake API server with the cluster, in this process, until SIGTERM."""
+    sys.path.insert(0, str(ROOT))
+    from tests.kubefake import FakeKubeAPI, server
+
+    # Go's net/http (kube-apiserver) sets TCP_NODELAY; http.server does not, and a response
+    # written as headers + body then waits for the client's delayed ACK (~40 ms per binding).
+    server._Handler.disable_nagle_algorithm = True
+    api = FakeKubeAPI(bookmark_interval_s=30.0).start()
+    for i in range(nodes):
+        api.add_node(node_name(i), accelerator="nvidia-t4", gpus=GPUS_PER_NODE)
+    template = fixture_pod()
+    for i in range(pods):
+        api.add_pod(pod_from_fixture(template, i))
+    port_file.write_text(api.url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    api.stop()
+
+
+# ----------------------------------------------------------------------------- the null extender
+
+
+def null_app() -> Any:
+    """The thinnest Flask extender: orjson in, every node passes, score 0, one Binding POST.
+
+    The bind is one keep-alive POST of a ``v1.Binding`` through a urllib3 pool to the API server
+    named by ``NULL_API_URL`` (what a minimal Python extender with a bind verb must do).
+    """
+    import urllib3
+    from flask import Flask, Response, request
+
+    api_url = os.environ["NULL_API_URL"].rstrip("/")
+    pool = urllib3.PoolManager(maxsize=8)
+    app = Flask("null-extender")
+
+    def names(doc: dict[str, Any]) -> list[str]:
+        if doc.get("NodeNames") is not None:
+            return list(doc["NodeNames"])
+        return [n["metadata"]["name"] for n in ((doc.get("Nodes") or {}).get("items") or [])]
+
+    @app.post("/filter")
+    def filter_() -> Response:
+        doc = orjson.loads(request.get_data())
+        out = {"Nodes": None, "NodeNames": names(doc), "FailedNodes": None, "Error": ""}
+        return Response(orjson.dumps(out), mimetype="application/json")
+
+    @app.post("/prioritize")
+    def prioritize() -> Response:
+        doc = orjson.loads(request.get_data())
+        return Response(
+            orjson.dumps([{"Host": n, "Score": 0} for n in names(doc)]), mimetype="application/json"
+        )
+
+    @app.post("/bind")
+    def bind() -> Response:
+        doc = orjson.loads(request.get_data())
+        ns, name = doc["PodNamespace"], doc["PodName"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": ns, "uid": doc["PodUID"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": doc["Node"]},
+        }
+        resp = pool.request(
+            "POST",
+            f"{api_url}/api/v1/namespaces/{ns}/pods/{name}/binding",
+            body=orjson.dumps(body),
+            headers=JSON_HEADERS,
+            timeout=5.0,
+        )
+        error = "" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+        return Response(orjson.dumps({"Error": error}), mimetype="application/json")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        return Response("ready\n", mimetype="text/plain")
+
+    return app
+
+
+# ----------------------------------------------------------------------------- the scheduler
+
+
+@dataclass
+class Verbs:
+    """Latencies per verb [s] as the scheduler saw them (thread-safe appends)."""
+
+    times: dict[str, list[float]] = field(
+        default_factory=lambda: {"filter": [], "prioritize": [], "bind": []}
+    )
+
+    def add(self, verb: str, seconds: float) -> None:
+        self.times[verb].append(seconds)
+
+
+class Connection(threading.local):
+    """One keep-alive HTTP/1.1 connection per thread (kube-scheduler's transport keeps them)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.conn = http.client.HTTPConnection(host, port, timeout=10)
+
+    def post(self, path: str, body: bytes) -> Any:
+        try:
+            self.conn.request("POST", path, body, JSON_HEADERS)
+            resp = self.conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            return None
+        return orjson.loads(data) if resp.status == 200 else None
+
+
+def schedule(extender_url: str, api_url: str, sample: str, out: Path, seed: int) -> None:
+    """kube-scheduler's loop over every pending pod (module docstring); figures written to ``out``."""
+    # The bind threads must get the GIL promptly when their answer arrives (Go's goroutines would
+    # run on another core); the default 5 ms switch interval would add up to 5 ms to each bind.
+    sys.setswitchinterval(0.0002)
+    host, port = extender_url.removeprefix("http://").split(":")
+    api_host, api_port = api_url.removeprefix("http://").split(":")
+    api = http.client.HTTPConnection(api_host, int(api_port), timeout=30)
+    api.request("GET", "/api/v1/nodes")
+    nodes = [n["metadata"]["name"] for n in orjson.loads(api.getresponse().read())["items"]]
+    api.request("GET", "/api/v1/namespaces/default/pods?fieldSelector=spec.nodeName%3D")
+    pods = orjson.loads(api.getresponse().read())["items"]
+    api.close()
+    count = (
+        len(nodes)
+        if sample == "all"
+        else num_feasible_nodes_to_find(len(nodes))
+        if sample == "adaptive"
+        else int(sample)
+    )
+    rng = random.Random(seed)
+    verbs = Verbs()
+    queue: deque[dict[str, Any]] = deque(pods)
+    retry: list[tuple[float, dict[str, Any]]] = []  # (when the backoff ends, pod)
+    failures: dict[str, int] = {}
+    retry_lock = threading.Lock()
+    cycle = Connection(host, int(port))
+    binder = Connection(host, int(port))
+    bound = 0
+    bound_lock = threading.Lock()
+    attempts = 0
+    start = 0
+    errors: dict[str, int] = {}
+
+    def back_off(pod: dict[str, Any]) -> None:
+        """kube-scheduler's pod backoff: 1 s doubling per failed attempt up to 10 s (the
+        defaults of ``podInitialBackoffSeconds`` / ``podMaxBackoffSeconds``)."""
+        uid = pod["metadata"]["uid"]
+        with retry_lock:
+            failures[uid] = n = failures.get(uid, 0) + 1
+            retry.append((time.perf_counter() + min(2.0 ** (n - 1), 10.0), pod))
+
+    def bind(pod: dict[str, Any], node: str) -> None:
+        nonlocal bound
+        meta = pod["metadata"]
+        body = orjson.dumps(
+            {"PodName": meta["name"], "PodNamespace": meta["namespace"], "PodUID": meta["uid"], "Node": node}
+        )
+        t0 = time.perf_counter()
+        answer = binder.post("/bind", body)
+        verbs.add("bind", time.perf_counter() - t0)
+        if answer is None or answer.get("Error"):
+            why = "bind: " + ("no answer" if answer is None else str(answer["Error"])[:40])
+            with retry_lock:
+                errors[why] = errors.get(why, 0) + 1
+            back_off(pod)
+            return
+        with bound_lock:
+            bound += 1
+
+    t_start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="bind") as pool:
+        while bound < len(pods):
+            if not queue:
+                now = time.perf_counter()
+                with retry_lock:
+                    queue.extend(p for t, p in retry if t <= now)
+                    retry[:] = [(t, p) for t, p in retry if t > now]
+                if not queue:  # every pod bound, being bound or backing off: wait
+                    time.sleep(0.0005)
+                    continue
+            pod = queue.popleft()
+            attempts += 1
+            names = [nodes[(start + k) % len(nodes)] for k in range(count)]
+            start = (start + count) % len(nodes)
+            args = {"Pod": pod, "Nodes": None, "NodeNames": names}
+            t0 = time.perf_counter()
+            kept = cycle.post("/filter", orjson.dumps(args))
+            verbs.add("filter", time.perf_counter() - t0)
+            if not kept or kept.get("Error") or not kept.get("NodeNames"):
+                why = "filter: " + ("no answer" if not kept else str(kept.get("Error") or "no node")[:60])
+                errors[why] = errors.get(why, 0) + 1
+                back_off(pod)
+                continue
+            feasible = kept["NodeNames"]
+            t0 = time.perf_counter()
+            scores = cycle.post(
+                "/prioritize", orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": feasible})
+            )
+            verbs.add("prioritize", time.perf_counter() - t0)
+            if scores is None:
+                errors["prioritize: no answer"] = errors.get("prioritize: no answer", 0) + 1
+                back_off(pod)
+                continue
+            best = max(s["Score"] for s in scores) if scores else 0
+            chosen = rng.choice([s["Host"] for s in scores if s["Score"] == best] or feasible)
+            pool.submit(bind, pod, chosen)
+    elapsed = time.perf_counter() - t_start
+    out.write_bytes(
+        orjson.dumps(
+            {
+                "pods": len(pods),
+                "bound": bound,
+                "attempts": attempts,
+                "elapsed_s": elapsed,
+                "sample": count,
+                "errors": errors,
+                **verbs.times,
+            }
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_kubeconfig(url: str, path: Path) -> Path:
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": url}}],
+        "users": [{"name": "qosched", "user": {"token": "bench"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "qosched"}}],
+        "current-context": "fake",
+    }
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU of a process [s] (``/proc/<pid>/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 120.0) -> float:
+    """Seconds from now until ``GET /readyz`` answers 200 (polled every 10 ms)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"extender exited with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/readyz")
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                return time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"extender not ready within {timeout_s} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> float:
+    """SIGTERM and wait; seconds until it exited."""
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return time.perf_counter() - t0
+
+
+def start_api(tmp: Path, nodes: int, pods: int) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = tmp / f"api-{time.monotonic_ns()}.url"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-api", str(port_file), "--nodes", str(nodes), "--pods", str(pods)]
+    )
+    while not port_file.exists() or not port_file.read_text():
+        if proc.poll() is not None:
+            raise RuntimeError("API server exited")
+        time.sleep(0.05)
+    return proc, port_file.read_text()
+
+
+def start_extender(
+    kind: str, api_url: str, tmp: Path, extra_env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {**os.environ, **MANIFEST_ENV, "QOSCHED_LOG_LEVEL": "warning", "QOSCHED_BIND": f"127.0.0.1:{port}"}
+    gunicorn = [
+        str(Path(sys.executable).with_name("gunicorn")),
+        "--config=python:qosched.extender.server.gunicorn_conf",
+    ]
+    if kind == "qosched":
+        env["QOSCHED_KUBECONFIG"] = str(write_kubeconfig(api_url, tmp / "kubeconfig.json"))
+        env["QOSCHED_PROFILES_DIR"] = str(tmp / "profiles")
+        env.update(extra_env)
+        cmd = [*gunicorn, "qosched.extender.server.app:create_app()"]
+    else:
+        env["NULL_API_URL"] = api_url
+        cmd = [*gunicorn, "--pythonpath", str(Path(__file__).parent), "bench_scheduler_loop:null_app()"]
+    return subprocess.Popen(cmd, env=env, cwd=tmp, start_new_session=True), port
+
+
+def one_run(kind: str, args: argparse.Namespace, tmp: Path, seed: int) -> dict[str, Any]:
+    api, api_url = start_api(tmp, args.nodes, args.pods)
+    extra = dict(kv.split("=", 1) for kv in args.extender_env)
+    try:
+        t0 = time.perf_counter()
+        ext, port = start_extender(kind, api_url, tmp, extra)
+        try:
+            wait_ready(ext, port)
+            startup_s = time.perf_counter() - t0
+            pids = [ext.pid, *children(ext.pid)]
+            cpu0 = sum(cpu_s(p) for p in pids)
+            out = tmp / f"sched-{kind}-{seed}.json"
+            cmd = [
+                sys.executable,
+                __file__,
+                "--schedule",
+                f"http://127.0.0.1:{port}",
+                api_url,
+                args.sample,
+                str(out),
+                str(seed),
+            ]
+            subprocess.run(cmd, check=True)
+            cpu = sum(cpu_s(p) for p in pids) - cpu0
+            result: dict[str, Any] = orjson.loads(out.read_bytes())
+        finally:
+            result_stop = stop(ext)
+    finally:
+        api.send_signal(signal.SIGTERM)
+        api.wait(30)
+    result.update(kind=kind, startup_s=startup_s, stop_s=result_stop, cpu_s=cpu)
+    result["pods_per_s"] = result["bound"] / result["elapsed_s"]
+    result["cpu_ms_per_pod"] = 1000 * cpu / result["bound"]
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "pods_per_s": median(r["pods_per_s"] for r in runs),
+        "cpu_ms_per_pod": median(r["cpu_ms_per_pod"] for r in runs),
+        "startup_s": median(r["startup_s"] for r in runs),
+        "stop_s": median(r["stop_s"] for r in runs),
+        "attempts": median(r["attempts"] for r in runs),
+        **{
+            f"{verb}_p{q}_ms": median(pct(r[verb], q) for r in runs)
+            for verb in ("filter", "prioritize", "bind")
+            for q in (50, 99)
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--nodes", type=int, default=500)
+    parser.add_argument("--pods", type=int, default=1500)
+    parser.add_argument(
+        "--sample",
+        default="adaptive",
+        help="names per /filter: adaptive (kube-scheduler's default), all, or N",
+    )
+    parser.add_argument("--only", choices=("qosched", "null"))
+    parser.add_argument("--extender-env", action="append", default=[], metavar="QOSCHED_KEY=VALUE")
+    parser.add_argument("--out", type=Path, help="also write every run's figures as JSON")
+    parser.add_argument("--serve-api", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--schedule", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_api:
+        serve_api(args.nodes, args.pods, args.serve_api)
+        return 0
+    if args.schedule:
+        ext, api, sample, out, seed = args.schedule
+        schedule(ext, api, sample, Path(out), int(seed))
+        return 0
+    kinds = [args.only] if args.only else ["qosched", "null"]
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
+        for pair in range(args.pairs):
+            order = kinds if pair % 2 == 0 else kinds[::-1]
+            for kind in order:
+                r = one_run(kind, args, Path(tmp), seed=pair)
+                runs.append(r)
+                print(
+                    f"pair {pair} {kind:8} {r['pods_per_s']:6.1f} pods/s  {r['cpu_ms_per_pod']:5.2f} ms CPU/pod"
+                    f"  filter p50 {pct(r['filter'], 50):5.2f} ms  start {r['startup_s']:4.2f} s  stop {r['stop_s']:4.2f} s"
+                    f"  attempts {r['attempts']}  load {Path('/proc/loadavg').read_text().split()[0]}",
+                    flush=True,
+                )
+    by_kind = {k: summary([r for r in runs if r["kind"] == k]) for k in kinds}
+    sample = runs[0]["sample"]
+    print(
+        f"\n{args.nodes} nodes x {GPUS_PER_NODE} GPUs, {args.pods} pods, {sample} names per /filter, {args.pairs} pairs (medians)"
+    )
+    header = f"{'':10}{'pods/s':>8}{'CPU/pod ms':>11}{'start s':>8}{'stop s':>7}"
+    header += "".join(
+        f"{v[:4] + ' p' + q:>11}" for v in ("filter", "prioritize", "bind") for q in ("50", "99")
+    )
+    print(header)
+    for kind, s in by_kind.items():
+        line = f"{kind:10}{s['pods_per_s']:8.1f}{s['cpu_ms_per_pod']:11.2f}{s['startup_s']:8.2f}{s['stop_s']:7.2f}"
+        line += "".join(
+            f"{s[f'{v}_p{q}_ms']:11.2f}" for v in ("filter", "prioritize", "bind") for q in ("50", "99")
+        )
+        print(line)
+    if len(kinds) == 2:
+        ratios = []
+        for pair in range(args.pairs):
+            q = [r for r in runs if r["kind"] == "qosched"][pair]["pods_per_s"]
+            n = [r for r in runs if r["kind"] == "null"][pair]["pods_per_s"]
+            ratios.append(q / n)
+        print(
+            f"qosched/null pods/s per pair: {', '.join(f'{x:.2f}' for x in ratios)}; median {median(ratios):.2f}"
+        )
+    if args.out:
+        args.out.write_bytes(orjson.dumps(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
