@@ -134,10 +134,25 @@ class LeaderElector:
         )
 
     # ------------------------------------------------------------------ protocol
-    def try_acquire_or_renew(self) -> bool:  # noqa: C901  # split pending (issue 11)
-        """One round of the election; True when we hold the lease after it."""
-        s = self.settings
+    def try_acquire_or_renew(self) -> bool:
+        """One round of the election; True when we hold the lease after it.
+
+        Three steps, as client-go's ``tryAcquireOrRenew``: read the lease (create it when
+        absent), give up while another holder's lease is still fresh, else write ourselves in.
+        """
         now = self._monotonic()
+        read = self._read_lease(now)
+        if isinstance(read, bool):
+            return read
+        lease = read
+        holder = lease.spec.holder_identity if lease.spec is not None else None
+        if self._held_by_other(lease, holder, now):
+            return False
+        return self._write_renewal(lease, holder, now)
+
+    def _read_lease(self, now: float) -> V1Lease | bool:
+        """The current lease, or the round's result when there is none to renew."""
+        s = self.settings
         try:
             lease: V1Lease = self.api.read_namespaced_lease(s.name, s.namespace)
         except ApiException as exc:
@@ -146,18 +161,29 @@ class LeaderElector:
             return self._failed("read", exc)
         except Exception as exc:  # connection refused, timeout: not leader this round
             return self._failed("read", exc)
+        return lease
 
+    def _held_by_other(self, lease: V1Lease, holder: str | None, now: float) -> bool:
+        """True while another identity holds a lease we have seen unchanged for less than its duration.
+
+        Freshness is judged on our own monotonic clock from when we first observed this record,
+        never on the holder's timestamps (clocks of two nodes need not agree).
+        """
+        s = self.settings
         record = _record(lease.spec)
         if record != self._observed:
             self._observed, self._observed_at = record, now
-        holder = lease.spec.holder_identity if lease.spec is not None else None
         duration = float((lease.spec.lease_duration_seconds if lease.spec else None) or s.lease_duration_s)
-        if holder and holder != self.identity and now < self._observed_at + duration:
-            if self._renewed_at is not None:
-                log.warning("lease %s/%s is held by %s: no longer leading", s.namespace, s.name, holder)
-            self._renewed_at = None
+        if not (holder and holder != self.identity and now < self._observed_at + duration):
             return False
+        if self._renewed_at is not None:
+            log.warning("lease %s/%s is held by %s: no longer leading", s.namespace, s.name, holder)
+        self._renewed_at = None
+        return True
 
+    def _write_renewal(self, lease: V1Lease, holder: str | None, now: float) -> bool:
+        """Write ourselves as holder (a transition when someone else held it); a 409 lost the race."""
+        s = self.settings
         stamp = self._stamp()
         spec = lease.spec or V1LeaseSpec()
         if holder != self.identity:  # as client-go: every acquisition is a transition
