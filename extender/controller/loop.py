@@ -367,12 +367,33 @@ def parse_controlled(pod: Mapping[str, Any], classes: ClassConfig) -> Controlled
     return ControlledPod(resource="cpu", device=None, share=total, containers=cpus, **common)
 
 
-def build_pools(  # noqa: C901  # split pending (issue 11)
-    nodes: Iterable[Mapping[str, Any]],
-    pods: Iterable[Mapping[str, Any]],
-    settings: ControllerSettings,
-) -> tuple[Pool, ...]:
-    """Group controlled pods by node CPU / GPU device and compute each pool's capacity."""
+@dataclass
+class _PoolUsage:
+    """What the pods on the nodes hold: controlled members per pool, and everything else."""
+
+    members: dict[PoolKey, list[ControlledPod]] = field(default_factory=dict)
+    others_cpu_milli: dict[str, float] = field(default_factory=dict)
+    others_gpu_milli: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def add_cpu(self, node: str, milli: float) -> None:
+        self.others_cpu_milli[node] = self.others_cpu_milli.get(node, 0.0) + milli
+
+    def add_uncontrolled_gpu(self, pod: Mapping[str, Any], node: str) -> None:
+        """A bound GPU pod qosched does not control: its milli per device count against the pool."""
+        devices = bound_devices(pod)
+        if not devices:
+            return
+        try:
+            gpu_milli = pod_demand(pod).gpu_milli
+        except (DemandError, UnknownClassError, ValueError):
+            return
+        per_device = gpu_milli / len(devices) if gpu_milli < GPU_MILLI_PER_DEVICE else GPU_MILLI_PER_DEVICE
+        for d in devices:
+            self.others_gpu_milli[(node, d)] = self.others_gpu_milli.get((node, d), 0.0) + per_device
+
+
+def _allocatable_cpu_milli(nodes: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Allocatable (else capacity) CPU of every readable node, in millicores."""
     alloc_milli: dict[str, int] = {}
     for node_obj in nodes:
         name = str((node_obj.get("metadata") or {}).get("name", ""))
@@ -382,59 +403,75 @@ def build_pools(  # noqa: C901  # split pending (issue 11)
             alloc_milli[name] = _milli(cpu)
         except (ValueError, TypeError, ArithmeticError):
             log.warning("node %s: unreadable allocatable cpu %r; its pods are not controlled", name, cpu)
-    members: dict[PoolKey, list[ControlledPod]] = {}
-    others_cpu: dict[str, float] = {}
-    others_gpu: dict[tuple[str, int], float] = {}
+    return alloc_milli
+
+
+def _account_pod(usage: _PoolUsage, pod: Mapping[str, Any], node: str, settings: ControllerSettings) -> None:
+    """Put one bound pod in its pool (controlled) or in the pools' background usage (the rest)."""
+    controlled = parse_controlled(pod, settings.classes)
+    if controlled is not None and settings.namespace not in (None, controlled.namespace):
+        controlled = None
+    try:
+        requests = pod_requests(pod)
+    except (ValueError, ArithmeticError):
+        requests = {}
+    cpu_milli = float(requests.get("cpu", Decimal(0)) * 1000)
+    if controlled is not None and controlled.resource == "cpu":
+        usage.members.setdefault(("cpu", node, None), []).append(controlled)
+        usage.add_cpu(node, max(0.0, cpu_milli - controlled.share))  # overhead, init containers
+        return
+    usage.add_cpu(node, cpu_milli)
+    if controlled is not None:  # a GPU share
+        usage.members.setdefault(("gpu", node, controlled.device), []).append(controlled)
+        return
+    usage.add_uncontrolled_gpu(pod, node)
+
+
+def _pool_capacity(
+    key: PoolKey,
+    group: list[ControlledPod],
+    alloc_milli: Mapping[str, int],
+    usage: _PoolUsage,
+    cpu_pool_frac: float,
+) -> float | None:
+    """What the controlled pods of one pool may share; None (logged) when the pool is unusable.
+
+    CPU pool: allocatable × ``cpu_pool_frac`` − CPU of everything else on the node.
+    GPU pool: 1,000 milli − milli of the device's uncontrolled pods.
+    """
+    kind, node, device = key
+    if kind == "cpu":
+        if node not in alloc_milli:
+            log.warning("node %s: not found; its %d controlled pods hold", node, len(group))
+            return None
+        capacity = alloc_milli[node] * cpu_pool_frac - usage.others_cpu_milli.get(node, 0.0)
+    else:
+        capacity = GPU_MILLI_PER_DEVICE - usage.others_gpu_milli.get((node, device or 0), 0.0)
+    if capacity <= 0:
+        log.warning(
+            "pool %s/%s%s: no capacity left for controlled pods", node, kind, "" if device is None else device
+        )
+        return None
+    return float(capacity)
+
+
+def build_pools(
+    nodes: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    settings: ControllerSettings,
+) -> tuple[Pool, ...]:
+    """Group controlled pods by node CPU / GPU device and compute each pool's capacity."""
+    alloc_milli = _allocatable_cpu_milli(nodes)
+    usage = _PoolUsage()
     for pod in pods:
         node = pod_node(pod)
-        if node is None:
-            continue
-        controlled = parse_controlled(pod, settings.classes)
-        if controlled is not None and settings.namespace not in (None, controlled.namespace):
-            controlled = None
-        try:
-            requests = pod_requests(pod)
-        except (ValueError, ArithmeticError):
-            requests = {}
-        if controlled is not None and controlled.resource == "cpu":
-            members.setdefault(("cpu", node, None), []).append(controlled)
-            overhead = float(requests.get("cpu", Decimal(0)) * 1000) - controlled.share  # overhead, init
-            others_cpu[node] = others_cpu.get(node, 0.0) + max(0.0, overhead)
-            continue
-        others_cpu[node] = others_cpu.get(node, 0.0) + float(requests.get("cpu", Decimal(0)) * 1000)
-        if controlled is not None:  # a GPU share
-            members.setdefault(("gpu", node, controlled.device), []).append(controlled)
-            continue
-        devices = bound_devices(pod)
-        if devices:
-            try:
-                gpu_milli = pod_demand(pod).gpu_milli
-            except (DemandError, UnknownClassError, ValueError):
-                continue
-            per_device = (
-                gpu_milli / len(devices) if gpu_milli < GPU_MILLI_PER_DEVICE else GPU_MILLI_PER_DEVICE
-            )
-            for d in devices:
-                others_gpu[(node, d)] = others_gpu.get((node, d), 0.0) + per_device
+        if node is not None:
+            _account_pod(usage, pod, node, settings)
     pools = []
-    for key, group in sorted(members.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
-        kind, node, device = key
-        if kind == "cpu":
-            if node not in alloc_milli:
-                log.warning("node %s: not found; its %d controlled pods hold", node, len(group))
-                continue
-            capacity = alloc_milli[node] * settings.cpu_pool_frac - others_cpu.get(node, 0.0)
-        else:
-            capacity = GPU_MILLI_PER_DEVICE - others_gpu.get((node, device or 0), 0.0)
-        if capacity <= 0:
-            log.warning(
-                "pool %s/%s%s: no capacity left for controlled pods",
-                node,
-                kind,
-                "" if device is None else device,
-            )
-            continue
-        pools.append(Pool(key, float(capacity), tuple(sorted(group, key=lambda p: p.key))))
+    for key, group in sorted(usage.members.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+        capacity = _pool_capacity(key, group, alloc_milli, usage, settings.cpu_pool_frac)
+        if capacity is not None:
+            pools.append(Pool(key, capacity, tuple(sorted(group, key=lambda p: p.key))))
     return tuple(pools)
 
 
