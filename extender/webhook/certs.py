@@ -1,7 +1,9 @@
 """Serving certificate of the webhook without cert-manager: a self-signed CA, a server
 certificate for the Service's DNS names, a ``kubernetes.io/tls`` Secret and ``caBundle``.
 
-``qosched webhook certs`` (a Job in manifests/webhook-certs.yaml) calls :func:`ensure_certs`:
+``qosched webhook certs`` (a Job in manifests/components/device-layer/webhook-certs.yaml; with
+``--no-ca-bundle``, the extender's own certificate in manifests/components/tls/certs.yaml) calls
+:func:`ensure_certs`:
 
 1. read the Secret; if it holds a CA and a certificate for all of :func:`dns_names` valid for
    at least ``renew_before_days`` more days, keep it (re-running the Job changes nothing);
