@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,12 +88,42 @@ class BindOutcome:
 
 @dataclass(slots=True)
 class _Decision:
-    """One pod's evaluation, valid while the state is at ``version``."""
+    """One pod's evaluation and what it was computed from.
+
+    Valid for a candidate row while the state is the same object (a relist or a profile reload
+    installs a new one), the policy has learned nothing since (``observed``), and that row's
+    ``ClusterState.node_version`` still equals the one evaluated (``node_versions``, aligned with
+    ``evaluation.node_idx``). An evaluation is a function of the pod, the policy's learned mix and
+    each candidate's own row — the premise ``policies/placement/verdict_cache.py`` already rests
+    on — so a bind or a watch event on *another* node leaves it valid. Before, any change anywhere
+    (``ClusterState.version``) forced ``prioritize`` to evaluate again: with kube-scheduler's
+    asynchronous binds that was every second cycle.
+    """
 
     demand: PodDemand
     version: int
     evaluation: Evaluation
+    state: weakref.ref[ClusterState] | None = None
+    node_versions: np.ndarray | None = None
+    observed: int = -1
     _lut: np.ndarray | None = None
+
+    def valid_for(
+        self, state: ClusterState, demand: PodDemand, pos: np.ndarray, rows: np.ndarray, observed: int
+    ) -> bool:
+        """Whether positions ``pos`` (all >= 0) of the evaluation, for state rows ``rows``, still hold."""
+        if self.demand != demand:
+            return False
+        if self.version == state.version:
+            return True
+        if (
+            self.node_versions is None
+            or self.state is None
+            or self.state() is not state
+            or self.observed != observed
+        ):
+            return False
+        return bool((state.node_version[rows] == self.node_versions[pos]).all())
 
     def positions(self, rows: np.ndarray) -> np.ndarray:
         """Position in ``evaluation`` of each state row in ``rows`` (all >= 0); -1 where absent.
@@ -226,6 +257,7 @@ class Runtime:
         self.observer: Observer = observer or _NullObserver()
         self._decisions: OrderedDict[str, _Decision] = OrderedDict()
         self._observed: OrderedDict[str, None] = OrderedDict()
+        self._observations = 0  # pods fed to policy.observe so far (see _Decision.valid_for)
         self._decisions_lock = threading.Lock()
         self._decision_cache_size = decision_cache_size
         self._bind_locks: dict[str, threading.Lock] = {}
@@ -258,18 +290,26 @@ class Runtime:
         with self.cache.reading() as state:
             rows = rows_of(state, names, self._index_locked(state))
             known = rows[rows >= 0]
-            if decision is not None and decision.version == state.version and decision.demand == demand:
+            if decision is not None:
                 pos = decision.positions(known)
-                if (pos >= 0).all():
+                if (pos >= 0).all() and decision.valid_for(state, demand, pos, known, self._observations):
                     self.reused += 1
                     return _subset(decision.evaluation, pos), rows, state.version
             t0 = self._clock()
             self._observe_locked(demand)
             evaluation = self.policy.evaluate(state, demand, known)
             version = state.version
+            fresh = _Decision(
+                demand,
+                version,
+                evaluation,
+                weakref.ref(state),
+                state.node_version[evaluation.node_idx],  # fancy indexing: a copy
+                self._observations,
+            )
         self.evaluated += 1
         self.observer.policy_seconds(verb, self._clock() - t0)
-        self._remember(demand, evaluation, version)
+        self._remember(fresh)
         return evaluation, rows, version
 
     def _index_locked(self, state: ClusterState) -> dict[str, int]:
@@ -293,11 +333,13 @@ class Runtime:
         if len(self._observed) > 65536:
             self._observed.popitem(last=False)
         observe(demand)
+        self._observations += 1  # the learned mix changed: evaluations made before are stale
 
-    def _remember(self, demand: PodDemand, evaluation: Evaluation, version: int) -> None:
+    def _remember(self, decision: _Decision) -> None:
+        uid = decision.demand.uid
         with self._decisions_lock:
-            self._decisions[demand.uid] = _Decision(demand, version, evaluation)
-            self._decisions.move_to_end(demand.uid)
+            self._decisions[uid] = decision
+            self._decisions.move_to_end(uid)
             while len(self._decisions) > self._decision_cache_size:
                 self._decisions.popitem(last=False)
 
@@ -589,10 +631,11 @@ class Runtime:
             return f"qosched: node {node} is not in the cache"
         evaluation: Evaluation | None = None
         pos = -1
-        if decision is not None and decision.version == state.version and decision.demand == demand:
-            found = int(decision.positions(np.array([row], dtype=np.int64))[0])
-            if found >= 0:
-                evaluation, pos = decision.evaluation, found
+        if decision is not None:
+            rows = np.array([row], dtype=np.int64)
+            found = decision.positions(rows)
+            if found[0] >= 0 and decision.valid_for(state, demand, found, rows, self._observations):
+                evaluation, pos = decision.evaluation, int(found[0])
                 self.reused += 1
         if evaluation is None:
             t0 = self._clock()

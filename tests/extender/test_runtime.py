@@ -109,9 +109,24 @@ def test_bind_reuses_the_filter_evaluation_or_judges_only_its_node(tmp_path: Pat
     q = pod("q", slo_ms=100, rate_rps=10)
     rt.cache.apply_pod(q)
     rt.filter(q, NAMES)
-    rt.cache.apply_pod(pod("newcomer", node_name="n3", annotations={"qosched.io/device": "1"}))
+    rt.cache.apply_pod(pod("newcomer", node_name="n1", annotations={"qosched.io/device": "1"}))
     assert rt.bind("default", "q", "uid-q", "n1").error == ""
     assert policy.calls == [4, 4, 1]  # stale: only the chosen node is judged again
+
+
+def test_a_change_on_another_node_keeps_the_evaluation(tmp_path: Path) -> None:
+    """Per-node validity (``ClusterState.node_version``): kube-scheduler's binds of other pods
+    land between a pod's filter and its prioritize; only the nodes they touched are stale."""
+    rt, policy = runtime(tmp_path)
+    rt.filter(P, ["n0", "n1", "n2"])
+    rt.cache.apply_pod(pod("newcomer", node_name="n3", annotations={"qosched.io/device": "1"}))
+    scores = rt.prioritize(P, ["n0", "n1", "n2"])
+    assert policy.calls == [3]
+    fresh, _ = runtime(tmp_path)
+    fresh.cache.apply_pod(pod("newcomer", node_name="n3", annotations={"qosched.io/device": "1"}))
+    assert scores == fresh.prioritize(P, ["n0", "n1", "n2"])
+    assert rt.bind("default", "p", "uid-p", "n2").error == ""
+    assert policy.calls == [3]
 
 
 def test_bind_annotations_come_from_the_evaluation(tmp_path: Path) -> None:
