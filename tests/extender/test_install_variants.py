@@ -327,3 +327,19 @@ def test_ha_runs_two_scheduler_pods_on_one_lease() -> None:
     assert (election["resourceNamespace"], election["resourceName"]) == (NAMESPACE, "qosched-scheduler")
     pdb = one(objects, "PodDisruptionBudget", "qosched")
     assert pdb["spec"]["maxUnavailable"] == 1 < dep["spec"]["replicas"]
+
+
+def test_docs_name_exactly_the_tested_variants() -> None:
+    """docs/install.md's table of installs is VARIANTS: every named install is built above."""
+    text = (MANIFESTS.parent / "docs" / "install.md").read_text()
+    table = text.split("<!-- variants:", 1)[1].split("<!-- /variants -->", 1)[0]
+    rows = [
+        line.strip("|").split("|")
+        for line in table.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ]
+    named = {
+        name.strip(): tuple(c.strip() for c in comps.split(",")) if comps.strip() != "(none)" else ()
+        for name, comps in rows[1:]
+    }
+    assert named == VARIANTS
