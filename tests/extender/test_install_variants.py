@@ -19,6 +19,8 @@ For each variant of :data:`~tests.extender.kustomize_support.VARIANTS` (the base
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from tests.extender.kustomize_support import (
     is_crd,
     load,
     one,
+    require_kubectl,
     resource_files,
 )
 from tests.extender.live_support import wait_until
@@ -343,3 +346,27 @@ def test_docs_name_exactly_the_tested_variants() -> None:
         for name, comps in rows[1:]
     }
     assert named == VARIANTS
+
+
+def test_the_docs_example_kustomization_builds_as_described(tmp_path: Path) -> None:
+    """The `my-qosched/kustomization.yaml` of docs/install.md, pointed at this checkout."""
+    text = (MANIFESTS.parent / "docs" / "install.md").read_text()
+    block = text.split("# my-qosched/kustomization.yaml\n", 1)[1].split("```", 1)[0]
+    mine = tmp_path / "my-qosched"
+    mine.mkdir()
+    rel = os.path.relpath(MANIFESTS, mine)
+    (mine / "kustomization.yaml").write_text(block.replace("../qosched/manifests", rel))
+    out = subprocess.run(
+        [require_kubectl(), "kustomize", str(mine)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    objects = [d for d in yaml.safe_load_all(out) if d]
+    images = {
+        c["image"]
+        for _, t in _templates(objects)
+        for c in t["spec"]["containers"]
+        if not c["image"].startswith("registry.k8s.io/")
+    }
+    assert images == {"registry.example.com/qosched:0.1.0"}
+    (c,) = one(objects, "Deployment", "qosched-controller")["spec"]["template"]["spec"]["containers"]
+    assert c["args"][0] == "--prometheus-url=http://prometheus-operated.monitoring.svc:9090"
+    assert sum(a.startswith("--prometheus-url=") for a in c["args"]) == 1
