@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import html
-import importlib
 import json
 import math
 import time
@@ -183,14 +182,8 @@ def scenario_from_snapshot(path: str | Path, lookup: Any) -> Any:
 
 
 def _policy_names(text: str | None) -> list[str]:
-    from qosched.policies.requests.registry import POLICY_PACKAGES, routing_policy_names
+    from qosched.policies.requests.registry import routing_policy_names
 
-    for module in POLICY_PACKAGES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
     known = routing_policy_names()
     names = [p.strip() for p in (text or "").split(",") if p.strip()] or [
         n

@@ -14,12 +14,10 @@ Modules, in the order a window is processed:
   ``{Σ mem·y ≤ budget, 0 ≤ y ≤ 1}``.
 - :mod:`.rounding` — dependent rounding of the fractional allocation to an integral one.
 - :mod:`.oma` — the online mirror-ascent update and its step size (the regret bound).
-- :mod:`.allocators` — INFIDA and the greedy and static baselines behind one interface.
+- :mod:`.allocators` — INFIDA and the greedy and static baselines behind one interface
+  (named ``infida``, ``greedy-allocation``, ``static-allocation`` in
+  :data:`qosched.policies.requests.registry.ROUTING_POLICIES`).
 
 Everything here is pure: no clock, no files, no randomness except a ``numpy.random.Generator``
 passed in.
 """
-
-from qosched.policies.infida.register import register_whatif_policies
-
-register_whatif_policies()

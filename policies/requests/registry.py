@@ -1,10 +1,12 @@
 """Named request-level policies of the what-if, and the run of a set of them (pure).
 
-``register_routing_policy(name, factory)`` adds a policy: ``factory(setup) -> RoutingPolicy``.
-Built in: ``always-end``, ``always-edge``, ``always-cloud``, ``greedy``, ``online``;
+:data:`ROUTING_POLICIES` is the one table from name to factory (``factory(setup) ->
+RoutingPolicy``), complete in every process whatever was imported first: ``always-end``,
+``always-edge``, ``always-cloud``, ``greedy``, ``online`` (issue 13) and INFIDA's ``infida``,
+``greedy-allocation``, ``static-allocation`` (issue 14; their factories import
+:mod:`qosched.policies.infida.routing` when called, since that package builds on this one).
 ``best-static`` is computed in hindsight by :func:`run_policies` (it needs runs of the others'
-kind, see :mod:`.evaluate`). Other packages (INFIDA's allocation policies) register theirs on
-import; the shell imports :data:`POLICY_PACKAGES` first.
+kind, see :mod:`.evaluate`). Adding a request-level policy is one module plus one row here.
 """
 
 from __future__ import annotations
@@ -23,16 +25,13 @@ from qosched.policies.requests.scenario import Scenario
 
 __all__ = [
     "BEST_STATIC",
-    "POLICY_PACKAGES",
+    "ROUTING_POLICIES",
     "PolicySetup",
-    "register_routing_policy",
     "routing_policy_names",
     "run_policies",
 ]
 
 BEST_STATIC = "best-static"
-#: Packages whose import registers more request-level policies (absent ones are skipped).
-POLICY_PACKAGES: tuple[str, ...] = ("qosched.policies.infida",)
 
 
 @dataclass(frozen=True)
@@ -47,17 +46,17 @@ class PolicySetup:
 
 
 Factory = Callable[[PolicySetup], RoutingPolicy]
-_FACTORIES: dict[str, Factory] = {}
 
 
-def register_routing_policy(name: str, factory: Factory) -> None:
-    """Register (or replace) a request-level policy under ``name``."""
-    _FACTORIES[name] = factory
+def _always(tier: str) -> Factory:
+    def build(setup: PolicySetup) -> RoutingPolicy:
+        return AlwaysTier(setup.scenario, tier)
+
+    return build
 
 
-def routing_policy_names() -> tuple[str, ...]:
-    """Every registered name, plus ``best-static``."""
-    return (*_FACTORIES, BEST_STATIC)
+def _greedy(setup: PolicySetup) -> RoutingPolicy:
+    return Greedy()
 
 
 def _online(setup: PolicySetup) -> RoutingPolicy:
@@ -66,13 +65,37 @@ def _online(setup: PolicySetup) -> RoutingPolicy:
     return OnlineRouting(objective=setup.config.objective)
 
 
-for _tier in ("end", "edge", "cloud"):
-    register_routing_policy(
-        f"always-{_tier}",
-        lambda setup, tier=_tier: AlwaysTier(setup.scenario, tier),  # type: ignore[misc]
-    )
-register_routing_policy("greedy", lambda setup: Greedy())
-register_routing_policy("online", _online)
+def _allocation(name: str) -> Factory:
+    """INFIDA's allocation policies; ``setup.window_s`` is ``--window-s``, ``setup.options`` its
+    options (``device_memory_mib``, ``horizon_s``, ...; see :mod:`qosched.policies.infida.routing`)."""
+
+    def build(setup: PolicySetup) -> RoutingPolicy:
+        from qosched.policies.infida.routing import make_allocation_policy
+
+        policy: RoutingPolicy = make_allocation_policy(
+            name, setup.scenario, setup.rng, window_s=setup.window_s, options=setup.options
+        )
+        return policy
+
+    return build
+
+
+#: Every request-level policy by name (``best-static`` aside: it is a hindsight search).
+ROUTING_POLICIES: Mapping[str, Factory] = {
+    "always-end": _always("end"),
+    "always-edge": _always("edge"),
+    "always-cloud": _always("cloud"),
+    "greedy": _greedy,
+    "online": _online,
+    "infida": _allocation("infida"),
+    "greedy-allocation": _allocation("greedy-allocation"),
+    "static-allocation": _allocation("static-allocation"),
+}
+
+
+def routing_policy_names() -> tuple[str, ...]:
+    """Every name of the table, plus ``best-static``."""
+    return (*ROUTING_POLICIES, BEST_STATIC)
 
 
 def run_policies(
@@ -106,5 +129,5 @@ def run_policies(
             out[name] = best_static(scenario, run)[1]
             continue
         setup = PolicySetup(scenario, np.random.default_rng([seed, i]), config, window_s, options or {})
-        out[name] = run(_FACTORIES[name](setup))
+        out[name] = run(ROUTING_POLICIES[name](setup))
     return out

@@ -204,3 +204,26 @@ def test_qosched_options_keep_the_config_weights_under_with_interference() -> No
     model = InterferenceModel(thresholds=Thresholds(utilization=0.6))
     options = policy_options("qosched", {"config": {"slack_weight": 3.0}}).with_interference(model)
     assert options.config == QoschedConfig(slack_weight=3.0, interference=model)
+
+
+def test_request_level_table_is_complete_in_a_fresh_process() -> None:
+    """The request-level what-if's table names every policy of issues 13 and 14 without any
+    package having been imported first (no registration side effects)."""
+    code = (
+        "from qosched.policies.requests.registry import routing_policy_names;"
+        "print(','.join(sorted(routing_policy_names())))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().split(",") == sorted(
+        [
+            "always-cloud",
+            "always-edge",
+            "always-end",
+            "best-static",
+            "greedy",
+            "greedy-allocation",
+            "infida",
+            "online",
+            "static-allocation",
+        ]
+    )
