@@ -233,7 +233,9 @@ class Connection(threading.local):
         return orjson.loads(data) if resp.status == 200 else None
 
 
-def schedule(extender_url: str, api_url: str, sample: str, out: Path, seed: int) -> None:
+def schedule(
+    extender_url: str, api_url: str, sample: str, out: Path, seed: int, prioritize: bool = True
+) -> None:
     """kube-scheduler's loop over every pending pod (module docstring); figures written to ``out``."""
     # The bind threads must get the GIL promptly when their answer arrives (Go's goroutines would
     # run on another core); the default 5 ms switch interval would add up to 5 ms to each bind.
@@ -318,6 +320,9 @@ def schedule(extender_url: str, api_url: str, sample: str, out: Path, seed: int)
                 back_off(pod)
                 continue
             feasible = kept["NodeNames"]
+            if not prioritize:  # no prioritizeVerb: kube-scheduler's own scores pick (none here)
+                pool.submit(bind, pod, rng.choice(feasible))
+                continue
             t0 = time.perf_counter()
             scores = cycle.post(
                 "/prioritize", orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": feasible})
@@ -453,6 +458,9 @@ def start_extender(
 def one_run(kind: str, args: argparse.Namespace, tmp: Path, seed: int) -> dict[str, Any]:
     api, api_url = start_api(tmp, args.nodes, args.pods)
     extra = dict(kv.split("=", 1) for kv in args.extender_env)
+    best_only = args.filter_best_only and kind == "qosched"
+    if best_only:  # qosched configured without prioritizeVerb (docs/extender.md)
+        extra["QOSCHED_FILTER_KEEPS_BEST_ONLY"] = "true"
     try:
         t0 = time.perf_counter()
         ext, port = start_extender(kind, api_url, tmp, extra)
@@ -471,6 +479,7 @@ def one_run(kind: str, args: argparse.Namespace, tmp: Path, seed: int) -> dict[s
                 args.sample,
                 str(out),
                 str(seed),
+                "noprioritize" if best_only else "prioritize",
             ]
             subprocess.run(cmd, check=True)
             cpu = sum(cpu_s(p) for p in pids) - cpu0
@@ -488,6 +497,8 @@ def one_run(kind: str, args: argparse.Namespace, tmp: Path, seed: int) -> dict[s
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
+    if not ordered:  # a verb not called (no prioritizeVerb)
+        return float("nan")
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000
 
 
@@ -520,14 +531,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extender-env", action="append", default=[], metavar="QOSCHED_KEY=VALUE")
     parser.add_argument("--out", type=Path, help="also write every run's figures as JSON")
     parser.add_argument("--serve-api", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--schedule", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--filter-best-only",
+        action="store_true",
+        help="qosched with FILTER_KEEPS_BEST_ONLY and no prioritizeVerb (the null extender keeps all three verbs)",
+    )
+    parser.add_argument("--schedule", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_api:
         serve_api(args.nodes, args.pods, args.serve_api)
         return 0
     if args.schedule:
-        ext, api, sample, out, seed = args.schedule
-        schedule(ext, api, sample, Path(out), int(seed))
+        ext, api, sample, out, seed, verbs = args.schedule
+        schedule(ext, api, sample, Path(out), int(seed), prioritize=verbs == "prioritize")
         return 0
     kinds = [args.only] if args.only else ["qosched", "null"]
     runs: list[dict[str, Any]] = []

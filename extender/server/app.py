@@ -90,6 +90,7 @@ def create_app(
         # Only binds that wait on an API server need the gate: a snapshot is bound in memory.
         bind_limit=None if isinstance(cache, StaticCluster) else settings.bind_in_flight_limit,
     )
+    runtime.keep_best_only = settings.filter_keeps_best_only
     if live and settings.placement_hints_configmap and api_client is not None:
         from kubernetes.client import CoreV1Api
 

@@ -275,6 +275,8 @@ class Runtime:
         # Counts of policy evaluations and of reused ones (tests, benchmarks; not thread-exact).
         self.evaluated = 0
         self.reused = 0
+        #: ``FILTER_KEEPS_BEST_ONLY`` (settings): filter keeps only the best-scored nodes.
+        self.keep_best_only = False
 
     # ------------------------------------------------------------------ helpers
     def _evaluate(
@@ -395,9 +397,29 @@ class Runtime:
                 target = failed if code.resolvable_by_preemption else unresolvable
                 chosen = compress(names, (codes == code_value).tolist())
                 target.update(dict.fromkeys(chosen, f"qosched ({policy}): {code.message}"))
+        if self.keep_best_only and len(kept) > 1:
+            kept = self._best_only(pod, demand, kept, failed)
         self.observer.rejections(counts)
         self.observer.decision("filter", "feasible" if kept else "no_fit")
         return FilterOutcome(kept=kept, failed=failed, unresolvable=unresolvable)
+
+    def _best_only(
+        self, pod: Mapping[str, Any], demand: PodDemand, kept: list[str], failed: dict[str, str]
+    ) -> list[str]:
+        """``FILTER_KEEPS_BEST_ONLY``: the kept nodes ``prioritize`` would score highest.
+
+        The scores are exactly ``prioritize``'s answer for ``kept`` (the evaluation just made is
+        reused; hints included), so a scheduler without ``prioritizeVerb`` picks among the same
+        best nodes. The others go to ``FailedNodes``: kube-scheduler runs preemption only when
+        no node is kept, so they never matter there.
+        """
+        scores = self._hint_bonus(pod, kept, self._prioritize_demand(demand, kept, observe=False))
+        best = scores == scores.max()
+        if best.all():
+            return kept
+        message = f"qosched ({self.policy.name}): a node with a better qosched score exists"
+        failed.update(dict.fromkeys(compress(kept, (~best).tolist()), message))
+        return list(compress(kept, best.tolist()))
 
     # ------------------------------------------------------------------ prioritize
     def prioritize(self, pod: Mapping[str, Any], names: Sequence[str]) -> list[tuple[str, int]]:
@@ -444,7 +466,9 @@ class Runtime:
         )
         return np.minimum(scores + bonus, 10)
 
-    def _prioritize_demand(self, demand: PodDemand, names: Sequence[str]) -> np.ndarray:
+    def _prioritize_demand(
+        self, demand: PodDemand, names: Sequence[str], *, observe: bool = True
+    ) -> np.ndarray:
         """Scores 0..10 of ``names`` in order (0 for unknown nodes), as an int array.
 
         Reuses the pod's evaluation from ``filter`` when nothing changed since (see
@@ -453,7 +477,8 @@ class Runtime:
         evaluation, rows, _ = self._evaluate(demand, names, "prioritize", reuse=True)
         scores = np.zeros(len(names), dtype=np.int64)
         scores[rows >= 0] = scheduler_scores(evaluation)
-        self.observer.decision("prioritize", "scored")
+        if observe:
+            self.observer.decision("prioritize", "scored")
         return scores
 
     # ------------------------------------------------------------------ bind

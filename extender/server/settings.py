@@ -113,6 +113,11 @@ class ExtenderSettings:
     #: Answer filter/prioritize/bind/preempt only to loopback callers: kube-scheduler reaches the
     #: sidecar on 127.0.0.1, and nobody else in the cluster should bind pods through port 9090.
     scheduler_verbs_loopback_only: bool = True
+    #: Protocol option (docs/extender.md, "Filter keeps the best nodes only"): ``filter`` keeps
+    #: only the nodes ``prioritize`` would score highest, so the scheduler config may drop
+    #: ``prioritizeVerb`` (one HTTP call less per pod). Gives up kube-scheduler's own scores
+    #: among qosched's feasible nodes; false: the full protocol.
+    filter_keeps_best_only: bool = False
     #: Live mode: ConfigMap ``namespace/name`` of placement hints (written by ``qosched controller
     #: --online``, docs/online-learning.md): prioritize favours the hinted tier, the hinted variant
     #: goes first. Unset: no hints.
