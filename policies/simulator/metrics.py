@@ -42,6 +42,7 @@ the analytic latency models were from the simulation), ``placed_by_class``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,7 @@ __all__ = [
     "CONTRACT_KEYS",
     "PodOutcomes",
     "allocation_curve",
+    "fgd_discrete_curve",
     "pod_outcomes",
     "summarize",
 ]
@@ -217,6 +219,48 @@ def allocation_curve(result: ReplayResult, step: float = 0.01) -> dict[str, list
         "arrived": [round(float(v), 6) for v in grid],
         "allocated": [round(float(v), 6) for v in values],
     }
+
+
+def fgd_discrete_curve(
+    arrived_frac: np.ndarray, allocated_frac: np.ndarray, points: Sequence[int] = tuple(range(131))
+) -> dict[int, float]:
+    """The FGD curve sampled as the simulator's artifact samples it, in percent.
+
+    ``experiments/analysis/merge_alloc_discrete.py`` (hkust-adsl/kubernetes-scheduler-simulator)
+    reads one (arrived, allocated) record per submitted pod, rounds the arrived workload to a
+    whole percent, and gives point x the **mean** allocation [%] over the records whose rounded
+    arrived workload is x; with no such record, the mean over those within x ± 1; with none
+    either, no value. So "130 % arrived" is the mean over the last pods, those that brought the
+    arrived workload from 129.5 % to its end (≈ 130.0 %), not the final allocation alone.
+    Python's ``round`` (half to even) as pandas applies it there.
+
+    Parameters
+    ----------
+    arrived_frac, allocated_frac : (P,) arrays
+        After each arrival: arrived GPU requests / capacity and allocated / capacity (fractions,
+        :attr:`ReplayResult.curve_arrived_frac` / ``curve_allocated_frac``).
+    points : sequence of int
+        Arrived workload points [%] to sample.
+
+    Returns
+    -------
+    dict
+        Point [%] → allocation [%], rounded to 2 decimals (as the artifact rounds), for the
+        points that have records.
+
+    >>> fgd_discrete_curve(np.array([0.004, 0.006, 0.0149]), np.array([0.004, 0.005, 0.01]), [0, 1, 2])
+    {0: 0.4, 1: 0.75, 2: 0.75}
+    """
+    arrived = np.round(100.0 * np.asarray(arrived_frac, dtype=np.float64), 0)
+    allocated = np.round(100.0 * np.asarray(allocated_frac, dtype=np.float64), 2)
+    out: dict[int, float] = {}
+    for x in points:
+        values = allocated[arrived == x]
+        if values.size == 0:
+            values = allocated[(arrived >= x - 1) & (arrived <= x + 1)]
+        if values.size:
+            out[int(x)] = round(float(values.mean()), 2)
+    return out
 
 
 def _gpu_rows(result: ReplayResult) -> np.ndarray:

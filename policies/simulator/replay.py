@@ -344,7 +344,7 @@ class PolicyScheduler:
         return f"PolicyScheduler({self.name!r}, candidates={self.candidates!r})"
 
 
-MixMode = Literal["learned", "workload"]
+MixMode = Literal["learned", "workload", "trace"]
 
 
 def build_scheduler(
@@ -363,7 +363,8 @@ def build_scheduler(
     these are filled in: ``seed`` (random choices), ``learner`` / ``mix`` (FGD's expected
     workload: a ``WorkloadLearner`` fed with every submitted pod when ``mix="learned"``, the
     paper's setting of learning from the pods seen; ``mix="workload"`` gives the fixed mix of all
-    the workload's pods, what FGD's simulator computes up front), ``classes`` (service classes),
+    the workload's pods; ``mix="trace"`` the fixed mix of the trace's pods before inflation, what
+    FGD's simulator computes up front), ``classes`` (service classes),
     ``fairness`` (qosched's fairness hook, kept current by the replay). Unknown names raise
     ``KeyError`` listing the known ones.
 
@@ -415,13 +416,24 @@ class _Inputs:
             out.options["classes"] = classes
         if spec.takes("fairness") and (workload is None or any(p.is_inference for p in workload.pods)):
             out.options["fairness"], out.refresh = _fairness_feed(classes)
-        if mix == "workload" and spec.takes("mix") and workload is not None:
-            out.options["mix"] = WorkloadMix.from_pods(workload.pods)
+        if mix in ("workload", "trace") and spec.takes("mix") and workload is not None:
+            out.options["mix"] = WorkloadMix.from_pods(_mix_pods(workload, mix))
         elif spec.takes("learner"):
             learner = WorkloadLearner()
             out.options["learner"] = learner
             out.observe = learner.observe
         return out
+
+
+def _mix_pods(workload: Workload, mix: MixMode) -> Sequence[PodDemand]:
+    """The pods a fixed mix is learned from: all of them (``workload``), or (``trace``) the
+    trace's own pods without the clones an inflation appended (``description["clones"]``, the
+    last pods): FGD's simulator computes its typical pods from the trace before it tunes the
+    workload up (``core.go``: ``SetTypicalPods`` before ``TunePodsByNodeTotalResource``)."""
+    if mix == "trace":
+        clones = int(workload.description.get("clones", 0))
+        return workload.pods[: len(workload.pods) - clones]
+    return workload.pods
 
 
 def _fairness_feed(classes: ClassConfig) -> tuple[Any, Callable[[PodLedger, float], None]]:

@@ -96,8 +96,10 @@ from qosched.policies.types import (
 __all__ = [
     "CONTENDED_HORIZON_S",
     "CONTENDED_INTERARRIVAL_S",
+    "CONTENDED_MODE_COLUMNS",
     "FGD_INTERARRIVAL_S",
     "TRACE_GPU_ACCELERATORS",
+    "TRACE_MODE_COLUMNS",
     "Workload",
     "WorkloadError",
     "accelerator_capacity_milli",
@@ -124,6 +126,10 @@ TRACE_GPU_ACCELERATORS: Mapping[str, str] = MappingProxyType(
         "G3": "alibaba-g3",
     }
 )
+#: Pod-list columns trace mode needs (arrival at creation, lifetime deletion − scheduled).
+TRACE_MODE_COLUMNS: tuple[str, ...] = ("creation_time", "deletion_time", "scheduled_time")
+#: Pod-list columns contention mode needs (each pod's trace lifetime).
+CONTENDED_MODE_COLUMNS: tuple[str, ...] = ("deletion_time", "scheduled_time", "creation_time")
 #: Namespace given to trace pods.
 OPENB_NAMESPACE = "openb"
 #: Gap between arrivals in FGD mode [s] (one pod per second, as FGD's evaluation).
@@ -177,17 +183,18 @@ def pod_from_trace(pod: TracePod, qos_class: str) -> PodDemand:
         cpu_milli=pod.cpu_milli,
         memory_mib=float(pod.memory_mib),
         gpu_spec=pod.gpu_spec,
-        creation_s=pod.creation_s,
+        creation_s=0.0 if pod.creation_s is None else pod.creation_s,
     )
 
 
 def trace_lifetime_s(pod: TracePod) -> float:
     """Running time a trace pod needs [s]: ``deletion − scheduled`` (``− creation`` if never
     scheduled), at least 1 s (a pod deleted the moment it started still ran); ``inf`` when the
-    trace has no deletion."""
-    if pod.deletion_s is None:
-        return math.inf
+    trace has no deletion (or, in a list without times, no start to count from: the modes that
+    need lifetimes refuse such lists first, :meth:`OpenbTrace.require_pod_columns`)."""
     started = pod.scheduled_s if pod.scheduled_s is not None else pod.creation_s
+    if pod.deletion_s is None or started is None:
+        return math.inf
     return max(pod.deletion_s - started, 1.0)
 
 
@@ -341,6 +348,9 @@ def trace_workload(
     max_pods : int, optional
         Keep only the first ``max_pods`` pods of the pod list: a slice for tests and quick looks.
     """
+    trace.require_pod_columns(
+        TRACE_MODE_COLUMNS, "trace mode (no --inflate: arrive at creation_time, run the trace lifetime)"
+    )
     pods = _first_pods(trace, max_pods)
     arrival = np.array([p.creation_s for p in pods], dtype=np.float64)
     duration = np.array([trace_lifetime_s(p) for p in pods], dtype=np.float64)
@@ -357,12 +367,22 @@ def fgd_workload(
     interarrival_s: float = FGD_INTERARRIVAL_S,
     classes: ClassConfig = DEFAULT_CLASS_CONFIG,
     max_pods: int | None = None,
+    shuffle_nodes: bool = True,
 ) -> Workload:
     """FGD mode: the workload grown to ``inflate`` x the GPU capacity, no departures.
 
     ``tune_workload`` with the trace pods shuffled (draws from ``rng``); pods arrive
     ``interarrival_s`` apart (> 0) in that order and never leave, as in FGD's evaluation.
     ``max_pods`` keeps the first pods of the list before inflation.
+
+    ``shuffle_nodes`` (default): the nodes are put in a random order, drawn from ``rng`` after
+    the pods (so the pods are those of :func:`contended_workload` with the same seed). The
+    simulator does the same: ``syncClusterResourceList`` renames every node ``NNNN-<name>``
+    with ``NNNN`` from a random permutation before creating it, and its scheduler breaks score
+    ties by the smallest name — so ties go to a random, per-run node, not to the trace's first
+    (P100) nodes. Replays break ties by the first row, so the row order is that random order.
+    It moves the tie-heavy policies most (``gpu-packing``, ``gpu-clustering``: about +1 point
+    at 130 % on the default trace; docs/fgd-reproduction.md).
 
     Raises
     ------
@@ -376,6 +396,10 @@ def fgd_workload(
         rule="tune_workload (FGD -tune X --shuffle-pod=true): clones until total GPU requests "
         f"reach X x capacity; arrivals {gap:g} s apart in submission order; no departures",
     )
+    if shuffle_nodes:
+        order = rng.permutation(len(trace.nodes))
+        trace = replace(trace, nodes=tuple(trace.nodes[i] for i in order.tolist()))
+        description.update(node_order="random permutation (the simulator's random name prefixes)")
     arrival = np.arange(len(pods), dtype=np.float64) * gap
     return _assemble(trace, pods, arrival, np.full(len(pods), np.inf), description, classes)
 
@@ -393,8 +417,12 @@ def contended_workload(
 
     The same pods and draws as :func:`fgd_workload` with the same ``rng`` (``qosched whatif
     --inflate X --departures --seed N``), arriving ``interarrival_s`` apart, each running its
-    trace lifetime (:func:`trace_lifetime_s`) and then leaving.
+    trace lifetime (:func:`trace_lifetime_s`) and then leaving. A pod list without times (the
+    short form) is refused with a line naming the missing column.
     """
+    trace.require_pod_columns(
+        CONTENDED_MODE_COLUMNS, "contention mode (--departures: each pod runs its trace lifetime)"
+    )
     gap = _checked_gap(interarrival_s)
     pods, description = _inflated(trace, inflate, rng, gap, max_pods)
     description.update(
@@ -454,7 +482,9 @@ def _assemble(
     classes: ClassConfig,
 ) -> Workload:
     """Map trace rows to ``NodeView``/``PodDemand`` (module docstring) and build the Workload."""
-    qos = classes.classes_from_trace_qos([p.qos for p in pods]) if pods else np.array([], str)
+    # A list without a qos column (short form): every pod in the default class.
+    mapped = {q: classes.class_from_trace_qos(q) for q in {p.qos for p in pods if p.qos is not None}}
+    qos = [classes.default_class if p.qos is None else mapped[p.qos] for p in pods]
     demands = [pod_from_trace(p, str(c)) for p, c in zip(pods, qos, strict=True)]
     description["pods"] = len(demands)
     description["gpu_capacity_milli"] = cluster_capacity(trace.nodes).gpu_milli

@@ -48,23 +48,25 @@ def cluster():
 #  knapsack-best-fit   milli left per device: n0 (200, 800), n1 (800, 800), n2 (-, 500),
 #            n3 (0, 0) → least left 0 → n3, device 0.
 #  knapsack-worst-fit  most left 800: n0 device 1 and n1 device 0 tie → the earlier, n0 device 1.
-#  dot-product  1 − ½(c/C·q/C + F/G·g/G), C = 32000, G = 2000: dots (0.1794, 0.225, 0.0975,
-#            0.0669) → n3 (0.9666), best-fit device 0.
+#  The FGD paper's baselines score as its simulator does, in integers (truncated, issue 18):
+#  dot-product  ⌊100·(1 − ½(c/C·q/C + F/G·g/G))⌋, C = 32000, G = 2000: dots (0.1794, 0.225,
+#            0.0975, 0.0669) → (91, 88, 95, 96) → n3, best-fit device 0.
 #  gpu-clustering  share tag: n0, n3 only share pods (band 75), n2 mixed (50), n1 empty (25);
-#            + 25·(2000 − free)/2000: n0 82.5, n3 95 → n3.
+#            + ⌊25·(2000 − free)/2000⌋ (free 1400, 2000, 700, 400): 82, 25, 66, 95 → n3.
 #  gpu-packing  n1 all free: max(33 − 2, 2) = 31; n0 shares device 0 (400 free): 100 − 40//10 = 96;
 #            n2 device 1 (700): 93; n3 device 0 (200): 98 → n3.
-#  best-fit  1 − ½(c − q)/C − ½(F − g)/G: (0.325, 0.1125, 0.6875, 0.825) → n3.
+#  best-fit  ⌊100·(1 − ½(c − q)/C − ½(F − g)/G)⌋: (0.325, 0.1125, 0.6875, 0.825) → (32, 11, 68,
+#            82) → n3.
 CHOICES = [
     ("default", 1, 0, [0.875, 0.9375, 0.6875, 0.625]),
     ("binpack", 3, 0, [0.65 / 3, 0.225 / 3, 1.375 / 3, 1.65 / 3]),
     ("knapsack-first-fit", 0, 0, [0.0, -1.0, -2.0, -3.0]),
     ("knapsack-best-fit", 3, 0, [-200.0, -800.0, -500.0, 0.0]),
     ("knapsack-worst-fit", 0, 1, [800.0, 800.0, 500.0, 0.0]),
-    ("dot-product", 3, 0, [1 - 0.179375 / 2, 1 - 0.225 / 2, 1 - 0.0975 / 2, 1 - 0.066875 / 2]),
-    ("gpu-clustering", 3, 0, [82.5, 25.0, 50.0 + 25 * 1300 / 2000, 95.0]),
+    ("dot-product", 3, 0, [91.0, 88.0, 95.0, 96.0]),
+    ("gpu-clustering", 3, 0, [82.0, 25.0, 66.0, 95.0]),
     ("gpu-packing", 3, 0, [96.0, 31.0, 93.0, 98.0]),
-    ("best-fit", 3, 0, [0.325, 0.1125, 0.6875, 0.825]),
+    ("best-fit", 3, 0, [32.0, 11.0, 68.0, 82.0]),
 ]
 
 

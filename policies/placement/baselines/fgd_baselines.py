@@ -29,6 +29,17 @@ the cluster (the simulator's constants ``MaxSpecCpu``/``MaxSpecGpu``, here from 
 ``best-fit``
     s = 1 − ½·(c − q)/C* − ½·(F − g)/G*: the node with the least free CPU and GPU left after
     the pod. Devices: best fit.
+
+Integer scores, as the simulator's. kube-scheduler's score plugins return integers 0..100 and
+the simulator's scheduler (its kubernetes fork, ``generic_scheduler.go::selectHost``) takes the
+highest, ties to the lexicographically smallest node name. So every score above is truncated as
+the Go code truncates it: ``dot-product`` ⌊100·s⌋, ``best-fit`` ⌊100·s⌋ (its min-max
+normalisation to 0..100 is strictly increasing on integers and changes no choice),
+``gpu-clustering``'s in-band term ⌊25·(G* − F)/G*⌋ in integer arithmetic; ``gpu-packing`` is
+integer already. Nodes that the truncation makes equal go to the first candidate
+(:func:`~qosched.policies.placement.base.best_candidate`), which is the smallest name when node
+rows are in name order, as in the openb node lists. The truncation is part of what the paper
+measured: scoring with the exact floats changes which node wins every tie (docs/fgd-reproduction.md).
 """
 
 from __future__ import annotations
@@ -59,7 +70,7 @@ class DotProductPolicy(BlindPolicy):
         dot = (res.cpu_free / spec.cpu_milli) * (res.cpu_req / spec.cpu_milli) + (
             res.gpu_free / spec.gpu_milli
         ) * (res.gpu_req / spec.gpu_milli)
-        return Scored(1.0 - dot / 2.0, _best_fit_devices(cand))
+        return Scored(np.floor(100.0 * (1.0 - dot / 2.0)), _best_fit_devices(cand))
 
 
 class GpuClusteringPolicy(BlindPolicy):
@@ -82,7 +93,8 @@ class GpuClusteringPolicy(BlindPolicy):
             same = whole[:, col] > 0
         band = np.select([same & (tags == 1), same, tags == 0], [75.0, 50.0, 25.0], default=0.0)
         spec = max_spec(state)
-        fullness = 25.0 * (spec.gpu_milli - cand.free_milli.sum(axis=1)) / spec.gpu_milli
+        free_total = cand.free_milli.sum(axis=1).astype(np.int64)
+        fullness = (25 * (int(spec.gpu_milli) - free_total)) // int(spec.gpu_milli)  # Go's integer division
         return Scored(band + fullness, devices)
 
 
@@ -124,4 +136,4 @@ class BestFitPolicy(BlindPolicy):
             0.5 * (res.cpu_free - res.cpu_req) / spec.cpu_milli
             + 0.5 * (res.gpu_free - res.gpu_req) / spec.gpu_milli
         )
-        return Scored(1.0 - left, _best_fit_devices(cand))
+        return Scored(np.floor(100.0 * (1.0 - left)), _best_fit_devices(cand))

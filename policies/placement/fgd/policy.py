@@ -1,7 +1,15 @@
 """``fgd``: Fragmentation Gradient Descent (Weng et al., USENIX ATC 2023; models.md §F).
 
 Each pod goes to the node, and for a fractional request the device, where the expected
-fragmentation of the node (:mod:`.score`) grows least: ``raw score = −ΔF`` [milli-GPU]. A pod
+fragmentation of the node (:mod:`.score`) grows least. The node's score is the simulator's
+integer (:func:`simulator_score`): ``⌊100 · sigmoid(−ΔF / 1000)⌋`` (ΔF in milli-GPU), the
+highest wins and ties go to the first candidate — the simulator's scheduler takes the smallest
+node name among equal scores (its kubernetes fork's ``selectHost``), the same node when rows
+are in name order. The truncation is not cosmetic: nodes whose ΔF differ by less than about 40
+milli-GPU tie, and the tie goes to the lowest-named node, which packs the cluster from one end;
+scoring by the exact −ΔF instead reaches 94.2 % instead of 95.2 % on the default trace
+(docs/fgd-reproduction.md). The device of a fractional pod is the first (in device order) of
+the highest integer score, as the simulator's loop over the devices keeps it. A pod
 asking for whole GPUs takes the lowest-indexed fully free ones (the simulator's
 ``AllocateExclusiveGpuId``). Interference-blind, as in the paper.
 
@@ -35,7 +43,7 @@ from qosched.policies.placement.options import BlindOptions, check_instance
 from qosched.policies.state import ClusterState
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
 
-__all__ = ["FGDPolicy", "FgdOptions", "fgd_evaluate", "frag_delta_for", "mix_for"]
+__all__ = ["FGDPolicy", "FgdOptions", "fgd_evaluate", "frag_delta_for", "mix_for", "simulator_score"]
 
 
 def mix_for(pod: PodDemand, mix: WorkloadMix | None) -> WorkloadMix:
@@ -67,10 +75,23 @@ def frag_delta_for(cand: Candidates, mix: WorkloadMix) -> np.ndarray:
     )
 
 
+def simulator_score(delta_milli: np.ndarray) -> np.ndarray:
+    """FGD's node score: ``⌊100 · sigmoid(−ΔF/1000)⌋`` in 0..100 (``fgd_score.go``,
+    ``int64(sigmoid((old − new)/1000) · MaxNodeScore)``); ``−inf`` where ΔF is ``inf``.
+
+    >>> simulator_score(np.array([0.0, -1000.0, 40.0, np.inf])).tolist()
+    [50.0, 73.0, 49.0, -inf]
+    """
+    with np.errstate(over="ignore"):
+        score = np.floor(100.0 / (1.0 + np.exp(np.asarray(delta_milli, dtype=np.float64) / 1000.0)))
+    return np.where(np.isinf(delta_milli) & (np.asarray(delta_milli) > 0), -np.inf, score)
+
+
 def fgd_devices(cand: Candidates, delta: np.ndarray) -> np.ndarray:
-    """Devices FGD takes: the ΔF-minimising one for a fractional pod, else first fully free ones."""
+    """Devices FGD takes: for a fractional pod the first device of the highest
+    :func:`simulator_score`, else the first fully free ones."""
     if 0 < cand.milli < GPU_MILLI_PER_DEVICE:
-        return device_choice.by_key(delta, cand.device_ok, cand.need)
+        return device_choice.by_key(-simulator_score(delta), cand.device_ok, cand.need)
     return device_choice.first_fit(cand.free_milli, cand.device_ok, cand.need)
 
 
@@ -131,7 +152,7 @@ class FGDPolicy(BlindPolicy):
         delta = frag_delta_for(cand, mix)
         devices = fgd_devices(cand, delta)
         d_node = node_delta(cand, delta, devices)
-        return Scored(-d_node, devices, {"frag_delta_milli": d_node})
+        return Scored(simulator_score(d_node), devices, {"frag_delta_milli": d_node})
 
 
 def fgd_evaluate(
