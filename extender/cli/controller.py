@@ -386,6 +386,7 @@ def controller(**opts: Any) -> None:
             from qosched.extender.controller.allocation import AllocationChain
 
             qoe = AllocationChain(qoe, allocation, settings)
+        on_report, stop_metrics = _metrics(opts, law)  # a busy port fails before signals are taken
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: Any) -> None:
@@ -401,7 +402,6 @@ def controller(**opts: Any) -> None:
             " (dry run)" if settings.dry_run else "",
             asdict(law),
         )
-        on_report, stop_metrics = _metrics(opts, law)
         try:
             run_loop(qoe, stop, elector=elector, retry_period_s=lease.retry_period_s, on_report=on_report)
         finally:

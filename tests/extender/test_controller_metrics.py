@@ -161,3 +161,41 @@ def test_served_over_http(two_pods: FakeKubeAPI, core_v1: Any, free_port: int) -
     finally:
         stop()
     assert metric_value(text, "qosched_controller_cycles_total", result="ran") == 1.0
+
+
+def test_busy_metrics_port_is_a_usage_error(kube_api: FakeKubeAPI, tmp_path: Any) -> None:
+    """`qosched controller --metrics-port` on a port already in use: exit 2 naming the flag."""
+    import yaml
+    from click.testing import CliRunner
+
+    from qosched.extender.cli.controller import controller
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "f", "cluster": {"server": kube_api.url}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}],
+                "current-context": "f",
+            }
+        )
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(
+            controller,
+            [
+                f"--kubeconfig={kubeconfig}",
+                "--prometheus-url=http://127.0.0.1:1",
+                "--no-leader-elect",
+                f"--metrics-port={port}",
+                "--metrics-address=127.0.0.1",
+            ],
+        )
+    assert result.exit_code == 2, result.output
+    assert f"--metrics-port {port}" in result.output
