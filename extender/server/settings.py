@@ -31,6 +31,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from qosched.extender.kube.errors import ConfigError
+
 #: ``QOSCHED_*`` variables read by other parts of the process, not by the extender's settings:
 #: gunicorn's config (address, log level), plain-gunicorn deployments' config file, the QoE
 #: controller's flag default, the Ibis validation tool, the image build, and the admission webhook.
@@ -46,10 +48,6 @@ PROCESS_VARIABLES = frozenset(
         "WEBHOOK_DEVICE_PLUGIN",
     }
 )
-
-
-class ConfigError(ValueError):
-    """A configuration file or variable is invalid (the message names it)."""
 
 
 @dataclass(frozen=True, slots=True)
