@@ -6,7 +6,9 @@ ended, the allocation of the next one). A :class:`Decision` carries the fraction
 (for the baselines, the integral one as floats) and the integral one (bool per slot).
 
 - :class:`InfidaAllocator` — mirror ascent + projection + DepRound (:mod:`.oma`), the paper's
-  Algorithm 1.
+  Algorithm 1; optionally with the adaptive, horizon-free step (``adaptive``: DS-OMD with an
+  AdaGrad-norm η_t, :class:`~.oma.AdaptiveStep`) and the rounding coordinated across nodes
+  (``groups``: :func:`~.rounding.dep_round_network`).
 - :class:`GreedyAllocator` — the baseline of similar cost the paper compares with: fill the
   budgets by the *observed value per MiB* of each slot on the last window's requests, i.e. the
   marginal gain :math:`G(r_{t}, x + e_i) - G(r_{t}, x)` divided by :math:`s_i`, best first, as
@@ -28,9 +30,15 @@ import numpy as np
 
 from qosched.policies.infida.catalog import Catalog
 from qosched.policies.infida.gain import RequestTable, gain, subgradient
-from qosched.policies.infida.oma import initial_allocation, mirror_ascent_step
+from qosched.policies.infida.oma import (
+    AdaptiveStep,
+    dual_norm_per_mib,
+    initial_allocation,
+    mirror_ascent_step,
+    stabilized_mirror_ascent_step,
+)
 from qosched.policies.infida.projection import project_allocation
-from qosched.policies.infida.rounding import dep_round_allocation
+from qosched.policies.infida.rounding import dep_round_allocation, dep_round_network
 
 __all__ = [
     "Allocator",
@@ -133,7 +141,13 @@ class StaticAllocator:
 
 @dataclass
 class InfidaAllocator:
-    """Algorithm 1 of the paper (:mod:`.oma`): one mirror-ascent step and one DepRound per window."""
+    """Algorithm 1 of the paper (:mod:`.oma`): one mirror-ascent step and one DepRound per window.
+
+    ``eta``: the constant step (the theorem's η*), or, with ``adaptive``, the step of the next
+    window (DS-OMD, η_t from the squared gradient norms seen, ``grad_sq_sum``). ``groups`` (one
+    entry per slot: the service whose model it holds) switches the rounding from the paper's
+    per-node DepRound to the bipartite one over nodes × services.
+    """
 
     catalog: Catalog
     eta: float
@@ -145,35 +159,58 @@ class InfidaAllocator:
     #: its marginals are exact, but a small change of y changes few loaded models (fewer loads).
     coupled: bool = False
     round_seed: int | None = None
+    adaptive: AdaptiveStep | None = None
+    groups: np.ndarray | None = None
+    grad_sq_sum: float = 0.0
     y: np.ndarray = field(init=False)
+    y_start: np.ndarray = field(init=False, repr=False)
     windows: int = 0
 
     def __post_init__(self) -> None:
         self.y = initial_allocation(self.catalog)
+        self.y_start = self.y.copy()
+        if self.adaptive is not None:
+            self.eta = self.adaptive.eta(self.grad_sq_sum)
         if self.coupled and self.round_seed is None:
             self.round_seed = int(self.rng.integers(2**63))
 
     def _round(self) -> np.ndarray:
         rng = np.random.default_rng(self.round_seed) if self.coupled else self.rng
+        if self.groups is not None:
+            return dep_round_network(self.y, self.catalog, self.groups, rng)
         return dep_round_allocation(self.y, self.catalog, rng, antithetic=self.antithetic)
+
+    def _step(self, g: np.ndarray) -> None:
+        if self.adaptive is None:
+            self.y = mirror_ascent_step(self.y, g, self.eta, self.catalog)
+            return
+        eta_t = self.adaptive.eta(self.grad_sq_sum)
+        self.grad_sq_sum += dual_norm_per_mib(g, self.catalog.sizes_mib) ** 2
+        self.eta = self.adaptive.eta(self.grad_sq_sum)
+        self.y = stabilized_mirror_ascent_step(self.y, g, eta_t, self.eta, self.y_start, self.catalog)
 
     def first(self) -> Decision:
         return Decision(self.y.copy(), self._round())
 
     def observe(self, table: RequestTable, counts: np.ndarray, capacity: np.ndarray) -> Decision:
-        g = subgradient(table, counts, self.y, capacity)
-        self.y = mirror_ascent_step(self.y, g, self.eta, self.catalog)
+        self._step(subgradient(table, counts, self.y, capacity))
         self.windows += 1
         return Decision(self.y.copy(), self._round())
 
     # -- persisted state (a plain dict; the shell writes it to a ConfigMap) --------------------
 
     def state(self) -> dict[str, Any]:
-        """``{"version", "windows", "eta", "y": {node: {model: value}}}``."""
+        """``{"version", "windows", "eta", "grad_sq_sum", "y": {node: {model: value}}}``."""
         y: dict[str, dict[str, float]] = {}
         for i, s in enumerate(self.catalog.slots):
             y.setdefault(s.node, {})[s.model] = float(self.y[i])
-        return {"version": STATE_VERSION, "windows": self.windows, "eta": self.eta, "y": y}
+        return {
+            "version": STATE_VERSION,
+            "windows": self.windows,
+            "eta": self.eta,
+            "grad_sq_sum": self.grad_sq_sum,
+            "y": y,
+        }
 
     def resume(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state`. Slots the state does not know start at :math:`y_1`;
@@ -191,6 +228,12 @@ class InfidaAllocator:
             if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
                 raise StateError(f"INFIDA state: y[{s.node}][{s.model}] must be a number in 0..1")
             y[i] = float(value)
+        sq = state.get("grad_sq_sum", 0.0)
+        if not isinstance(sq, int | float) or not sq >= 0.0:
+            raise StateError("INFIDA state: 'grad_sq_sum' must be a number >= 0")
         with np.errstate(divide="ignore"):
             self.y = project_allocation(np.log(y), self.catalog)
         self.windows = windows
+        self.grad_sq_sum = float(sq)
+        if self.adaptive is not None:
+            self.eta = self.adaptive.eta(self.grad_sq_sum)

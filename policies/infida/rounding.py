@@ -48,7 +48,7 @@ import numpy as np
 
 from qosched.policies.infida.catalog import Catalog
 
-__all__ = ["EPS", "dep_round_allocation", "dep_round_node"]
+__all__ = ["EPS", "dep_round_allocation", "dep_round_network", "dep_round_node"]
 
 #: Entries within EPS of 0 or 1 count as integral (float rounding of the pair steps).
 EPS = 1e-9
@@ -136,4 +136,182 @@ def dep_round_allocation(
             seen[node.tier] = k + 1
             source = _Uniforms(draws, k % 2 == 1, rng)
         x[idx] = dep_round_node(y[idx], catalog.sizes_mib[idx], node.budget_mib, source)
+    return x
+
+
+# -- coordinated rounding across nodes × services (bipartite dependent rounding) ---------------
+
+
+class _Graph:
+    """The fractional entries as edges of the bipartite graph nodes × groups (services), with the
+    fractional edges of every node and group kept in lists (an edge leaves them once integral)."""
+
+    def __init__(self, y: np.ndarray, node_of: np.ndarray, group_of: np.ndarray) -> None:
+        self.y, self.node_of, self.group_of = y, node_of, group_of
+        self.nodes: dict[int, list[int]] = {}
+        self.groups: dict[int, list[int]] = {}
+        for i in np.flatnonzero((y > 0.0) & (y < 1.0)):
+            self.nodes.setdefault(int(node_of[i]), []).append(int(i))
+            self.groups.setdefault(int(group_of[i]), []).append(int(i))
+
+    def at_node(self, v: int) -> list[int]:
+        return self.nodes.get(v, [])
+
+    def at_group(self, g: int) -> list[int]:
+        return self.groups.get(g, [])
+
+    def start(self) -> int | None:
+        """The first node with two fractional edges (None: every node has at most one)."""
+        return next((v for v in sorted(self.nodes) if len(self.nodes[v]) >= 2), None)
+
+    def settle(self, edges: list[int]) -> None:
+        """Drop the edges of a walk that became integral."""
+        for i in edges:
+            if not 0.0 < self.y[i] < 1.0:
+                self.nodes[int(self.node_of[i])].remove(i)
+                self.groups[int(self.group_of[i])].remove(i)
+
+
+def _walk(graph: _Graph, start_node: int) -> list[int]:
+    """A walk ``g₀ –e₁– v₁ –e₂– g₁ –e₃– v₂ –e₄– g₂ …`` of fractional edges, groups at both ends.
+
+    It starts with the first two fractional edges of ``start_node`` and extends from its right-hand
+    group through another of the group's edges to a node, and on through a second edge of that
+    node to a group not yet on the walk (or back to the first group, closing a cycle, which ends
+    it). No edge is used twice and no group is entered twice, so the walk holds at most two edges
+    of any group, one going up and one down; a node may be passed more than once, each pass by
+    two of its edges, so its memory is kept exactly.
+    """
+    first = graph.at_node(start_node)
+    edges = [first[0], first[1]]
+    used = set(edges)
+    left = int(graph.group_of[first[0]])
+    right = int(graph.group_of[first[1]])
+    groups = {left, right}
+    while right != left:
+        step = _next_pair(graph, right, used, groups, left)
+        if step is None:
+            break
+        edges += step
+        used.update(step)
+        right = int(graph.group_of[step[1]])
+        groups.add(right)
+    return edges
+
+
+def _next_pair(graph: _Graph, group: int, used: set[int], groups: set[int], left: int) -> list[int] | None:
+    """From ``group``: an unused edge ``f`` to a node and that node's unused edge ``h`` to a new
+    group (or back to the walk's first group, closing it)."""
+    for f in graph.at_group(group):
+        if f in used:
+            continue
+        for h in graph.at_node(int(graph.node_of[f])):
+            g = int(graph.group_of[h])
+            if h != f and h not in used and (g not in groups or g == left):
+                return [f, h]
+    return None
+
+
+def _direction(edges: list[int], sizes: np.ndarray) -> np.ndarray:
+    """Signed rates along the walk: opposite at a node, weighted by size (memory kept); opposite
+    and equal at a group (its number of loaded copies kept)."""
+    d = np.empty(len(edges))
+    d[0] = 1.0
+    for k in range(1, len(edges)):
+        at_node = k % 2 == 1  # e₁e₂ meet at a node, e₂e₃ at a group, …
+        d[k] = -d[k - 1] * (sizes[edges[k - 1]] / sizes[edges[k]] if at_node else 1.0)
+    return d
+
+
+def _walk_step(y: np.ndarray, edges: list[int], d: np.ndarray, u: float) -> None:
+    ye = y[edges]
+    up = np.where(d > 0, (1.0 - ye) / d, ye / -d)  # how far +t can go
+    down = np.where(d > 0, ye / d, (1.0 - ye) / -d)  # how far −t can go
+    t_up, t_down = float(up.min()), float(down.min())
+    if u < t_down / (t_up + t_down):
+        ye, k = ye + t_up * d, int(np.argmin(up))
+        ye[k] = 1.0 if d[k] > 0 else 0.0  # the entry that set the move lands on its bound exactly
+    else:
+        ye, k = ye - t_down * d, int(np.argmin(down))
+        ye[k] = 0.0 if d[k] > 0 else 1.0
+    ye[ye < EPS] = 0.0
+    ye[ye > 1.0 - EPS] = 1.0
+    y[edges] = ye
+
+
+class _KeyedUniforms:
+    """The uniforms of one network rounding, drawn up front and keyed by the slot a walk starts
+    from (and how many walks started there before) instead of by their order. Every key is read
+    once, so each step still gets a fresh uniform independent of the past; but with the same
+    generator state (common random numbers across windows) a walk that starts from the same slot
+    reads the same number even when earlier walks changed — a small change of ``y`` changes few
+    decisions."""
+
+    KEYS_PER_SLOT = 4
+
+    def __init__(self, rng: np.random.Generator, n: int) -> None:
+        self.rng = rng
+        self.table = rng.random((n, self.KEYS_PER_SLOT))
+        self.final = rng.random(n)
+        self.used: dict[int, int] = {}
+
+    def walk(self, slot: int) -> float:
+        k = self.used.get(slot, 0)
+        self.used[slot] = k + 1
+        return float(self.table[slot, k]) if k < self.KEYS_PER_SLOT else float(self.rng.random())
+
+    def last(self, slot: int) -> float:
+        return float(self.final[slot])
+
+
+def dep_round_network(
+    y: np.ndarray, catalog: Catalog, groups: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    r"""Dependent rounding on the bipartite graph nodes × groups (Gandhi et al. 2006, §2, with
+    memory weights), an integral allocation (bool per slot).
+
+    ``groups[i]`` names the substitutes of slot ``i`` (here: the service whose model it holds).
+    Each step takes a walk (:func:`_walk`) and moves ``y`` along its signed direction ``d`` by
+    ``+t_up`` with probability ``t_down/(t_up+t_down)``, else by ``−t_down`` — the largest moves
+    that keep every entry in [0, 1], so at least one entry becomes integral:
+
+    * every node on the walk keeps :math:`\sum s y` exactly (its two edges move by
+      :math:`s_a \Delta_a = -s_b \Delta_b`), so **no budget is ever exceeded**;
+    * :math:`E[\Delta] = 0` in every step, so :math:`E[x] = y` (a martingale), up to the last
+      fractional entry of a node, rounded up with probability ``y`` when it fits and down otherwise
+      (as in :func:`dep_round_node`; exact when it fits);
+    * a walk holds at most two edges of a group, moving in opposite directions, so the copies of
+      one service — on one node or across nodes — are **negatively correlated** (Gandhi et al.'s
+      property (P3) at the group's vertex): what the paper's (1 − 1/e) bound on
+      :math:`E[G(x)]` needs of the slots of one request type (its proof bounds
+      :math:`P(\text{none of a set of its slots}) \le \prod (1 - y)`). The paper's per-node
+      DepRound has this within a node and independence across nodes; here a node may be passed
+      twice by one walk, so two slots of *different* services on one node may move together — the
+      bound does not use those pairs.
+    * a group inside a walk keeps its number of copies (one goes up where another goes down):
+      a service spread as ½ + ½ over two nodes ends with exactly one copy, and a service whose
+      copies sum to at most 1 is loaded at most once — the coverage
+      :math:`\min\{r, \sum l x\}` is then what :math:`G(y)` counted, in expectation, instead of
+      the :math:`1 - \prod(1 - y)` of independent nodes.
+    """
+    y = np.clip(np.asarray(y, dtype=float).copy(), 0.0, 1.0)
+    y[y < EPS] = 0.0
+    y[y > 1.0 - EPS] = 1.0
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.shape != y.shape:
+        raise ValueError(f"groups must have one entry per slot ({y.size}), got {groups.size}")
+    graph = _Graph(y, catalog.node_of, groups)
+    sizes = catalog.sizes_mib
+    uniforms = _KeyedUniforms(rng, catalog.n_slots)
+    while (start := graph.start()) is not None:
+        edges = _walk(graph, start)
+        _walk_step(y, edges, _direction(edges, sizes), uniforms.walk(edges[0]))
+        graph.settle(edges)
+    x = y >= 1.0
+    for v, node in enumerate(catalog.nodes):
+        for k in graph.at_node(v):  # at most one left per node
+            fits = float(sizes[x & (catalog.node_of == v)].sum()) + sizes[k] <= node.budget_mib * (
+                1.0 + 1e-12
+            )
+            x[k] = bool(fits and uniforms.last(k) < y[k])
     return x

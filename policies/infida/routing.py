@@ -60,7 +60,7 @@ from qosched.policies.infida.catalog import (
     inference_ms_at_capacity,
 )
 from qosched.policies.infida.gain import RequestTable, build_table, window_capacity
-from qosched.policies.infida.oma import gradient_bound_per_mib, step_size
+from qosched.policies.infida.oma import AdaptiveStep, gradient_bound_per_mib, step_size
 from qosched.policies.requests.routing import Outcome, RequestContext
 from qosched.policies.requests.scenario import Action, Link, Scenario, TierNode
 
@@ -118,6 +118,12 @@ class AllocationModel:
         valid = t.valid
         np.maximum.at(gap, t.slot[valid], (t.repo_cost_ms[:, None] - np.where(valid, t.cost_ms, 0.0))[valid])
         return gap
+
+    def slot_groups(self) -> np.ndarray:
+        """Per slot, the index of the service (request type) whose model it holds: the substitutes
+        the network rounding coordinates."""
+        row = {t.service: r for r, t in enumerate(self.types)}
+        return np.array([row[k[0]] for k in self.slot_key], dtype=np.int64)
 
     def requests_per_slot(self, per_service: Mapping[str, float] | float) -> np.ndarray:
         """``R_i``: the bound of requests per window of the service slot ``i`` serves."""
@@ -389,14 +395,18 @@ def make_allocation_policy(
 ) -> AllocationRouting:
     """``infida``, ``greedy-allocation`` or ``static-allocation`` on a scenario.
 
-    INFIDA's step size is the theorem's :func:`~.oma.step_size` for ``T = horizon / window``
-    windows and the gradient bound of :func:`~.oma.gradient_bound_per_mib` with ``R`` the most
-    requests of a service in one window: ``options["max_requests_per_window"]``, a number or a
-    mapping service → number (the shell passes each service's busiest window of the trace; a live
-    controller states it). The rounding couples the nodes of a tier antithetically
-    (:func:`~.rounding.dep_round_allocation`; ``options["antithetic"]=False`` for independent nodes)
-    and the windows by common random numbers (``options["coupled"]=False`` for a fresh draw each
-    window; :class:`~.allocators.InfidaAllocator`).
+    INFIDA's step (``options["step"]``): ``"adaptive"`` (default) the horizon-free AdaGrad-norm
+    step in DS-OMD form (:class:`~.oma.AdaptiveStep`), or ``"theorem"`` the constant
+    :func:`~.oma.step_size` η* for ``T = horizon / window`` windows. Both use the gradient bound
+    of :func:`~.oma.gradient_bound_per_mib` with ``R`` the most requests of a service in one
+    window: ``options["max_requests_per_window"]``, a number or a mapping service → number (the
+    shell passes each service's busiest window of the trace; a live controller states it).
+    The rounding (``options["rounding"]``): ``"network"`` (default) the bipartite dependent
+    rounding over nodes × services (:func:`~.rounding.dep_round_network`), or ``"node"`` the
+    paper's per-node DepRound, with the nodes of a tier coupled antithetically
+    (``options["antithetic"]=False`` for independent nodes). The windows share their random
+    numbers (``options["coupled"]=False`` for a fresh draw each window;
+    :class:`~.allocators.InfidaAllocator`).
     """
     window = float(window_s or DEFAULT_WINDOW_S)
     weight = float(options.get("accuracy_weight_ms_per_pp", DEFAULT_ACCURACY_WEIGHT_MS_PER_PP))
@@ -411,8 +421,19 @@ def make_allocation_policy(
     windows = max(1, math.ceil(horizon / window))
     max_requests = model.requests_per_slot(options.get("max_requests_per_window", math.inf))
     bound = gradient_bound_per_mib(model.catalog, model.gap_ms(), max_requests, window)
+    step, rounding = options.get("step", "adaptive"), options.get("rounding", "network")
+    if step not in ("adaptive", "theorem") or rounding not in ("network", "node"):
+        raise ValueError(
+            f"infida: step must be adaptive|theorem and rounding network|node, got {step}/{rounding}"
+        )
     eta = step_size(model.catalog, bound, windows).eta * float(options.get("eta_scale", 1.0))
-    antithetic = bool(options.get("antithetic", True))
-    coupled = bool(options.get("coupled", True))
-    allocator = InfidaAllocator(model.catalog, eta, rng, antithetic=antithetic, coupled=coupled)
-    return AllocationRouting(model, allocator, window, name, eta=eta)
+    allocator = InfidaAllocator(
+        model.catalog,
+        eta,
+        rng,
+        antithetic=bool(options.get("antithetic", True)),
+        coupled=bool(options.get("coupled", True)),
+        adaptive=AdaptiveStep.for_catalog(model.catalog, bound) if step == "adaptive" else None,
+        groups=model.slot_groups() if rounding == "network" else None,
+    )
+    return AllocationRouting(model, allocator, window, name, eta=allocator.eta)

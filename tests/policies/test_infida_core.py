@@ -32,14 +32,16 @@ from qosched.policies.infida.catalog import (
 from qosched.policies.infida.gain import build_table, gain, subgradient, window_capacity
 from qosched.policies.infida.hindsight import best_fixed_allocation
 from qosched.policies.infida.oma import (
+    AdaptiveStep,
     initial_allocation,
     mirror_ascent_step,
     mirror_diameter,
     negative_entropy,
+    stabilized_mirror_ascent_step,
     step_size,
 )
 from qosched.policies.infida.projection import bregman_divergence, project_node
-from qosched.policies.infida.rounding import dep_round_allocation, dep_round_node
+from qosched.policies.infida.rounding import dep_round_allocation, dep_round_network, dep_round_node
 
 # --------------------------------------------------------------------------------------------
 # projection
@@ -503,3 +505,152 @@ def test_coupled_rounding_keeps_x_while_y_stays_and_marginals_over_seeds() -> No
         draws.append(b._round())
     mean = np.mean(draws, axis=0)
     assert np.all(np.abs(mean - y) <= 4 * np.sqrt(y * (1 - y) / 4000) + 1e-3), mean
+
+
+# --------------------------------------------------------------------------------------------
+# adaptive step (DS-OMD with AdaGrad-norm), network rounding (nodes × services)
+# --------------------------------------------------------------------------------------------
+
+
+def test_adaptive_step_hand_computed() -> None:
+    """3 slots of 1 MiB, b = 2: D = 3/e, ‖b‖₁ = 2 → scale = √(2D/‖b‖₁) = √(3/e); L = 5."""
+    cat = _one_node([1.0, 1.0, 1.0], 2.0)
+    step = AdaptiveStep.for_catalog(cat, 5.0)
+    assert step.scale == pytest.approx(math.sqrt(3 / math.e))
+    assert step.eta(0.0) == pytest.approx(math.sqrt(3 / math.e) / 5)  # η₁ = η*(T = 1)
+    assert step.eta(11.0) == pytest.approx(math.sqrt(3 / math.e) / 6)  # √(25 + 11) = 6
+    assert step.regret_bound(11.0) == pytest.approx(3 / math.sqrt(2) * math.sqrt(3 / math.e * 2 * 36))
+    # worst case S_T = L²T: 1.5 × the fixed-η* bound for T + 1 windows
+    fixed = step_size(cat, 5.0, 101).regret_bound
+    assert step.regret_bound(25.0 * 100) == pytest.approx(1.5 * fixed)
+
+
+@pytest.mark.parametrize(
+    ("eta_next", "want"),
+    [
+        # γ = 1: the paper's step, ŷ = (2/e, 1/e), Σ = 3/e > 1 → c = e/3 → (2/3, 1/3)
+        (math.log(2.0), [2 / 3, 1 / 3]),
+        # γ = ½: log ŷ = ½(log 2 − 1, −1) + ½(−1, −1) → (√2/e, 1/e), Σ ≈ 0.888 ≤ 1: no projection
+        (math.log(2.0) / 2, [math.sqrt(2) / math.e, 1 / math.e]),
+        # γ = 0: back to y₁
+        (0.0, [1 / math.e, 1 / math.e]),
+    ],
+    ids=["gamma-1", "gamma-half", "gamma-0"],
+)
+def test_stabilized_step_hand_computed(eta_next: float, want: list[float]) -> None:
+    cat = _one_node([1.0, 1.0], 1.0)
+    y1 = initial_allocation(cat)
+    y = stabilized_mirror_ascent_step(y1, np.array([1.0, 0.0]), math.log(2.0), eta_next, y1, cat)
+    assert y == pytest.approx(want)
+
+
+@pytest.mark.parametrize("horizon", [16, 64, 256], ids=["T16", "T64", "T256"])
+def test_adaptive_fractional_regret_within_its_bound(horizon: int) -> None:
+    """No horizon given: the regret at every T is within 3/√2·√(D‖b‖₁(L² + S_T))."""
+    cat, tables, counts, caps = _alternating(horizon)
+    step = AdaptiveStep.for_catalog(cat, 50.0 * 10.0 / 1000.0)
+    alloc = InfidaAllocator(cat, 0.0, np.random.default_rng(0), adaptive=step)
+    assert alloc.eta == pytest.approx(step.eta(0.0))
+    y_gain = 0.0
+    for t in range(horizon):
+        y_gain += gain(tables[t], counts[t], alloc.y, caps[t])
+        alloc.observe(tables[t], counts[t], caps[t])
+    best = best_fixed_allocation(cat, tables, counts, caps, integral=False)
+    assert 0.0 < alloc.grad_sq_sum <= horizon * step.gradient_bound_per_mib**2
+    assert best.total_gain - y_gain <= step.regret_bound(alloc.grad_sq_sum)
+    assert alloc.eta == pytest.approx(step.eta(alloc.grad_sq_sum))
+
+
+def test_adaptive_state_round_trip() -> None:
+    cat, tables, counts, caps = _alternating(4)
+    step = AdaptiveStep.for_catalog(cat, 0.5)
+    a = InfidaAllocator(cat, 0.0, np.random.default_rng(0), adaptive=step)
+    for t in range(4):
+        a.observe(tables[t], counts[t], caps[t])
+    b = InfidaAllocator(cat, 0.0, np.random.default_rng(0), adaptive=step)
+    b.resume(a.state())
+    assert b.grad_sq_sum == pytest.approx(a.grad_sq_sum)
+    assert b.eta == pytest.approx(a.eta)
+    with pytest.raises(StateError, match="grad_sq_sum"):
+        b.resume({**a.state(), "grad_sq_sum": -1.0})
+
+
+def _grid(
+    budget: float, sizes: tuple[float, ...], services: int, nodes: int = 2
+) -> tuple[Catalog, np.ndarray]:
+    """``nodes`` nodes, each with one slot per (service, size) pair; groups = the service."""
+    names = [f"n{v}" for v in range(nodes)]
+    slots = [
+        Slot(n, f"s{g}/v{k}", s, 0.7, 5.0, 10.0)
+        for n in names
+        for g in range(services)
+        for k, s in enumerate(sizes)
+    ]
+    cat = Catalog.build([NodeBudget(n, "edge", budget) for n in names], slots)
+    return cat, np.array([int(s.model[1 : s.model.index("/")]) for s in cat.slots])
+
+
+def test_network_rounding_loads_each_half_spread_service_exactly_once() -> None:
+    """Two nodes holding one model each, two services at ½ everywhere: every draw loads each
+    service exactly once and fills each node (per-node rounding loads one service twice half the
+    time); marginals ½ within 4 s.e."""
+    cat, groups = _grid(1000.0, (1000.0,), services=2)
+    y = np.full(4, 0.5)
+    rng = np.random.default_rng(7)
+    draws = np.array([dep_round_network(y, cat, groups, rng) for _ in range(4000)])
+    per_service = np.stack([draws[:, groups == g].sum(axis=1) for g in range(2)], axis=1)
+    assert np.all(per_service == 1)
+    assert np.all(cat.memory_used_mib(draws[0].astype(float)) == 1000.0)
+    assert np.all(np.abs(draws.mean(axis=0) - 0.5) <= 4 * np.sqrt(0.25 / 4000))
+    independent = np.array([dep_round_allocation(y, cat, rng) for _ in range(4000)])
+    twice = np.stack([independent[:, groups == g].sum(axis=1) for g in range(2)], axis=1)
+    assert 0.2 < float(np.mean(np.any(twice != 1, axis=1))) < 0.8
+
+
+def test_network_rounding_merges_substitutes_on_one_node() -> None:
+    """One node with room for one model; a service's two variants at 0.6 and 0.4: always one."""
+    cat, groups = _grid(1000.0, (1000.0, 1000.0), services=1, nodes=1)
+    rng = np.random.default_rng(3)
+    draws = np.array([dep_round_network(np.array([0.6, 0.4]), cat, groups, rng) for _ in range(2000)])
+    assert np.all(draws.sum(axis=1) == 1)
+    assert abs(draws[:, 0].mean() - 0.6) <= 4 * np.sqrt(0.24 / 2000)
+
+
+@pytest.mark.slow
+def test_network_rounding_matches_fractional_in_expectation() -> None:
+    """Unequal sizes, three nodes, three services; budgets with slack ≥ the largest slot so every
+    node's last entry fits: E[x] = y (6,000 draws, seed 7, 4 s.e. + 1e-3); and for every
+    service P(no copy loaded) ≤ Π(1 − y) over its slots (negative correlation, what the
+    (1 − 1/e) bound uses), within 4 s.e."""
+    cat, groups = _grid(3500.0, (965.0, 1130.0, 930.0), services=3, nodes=3)
+    y = np.random.default_rng(1).uniform(0.0, 1.0, cat.n_slots)
+    used = cat.memory_used_mib(y)
+    y *= np.minimum(1.0, (cat.budgets_mib - 1130.0) / used)[cat.node_of]
+    n = 6_000
+    rng = np.random.default_rng(7)
+    draws = np.array([dep_round_network(y, cat, groups, rng) for _ in range(n)])
+    tol = 4 * np.sqrt(y * (1 - y) / n) + 1e-3
+    assert np.all(np.abs(draws.mean(axis=0) - y) <= tol)
+    for g in range(3):
+        none = float(np.mean(~draws[:, groups == g].any(axis=1)))
+        independent = float(np.prod(1.0 - y[groups == g]))
+        assert none <= independent + 4 * np.sqrt(independent * (1 - independent) / n) + 1e-3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=12, max_size=12), st.floats(0.3, 1.0), st.integers(0, 2**31))
+def test_network_rounding_keeps_every_budget(y: list[float], frac: float, seed: int) -> None:
+    cat, groups = _grid(2500.0, (965.0, 1130.0), services=3)
+    yy = np.array(y) * frac
+    used = cat.memory_used_mib(yy)
+    yy = yy * np.minimum(1.0, cat.budgets_mib / np.maximum(used, 1e-12))[cat.node_of]
+    x = dep_round_network(yy, cat, groups, np.random.default_rng(seed))
+    assert np.all(cat.memory_used_mib(x.astype(float)) <= cat.budgets_mib * (1 + 1e-9))
+    assert not np.any(x & (yy == 0))
+    assert np.all(x[yy == 1.0])
+
+
+def test_network_rounding_rejects_wrong_groups() -> None:
+    cat, groups = _grid(1000.0, (1000.0,), services=2)
+    with pytest.raises(ValueError, match="one entry per slot"):
+        dep_round_network(np.full(4, 0.5), cat, groups[:3], np.random.default_rng(0))

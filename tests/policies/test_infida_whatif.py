@@ -120,3 +120,35 @@ def test_regret_on_an_alternating_sequence() -> None:
     best_frac = best_fixed_gain(model.catalog, table, counts, 10.0, integral=False)
     assert infida.fractional is not None
     assert best_frac - infida.fractional.sum() <= eta.regret_bound
+
+
+@pytest.mark.parametrize(
+    ("options", "adaptive", "network"),
+    [
+        ({}, True, True),
+        ({"step": "theorem", "rounding": "node"}, False, False),
+        ({"step": "adaptive", "rounding": "node"}, True, False),
+    ],
+    ids=["default", "paper", "adaptive-node"],
+)
+def test_infida_step_and_rounding_options(options: dict[str, str], adaptive: bool, network: bool) -> None:
+    base = {"device_memory_mib": DEVICE_MIB.__getitem__, "horizon_s": 30.0, "max_requests_per_window": 100.0}
+    policy = make_allocation_policy(
+        "infida", scenario(), np.random.default_rng(0), window_s=10.0, options={**base, **options}
+    )
+    alloc = policy.allocator
+    assert isinstance(alloc, InfidaAllocator)
+    assert (alloc.adaptive is not None) is adaptive
+    assert (alloc.groups is not None) is network
+    if network:
+        assert alloc.groups is not None
+        assert alloc.groups.tolist() == [int(k[0][1:]) for k in policy.model.slot_key]
+    if adaptive:
+        assert alloc.adaptive is not None
+        assert policy.eta == pytest.approx(alloc.adaptive.eta(0.0))
+
+
+def test_infida_rejects_unknown_step() -> None:
+    options = {"device_memory_mib": DEVICE_MIB.__getitem__, "step": "fast"}
+    with pytest.raises(ValueError, match=r"step must be adaptive\|theorem"):
+        make_allocation_policy("infida", scenario(), np.random.default_rng(0), window_s=10.0, options=options)
