@@ -56,6 +56,7 @@ from kubernetes import client as k8s
 
 from qosched.extender.kube.cache import ClusterCache
 from qosched.extender.kube.errors import ConfigError
+from qosched.extender.kube.rest import LeanCoreV1
 from qosched.policies.state import DeviceMemoryLookup, ServiceLookup
 
 log = logging.getLogger(__name__)
@@ -405,7 +406,8 @@ class LiveCluster(ClusterCache):
         **cache_kw: Any,
     ) -> None:
         super().__init__(lookup, device_memory, **cache_kw)
-        self.api = k8s.CoreV1Api(api_client)
+        # core/v1 list/watch through the client's pool, without CoreV1Api's 2 s of model classes.
+        self.api = LeanCoreV1(api_client)
         self.watch_settings = watch or WatchSettings.from_config(settings or {})
         self._rng = rng or random.Random()
         self._stopping = threading.Event()

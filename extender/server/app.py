@@ -92,22 +92,20 @@ def create_app(
     )
     runtime.keep_best_only = settings.filter_keeps_best_only
     if live and settings.placement_hints_configmap and api_client is not None:
-        from kubernetes.client import CoreV1Api
-
         from qosched.extender.kube.hints import HintsSource
+        from qosched.extender.kube.rest import LeanCoreV1
 
         runtime.hints = HintsSource(
-            CoreV1Api(api_client),
+            LeanCoreV1(api_client),  # one read per TTL; CoreV1Api's import alone costs 2 s
             settings.placement_hints_configmap,
             ttl_s=settings.placement_hints_ttl_s,
             max_age_s=settings.placement_hints_max_age_s,
         )
     if live and settings.allocation_configmap and api_client is not None:
-        from kubernetes.client import CoreV1Api
-
         from qosched.extender.kube.allocation_source import AllocationSource
+        from qosched.extender.kube.rest import LeanCoreV1
 
-        runtime.allocation = AllocationSource(CoreV1Api(api_client), settings.allocation_configmap)
+        runtime.allocation = AllocationSource(LeanCoreV1(api_client), settings.allocation_configmap)
     metrics.follow_binds(lambda: runtime.binds_in_flight, lambda: runtime.binds_outcome_unknown)
     uploader = make_uploader(conf, store, cache, api_client)
     if live:  # every replica hot-reloads what any replica stored in the ConfigMap

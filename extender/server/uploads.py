@@ -269,11 +269,12 @@ class ConfigMapSink:
 
     def load(self) -> list[Profile]:
         """The valid profiles stored in the ConfigMap (none when it does not exist yet)."""
-        from kubernetes import client as k8s
         from kubernetes.client.rest import ApiException
 
+        from qosched.extender.kube.rest import LeanCoreV1  # CoreV1Api's import costs 2 s at start
+
         try:
-            cm = k8s.CoreV1Api(self.api_client).read_namespaced_config_map(self.name, self.namespace)
+            cm = LeanCoreV1(self.api_client).read_namespaced_config_map(self.name, self.namespace)
         except ApiException as err:
             if err.status == 404:
                 return []
@@ -396,9 +397,9 @@ class ConfigMapFollower:
 
     def _request(self, read_timeout_s: float, **kwargs: Any) -> Any:
         """A raw list (or, with ``watch=True``, watch) of the one ConfigMap, read timeout bounded."""
-        from kubernetes import client as k8s
+        from qosched.extender.kube.rest import LeanCoreV1
 
-        return k8s.CoreV1Api(self.sink.api_client).list_namespaced_config_map(
+        return LeanCoreV1(self.sink.api_client).list_namespaced_config_map(
             self.sink.namespace,
             field_selector=f"metadata.name={self.sink.name}",
             _preload_content=False,
