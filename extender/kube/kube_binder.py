@@ -41,6 +41,7 @@ whose first attempt went through), so binding is idempotent.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -52,6 +53,8 @@ from qosched.extender.kube.binding import BindError
 
 #: ``pod %v is already assigned to node %q`` (assignPod). Node names are DNS subdomains, so Go's
 #: quoting never escapes anything inside the quotes.
+#: Seconds the Authorization header is reused before the configuration's refresh hook runs again.
+AUTH_REFRESH_S = 1.0
 _ASSIGNED = re.compile(r'already assigned to node "([^"]*)"')
 
 
@@ -87,21 +90,34 @@ class KubeBinder:
             "Content-Type": "application/json",
         }
         self._safe = str(getattr(self._configuration, "safe_chars_for_path_param", "") or "")
+        # The connection pool of the API server, resolved once (PoolManager.urlopen parses the
+        # URL and looks the pool up on every call: ~1/10 of a bind's CPU).
+        self._path_prefix = urllib3.util.parse_url(self._prefix).path or "/api/v1/namespaces/"
+        self._host_pool = self._pool.connection_from_url(self._prefix)
+        self._auth: tuple[float, dict[str, str]] | None = None
 
     def _request_headers(self) -> dict[str, str]:
+        """The headers with the current Authorization, recomputed at most every
+        ``AUTH_REFRESH_S``: auth_settings() runs the configuration's refresh hook (in-cluster token
+        rotation, exec/OIDC kubeconfig plugins), which for a kubeconfig re-runs the whole loader
+        (~1/8 of a bind's CPU). Tokens rotate over minutes to hours; a second is plenty."""
+        now = time.monotonic()
+        cached = self._auth
+        if cached is not None and now - cached[0] < AUTH_REFRESH_S:
+            return cached[1]
         headers = dict(self._headers)
-        # auth_settings() runs the configuration's refresh hook (in-cluster token rotation,
-        # exec/OIDC kubeconfig plugins) and yields the current Authorization header.
         for setting in self._configuration.auth_settings().values():
             if setting.get("in") == "header" and setting.get("value"):
                 headers[setting["key"]] = setting["value"]
+        self._auth = (now, headers)
         return headers
 
     def url(self, namespace: str, name: str) -> str:
         """``.../namespaces/{ns}/pods/{name}/binding`` on the configured host."""
-        return (
-            f"{self._prefix}{quote(namespace, safe=self._safe)}/pods/{quote(name, safe=self._safe)}/binding"
-        )
+        return self._prefix + self._path(namespace, name).removeprefix(self._path_prefix)
+
+    def _path(self, namespace: str, name: str) -> str:
+        return f"{self._path_prefix}{quote(namespace, safe=self._safe)}/pods/{quote(name, safe=self._safe)}/binding"
 
     @staticmethod
     def body(namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> bytes:
@@ -123,13 +139,14 @@ class KubeBinder:
     def bind(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
         """Bind ``namespace/name`` (UID ``uid``) to ``node`` with ``annotations``; raise ``BindError``."""
         try:
-            resp = self._pool.request(
+            resp = self._host_pool.urlopen(
                 "POST",
-                self.url(namespace, name),
+                self._path(namespace, name),
                 body=self.body(namespace, name, uid, node, annotations),
                 headers=self._request_headers(),
                 timeout=self._timeout,
                 preload_content=True,
+                redirect=False,
             )
         except (urllib3.exceptions.HTTPError, OSError) as err:
             cause = err.reason if isinstance(err, urllib3.exceptions.MaxRetryError) else err

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
+from qosched.extender.kube import kube_binder
 from qosched.extender.kube.binding import BindError
 from qosched.extender.kube.kube_binder import KubeBinder, conflict_node_of
 from qosched.extender.server.runtime import Runtime
@@ -217,7 +218,27 @@ def _server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServ
         server.server_close()
 
 
-def test_auth_header_is_refreshed_per_call_and_connection_is_kept_alive() -> None:
+def test_auth_header_is_reused_within_the_refresh_window() -> None:
+    """The refresh hook (for a kubeconfig: the whole loader) runs at most once per
+    ``AUTH_REFRESH_S``, not per bind (issue 19: ~1/8 of a bind's CPU)."""
+    calls = []
+    with _server(_Recorder) as server:
+        cfg = client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")
+        cfg.api_key = {"BearerToken": "t0"}
+        cfg.api_key_prefix = {"BearerToken": "Bearer"}
+        cfg.refresh_api_key_hook = calls.append
+        with client.ApiClient(cfg) as api_client:
+            binder = KubeBinder(api_client)
+            for name in ("a", "b", "c"):
+                binder.bind("ns", name, "", "n", {})
+    assert len(calls) == 1
+    assert {auth for _, auth, _ in server.seen} == {"Bearer t0"}  # type: ignore[attr-defined]
+
+
+def test_auth_header_is_refreshed_per_call_and_connection_is_kept_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kube_binder, "AUTH_REFRESH_S", 0.0)  # every call past the window
     tokens = iter(["t1", "t2", "t3"])
     with _server(_Recorder) as server:
         cfg = client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")
