@@ -144,13 +144,15 @@ def dep_round_allocation(
 
 class _Graph:
     """The fractional entries as edges of the bipartite graph nodes × groups (services), with the
-    fractional edges of every node and group kept in lists (an edge leaves them once integral)."""
+    fractional edges of every node and group kept in lists, largest ``y`` first (an edge leaves
+    them once integral)."""
 
     def __init__(self, y: np.ndarray, node_of: np.ndarray, group_of: np.ndarray) -> None:
         self.y, self.node_of, self.group_of = y, node_of, group_of
         self.nodes: dict[int, list[int]] = {}
         self.groups: dict[int, list[int]] = {}
-        for i in np.flatnonzero((y > 0.0) & (y < 1.0)):
+        frac = np.flatnonzero((y > 0.0) & (y < 1.0))
+        for i in frac[np.argsort(-y[frac], kind="stable")]:
             self.nodes.setdefault(int(node_of[i]), []).append(int(i))
             self.groups.setdefault(int(group_of[i]), []).append(int(i))
 
@@ -175,7 +177,7 @@ class _Graph:
 def _walk(graph: _Graph, start_node: int) -> list[int]:
     """A walk ``g₀ –e₁– v₁ –e₂– g₁ –e₃– v₂ –e₄– g₂ …`` of fractional edges, groups at both ends.
 
-    It starts with the first two fractional edges of ``start_node`` and extends from its right-hand
+    It starts with the first two fractional edges of ``start_node`` (the largest ``y``) and extends from its right-hand
     group through another of the group's edges to a node, and on through a second edge of that
     node to a group not yet on the walk (or back to the first group, closing a cycle, which ends
     it). No edge is used twice and no group is entered twice, so the walk holds at most two edges
@@ -293,6 +295,16 @@ def dep_round_network(
       copies sum to at most 1 is loaded at most once — the coverage
       :math:`\min\{r, \sum l x\}` is then what :math:`G(y)` counted, in expectation, instead of
       the :math:`1 - \prod(1 - y)` of independent nodes.
+
+    **Order.** Any choice of walk keeps the three properties (each step is a martingale step
+    whatever the history), so the walks take the largest fractional entries first (every node's
+    and group's edges sorted by ``y``, decreasing). That matters because the projection fills
+    every budget exactly (:math:`\sum s y = b`) and, with unequal sizes, the last fractional
+    entry of a node then never fits: it is always rounded down — the knapsack's integrality gap,
+    which no rounding avoids (:func:`dep_round_node`'s example). Taking the large entries first
+    leaves the smallest one for last, usually a redundant copy of a service already covered: on
+    a converged allocation of the 180-window unshipped scenario, index order lost 8.6 % of
+    :math:`G(y)` in expectation, this order 1.0 % (docs/infida.md).
     """
     y = np.clip(np.asarray(y, dtype=float).copy(), 0.0, 1.0)
     y[y < EPS] = 0.0
