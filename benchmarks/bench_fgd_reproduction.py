@@ -18,7 +18,8 @@ Usage::
         [--policies random,...,fgd[,qosched]] [--jobs 2] [--json out.json]
 
 ``--policies`` may add policies the paper does not have (``qosched``: compared with the
-published FGD row and with our ``fgd`` in the same run). The machine has 2 shared cores: each
+published FGD row and, when ``fgd`` runs too, with our ``fgd`` on the same seeds: the beat-FGD
+table, mean ± sd, the mean per-seed difference, its range and the seeds where qosched is ahead). The machine has 2 shared cores: each
 replay takes 3-8 s, the full grid (6 workloads × 6 policies × 10 seeds) about 20-40 min.
 """
 
@@ -176,6 +177,53 @@ def print_table(rows: Sequence[dict[str, object]]) -> None:
         )
 
 
+def _sd(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def versus(runs: Sequence[Run], mine: str, other: str) -> list[dict[str, object]]:
+    """Per workload: ``mine`` against ``other`` over the seeds both ran (same draws per seed)."""
+    rows: list[dict[str, object]] = []
+    for workload in dict.fromkeys(r.workload for r in runs):
+        a = {
+            r.seed: r.curve.get(130, r.final_pct) for r in runs if (r.workload, r.policy) == (workload, mine)
+        }
+        b = {
+            r.seed: r.curve.get(130, r.final_pct) for r in runs if (r.workload, r.policy) == (workload, other)
+        }
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        x = np.array([a[s] for s in seeds])
+        y = np.array([b[s] for s in seeds])
+        rows.append(
+            {
+                "workload": workload,
+                "seeds": seeds,
+                mine: float(x.mean()),
+                f"{mine}_sd": _sd(x),
+                other: float(y.mean()),
+                f"{other}_sd": _sd(y),
+                "diff": float((x - y).mean()),
+                "diff_min": float((x - y).min()),
+                "diff_max": float((x - y).max()),
+                "seeds_ahead": int(((x - y) > 0).sum()),
+            }
+        )
+    return rows
+
+
+def print_versus(rows: Sequence[dict[str, object]], mine: str, other: str) -> None:
+    print(f"\n{mine} vs {other} at 130 % arrived (same seeds, same draws):")
+    print(f"{'workload':<12} {mine:>15} {other:>15} {'diff':>6} {'min..max':>13} {'ahead':>6}")
+    for r in rows:
+        a = f"{r[mine]:.2f} ± {r[f'{mine}_sd']:.2f}"
+        b = f"{r[other]:.2f} ± {r[f'{other}_sd']:.2f}"
+        span = f"{r['diff_min']:+.2f}..{r['diff_max']:+.2f}"
+        ahead = f"{r['seeds_ahead']}/{len(r['seeds'])}"  # type: ignore[arg-type]
+        print(f"{r['workload']:<12} {a:>15} {b:>15} {r['diff']:>+6.2f} {span:>13} {ahead:>6}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -206,8 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({args.jobs} job(s), load average {os.getloadavg()[0]:.1f})"
     )
     print_table(rows)
+    vs: list[dict[str, object]] = []
+    if "qosched" in policies and "fgd" in policies:
+        vs = versus(runs, "qosched", "fgd")
+        print_versus(vs, "qosched", "fgd")
     if args.json is not None:
-        payload = {"rows": rows, "runs": [r.__dict__ for r in runs], "wall_s": wall}
+        payload = {"rows": rows, "versus": vs, "runs": [r.__dict__ for r in runs], "wall_s": wall}
         args.json.write_text(json.dumps(payload, indent=1))
     return 0
 

@@ -62,11 +62,14 @@ def test_slack_term_without_fragmentation_or_fairness() -> None:
 def test_fragmentation_term_follows_the_mix() -> None:
     # Mix of whole-GPU pods: taking 100 milli of the idle GPU on n2 strands the other 900 for
     # them (F: 0 → 900, ΔF = +900). On n0 and n1 the GPU is already shared, all its free milli
-    # (900 and 900) is fragment, and the pod takes 100 of it: ΔF = −100. Score −ΔF/1000 + slack.
+    # (900 and 900) is fragment, and the pod takes 100 of it: ΔF = −100. Score f(ΔF) + slack with
+    # f FGD's integer score in GPUs (issue 18): ⌊100·sigmoid(0.1)⌋ = 52 → +0.08, ⌊28.9⌋ = 28 →
+    # −0.88 (it was −ΔF/1000: +0.1, −0.9; same choice). Balance off to check the two terms alone.
     mix = WorkloadMix.of([(0, 1000, 1)], [1.0])
-    ev = make_policy("qosched", mix=mix).evaluate(cluster(), POD, np.arange(3))
+    config = QoschedConfig(balance_weight=0.0)
+    ev = make_policy("qosched", mix=mix, config=config).evaluate(cluster(), POD, np.arange(3))
     np.testing.assert_allclose(ev.extras["frag_delta_milli"], [-100.0, -100.0, 900.0])
-    np.testing.assert_allclose(ev.raw_score, np.add(SLACK, [0.1, 0.1, -0.9]), rtol=1e-9)
+    np.testing.assert_allclose(ev.raw_score, np.add(SLACK, [0.08, 0.08, -0.88]), rtol=1e-9)
     assert best_candidate(ev) == 0
 
 
@@ -106,9 +109,8 @@ def hook(top_k: int = 16, headroom: float = 0.2) -> SnapshotFairness:
 def test_fairness_hook_penalises_squeezing_the_worst_served_service() -> None:
     # Headroom factors a(σ) = min(1, σ/0.2): n0 1.0, n1 0.833, n2 1.0. On n1 the prod service
     # already lowest (0.6) would drop to 0.5: the class minimum falls and the Gini rises.
-    ev = make_policy("qosched", fairness=hook(), config=QoschedConfig(fairness_weight=1.0)).evaluate(
-        cluster(), POD, np.arange(3)
-    )
+    config = QoschedConfig(fairness_weight=1.0, balance_weight=0.0)  # balance off: s = σ + φ here
+    ev = make_policy("qosched", fairness=hook(), config=config).evaluate(cluster(), POD, np.arange(3))
     fair = ev.extras["fairness"]
     assert fair[1] < fair[0]
     assert fair[1] < fair[2]

@@ -18,12 +18,14 @@ class QoschedConfig:
 
     .. math::
 
-        s = -w_f\,\frac{\Delta F}{1000} + w_s\,\sigma + w_q\,\phi
+        s = w_f\,f(\Delta F) + w_s\,\sigma + w_b\,\beta + w_q\,\phi
 
-    with ΔF the increase of expected fragmentation [milli-GPU] (FGD, models.md §F), σ the
-    latency slack of the chosen device after placement, min over its services of
-    (SLO − latency)/SLO ∈ (0, 1], and φ the QoS-fairness term of the fairness hook (higher =
-    fairer; 0 without a hook).
+    with f(ΔF) FGD's integer node score for the increase of expected fragmentation ΔF
+    [milli-GPU] (FGD, models.md §F), rescaled to ≈ −ΔF/1000 GPUs in steps of 0.04
+    (:func:`~.score.frag_term`), σ the latency slack of the chosen device after placement, min
+    over its services of (SLO − latency)/SLO ∈ (0, 1], β the balance of the node's free CPU,
+    memory and GPU fractions after placement (:func:`~.score.balance`), and φ the QoS-fairness
+    term of the fairness hook (higher = fairer; 0 without a hook).
 
     Attributes
     ----------
@@ -34,6 +36,15 @@ class QoschedConfig:
     slack_weight : float
         w_s, per unit of relative slack. Default 1.0. Raising it spreads load (more headroom
         against rate bursts and model error); 0 gives FGD restricted to feasible nodes.
+    balance_weight : float
+        w_b, per unit of balance β ∈ [0, 1]. Default 0.4, i.e. up to 10 integer steps of FGD's
+        score (0.4 GPU of expected fragmentation): among placements FGD rates about equal, the
+        one leaving the node's CPU, memory and GPU in proportion, so that none runs out while
+        the others are left over. Chosen on four (workload, seed) pairs of the FGD protocol
+        (default 42, cpu050 43, gpushare60 42, gpushare100 42; 0.02, 0.08, 0.2, 0.4 and 1.0
+        tried, 0.4 and 1.0 best) and measured on seeds 42-51 of all six workloads
+        (docs/fgd-reproduction.md, "Beyond FGD"). 0 gives FGD's decisions on plain pods. Applied
+        to pods without a latency target only (services: σ decides among equal ΔF, as before).
     fairness_weight : float
         w_q, per unit of the fairness term. Default 0.5: the fairness hook's values (change of
         min normalised QoS minus change of within-class Gini) are small differences, and
@@ -48,12 +59,13 @@ class QoschedConfig:
 
     frag_weight: float = 1.0
     slack_weight: float = 1.0
+    balance_weight: float = 0.4
     fairness_weight: float = 0.5
     popularity_threshold: float = 0.95
     interference: InterferenceModel = field(default_factory=InterferenceModel)
 
     def __post_init__(self) -> None:
-        for name in ("frag_weight", "slack_weight", "fairness_weight"):
+        for name in ("frag_weight", "slack_weight", "balance_weight", "fairness_weight"):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
