@@ -909,9 +909,10 @@ def test_cli_once_with_prometheus_down(two_pods: FakeKubeAPI, tmp_path: Path) ->
 
 
 def test_manifest_rbac_allows_everything_the_controller_does() -> None:
-    """Against a fake apiserver enforcing manifests/rbac.yaml for the qosched ServiceAccount: one
-    cycle (list nodes and pods, pods/resize, pod annotation patch) and the lease election."""
-    rbac = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
+    """Against a fake apiserver enforcing the controller component's RBAC
+    (manifests/components/controller/rbac.yaml) for its ServiceAccount: one cycle (list nodes and
+    pods, pods/resize, pod annotation patch) and the lease election."""
+    rbac = Path(__file__).resolve().parents[2] / "manifests" / "components" / "controller" / "rbac.yaml"
     user = "system:serviceaccount:qosched-system:qosched-controller"
     with FakeKubeAPI(authorizer=RbacAuthorizer(load_snapshot(rbac), user=user)) as api:
         api.add_node("n1", accelerator="cpu", cpu="2", gpus=0)
