@@ -21,8 +21,9 @@ given a service drawn from the popularity in force at its instant:
 - ``--arrivals poisson`` draws Poisson arrivals instead (scenarios the repo does not ship).
 
 ``regret``: the model-level experiment of docs/infida.md on the adversarial sequence (expected
-counts per window, deterministic): for each horizon T, INFIDA with the theorem's step size for T,
-greedy and static are played; the best fixed integral and fractional allocations in hindsight are
+counts per window, deterministic): for each horizon T, INFIDA (``--step adaptive``: the
+horizon-free DS-OMD step, its bound computed from the gradients seen; ``--step theorem``: η* for
+T; ``--rounding network|node``), greedy and static are played; the best fixed integral and fractional allocations in hindsight are
 solved (HiGHS); regret, regret/T and the log-log slope are printed and written as CSV and PNG.
 
 The shipped files (extender/demo/infida/) were made with::
@@ -175,7 +176,7 @@ def _model(cluster: Path):
 
 def regret(args: argparse.Namespace) -> None:
     from qosched.policies.infida.allocators import GreedyAllocator, InfidaAllocator, StaticAllocator
-    from qosched.policies.infida.oma import gradient_bound_per_mib, step_size
+    from qosched.policies.infida.oma import AdaptiveStep, gradient_bound_per_mib, step_size
     from qosched.policies.infida.regret import best_fixed_gain, run_sequence
 
     model = _model(args.cluster)
@@ -196,21 +197,20 @@ def regret(args: argparse.Namespace) -> None:
             model.catalog, model.gap_ms(), model.requests_per_slot(peak), args.window_s
         )
         eta = step_size(model.catalog, bound, horizon)
+        adaptive = AdaptiveStep.for_catalog(model.catalog, bound) if args.step == "adaptive" else None
+        infida = InfidaAllocator(
+            model.catalog,
+            eta.eta * args.eta_scale,
+            np.random.default_rng(args.seed),
+            antithetic=True,
+            coupled=True,
+            adaptive=adaptive,
+            groups=model.slot_groups() if args.rounding == "network" else None,
+        )
+        eta_first = infida.eta
         t0 = time.perf_counter()
         runs = {
-            "infida": run_sequence(
-                InfidaAllocator(
-                    model.catalog,
-                    eta.eta * args.eta_scale,
-                    np.random.default_rng(args.seed),
-                    antithetic=True,
-                    coupled=True,
-                ),
-                model.catalog,
-                table,
-                counts,
-                args.window_s,
-            ),
+            "infida": run_sequence(infida, model.catalog, table, counts, args.window_s),
             "greedy-allocation": run_sequence(
                 GreedyAllocator(model.catalog), model.catalog, table, counts, args.window_s
             ),
@@ -222,8 +222,9 @@ def regret(args: argparse.Namespace) -> None:
         best_frac = best_fixed_gain(model.catalog, table, counts, args.window_s, integral=False)
         row = {
             "T": horizon,
-            "eta": eta.eta,
-            "bound": eta.regret_bound,
+            "eta": eta_first,
+            "eta_last": infida.eta,
+            "bound": eta.regret_bound if adaptive is None else adaptive.regret_bound(infida.grad_sq_sum),
             "best_integral": best_int,
             "best_fractional": best_frac,
         }
@@ -237,8 +238,8 @@ def regret(args: argparse.Namespace) -> None:
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         print(
-            f"T={horizon:5d}  eta={eta.eta:.3g}  regret infida={row['infida_regret']:.4g} "
-            f"(/T {row['infida_regret'] / horizon:.4g}; fractional {row['infida_fractional_regret']:.4g}, bound {eta.regret_bound:.4g})  "
+            f"T={horizon:5d}  eta={eta_first:.3g}->{infida.eta:.3g}  regret infida={row['infida_regret']:.4g} "
+            f"(/T {row['infida_regret'] / horizon:.4g}; fractional {row['infida_fractional_regret']:.4g}, bound {row['bound']:.4g})  "
             f"greedy={row['greedy-allocation_regret']:.4g} (/T {row['greedy-allocation_regret'] / horizon:.4g})  "
             f"static={row['static-allocation_regret']:.4g}  [{row['seconds']:.1f} s]",
             flush=True,
@@ -327,7 +328,9 @@ def main() -> None:
     g.add_argument("--rate-rps", type=float, default=40.0)
     g.add_argument("--window-s", type=float, default=10.0)
     g.add_argument("--hot-share", type=float, default=0.9)
-    g.add_argument("--eta-scale", type=float, default=1.0)
+    g.add_argument("--eta-scale", type=float, default=1.0, help="only with --step theorem")
+    g.add_argument("--step", choices=["adaptive", "theorem"], default="adaptive")
+    g.add_argument("--rounding", choices=["network", "node"], default="network")
     g.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.cmd == "cluster":
