@@ -20,6 +20,11 @@ given a service drawn from the popularity in force at its instant:
   hot set flips every window and an allocation fitted to the last window is always the wrong one.
 - ``--arrivals poisson`` draws Poisson arrivals instead (scenarios the repo does not ship).
 
+``ablation FILE…``: per requests file, at the model level, INFIDA with each step (``theorem``,
+``adaptive``) × rounding (``node``, ``network``) — fractional gain and the integral gain averaged
+over ``--seeds`` rounding seeds, model loads — against greedy, static and the best fixed allocation
+in hindsight (docs/infida.md's ablation table).
+
 ``regret``: the model-level experiment of docs/infida.md on the adversarial sequence (expected
 counts per window, deterministic): for each horizon T, INFIDA (``--step adaptive``: the
 horizon-free DS-OMD step, its bound computed from the gradients seen; ``--step theorem``: η* for
@@ -247,6 +252,68 @@ def regret(args: argparse.Namespace) -> None:
     _write_regret(args.out, rows)
 
 
+def window_counts(model, path: Path, window_s: float) -> list[np.ndarray]:
+    """Requests per service and window of a requests CSV (``time_s,service``)."""
+    row = {t.service: r for r, t in enumerate(model.types)}
+    with path.open(newline="") as fh:
+        rows = [(float(r["time_s"]), r["service"]) for r in csv.DictReader(fh)]
+    t0 = rows[0][0]
+    out: list[np.ndarray] = []
+    for t, service in rows:
+        k = int((t - t0) // window_s)
+        while len(out) <= k:
+            out.append(np.zeros(len(model.types)))
+        out[k][row[service]] += 1.0
+    return out
+
+
+def ablation(args: argparse.Namespace) -> None:
+    """Model level, per requests file: INFIDA's step × rounding (fractional and expected integral
+    gain over ``--seeds`` rounding seeds, model loads), greedy, static, best fixed in hindsight."""
+    from qosched.policies.infida.allocators import GreedyAllocator, InfidaAllocator, StaticAllocator
+    from qosched.policies.infida.oma import AdaptiveStep, gradient_bound_per_mib, step_size
+    from qosched.policies.infida.regret import best_fixed_gain, run_sequence
+
+    model = _model(args.cluster)
+    cat, table, groups = model.catalog, model.table(model.base_links()), model.slot_groups()
+    for path in args.requests:
+        counts = window_counts(model, path, args.window_s)
+        peak = {t.service: float(max(c[r] for c in counts)) for r, t in enumerate(model.types)}
+        bound = gradient_bound_per_mib(cat, model.gap_ms(), model.requests_per_slot(peak), args.window_s)
+        eta = step_size(cat, bound, len(counts)).eta
+        print(f"{path.name}: {len(counts)} windows (gain in s; INFIDA: fractional / integral, mean of seeds)")
+        for step in ("theorem", "adaptive"):
+            for rounding in ("node", "network"):
+                runs = [
+                    run_sequence(
+                        InfidaAllocator(
+                            cat,
+                            eta,
+                            np.random.default_rng(seed),
+                            antithetic=True,
+                            coupled=True,
+                            adaptive=AdaptiveStep.for_catalog(cat, bound) if step == "adaptive" else None,
+                            groups=groups if rounding == "network" else None,
+                        ),
+                        cat,
+                        table,
+                        counts,
+                        args.window_s,
+                    )
+                    for seed in range(args.seeds)
+                ]
+                frac = np.mean([float(r.fractional.sum()) for r in runs if r.fractional is not None]) / 1e3
+                integral = np.mean([float(r.integral.sum()) for r in runs]) / 1e3
+                loads = np.mean([r.loads for r in runs])
+                print(f"  infida {step:8s} {rounding:7s}  {frac:8.1f} / {integral:8.1f}   loads {loads:7.0f}")
+        for name, alloc in (("greedy", GreedyAllocator(cat)), ("static", StaticAllocator(cat))):
+            run = run_sequence(alloc, cat, table, counts, args.window_s)
+            print(f"  {name:24s}  {float(run.integral.sum()) / 1e3:19.1f}   loads {run.loads:7d}")
+        best_frac = best_fixed_gain(cat, table, counts, args.window_s, integral=False) / 1e3
+        best_int = best_fixed_gain(cat, table, counts, args.window_s, integral=True) / 1e3
+        print(f"  best fixed in hindsight   {best_frac:8.1f} / {best_int:8.1f}", flush=True)
+
+
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
     ok = y > 0
     if ok.sum() < 2:
@@ -332,8 +399,15 @@ def main() -> None:
     g.add_argument("--step", choices=["adaptive", "theorem"], default="adaptive")
     g.add_argument("--rounding", choices=["network", "node"], default="network")
     g.add_argument("--seed", type=int, default=0)
+    a = sub.add_parser("ablation")
+    a.add_argument("requests", type=Path, nargs="+")
+    a.add_argument("--cluster", type=Path, default=ROOT / "extender" / "demo" / "infida" / "cluster.yaml")
+    a.add_argument("--window-s", type=float, default=10.0)
+    a.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
-    if args.cmd == "cluster":
+    if args.cmd == "ablation":
+        ablation(args)
+    elif args.cmd == "cluster":
         write_cluster(args.out, args.services)
         print(f"wrote {args.out}")
     elif args.cmd == "requests":
