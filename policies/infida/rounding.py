@@ -40,6 +40,16 @@ loads none of them a quarter of the time. With ``antithetic=True`` the nodes of 
 shared stream of uniforms, every other node as ``1 − u``: each node's draws are still uniform (its
 marginals and budget are unchanged), but identical nodes take opposite decisions (½ and ½ → exactly
 one copy). On the shipped scenarios it adds 6–8 % to INFIDA's served gain (docs/infida.md).
+
+Across nodes × services
+-----------------------
+:func:`dep_round_network` (the what-if's default) goes further: the slots are the edges of the
+bipartite graph nodes × services, and each step moves mass along a walk through several nodes and
+services (Gandhi et al.'s bipartite dependent rounding, with memory weights), so a service's copies
+on different nodes and tiers are negatively correlated and their number is kept where the walk
+passes through the service. Budgets always hold and :math:`E[x] = y` up to each full node's last
+entry; it recovers most of what the per-node rounding loses (docs/infida.md), at the price of more
+model loads from window to window.
 """
 
 from __future__ import annotations
