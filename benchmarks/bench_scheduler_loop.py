@@ -119,14 +119,30 @@ def pod_from_fixture(template: dict[str, Any], i: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- API server process
 
 
+def _fast_json(server: Any, store: Any) -> None:
+    """The fake's JSON work through orjson (same values): its stdlib ``json`` encoding and
+    ``copy.deepcopy`` per object made a 50,000-pod list take minutes (each 500-item page copies
+    every pod), which measured the fake, not the extender. kube-apiserver serves such lists from
+    its watch cache in well under a second."""
+    import json
+    import types
+
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    server.json = types.SimpleNamespace(dumps=dumps, loads=json.loads, JSONDecodeError=json.JSONDecodeError)
+    store.copy = types.SimpleNamespace(deepcopy=lambda obj: orjson.loads(orjson.dumps(obj)))
+
+
 def serve_api(nodes: int, pods: int, port_file: Path) -> None:
     """The fake API server with the cluster, in this process, until SIGTERM."""
     sys.path.insert(0, str(ROOT))
-    from tests.kubefake import FakeKubeAPI, server
+    from tests.kubefake import FakeKubeAPI, server, store
 
     # Go's net/http (kube-apiserver) sets TCP_NODELAY; http.server does not, and a response
     # written as headers + body then waits for the client's delayed ACK (~40 ms per binding).
     server._Handler.disable_nagle_algorithm = True
+    _fast_json(server, store)
     api = FakeKubeAPI(bookmark_interval_s=30.0).start()
     for i in range(nodes):
         api.add_node(node_name(i), accelerator="nvidia-t4", gpus=GPUS_PER_NODE)
@@ -444,7 +460,9 @@ def start_extender(
         str(Path(sys.executable).with_name("gunicorn")),
         "--config=python:qosched.extender.server.gunicorn_conf",
     ]
-    if kind == "qosched":
+    if kind.startswith("qosched"):
+        if "@" in kind:  # an older qosched: its tree first on the path (see --baseline)
+            env["PYTHONPATH"] = str(tmp / "baseline")
         env["QOSCHED_KUBECONFIG"] = str(write_kubeconfig(api_url, tmp / "kubeconfig.json"))
         env["QOSCHED_PROFILES_DIR"] = str(tmp / "profiles")
         env.update(extra_env)
@@ -455,10 +473,50 @@ def start_extender(
     return subprocess.Popen(cmd, env=env, cwd=tmp, start_new_session=True), port
 
 
+def unpack_baseline(rev: str, into: Path) -> None:
+    """``git archive REV extender policies profiles`` as a ``qosched`` package at ``into``: put
+    first on ``PYTHONPATH``, it wins over the editable install (whose finder comes last)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "extender", "policies", "profiles"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+
+
+def startup_runs(kinds: list[str], args: argparse.Namespace, tmp: Path) -> None:
+    """``--startup-only``: one API server, each extender started ``--pairs`` times in turns;
+    process start → ``/readyz`` 200 and SIGTERM → exit (with no connection open)."""
+    api, api_url = start_api(tmp, args.nodes, args.pods)
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    cpus: dict[str, list[float]] = {k: [] for k in kinds}  # the extender's own CPU [s] at ready
+    try:
+        for _ in range(args.pairs):
+            for kind in kinds:
+                t0 = time.perf_counter()
+                ext, port = start_extender(
+                    kind, api_url, tmp, dict(kv.split("=", 1) for kv in args.extender_env)
+                )
+                try:
+                    wait_ready(ext, port, timeout_s=600)
+                    times[kind].append(time.perf_counter() - t0)
+                    cpus[kind].append(sum(cpu_s(p) for p in [ext.pid, *children(ext.pid)]))
+                finally:
+                    stop(ext)
+    finally:
+        api.send_signal(signal.SIGTERM)
+        api.wait(60)
+    for kind, values in times.items():
+        runs = ", ".join(f"{v:.2f}" for v in values)
+        print(
+            f"{kind:18} start-up to /readyz: median {median(values):.2f} s ({runs}), extender CPU by then"
+            f" {median(cpus[kind]):.2f} s; {args.nodes} nodes, {args.pods} pods"
+        )
+
+
 def one_run(kind: str, args: argparse.Namespace, tmp: Path, seed: int) -> dict[str, Any]:
     api, api_url = start_api(tmp, args.nodes, args.pods)
     extra = dict(kv.split("=", 1) for kv in args.extender_env)
-    best_only = args.filter_best_only and kind == "qosched"
+    best_only = args.filter_best_only and kind == "qosched"  # this checkout only
     if best_only:  # qosched configured without prioritizeVerb (docs/extender.md)
         extra["QOSCHED_FILTER_KEEPS_BEST_ONLY"] = "true"
     try:
@@ -517,6 +575,36 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def report(runs: list[dict[str, Any]], kinds: list[str], args: argparse.Namespace) -> None:
+    """The medians per extender and the ratio to the null extender per pair."""
+    by_kind = {k: summary([r for r in runs if r["kind"] == k]) for k in kinds}
+    sample = runs[0]["sample"]
+    print(
+        f"\n{args.nodes} nodes x {GPUS_PER_NODE} GPUs, {args.pods} pods, {sample} names per /filter, {args.pairs} pairs (medians)"
+    )
+    header = f"{'':18}{'pods/s':>8}{'CPU/pod ms':>11}{'start s':>8}{'stop s':>7}"
+    header += "".join(
+        f"{v[:4] + ' p' + q:>11}" for v in ("filter", "prioritize", "bind") for q in ("50", "99")
+    )
+    print(header)
+    for kind, s in by_kind.items():
+        line = f"{kind:18}{s['pods_per_s']:8.1f}{s['cpu_ms_per_pod']:11.2f}{s['startup_s']:8.2f}{s['stop_s']:7.2f}"
+        line += "".join(
+            f"{s[f'{v}_p{q}_ms']:11.2f}" for v in ("filter", "prioritize", "bind") for q in ("50", "99")
+        )
+        print(line)
+    for kind in (k for k in kinds if k != "null" and "null" in kinds):
+        ratios = [
+            q["pods_per_s"] / n["pods_per_s"]
+            for q, n in zip(
+                [r for r in runs if r["kind"] == kind], [r for r in runs if r["kind"] == "null"], strict=True
+            )
+        ]
+        print(
+            f"{kind}/null pods/s per pair: {', '.join(f'{x:.2f}' for x in ratios)}; median {median(ratios):.2f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--pairs", type=int, default=3)
@@ -536,6 +624,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="qosched with FILTER_KEEPS_BEST_ONLY and no prioritizeVerb (the null extender keeps all three verbs)",
     )
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run qosched as of this git revision (same run, interleaved)"
+    )
+    parser.add_argument(
+        "--startup-only", action="store_true", help="measure start-up to /readyz only (--pairs times each)"
+    )
     parser.add_argument("--schedule", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_api:
@@ -546,44 +640,27 @@ def main(argv: list[str] | None = None) -> int:
         schedule(ext, api, sample, Path(out), int(seed), prioritize=verbs == "prioritize")
         return 0
     kinds = [args.only] if args.only else ["qosched", "null"]
+    if args.baseline:
+        kinds.insert(1, f"qosched@{args.baseline}")
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
+        if args.baseline:
+            unpack_baseline(args.baseline, Path(tmp) / "baseline" / "qosched")
+        if args.startup_only:
+            startup_runs(kinds, args, Path(tmp))
+            return 0
         for pair in range(args.pairs):
             order = kinds if pair % 2 == 0 else kinds[::-1]
             for kind in order:
                 r = one_run(kind, args, Path(tmp), seed=pair)
                 runs.append(r)
                 print(
-                    f"pair {pair} {kind:8} {r['pods_per_s']:6.1f} pods/s  {r['cpu_ms_per_pod']:5.2f} ms CPU/pod"
+                    f"pair {pair} {kind:16} {r['pods_per_s']:6.1f} pods/s  {r['cpu_ms_per_pod']:5.2f} ms CPU/pod"
                     f"  filter p50 {pct(r['filter'], 50):5.2f} ms  start {r['startup_s']:4.2f} s  stop {r['stop_s']:4.2f} s"
                     f"  attempts {r['attempts']}  load {Path('/proc/loadavg').read_text().split()[0]}",
                     flush=True,
                 )
-    by_kind = {k: summary([r for r in runs if r["kind"] == k]) for k in kinds}
-    sample = runs[0]["sample"]
-    print(
-        f"\n{args.nodes} nodes x {GPUS_PER_NODE} GPUs, {args.pods} pods, {sample} names per /filter, {args.pairs} pairs (medians)"
-    )
-    header = f"{'':10}{'pods/s':>8}{'CPU/pod ms':>11}{'start s':>8}{'stop s':>7}"
-    header += "".join(
-        f"{v[:4] + ' p' + q:>11}" for v in ("filter", "prioritize", "bind") for q in ("50", "99")
-    )
-    print(header)
-    for kind, s in by_kind.items():
-        line = f"{kind:10}{s['pods_per_s']:8.1f}{s['cpu_ms_per_pod']:11.2f}{s['startup_s']:8.2f}{s['stop_s']:7.2f}"
-        line += "".join(
-            f"{s[f'{v}_p{q}_ms']:11.2f}" for v in ("filter", "prioritize", "bind") for q in ("50", "99")
-        )
-        print(line)
-    if len(kinds) == 2:
-        ratios = []
-        for pair in range(args.pairs):
-            q = [r for r in runs if r["kind"] == "qosched"][pair]["pods_per_s"]
-            n = [r for r in runs if r["kind"] == "null"][pair]["pods_per_s"]
-            ratios.append(q / n)
-        print(
-            f"qosched/null pods/s per pair: {', '.join(f'{x:.2f}' for x in ratios)}; median {median(ratios):.2f}"
-        )
+    report(runs, kinds, args)
     if args.out:
         args.out.write_bytes(orjson.dumps(runs))
     return 0
