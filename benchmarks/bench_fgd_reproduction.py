@@ -86,9 +86,10 @@ def published(path: Path = EXPECTED) -> dict[tuple[str, str, int], dict[int, flo
     return out
 
 
-def run_one(workload: str, policy: str, seed: int) -> Run:
-    """Replay ``workload`` under ``policy`` with the simulator's protocol and seed."""
-    trace = read_openb_trace(TRACE / NODES, TRACE / f"openb_pod_list_{workload}.csv")
+def run_one(workload: str, policy: str, seed: int, data: Path = TRACE) -> Run:
+    """Replay ``workload`` under ``policy`` with the simulator's protocol and seed (pod list and
+    node list from ``data``)."""
+    trace = read_openb_trace(data / NODES, data / f"openb_pod_list_{workload}.csv")
     wl = fgd_workload(trace, 1.3, np.random.default_rng(seed))
     scheduler = build_scheduler(policy, seed=seed, workload=wl, mix="trace", candidates="fit")
     lookup, device_memory = lookup_from_profiles(bundled_profiles())
@@ -141,6 +142,8 @@ def table(runs: Sequence[Run], pub: dict[tuple[str, str, int], dict[int, float]]
             at130 = np.array([r.curve.get(130, r.final_pct) for r in mine])
             ref_name = PAPER_POLICIES.get(policy, "06-FGD")
             ref = [pub[(workload, ref_name, s)] for s in seeds if (workload, ref_name, s) in pub]
+            if not ref:
+                continue
             ref130 = float(np.mean([c[130] for c in ref])) if ref else float("nan")
             gap, where = _shape_gap(_mean_curve([r.curve for r in mine]), _mean_curve(ref))
             rows.append(
@@ -233,16 +236,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policies", default=",".join(PAPER_POLICIES))
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write runs and table here")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=TRACE,
+        help="folder of the node and pod lists (default: ../shared/data/alibaba-gpu-v2023); e.g. the "
+        "upstream repository's data/csv for the variants not in this repo (gpuspec*, multigpu*, cpu*)",
+    )
+    parser.add_argument(
+        "--expected",
+        type=Path,
+        default=EXPECTED,
+        help="the published curves (default: ../shared/data/fgd-expected/analysis_allo_discrete.csv); "
+        "the upstream file has every workload",
+    )
     args = parser.parse_args(argv)
     seeds = _seeds(args.seeds)
     workloads = [w for w in args.workloads.split(",") if w]
     policies = [p for p in args.policies.split(",") if p]
-    unknown = [w for w in workloads if not (TRACE / f"openb_pod_list_{w}.csv").is_file()]
+    unknown = [w for w in workloads if not (args.data / f"openb_pod_list_{w}.csv").is_file()]
     if unknown:
-        print(f"no pod list for workload(s) {', '.join(unknown)} in {TRACE}", file=sys.stderr)
+        print(f"no pod list for workload(s) {', '.join(unknown)} in {args.data}", file=sys.stderr)
         return 2
-    pub = published()
-    grid = [(w, p, s) for w in workloads for p in policies for s in seeds]
+    pub = published(args.expected)
+    grid = [(w, p, s, args.data) for w in workloads for p in policies for s in seeds]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         runs = list(pool.map(run_one, *zip(*grid, strict=True)))

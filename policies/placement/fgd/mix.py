@@ -140,6 +140,9 @@ class WorkloadMix:
 
     shapes: tuple[PodShape, ...]
     popularity: np.ndarray
+    #: Share of the pods behind the mix that carried a GPU-type constraint (``gpu_spec``); the
+    #: shapes themselves have no type (:class:`PodShape`), so this says how far that matters.
+    typed_share: float = 0.0
     cpu_breaks: np.ndarray = field(init=False, repr=False)
     g_table: np.ndarray = field(init=False, repr=False)
     h_table: np.ndarray = field(init=False, repr=False)
@@ -161,11 +164,14 @@ class WorkloadMix:
             object.__setattr__(self, name, value)
 
     @classmethod
-    def _learned(cls, shapes: tuple[PodShape, ...], counts: np.ndarray, layout: _Layout) -> WorkloadMix:
+    def _learned(
+        cls, shapes: tuple[PodShape, ...], counts: np.ndarray, layout: _Layout, typed_share: float = 0.0
+    ) -> WorkloadMix:
         """A mix of distinct ``shapes`` with positive integer ``counts``, tables by ``layout``
         (the learner's path: no validation to repeat; the same values as the constructor)."""
         mix = object.__new__(cls)
         object.__setattr__(mix, "shapes", shapes)
+        object.__setattr__(mix, "typed_share", typed_share)
         p = counts.astype(np.float64)
         mix._freeze(p / p.sum(), layout, distinct=True)
         return mix
@@ -231,6 +237,7 @@ class WorkloadLearner:
         self._shape: dict[tuple[int, int, int], PodShape] = {}
         self._ranked: list[_Key] = []  # sorted: most frequent first, ties by shape
         self._total = 0
+        self._typed = 0  # pods seen with a GPU-type constraint
         self._mix: WorkloadMix | None = None
         self._dirty = True
         self._kept: list[_Key] = []  # the ranked prefix the current mix was built from
@@ -251,6 +258,7 @@ class WorkloadLearner:
         bisect.insort(self._ranked, (-old - 1, *key))
         self._count[key] = old + 1
         self._total += 1
+        self._typed += 1 if pod.gpu_spec else 0
         self._dirty = True
 
     @property
@@ -275,7 +283,8 @@ class WorkloadLearner:
             return self._mix
         self._dirty = False
         kept = self._ranked[: self._cut()]
-        if self._mix is not None and kept == self._kept:
+        typed_share = self._typed / self._total if self._total else 0.0
+        if self._mix is not None and kept == self._kept and typed_share == self._mix.typed_share:
             return self._mix
         self._kept = kept
         keys = [(k[1], k[2], k[3]) for k in kept]
@@ -283,5 +292,5 @@ class WorkloadLearner:
         if self._layout is None or self._layout[0] != keys:
             self._layout = (keys, _layout_of(shapes))
         counts = np.fromiter((-k[0] for k in kept), dtype=np.int64, count=len(kept))
-        self._mix = WorkloadMix._learned(shapes, counts, self._layout[1])
+        self._mix = WorkloadMix._learned(shapes, counts, self._layout[1], typed_share)
         return self._mix

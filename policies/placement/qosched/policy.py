@@ -168,14 +168,27 @@ class QoschedPolicy(AwarePolicy):
             feasible,
             frag_weight=cfg.frag_weight,
             slack_weight=cfg.slack_weight,
-            balance_frac=_balance_after(cand)
-            if cfg.balance_weight > 0 and not cand.pod.is_inference
-            else None,
+            balance_frac=_balance_after(cand) if self._balance_applies(cand) else None,
             balance_weight=cfg.balance_weight,
         )
         fair = self._fairness_term(cand, verdicts, base)
         raw = qosched_score(base, fair, fairness_weight=cfg.fairness_weight)
         return Scored(raw, verdicts.devices, {"frag_delta_milli": d_node, "fairness": fair})
+
+    def _balance_applies(self, cand: Candidates) -> bool:
+        """β scores pods without a latency target, on workloads without GPU-type constraints.
+
+        Services keep σ as their tie-breaker (β competing with it lost services at full load on
+        the edge cluster). Where pods are constrained to GPU models (``gpu_spec``) β is off: it
+        moves pods between GPU models freely and so sends unconstrained pods onto the models the
+        constrained ones need — on the upstream ``gpuspec33`` variant (a third of the GPU pods
+        typed) it cost 3.3 points against ``fgd`` (docs/fgd-reproduction.md). The shapes of the
+        mix carry no type, so the mix's ``typed_share`` tells: any typed pod seen turns β off.
+        """
+        if self.config.balance_weight <= 0 or cand.pod.is_inference or cand.pod.gpu_spec:
+            return False
+        mix = self.current_mix()
+        return mix is None or mix.typed_share == 0.0
 
     def _fairness_term(self, cand: Candidates, verdicts: NodeVerdicts, base: np.ndarray) -> np.ndarray:
         """φ per candidate from the fairness hook (NaN → 0); zeros without a hook or weight."""
