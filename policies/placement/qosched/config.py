@@ -44,7 +44,8 @@ class QoschedConfig:
         (default 42, cpu050 43, gpushare60 42, gpushare100 42; 0.02, 0.08, 0.2, 0.4 and 1.0
         tried, 0.4 and 1.0 best) and measured on seeds 42-51 of all six workloads
         (docs/fgd-reproduction.md, "Beyond FGD"). 0 gives FGD's decisions on plain pods. Applied
-        to pods without a latency target only (services: σ decides among equal ΔF, as before).
+        to pods without a latency target only (services: σ decides among equal ΔF, as before),
+        and only while no pod of the workload mix carries a GPU-type constraint.
     fairness_weight : float
         w_q, per unit of the fairness term. Default 0.5: the fairness hook's values (change of
         min normalised QoS minus change of within-class Gini) are small differences, and
