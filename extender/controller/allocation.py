@@ -14,7 +14,8 @@ every interval and a cycle before the window has passed does nothing), the leade
    and sums them per (node, service, variant) — a pod serves the variant of its
    ``qosched.io/variant`` (written at bind) or its only model.
 3. **Updates** the allocation: one INFIDA step (:class:`~qosched.policies.infida.allocators.
-   InfidaAllocator`) with the theorem's step size for ``horizon_windows`` windows.
+   InfidaAllocator`) built by :func:`~qosched.policies.infida.routing.infida_allocator`, as the
+   what-if runs it (adaptive step, rounding over nodes × services).
 4. **Acts** (unless ``dry_run`` or not the leader): writes the allocation document (with the
    allocator's state) to the ConfigMap ``configmap`` (key ``allocation.json``; the extender serves
    it at ``GET /allocation``), merges its node weights into the placement hints ConfigMap (the
@@ -66,8 +67,8 @@ from qosched.policies.infida.live import (
     replica_plan,
     window_counts,
 )
-from qosched.policies.infida.oma import gradient_bound_per_mib, step_size
-from qosched.policies.infida.routing import AllocationModel, allocation_model
+from qosched.policies.infida.oma import gradient_bound_per_mib
+from qosched.policies.infida.routing import AllocationModel, allocation_model, infida_allocator
 from qosched.policies.requests.hints import CONFIGMAP_KEY, HintsError, PlacementHints
 from qosched.policies.requests.scenario import (
     DEFAULT_INPUT_KB,
@@ -302,13 +303,11 @@ class AllocationController:
     def _allocator(self, model: AllocationModel) -> InfidaAllocator:
         s = self.settings
         bound = gradient_bound_per_mib(model.catalog, model.gap_ms(), s.max_requests_per_window, s.window_s)
-        eta = step_size(model.catalog, bound, s.horizon_windows).eta
-        allocator = InfidaAllocator(
-            model.catalog,
-            eta,
+        allocator = infida_allocator(
+            model,
             np.random.default_rng([s.seed, self.window]),
-            antithetic=True,
-            coupled=True,
+            bound=bound,
+            windows=s.horizon_windows,
             round_seed=s.seed,  # the same uniforms every window, across restarts too
         )
         state = self._loaded_state if self.allocator is None else self.allocator.state()

@@ -426,14 +426,49 @@ def make_allocation_policy(
         raise ValueError(
             f"infida: step must be adaptive|theorem and rounding network|node, got {step}/{rounding}"
         )
-    eta = step_size(model.catalog, bound, windows).eta * float(options.get("eta_scale", 1.0))
-    allocator = InfidaAllocator(
+    allocator = infida_allocator(
+        model,
+        rng,
+        bound=bound,
+        windows=windows,
+        step=step,
+        rounding=rounding,
+        eta_scale=float(options.get("eta_scale", 1.0)),
+        antithetic=bool(options.get("antithetic", True)),
+        coupled=bool(options.get("coupled", True)),
+    )
+    return AllocationRouting(model, allocator, window, name, eta=allocator.eta)
+
+
+def infida_allocator(
+    model: AllocationModel,
+    rng: np.random.Generator,
+    *,
+    bound: float,
+    windows: int,
+    step: str = "adaptive",
+    rounding: str = "network",
+    eta_scale: float = 1.0,
+    antithetic: bool = True,
+    coupled: bool = True,
+    round_seed: int | None = None,
+) -> InfidaAllocator:
+    """INFIDA's allocator as both the what-if and the live controller run it (one source of truth).
+
+    ``step="adaptive"``: the horizon-free AdaGrad-norm step in dual-stabilised form
+    (:class:`~.oma.AdaptiveStep`); ``"theorem"``: the constant η* of the regret bound for
+    ``windows`` windows, times ``eta_scale``. ``rounding="network"``: dependent rounding over
+    nodes × services (:func:`~.rounding.dep_round_network`); ``"node"``: the paper's per-node
+    rounding. ``bound`` is the gradient bound per MiB (:func:`~.oma.gradient_bound_per_mib`).
+    """
+    eta = step_size(model.catalog, bound, windows).eta * eta_scale
+    return InfidaAllocator(
         model.catalog,
         eta,
         rng,
-        antithetic=bool(options.get("antithetic", True)),
-        coupled=bool(options.get("coupled", True)),
+        antithetic=antithetic,
+        coupled=coupled,
         adaptive=AdaptiveStep.for_catalog(model.catalog, bound) if step == "adaptive" else None,
         groups=model.slot_groups() if rounding == "network" else None,
+        round_seed=round_seed,
     )
-    return AllocationRouting(model, allocator, window, name, eta=allocator.eta)
