@@ -30,8 +30,6 @@ import click
 import numpy as np
 
 from qosched.extender.kube.objects import (
-    node_link,
-    node_view,
     pod_demand,
     pod_input_kb,
     pod_key,
@@ -47,9 +45,6 @@ __all__ = [
     "scenario_from_snapshot",
 ]
 
-#: Link of a tiered node whose annotations say nothing (a LAN next to the client).
-DEFAULT_RTT_MS = 0.5
-DEFAULT_BANDWIDTH_MBPS = 1000.0
 PLOT_WINDOW_S = 5.0
 
 
@@ -107,33 +102,16 @@ def read_network(path: str | Path | None) -> Any:
 
 
 def _tier_nodes(file: Path, nodes: Iterable[Mapping[str, Any]]) -> list[Any]:
-    from qosched.policies.requests.scenario import Link, ScenarioError, TierNode
-    from qosched.policies.simulator.requests import mode_for
+    from qosched.extender.kube.tier_nodes import tier_node
 
     out = []
     for obj in nodes:
         try:
-            view = node_view(obj)
-            if view.tier is None or view.accelerator is None or not view.schedulable:
-                continue
-            rtt, bandwidth = node_link(obj)
-            link = Link(
-                DEFAULT_RTT_MS if rtt is None else rtt,
-                DEFAULT_BANDWIDTH_MBPS if bandwidth is None else bandwidth,
-            )
-            devices = max(1, view.device_count)
-            out.append(
-                TierNode(
-                    view.name,
-                    view.tier,
-                    view.accelerator,
-                    devices,
-                    link,
-                    mode_for(view.accelerator, view.sharing),
-                )
-            )
-        except (ValueError, ScenarioError) as err:
+            node = tier_node(obj)
+        except ValueError as err:  # ScenarioError included
             raise click.ClickException(f"{file}: {err}") from None
+        if node is not None:
+            out.append(node)
     return out
 
 

@@ -42,20 +42,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from kubernetes.client import AppsV1Api, CoreV1Api, V1ConfigMap, V1ObjectMeta
+from kubernetes.client import AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
+from qosched.extender.controller.configmaps import ConfigMapStore
+from qosched.extender.controller.listing import list_nodes_and_pods
 from qosched.extender.kube.objects import (
     A_MODEL,
     A_VARIANT,
     annotations_of,
-    node_link,
-    node_view,
     pod_demand,
     pod_input_kb,
     pod_node,
     pod_service,
 )
+from qosched.extender.kube.tier_nodes import tier_node
 from qosched.policies.infida.allocators import InfidaAllocator, StateError
 from qosched.policies.infida.gain import window_capacity
 from qosched.policies.infida.live import (
@@ -69,16 +70,8 @@ from qosched.policies.infida.live import (
 )
 from qosched.policies.infida.oma import gradient_bound_per_mib
 from qosched.policies.infida.routing import AllocationModel, allocation_model, infida_allocator
-from qosched.policies.requests.hints import CONFIGMAP_KEY, HintsError, PlacementHints
-from qosched.policies.requests.scenario import (
-    DEFAULT_INPUT_KB,
-    Link,
-    Scenario,
-    ScenarioError,
-    ServiceDef,
-    TierNode,
-)
-from qosched.policies.simulator.requests import mode_for
+from qosched.policies.requests.hints import CONFIGMAP_KEY, PlacementHints
+from qosched.policies.requests.scenario import DEFAULT_INPUT_KB, Scenario, ScenarioError, ServiceDef
 from qosched.policies.state import DeviceMemoryLookup, ServiceLookup
 from qosched.policies.types import DemandError
 
@@ -127,22 +120,6 @@ class AllocationReport:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _tier_node(obj: Mapping[str, Any]) -> TierNode | None:
-    view = node_view(obj)
-    if view.tier is None or view.accelerator is None or not view.schedulable:
-        return None
-    rtt, bw = node_link(obj)
-    link = Link(0.5 if rtt is None else rtt, 1000.0 if bw is None else bw)
-    return TierNode(
-        view.name,
-        view.tier,
-        view.accelerator,
-        max(1, view.device_count),
-        link,
-        mode_for(view.accelerator, view.sharing),
-    )
 
 
 def _service_def(pod: Mapping[str, Any]) -> ServiceDef | None:
@@ -206,32 +183,12 @@ class AllocationController:
         self.last_time_s: float | None = None
         self._loaded_state: Mapping[str, Any] | None = None
         self._state_read = False
-
-    # ------------------------------------------------------------------ ConfigMaps
-    def _read_configmap(self, name: str) -> tuple[dict[str, str] | None, str | None]:
-        try:
-            cm = self.core.read_namespaced_config_map(name, self.settings.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None, None
-            raise
-        return dict(cm.data or {}), (cm.metadata.resource_version if cm.metadata else None)
-
-    def _write_configmap(self, name: str, key: str, text: str) -> None:
-        data, rv = self._read_configmap(name)
-        body = V1ConfigMap(
-            metadata=V1ObjectMeta(name=name, namespace=self.settings.namespace, resource_version=rv),
-            data={**(data or {}), key: text},
-        )
-        if rv is None:
-            self.core.create_namespaced_config_map(self.settings.namespace, body)
-        else:
-            self.core.replace_namespaced_config_map(name, self.settings.namespace, body)
+        self.configmaps = ConfigMapStore(core, settings.namespace, log)
 
     def _read_state(self) -> None:
         """The last document's window, time and allocator state (once, at the first cycle)."""
         self._state_read = True
-        data, _ = self._read_configmap(self.settings.configmap)
+        data, _ = self.configmaps.read(self.settings.configmap)
         if not data or ALLOCATION_KEY not in data:
             return
         try:
@@ -250,12 +207,11 @@ class AllocationController:
 
     # ------------------------------------------------------------------ read
     def discover(self) -> _Cluster:
-        raw_nodes: Any = self.core.list_node(_preload_content=False)
-        raw_pods: Any = self.core.list_pod_for_all_namespaces(_preload_content=False)
+        node_objs, pods = list_nodes_and_pods(self.core)
         nodes = []
-        for obj in json.loads(raw_nodes.data)["items"]:
+        for obj in node_objs:
             try:
-                tn = _tier_node(obj)
+                tn = tier_node(obj)
             except (ValueError, ScenarioError) as exc:
                 log.warning("allocation: %s", exc)
                 continue
@@ -263,7 +219,7 @@ class AllocationController:
                 nodes.append(tn)
         services: dict[str, ServiceDef] = {}
         serving: list[tuple[str, str, str, str, str]] = []
-        for pod in json.loads(raw_pods.data)["items"]:
+        for pod in pods:
             self._add_pod(pod, services, serving, {n.name for n in nodes})
         return _Cluster(Scenario.build(nodes, services.values(), self.lookup), serving)
 
@@ -389,19 +345,10 @@ class AllocationController:
     def _apply(self, doc: Mapping[str, Any], hints: PlacementHints, report: AllocationReport) -> None:
         s = self.settings
         try:
-            self._write_configmap(s.configmap, ALLOCATION_KEY, json.dumps(doc))
+            self.configmaps.write(s.configmap, ALLOCATION_KEY, json.dumps(doc))
             report.writes.append(f"configmap {s.namespace}/{s.configmap}")
-            data, _ = self._read_configmap(s.hints_configmap)
-            existing = None
-            if data and CONFIGMAP_KEY in data:
-                try:
-                    existing = PlacementHints.from_json(json.loads(data[CONFIGMAP_KEY]))
-                except (ValueError, HintsError) as exc:
-                    log.warning(
-                        "allocation: hints in %s unusable (%s); replacing them", s.hints_configmap, exc
-                    )
-            merged = merge_hints(existing, hints)
-            self._write_configmap(s.hints_configmap, CONFIGMAP_KEY, json.dumps(merged.to_json()))
+            merged = merge_hints(self.configmaps.read_hints(s.hints_configmap, "allocation"), hints)
+            self.configmaps.write(s.hints_configmap, CONFIGMAP_KEY, json.dumps(merged.to_json()))
             report.writes.append(f"configmap {s.namespace}/{s.hints_configmap}")
         except ApiException as exc:
             report.errors.append(f"configmap: {exc.status} {exc.reason}")

@@ -58,6 +58,7 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from qosched.extender.controller.listing import list_nodes_and_pods
 from qosched.extender.controller.prom import PromSnapshot
 from qosched.extender.kube.objects import (
     A_CLASS,
@@ -527,10 +528,7 @@ class QoEController:
     # ------------------------------------------------------------------ read
     def discover(self) -> tuple[Pool, ...]:
         """List nodes and pods (raw JSON, no model objects) and build the pools."""
-        raw_nodes: Any = self.core.list_node(_preload_content=False)  # urllib3 response: JSON bytes
-        raw_pods: Any = self.core.list_pod_for_all_namespaces(_preload_content=False)
-        nodes = json.loads(raw_nodes.data)["items"]
-        pods = json.loads(raw_pods.data)["items"]
+        nodes, pods = list_nodes_and_pods(self.core)
         return build_pools(nodes, pods, self.settings)
 
     # ------------------------------------------------------------------ compute

@@ -36,14 +36,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client import CoreV1Api, CustomObjectsApi, V1ConfigMap, V1ObjectMeta
+from kubernetes.client import CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
+from qosched.extender.controller.configmaps import ConfigMapStore
+from qosched.extender.controller.listing import list_nodes_and_pods
 from qosched.extender.controller.prom import PromSnapshot
 from qosched.extender.kube.objects import (
     A_VARIANT,
     annotations_of,
-    node_link,
     node_view,
     pod_demand,
     pod_input_kb,
@@ -51,6 +52,7 @@ from qosched.extender.kube.objects import (
     pod_route,
     pod_service,
 )
+from qosched.extender.kube.tier_nodes import node_client_link
 from qosched.policies.online.linucb import LearnerStateError, LinUCB
 from qosched.policies.online.live import (
     ActionObservation,
@@ -175,20 +177,12 @@ class OnlineController:
         self.clock = clock
         self.policy: OnlineRouting | None = None
         self.previous: dict[tuple[str, str], Any] = {}
+        self.configmaps = ConfigMapStore(core, settings.namespace, log)
 
     # ------------------------------------------------------------------ state
-    def _read_configmap(self, name: str) -> tuple[dict[str, Any] | None, str | None]:
-        try:
-            cm = self.core.read_namespaced_config_map(name, self.settings.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None, None
-            raise
-        return dict(cm.data or {}), (cm.metadata.resource_version if cm.metadata else None)
-
     def load_state(self) -> OnlineRouting:
         """The learner from its ConfigMap; fresh when missing or unusable (logged with the reason)."""
-        data, _ = self._read_configmap(self.settings.state_configmap)
+        data, _ = self.configmaps.read(self.settings.state_configmap)
         learner = LinUCB()
         if data is not None and STATE_KEY in data:
             try:
@@ -208,42 +202,20 @@ class OnlineController:
                 learner = LinUCB()
         return OnlineRouting(learner=learner)
 
-    def _write_configmap(self, name: str, key: str, text: str) -> None:
-        data, rv = self._read_configmap(name)
-        body = V1ConfigMap(
-            metadata=V1ObjectMeta(name=name, namespace=self.settings.namespace, resource_version=rv),
-            data={**(data or {}), key: text},
-        )
-        if rv is None:
-            self.core.create_namespaced_config_map(self.settings.namespace, body)
-        else:
-            self.core.replace_namespaced_config_map(name, self.settings.namespace, body)
-
     # ------------------------------------------------------------------ read
     def discover(self) -> _Discovery:
         """LIST nodes and pods (raw JSON, as the QoE controller reads them) and group the serving pods."""
-        raw_nodes: Any = self.core.list_node(_preload_content=False)
-        ns = self.settings.pod_namespace
-        raw_pods: Any = (
-            self.core.list_namespaced_pod(ns, _preload_content=False)
-            if ns
-            else self.core.list_pod_for_all_namespaces(_preload_content=False)
-        )
+        nodes, pods = list_nodes_and_pods(self.core, self.settings.pod_namespace)
         node_info: dict[str, tuple[Any, ...]] = {}
-        for obj in json.loads(raw_nodes.data)["items"]:
+        for obj in nodes:
             try:
                 view = node_view(obj)
-                rtt, bw = node_link(obj)
+                link = node_client_link(obj)
             except ValueError as exc:
                 log.warning("online learner: %s", exc)
                 continue
-            node_info[view.name] = (
-                view.tier,
-                view.accelerator,
-                0.5 if rtt is None else rtt,
-                1000.0 if bw is None else bw,
-            )
-        return self._services(json.loads(raw_pods.data)["items"], node_info)
+            node_info[view.name] = (view.tier, view.accelerator, link.rtt_ms, link.bandwidth_mbps)
+        return self._services(pods, node_info)
 
     def _services(
         self, pods: Iterable[Mapping[str, Any]], node_info: Mapping[str, tuple[Any, ...]]
@@ -378,7 +350,7 @@ class OnlineController:
             (s.hints_configmap, CONFIGMAP_KEY, json.dumps(decision.hints.to_json())),
         ):
             try:
-                self._write_configmap(name, key, text)
+                self.configmaps.write(name, key, text)
                 report.writes.append(f"configmap {s.namespace}/{name}")
             except ApiException as exc:
                 report.errors.append(f"configmap {s.namespace}/{name}: {exc.status} {exc.reason}")

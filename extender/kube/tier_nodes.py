@@ -1,0 +1,51 @@
+"""Node objects → the request-level model's tiered nodes and client links.
+
+One reading for every process that builds a request-level scenario from Kubernetes objects: the
+request what-if (``qosched whatif --requests`` on a snapshot), the online learner and the INFIDA
+allocation in the controller. A node without ``qosched.io/rtt-ms`` / ``qosched.io/bandwidth-mbps``
+gets :data:`DEFAULT_LINK` (a LAN next to the client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from qosched.extender.kube.objects import node_link, node_view
+from qosched.policies.requests.scenario import Link, TierNode
+from qosched.policies.simulator.requests import mode_for
+
+#: Link of a tiered node whose annotations say nothing (a LAN next to the client).
+DEFAULT_RTT_MS = 0.5
+DEFAULT_BANDWIDTH_MBPS = 1000.0
+
+
+def node_client_link(obj: Mapping[str, Any]) -> Link:
+    """The client's link to a node: its annotated RTT and bandwidth, the defaults where absent.
+
+    Raises ``ValueError`` naming the node and the key for a bad value (:func:`node_link`).
+    """
+    rtt, bandwidth = node_link(obj)
+    return Link(
+        DEFAULT_RTT_MS if rtt is None else rtt,
+        DEFAULT_BANDWIDTH_MBPS if bandwidth is None else bandwidth,
+    )
+
+
+def tier_node(obj: Mapping[str, Any]) -> TierNode | None:
+    """The node as a :class:`TierNode`; None unless it has a tier, an accelerator and is schedulable.
+
+    Its queue is ``mode_for(accelerator, sharing)``; at least one device. Raises ``ValueError``
+    (``ScenarioError`` included) naming the node for a bad label or annotation.
+    """
+    view = node_view(obj)
+    if view.tier is None or view.accelerator is None or not view.schedulable:
+        return None
+    return TierNode(
+        view.name,
+        view.tier,
+        view.accelerator,
+        max(1, view.device_count),
+        node_client_link(obj),
+        mode_for(view.accelerator, view.sharing),
+    )
