@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from tests.faults.conftest import ExtenderProcess, write_kubeconfig
+    from tests.faults.conftest import ExtenderProcess
     from tests.faults.invariants import assert_invariants
     from tests.faults.standin import StandInScheduler
-    from tests.kubefake import FakeKubeAPI
+    from tests.kubefake import FakeKubeAPI, write_kubeconfig
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_restart-"))
     rng = random.Random(args.seed)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
             milli = rng.choice([100, 250, 500, 1000, 2000])
             api.add_pod(f"p-{j:05d}", model="resnet50", slo_ms=500, rate_rps=2, gpu_milli=milli)
             created.append(f"default/p-{j:05d}")
-        kubeconfig = write_kubeconfig(api.url, tmp / "kubeconfig.yaml")
+        kubeconfig = write_kubeconfig(api.url, tmp / "kubeconfig.yaml", token="test-token")
         env = {**os.environ, "QOSCHED_WATCH_BACKOFF_S": "0.05", "QOSCHED_WATCH_BACKOFF_MAX_S": "0.5"}
 
         def start(name: str) -> ExtenderProcess:

@@ -51,24 +51,12 @@ def snapshot_client(snapshot_app: Flask) -> FlaskClient:
 def live_app_factory(kube_api: FakeKubeAPI, tmp_path: Path) -> Iterator[Callable[..., Flask]]:
     """``make(**settings)`` → ``create_app`` in live mode on :func:`kube_api` (a kubeconfig file,
     fast watch backoff); every app's watch is stopped after the test."""
-    import yaml
     from prometheus_client import CollectorRegistry
 
     from qosched.extender.server.app import create_app, runtime_of
+    from tests.kubefake import write_kubeconfig
 
-    kubeconfig = tmp_path / "kubeconfig.yaml"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": kube_api.url}}],
-                "users": [{"name": "qosched", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "qosched"}}],
-                "current-context": "fake",
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(kube_api.url, tmp_path / "kubeconfig.yaml", token="test-token")
     apps: list[Flask] = []
 
     def make(**settings: Any) -> Flask:

@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 import pytest
 import requests
-import yaml
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 from tests.extender.extender_support import (
@@ -38,6 +37,7 @@ from tests.extender.extender_support import (
     serving,
     write_snapshot,
 )
+from tests.kubefake import write_kubeconfig
 from tests.kubefake.server import FakeKubeAPI
 from tests.prometheus_support import free_port, prometheus, query
 
@@ -225,19 +225,6 @@ def services() -> Iterator[str]:
         thread.join(5)
 
 
-def _kubeconfig(api: FakeKubeAPI, path: Path) -> Path:
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-        "users": [{"name": "u", "user": {}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-        "current-context": "fake",
-    }
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def _wait_for(url: str, expr: str, count: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -270,7 +257,7 @@ def test_every_expression_returns_series(tmp_path: Path, extender: str, services
         cmd = [
             str(QOSCHED_BIN),
             "controller",
-            f"--kubeconfig={_kubeconfig(api, tmp_path / 'kubeconfig')}",
+            f"--kubeconfig={write_kubeconfig(api.url, tmp_path / 'kubeconfig')}",
             f"--prometheus-url={prom}",
             "--metric=inference_request_duration_seconds",
             "--window=5s",

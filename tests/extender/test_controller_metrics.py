@@ -19,6 +19,7 @@ from qosched.extender.controller.prom import PromSnapshot
 from qosched.extender.kube.objects import A_PREDICTED_LATENCY_MS
 from qosched.policies.control.law import ControlSettings
 from tests.extender.extender_support import metric_samples, metric_value
+from tests.kubefake import write_kubeconfig
 from tests.kubefake.server import FakeKubeAPI
 
 SETTINGS = ControllerSettings(rate_source="none", settle_s=0.0, interval_s=10.0)
@@ -165,24 +166,11 @@ def test_served_over_http(two_pods: FakeKubeAPI, core_v1: Any, free_port: int) -
 
 def test_busy_metrics_port_is_a_usage_error(kube_api: FakeKubeAPI, tmp_path: Any) -> None:
     """`qosched controller --metrics-port` on a port already in use: exit 2 naming the flag."""
-    import yaml
     from click.testing import CliRunner
 
     from qosched.extender.cli.controller import controller
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "f", "cluster": {"server": kube_api.url}}],
-                "users": [{"name": "u", "user": {}}],
-                "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}],
-                "current-context": "f",
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(kube_api.url, tmp_path / "kubeconfig")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

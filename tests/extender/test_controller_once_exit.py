@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import yaml
 from click.testing import CliRunner
 
 from qosched.extender.cli.main import main
+from tests.kubefake import write_kubeconfig
 
 
 def _closed_port() -> int:
@@ -18,19 +18,7 @@ def _closed_port() -> int:
 
 
 def test_once_with_unreachable_api_server_exits_1(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "gone", "cluster": {"server": f"http://127.0.0.1:{_closed_port()}"}}],
-                "users": [{"name": "u", "user": {}}],
-                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}],
-                "current-context": "gone",
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(f"http://127.0.0.1:{_closed_port()}", tmp_path / "kubeconfig")
     args = ["controller", "--kubeconfig", str(kubeconfig), "--once"]
     args += ["--prometheus-url", f"http://127.0.0.1:{_closed_port()}", "--prometheus-timeout-s", "1"]
     result = CliRunner().invoke(main, args)

@@ -40,7 +40,7 @@ from qosched.extender.kube.objects import (
     device_layer_annotations,
 )
 from qosched.policies.types import NodeView
-from tests.kubefake import FakeKubeAPI
+from tests.kubefake import FakeKubeAPI, write_kubeconfig
 
 UUIDS = ["GPU-5f1c1c48-2a9f-4b5e-8c0c-3f4f0e1d2c3b", "GPU-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"]
 
@@ -415,19 +415,7 @@ def test_command_registers_allocates_and_stops_on_sigterm() -> None:
     with FakeKubeAPI() as api:
         api.add_node("gpu-0", gpus=0, labels={"qosched.io/sharing": "time-slicing"})
         api.add_pod(share_pod("p", 50, device="0"))
-        kubeconfig = workdir / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "f", "cluster": {"server": api.url}}],
-                    "users": [{"name": "u", "user": {}}],
-                    "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}],
-                    "current-context": "f",
-                }
-            )
-        )
+        kubeconfig = write_kubeconfig(api.url, workdir / "kubeconfig")
         kubelet = FakeKubelet(workdir)
         cmd = [sys.executable, "-m", "qosched.extender.cli.main", "device-plugin", f"--plugin-dir={workdir}"]
         cmd += [

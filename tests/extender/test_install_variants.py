@@ -48,7 +48,7 @@ from tests.extender.kustomize_support import (
     resource_files,
 )
 from tests.extender.live_support import wait_until
-from tests.kubefake import FakeKubeAPI, RbacAuthorizer
+from tests.kubefake import FakeKubeAPI, RbacAuthorizer, write_kubeconfig
 
 NAMESPACE = "qosched-system"
 IDS = list(VARIANTS)
@@ -284,19 +284,7 @@ def test_tls_certificate_job_runs_under_the_variants_rbac(
         return
     api.authorizer = RbacAuthorizer(objects, user=f"system:serviceaccount:{NAMESPACE}:qosched-extender-certs")
     (c,) = one(objects, "Job", "qosched-extender-certs")["spec"]["template"]["spec"]["containers"]
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "f", "cluster": {"server": api.url}}],
-                "users": [{"name": "u", "user": {}}],
-                "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}],
-                "current-context": "f",
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(api.url, tmp_path / "kubeconfig")
     result = CliRunner().invoke(certs_command, [*c["args"][2:], f"--kubeconfig={kubeconfig}"])
     assert result.exit_code == 0, result.output
     assert api.get("secrets", "qosched-extender-tls", NAMESPACE) is not None

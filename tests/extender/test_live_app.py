@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
@@ -22,25 +21,9 @@ from qosched.extender.server.app import create_app, runtime_of
 from qosched.extender.server.settings import ConfigError
 from tests.extender.extender_support import metric_value
 from tests.extender.live_support import device_memory, lookup, wait_until
-from tests.kubefake import FakeKubeAPI, make_pod
+from tests.kubefake import FakeKubeAPI, make_pod, write_kubeconfig
 
 RESULT_KEYS = ("qosched.io/device", "qosched.io/predicted-latency-ms", "qosched.io/policy")
-
-
-def _kubeconfig(api: FakeKubeAPI, path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-                "users": [{"name": "qosched", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "qosched"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return path
 
 
 @pytest.fixture
@@ -58,7 +41,7 @@ def live_app(kube_api: FakeKubeAPI, tmp_path: Path) -> Iterator[Flask]:
 
 def _app(api: FakeKubeAPI, tmp_path: Path, **overrides: Any) -> Flask:
     settings = {
-        "KUBECONFIG": str(_kubeconfig(api, tmp_path / "kubeconfig.yaml")),
+        "KUBECONFIG": str(write_kubeconfig(api.url, tmp_path / "kubeconfig.yaml", token="test-token")),
         "POLICY": "qosched",
         "WATCH_BACKOFF_S": 0.01,
         "WATCH_BACKOFF_MAX_S": 0.05,
@@ -206,7 +189,9 @@ def test_unmanaged_pod_is_bound_as_the_default_binder_would(live_app: Flask, kub
 
 def test_api_client_from_kubeconfig_talks_to_the_server(kube_api: FakeKubeAPI, tmp_path: Path) -> None:
     kube_api.add_node("n1", accelerator=None)
-    api_client = api_client_from({"KUBECONFIG": str(_kubeconfig(kube_api, tmp_path / "kc.yaml"))})
+    api_client = api_client_from(
+        {"KUBECONFIG": str(write_kubeconfig(kube_api.url, tmp_path / "kc.yaml", token="test-token"))}
+    )
     try:
         from kubernetes import client
 

@@ -36,7 +36,7 @@ from qosched.extender.cli.webhook import certs as certs_command
 from qosched.extender.webhook.certs import dns_names, make_bundle
 from tests.extender.extender_support import JSON_CT, PROJECT, args, free_port, node, pod, write_snapshot
 from tests.extender.kustomize_support import build, one
-from tests.kubefake import FakeKubeAPI, RbacAuthorizer
+from tests.kubefake import FakeKubeAPI, RbacAuthorizer, write_kubeconfig
 
 pytestmark = pytest.mark.slow
 
@@ -74,19 +74,6 @@ def _mount(objects: list[dict[str, Any]], container: str, volume: str) -> tuple[
     return path, vol
 
 
-def _kubeconfig(api: FakeKubeAPI, path: Path) -> Path:
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-        "users": [{"name": "u", "user": {}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-        "current-context": "fake",
-    }
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def issue_secret(objects: list[dict[str, Any]], tmp_path: Path) -> dict[str, bytes]:
     """Run the certs Job's command under its RBAC; the Secret's data (decoded)."""
     job = one(objects, "Job", "qosched-extender-certs")
@@ -94,7 +81,7 @@ def issue_secret(objects: list[dict[str, Any]], tmp_path: Path) -> dict[str, byt
     assert c["command"] == ["qosched"]
     assert c["args"][:2] == ["webhook", "certs"]
     with FakeKubeAPI(authorizer=RbacAuthorizer(objects, user=CERTS_USER)) as api:
-        kubeconfig = _kubeconfig(api, tmp_path / "kubeconfig")
+        kubeconfig = write_kubeconfig(api.url, tmp_path / "kubeconfig")
         result = CliRunner().invoke(certs_command, [*c["args"][2:], f"--kubeconfig={kubeconfig}"])
         assert result.exit_code == 0, result.output
         again = CliRunner().invoke(certs_command, [*c["args"][2:], f"--kubeconfig={kubeconfig}"])

@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 from click.testing import CliRunner
 
 from qosched.extender.cli.main import main
 from qosched.extender.webhook.certs import TlsBundle, bundle_is_usable, dns_names, make_bundle
-from tests.kubefake import FakeKubeAPI
+from tests.kubefake import FakeKubeAPI, write_kubeconfig
 
 NS, SERVICE, SECRET = "qosched-system", "qosched-webhook", "qosched-webhook-tls"
 
@@ -42,22 +41,6 @@ def _configuration(kind: str) -> dict[str, Any]:
     }
 
 
-def _kubeconfig(api: FakeKubeAPI, path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-                "users": [{"name": "u", "user": {}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return path
-
-
 def _run_certs(kubeconfig: Path) -> str:
     result = CliRunner().invoke(main, ["webhook", "certs", f"--kubeconfig={kubeconfig}"])
     assert result.exit_code == 0, result.output
@@ -75,7 +58,7 @@ def test_certs_issue_once_then_keep(tmp_path: Path) -> None:
     with FakeKubeAPI() as api:
         api.add(_configuration("MutatingWebhookConfiguration"))
         api.add(_configuration("ValidatingWebhookConfiguration"))
-        kubeconfig = _kubeconfig(api, tmp_path / "kubeconfig")
+        kubeconfig = write_kubeconfig(api.url, tmp_path / "kubeconfig")
         out = _run_certs(kubeconfig)
         assert "issued a new certificate" in out
         assert "mutating/qosched, validating/qosched" in out
@@ -109,7 +92,12 @@ def test_expiring_or_foreign_certificates_are_replaced(tmp_path: Path) -> None:
         )
         result = CliRunner().invoke(
             main,
-            ["webhook", "certs", f"--kubeconfig={_kubeconfig(api, tmp_path / 'kc')}", "--validating=none"],
+            [
+                "webhook",
+                "certs",
+                f"--kubeconfig={write_kubeconfig(api.url, tmp_path / 'kc')}",
+                "--validating=none",
+            ],
         )
         # The validating configuration named "none" does not exist: a clear error, exit 1.
         assert result.exit_code == 1

@@ -27,29 +27,11 @@ from typing import Any
 
 import orjson
 import requests
-import yaml
 
 from tests.extender.extender_support import serving
-from tests.kubefake import FakeKubeAPI, make_pod
+from tests.kubefake import FakeKubeAPI, make_pod, write_kubeconfig
 
 JSON_CT = "application/json"
-
-
-def write_kubeconfig(api: FakeKubeAPI, path: Path) -> Path:
-    """A kubeconfig pointing at ``api`` (token auth; the fake accepts anything)."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-                "users": [{"name": "qosched", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "qosched"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return path
 
 
 @contextmanager
@@ -57,7 +39,7 @@ def serving_live(
     api: FakeKubeAPI, tmp_path: Path, env: Mapping[str, str], threads: int = 8
 ) -> Iterator[tuple[str, Any]]:
     """``qosched serve --kubeconfig`` on ``api`` under gunicorn, with ``QOSCHED_*`` ``env`` set."""
-    kubeconfig = write_kubeconfig(api, tmp_path / "kubeconfig.yaml")
+    kubeconfig = write_kubeconfig(api.url, tmp_path / "kubeconfig.yaml", token="test-token")
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

@@ -20,28 +20,10 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from tests.kubefake import FakeKubeAPI
+from tests.kubefake import FakeKubeAPI, write_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_kubeconfig(url: str, path: Path) -> Path:
-    """A kubeconfig pointing at ``url`` (the fake accepts any token)."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": url}}],
-                "users": [{"name": "qosched", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "qosched"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return path
 
 
 def free_port() -> int:
@@ -124,7 +106,7 @@ def extender(tmp_path: Path) -> Iterator[Callable[..., ExtenderProcess]]:
     started: list[ExtenderProcess] = []
 
     def make(url: str, name: str = "ext", **settings: Any) -> ExtenderProcess:
-        kubeconfig = write_kubeconfig(url, tmp_path / f"{name}-kubeconfig.yaml")
+        kubeconfig = write_kubeconfig(url, tmp_path / f"{name}-kubeconfig.yaml", token="test-token")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.update({f"QOSCHED_{k}": str(v) for k, v in settings.items()})
         proc = ExtenderProcess(

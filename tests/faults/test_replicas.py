@@ -23,9 +23,8 @@ from prometheus_client import CollectorRegistry
 from qosched.extender.server.app import create_app
 from qosched.extender.server.uploads import Uploader
 from tests.extender.live_support import wait_until
-from tests.faults.conftest import write_kubeconfig
 from tests.faults.invariants import VerbTimer, assert_invariants
-from tests.kubefake import FakeKubeAPI
+from tests.kubefake import FakeKubeAPI, write_kubeconfig
 
 TOKEN = "replica token"
 NODES = ["t4-0", "t4-1"]
@@ -67,7 +66,7 @@ def replicas(fault_api: FakeKubeAPI, tmp_path: Path) -> Iterator[list[Flask]]:
     token = tmp_path / "token"
     token.write_text(TOKEN)
     settings = {
-        "KUBECONFIG": str(write_kubeconfig(fault_api.url, tmp_path / "kubeconfig.yaml")),
+        "KUBECONFIG": str(write_kubeconfig(fault_api.url, tmp_path / "kubeconfig.yaml", token="test-token")),
         "PROFILES_CONFIGMAP": "qosched-system/qosched-profiles",
         "UPLOAD_TOKEN_FILE": str(token),
         "WATCH_BACKOFF_S": 0.01,

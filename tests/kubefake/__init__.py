@@ -7,6 +7,7 @@ the protocol they will meet in a cluster. Import as ``from tests.kubefake import
 Fixtures for pytest live in :mod:`tests.kubefake.conftest_plugin`.
 """
 
+from .kubeconfig import write_kubeconfig
 from .objects import load_snapshot, make_node, make_pod
 from .rbac import RbacAuthorizer
 from .server import FakeKubeAPI, RequestRecord, running
@@ -21,4 +22,5 @@ __all__ = [
     "make_node",
     "make_pod",
     "running",
+    "write_kubeconfig",
 ]
