@@ -1,7 +1,8 @@
 """A real Prometheus (the Debian package's ``/usr/bin/prometheus``) on 127.0.0.1 for tests.
 
 Started with a generated configuration, waited on until ``/-/ready``, terminated afterwards; the
-test is skipped with a reason when the binary is missing.
+test is skipped with a reason when the binary is missing. :func:`exporter` serves a
+``prometheus_client`` registry for it to scrape; :func:`scraped_registry` is the two together.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from prometheus_client import CollectorRegistry, start_http_server
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -52,15 +54,26 @@ def _ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> bool:
 
 @contextmanager
 def prometheus(
-    tmp_path: Path, jobs: dict[str, str], *, rule_files: Sequence[Path] = (), interval_s: float = 1.0
+    tmp_path: Path,
+    jobs: dict[str, str],
+    *,
+    rule_files: Sequence[Path] = (),
+    interval_s: float = 1.0,
+    honor_labels: bool = False,
+    flags: Sequence[str] = (),
 ) -> Iterator[str]:
-    """Prometheus scraping ``jobs`` (job name -> ``host:port``) every ``interval_s``; yields its URL."""
+    """Prometheus scraping ``jobs`` (job name -> ``host:port``) every ``interval_s``; yields its URL.
+
+    ``honor_labels`` keeps the scraped ``namespace``/``pod`` labels (an exporter speaking for
+    pods); ``flags`` are added to the command line.
+    """
     require(PROMETHEUS)
     config: dict[str, Any] = {
         "global": {"scrape_interval": f"{interval_s:g}s", "evaluation_interval": f"{interval_s:g}s"},
         "rule_files": [str(p) for p in rule_files],
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in jobs.items()
+            {"job_name": job, "honor_labels": honor_labels, "static_configs": [{"targets": [target]}]}
+            for job, target in jobs.items()
         ],
     }
     config_path = tmp_path / "prometheus.yml"
@@ -76,6 +89,7 @@ def prometheus(
                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{port}",
                     "--log.level=warn",
+                    *flags,
                 ],
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,
@@ -94,6 +108,33 @@ def prometheus(
                     proc.kill()
                     proc.wait(timeout=5)
     pytest.fail(f"prometheus did not start; log:\n{log_path.read_text()[-2000:]}")
+
+
+@contextmanager
+def exporter(registry: CollectorRegistry | None = None) -> Iterator[tuple[CollectorRegistry, int]]:
+    """``registry`` (a new one by default) served on 127.0.0.1; yields it and its port."""
+    registry = CollectorRegistry() if registry is None else registry
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        yield registry, int(server.server_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def scraped_registry(tmp_path: Path, *, flags: Sequence[str] = ()) -> Iterator[tuple[str, CollectorRegistry]]:
+    """A fresh registry that Prometheus scrapes every second as job ``plant``, its labels honoured.
+
+    Yields ``(prometheus URL, registry)``: what a test's metrics put in the registry, the
+    controller reads back through PromQL.
+    """
+    with (
+        exporter() as (registry, port),
+        prometheus(tmp_path, {"plant": f"127.0.0.1:{port}"}, honor_labels=True, flags=flags) as url,
+    ):
+        yield url, registry
 
 
 def query(url: str, expr: str) -> list[dict[str, Any]]:

@@ -6,9 +6,7 @@ in-test exporter of per-pod request counters."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-import yaml
 from kubernetes import client
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram
 
 from qosched.extender.controller.allocation import (
     L_ALLOCATION,
@@ -32,20 +28,11 @@ from qosched.policies.infida.live import ALLOCATION_KEY, check_allocation_docume
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.requests.hints import CONFIGMAP_KEY, PlacementHints, ServiceHint
 from qosched.profiles.store import bundled_profiles
-from tests.kubefake import FakeKubeAPI
-from tests.kubefake.rbac import RbacAuthorizer
+from tests.extender.controller_support import SYSTEM, controller_authorizer
+from tests.kubefake import FakeKubeAPI, write_kubeconfig
+from tests.prometheus_support import scraped_registry
 
-ROOT = Path(__file__).resolve().parents[2]
-SYSTEM = "qosched-system"
-USER = f"system:serviceaccount:{SYSTEM}:qosched-controller"
-#: The base install's roles and, when the controller ships as a component, the component's.
-RBAC_FILES = [
-    ROOT / "manifests" / "rbac.yaml",
-    ROOT / "manifests" / "components" / "controller" / "rbac.yaml",
-]
-RBAC = [d for f in RBAC_FILES if f.is_file() for d in yaml.safe_load_all(f.read_text()) if d]
 LOOKUP, DEVICE_MEMORY = lookup_from_profiles(bundled_profiles())
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 METRIC = "inference_request_duration_seconds"
 SERVICES = ("cats", "dogs", "cars")
 #: Pods serving each service from the cloud (the repository), and their request rates [1/s].
@@ -94,7 +81,7 @@ class Canned:
 
 @pytest.fixture
 def kube() -> Iterator[tuple[FakeKubeAPI, Any]]:
-    with FakeKubeAPI(authorizer=RbacAuthorizer(RBAC, user=USER)) as api:
+    with FakeKubeAPI(authorizer=controller_authorizer()) as api:
         _fill(api)
         api_client = api.api_client()
         try:
@@ -264,48 +251,10 @@ def test_chain_runs_the_base_and_the_allocation(kube: tuple[FakeKubeAPI, Any]) -
 # ------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, CollectorRegistry]]:
-    if not Path(PROMETHEUS).is_file():
-        pytest.skip(f"prometheus binary not found at {PROMETHEUS} (apt-get install prometheus)")
-    registry = CollectorRegistry()
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: plant\n    honor_labels: true\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{server.server_port}']\n"
-    )
-    port = _free_port()
-    with (tmp_path / "prom.log").open("wb") as log_fh:
-        proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log_fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
-        else:
-            pytest.fail("prometheus did not start: " + (tmp_path / "prom.log").read_text()[-1000:])
-        yield url, registry
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with scraped_registry(tmp_path) as scraped:
+        yield scraped
 
 
 @pytest.mark.prometheus
@@ -329,7 +278,7 @@ def test_live_loop_with_real_prometheus(prometheus: tuple[str, CollectorRegistry
     thread.start()
     window_s = 4.0
     reader = PromReader(url, PromQueries(metric=METRIC), timeout_s=3.0)
-    with FakeKubeAPI(authorizer=RbacAuthorizer(RBAC, user=USER)) as api:
+    with FakeKubeAPI(authorizer=controller_authorizer()) as api:
         _fill(api)
         api_client = api.api_client()
         try:
@@ -380,19 +329,7 @@ def test_cli_once_runs_one_allocation_cycle(tmp_path: Path) -> None:
 
     with FakeKubeAPI() as api:
         _fill(api)
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-                    "users": [{"name": "u", "user": {}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-                    "current-context": "fake",
-                }
-            )
-        )
+        kubeconfig = write_kubeconfig(api.url, tmp_path / "kubeconfig")
         args = ["controller", "--kubeconfig", str(kubeconfig), "--once", "--allocation"]
         args += ["--prometheus-url", f"http://127.0.0.1:{_closed_port()}", "--prometheus-timeout-s", "1"]
         result = CliRunner().invoke(main, args)

@@ -26,9 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -39,11 +37,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import requests
-import yaml
 from click.testing import CliRunner
 from kubernetes import client as k8s
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import HistogramMetricFamily
 
 from qosched.extender.cli.main import main
@@ -62,12 +58,12 @@ from qosched.extender.controller.prom import PromQueries, PromReader, PromSnapsh
 from qosched.extender.kube.leader import LeaderElector, LeaseSettings
 from qosched.extender.kube.objects import A_DEVICE
 from qosched.policies.control.law import ControlSettings
+from tests import prometheus_support as prom_support
 from tests.extender.test_prom import FakePrometheus, vector
-from tests.kubefake import RbacAuthorizer, load_snapshot
+from tests.kubefake import RbacAuthorizer, load_snapshot, write_kubeconfig
 from tests.kubefake.objects import make_node, make_pod
 from tests.kubefake.server import FakeKubeAPI
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 AZURE_CONV = SHARED / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
 METRIC = "qosched_plant_request_latency_seconds"
@@ -288,80 +284,23 @@ class Plant:
 # ------------------------------------------------------------------------------ fixtures
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def exporter() -> Iterator[tuple[CollectorRegistry, int]]:
-    registry = CollectorRegistry()
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    try:
-        yield registry, int(server.server_port)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with prom_support.exporter() as served:
+        yield served
 
 
 @pytest.fixture
 def prometheus(tmp_path: Path, exporter: tuple[CollectorRegistry, int]) -> Iterator[str]:
     """A real Prometheus on 127.0.0.1 scraping the exporter every second; killed afterwards."""
-    if not Path(PROMETHEUS).is_file():
-        pytest.skip(f"prometheus binary not found at {PROMETHEUS} (apt-get install prometheus)")
     _, exporter_port = exporter
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: plant\n    honor_labels: true\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
-    )
-    log_path = tmp_path / "prometheus.log"
-    for _attempt in range(3):  # the free port may be taken between probing and binding
-        port = free_port()
-        with log_path.open("wb") as log_fh:
-            proc = subprocess.Popen(
-                [
-                    PROMETHEUS,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--storage.tsdb.retention.time=1h",
-                    "--log.level=warn",
-                ],
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            if _wait_ready(proc, url, timeout_s=20.0):
-                yield url
-                return
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-    pytest.fail(f"prometheus did not start; log:\n{log_path.read_text()[-2000:]}")
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return True
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    return False
+    with prom_support.prometheus(
+        tmp_path,
+        {"plant": f"127.0.0.1:{exporter_port}"},
+        honor_labels=True,
+        flags=["--storage.tsdb.retention.time=1h"],
+    ) as url:
+        yield url
 
 
 @pytest.fixture
@@ -816,22 +755,6 @@ def test_measured_rate_selects_the_mm1_inversion(two_pods: FakeKubeAPI, core_v1:
     assert inversions == {"beat": "power", "miss": "mm1"}
 
 
-def kubeconfig_for(api: FakeKubeAPI, path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-                "users": [{"name": "u", "user": {}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return path
-
-
 def test_cli_once_dry_run(two_pods: FakeKubeAPI, tmp_path: Path) -> None:
     def respond(query: str) -> tuple[int, Any]:
         if "_sum" in query:
@@ -847,7 +770,7 @@ def test_cli_once_dry_run(two_pods: FakeKubeAPI, tmp_path: Path) -> None:
             [
                 "controller",
                 "--kubeconfig",
-                str(kubeconfig_for(two_pods, tmp_path / "kubeconfig")),
+                str(write_kubeconfig(two_pods.url, tmp_path / "kubeconfig")),
                 "--prometheus-url",
                 prom.url,
                 "--once",
@@ -895,7 +818,7 @@ def test_cli_once_with_prometheus_down(two_pods: FakeKubeAPI, tmp_path: Path) ->
         [
             "controller",
             "--kubeconfig",
-            str(kubeconfig_for(two_pods, tmp_path / "kubeconfig")),
+            str(write_kubeconfig(two_pods.url, tmp_path / "kubeconfig")),
             "--prometheus-url",
             f"http://127.0.0.1:{port}",
             "--prometheus-timeout-s",

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,10 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import requests
-import yaml
 from kubernetes import client
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import HistogramMetricFamily
 
 from qosched.extender.controller.online import (
@@ -37,18 +32,10 @@ from qosched.policies.online.live import percent_weights
 from qosched.policies.profile_lookup import lookup_from_profiles
 from qosched.policies.requests.hints import PlacementHints
 from qosched.profiles.store import bundled_profiles
+from tests.extender.controller_support import SYSTEM, controller_authorizer
 from tests.kubefake import FakeKubeAPI
-from tests.kubefake.rbac import RbacAuthorizer
+from tests.prometheus_support import scraped_registry
 
-ROOT = Path(__file__).resolve().parents[2]
-SYSTEM = "qosched-system"
-USER = f"system:serviceaccount:{SYSTEM}:qosched-controller"
-RBAC = [  # the base's and the controller component's (its ServiceAccount and roles)
-    d
-    for f in ("manifests/rbac.yaml", "manifests/components/controller/rbac.yaml")
-    for d in yaml.safe_load_all((ROOT / f).read_text())
-    if d
-]
 LOOKUP, _ = lookup_from_profiles(bundled_profiles())
 PODS = {"classify-edge": ("edge-0", "edge"), "classify-cloud": ("cloud-0", "cloud")}
 EDGE_BACKEND = backend_name("classify", "edge", "resnet50")
@@ -108,7 +95,7 @@ def _fill(api: FakeKubeAPI, edge: int = 50, cloud: int = 50) -> None:
 
 @pytest.fixture
 def kube() -> Iterator[tuple[FakeKubeAPI, Any, Any]]:
-    with FakeKubeAPI(authorizer=RbacAuthorizer(RBAC, user=USER)) as api:
+    with FakeKubeAPI(authorizer=controller_authorizer()) as api:
         _fill(api)
         api_client = api.api_client()
         try:
@@ -271,7 +258,6 @@ def test_route_with_weights_only_touches_named_backends() -> None:
 
 # ------------------------------------------------------------------------------ closed loop
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 METRIC = "inference_request_duration_seconds"
 BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 #: True time in the pod [ms]: the edge is saturated (its profile says 3 ms; the learner's prior is wrong).
@@ -319,48 +305,10 @@ class Exporter:
             self.errors.append(exc)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def prometheus_url(tmp_path: Path) -> Iterator[tuple[str, CollectorRegistry]]:
-    if not Path(PROMETHEUS).is_file():
-        pytest.skip(f"prometheus binary not found at {PROMETHEUS} (apt-get install prometheus)")
-    registry = CollectorRegistry()
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: plant\n    honor_labels: true\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{server.server_port}']\n"
-    )
-    port = _free_port()
-    with (tmp_path / "prom.log").open("wb") as log_fh:
-        proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log_fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
-        else:
-            pytest.fail("prometheus did not start: " + (tmp_path / "prom.log").read_text()[-1000:])
-        yield url, registry
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with scraped_registry(tmp_path) as scraped:
+        yield scraped
 
 
 @pytest.mark.prometheus
@@ -370,7 +318,7 @@ def test_closed_loop_with_real_prometheus(prometheus_url: tuple[str, CollectorRe
     first (its prior), sees the misses through Prometheus, and moves the route to the cloud,
     keeping at most the exploration share on the edge."""
     url, registry = prometheus_url
-    with FakeKubeAPI(authorizer=RbacAuthorizer(RBAC, user=USER)) as api:
+    with FakeKubeAPI(authorizer=controller_authorizer()) as api:
         _fill(api, edge=50, cloud=50)
         exporter = Exporter(api, registry)
         exporter.thread.start()
