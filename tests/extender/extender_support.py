@@ -44,12 +44,15 @@ def node(
     cpu: str = "8",
     memory: str = "32Gi",
     sharing: str | None = None,
+    tier: str | None = None,
 ) -> dict[str, Any]:
     labels = {"kubernetes.io/hostname": name}
     if accelerator:
         labels["qosched.io/accelerator"] = accelerator
     if sharing:
         labels["qosched.io/sharing"] = sharing
+    if tier:
+        labels["qosched.io/tier"] = tier
     allocatable = {"cpu": cpu, "memory": memory, "pods": "110"}
     if gpus:
         allocatable["nvidia.com/gpu"] = str(gpus)
@@ -103,6 +106,22 @@ def pod(
         "spec": spec,
         "status": {"phase": "Running" if node_name else "Pending"},
     }
+
+
+def service_pod(name: str, variants: str, *, service: str = "classify") -> dict[str, Any]:
+    """A pending pod of a routed ``service`` that any of ``variants`` (comma-separated) may serve:
+    a 100 ms SLO, 10 requests/s, a quarter of a GPU."""
+    return pod(
+        name,
+        model=None,
+        annotations={
+            "qosched.io/variants": variants,
+            "qosched.io/slo-ms": "100",
+            "qosched.io/rate-rps": "10",
+            "qosched.io/gpu-milli": "250",
+            "qosched.io/service": service,
+        },
+    )
 
 
 def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -265,6 +284,7 @@ __all__ = [
     "node",
     "pod",
     "reasons",
+    "service_pod",
     "serving",
     "write_snapshot",
 ]

@@ -114,3 +114,16 @@ def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name!r}, found {len(found)}"
     return found[0]
+
+
+def rule_tuples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """RBAC rules as ``(apiGroup, resource, verb, resourceName)`` tuples (``""``: any name), so two
+    roles compare by what they grant, whatever the grouping of their rules."""
+    return {
+        (group, resource, verb, name)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or [""]
+    }

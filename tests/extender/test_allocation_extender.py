@@ -15,7 +15,7 @@ from kubernetes import client
 
 from qosched.extender.kube.allocation_source import AllocationSource
 from qosched.policies.requests.hints import NODE_BONUS, TIER_BONUS, PlacementHints, ServiceHint, node_bonus
-from tests.extender.extender_support import make_app, node, pod, write_snapshot
+from tests.extender.extender_support import make_app, node, service_pod, write_snapshot
 from tests.kubefake import FakeKubeAPI
 from tests.kubefake.rbac import RbacAuthorizer
 
@@ -80,22 +80,8 @@ class Fixed:
 
 
 def _cluster(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
-    nodes = []
-    for name, tier in (("edge-0", "edge"), ("edge-1", "edge")):
-        n = node(name)
-        n["metadata"]["labels"]["qosched.io/tier"] = tier
-        nodes.append(n)
-    p = pod(
-        "p",
-        model=None,
-        annotations={
-            "qosched.io/variants": "resnet50",
-            "qosched.io/slo-ms": "100",
-            "qosched.io/rate-rps": "10",
-            "qosched.io/gpu-milli": "250",
-            "qosched.io/service": "classify",
-        },
-    )
+    nodes = [node("edge-0", tier="edge"), node("edge-1", tier="edge")]
+    p = service_pod("p", "resnet50")
     return write_snapshot(tmp_path / "c.json", [*nodes, p]), p
 
 

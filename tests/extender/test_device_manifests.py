@@ -31,7 +31,7 @@ from qosched.extender.server.settings import load_config
 from qosched.extender.webhook.admission import TEMPLATE_PATHS
 from qosched.extender.webhook.app import create_app
 from qosched.extender.webhook.certs import dns_names, ensure_certs, make_bundle
-from tests.extender.kustomize_support import build, load, resource_files
+from tests.extender.kustomize_support import build, load, resource_files, rule_tuples
 from tests.kubefake import FakeKubeAPI, RbacAuthorizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,17 +62,6 @@ def _container(kind: str, name: str) -> dict[str, Any]:
     return c
 
 
-def _flatten(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
-    return {
-        (g, r, v, n)
-        for rule in rules
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-        for n in rule.get("resourceNames") or [""]
-    }
-
-
 # ------------------------------------------------------------------------------------ RBAC tables
 
 EXPECTED = {
@@ -92,7 +81,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize(("kind", "name"), list(EXPECTED), ids=[f"{k}-{n}" for k, n in EXPECTED])
 def test_roles_grant_exactly_what_the_code_calls(kind: str, name: str) -> None:
-    assert _flatten(_one(kind, name)["rules"]) == EXPECTED[(kind, name)]
+    assert rule_tuples(_one(kind, name)["rules"]) == EXPECTED[(kind, name)]
 
 
 def test_the_webhook_itself_has_no_api_access() -> None:

@@ -51,10 +51,11 @@ from tests.extender.kustomize_support import (
     kustomization,
     patch_files,
     resource_files,
+    rule_tuples,
     source_docs,
 )
 from tests.extender.test_prom import FakePrometheus, vector
-from tests.kubefake import FakeKubeAPI, RbacAuthorizer, load_snapshot
+from tests.kubefake import FakeKubeAPI, RbacAuthorizer, load_snapshot, write_kubeconfig
 from tests.kubefake.objects import BIND_ANNOTATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -270,28 +271,17 @@ EXPECTED_CONTROLLER_NAMESPACE_RULES = {
 }
 
 
-def _flatten(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
-    return {
-        (group, resource, verb, name)
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-        for name in rule.get("resourceNames") or [""]
-    }
-
-
 def test_cluster_role_grants_exactly_what_the_extender_needs() -> None:
-    assert _flatten(_one("ClusterRole", "qosched-extender")["rules"]) == EXPECTED_CLUSTER_RULES
+    assert rule_tuples(_one("ClusterRole", "qosched-extender")["rules"]) == EXPECTED_CLUSTER_RULES
 
 
 def test_namespace_role_grants_exactly_what_the_extender_needs() -> None:
-    assert _flatten(_one("Role", "qosched", NAMESPACE)["rules"]) == EXPECTED_NAMESPACE_RULES
+    assert rule_tuples(_one("Role", "qosched", NAMESPACE)["rules"]) == EXPECTED_NAMESPACE_RULES
 
 
 def test_controller_roles_grant_exactly_what_the_controller_needs() -> None:
-    assert _flatten(_one("ClusterRole", CONTROLLER)["rules"]) == EXPECTED_CONTROLLER_CLUSTER_RULES
-    assert _flatten(_one("Role", CONTROLLER, NAMESPACE)["rules"]) == EXPECTED_CONTROLLER_NAMESPACE_RULES
+    assert rule_tuples(_one("ClusterRole", CONTROLLER)["rules"]) == EXPECTED_CONTROLLER_CLUSTER_RULES
+    assert rule_tuples(_one("Role", CONTROLLER, NAMESPACE)["rules"]) == EXPECTED_CONTROLLER_NAMESPACE_RULES
 
 
 @pytest.mark.parametrize(
@@ -710,23 +700,6 @@ def test_rbac_refuses_what_the_controller_must_not_do(
     assert (body["reason"], body["message"]) == ("Forbidden", message)
 
 
-def _kubeconfig(api: FakeKubeAPI, path: Path) -> Path:
-    """A kubeconfig for the fake apiserver (no credentials: its authorizer fixes the user)."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-                "users": [{"name": "u", "user": {}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return path
-
-
 def _prometheus_answer(query: str) -> tuple[int, Any]:
     """Mean latency [s] and request rate [1/s] per pod: two pods miss their 10 ms, two beat it."""
     latency_s = {"miss": "0.020", "beat": "0.002", "gpu-miss": "0.020", "gpu-beat": "0.002"}
@@ -783,7 +756,7 @@ def test_controller_command_runs_with_the_manifest_flags_under_its_rbac(
             *_controller_container()["command"][1:],
             *args,
             f"--prometheus-url={prom.url}",
-            f"--kubeconfig={_kubeconfig(api, tmp_path / 'kubeconfig')}",
+            f"--kubeconfig={write_kubeconfig(api.url, tmp_path / 'kubeconfig')}",
         ]
         try:
             result = CliRunner().invoke(

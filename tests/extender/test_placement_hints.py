@@ -152,24 +152,10 @@ def test_runtime_prioritize_favours_the_hinted_tier_and_bind_writes_the_hinted_v
     from qosched.policies.placement.base import make_policy
     from qosched.policies.profile_lookup import lookup_from_profiles
     from qosched.profiles.store import bundled_profiles
-    from tests.extender.extender_support import RecordingBinder, node, pod, write_snapshot
+    from tests.extender.extender_support import RecordingBinder, node, service_pod, write_snapshot
 
-    nodes = []
-    for name, tier in (("edge-0", "edge"), ("cloud-0", "cloud")):
-        n = node(name)
-        n["metadata"]["labels"]["qosched.io/tier"] = tier
-        nodes.append(n)
-    p = pod(
-        "p",
-        model=None,
-        annotations={
-            "qosched.io/variants": "resnet50,mobilenet_v2",
-            "qosched.io/slo-ms": "100",
-            "qosched.io/rate-rps": "10",
-            "qosched.io/gpu-milli": "250",
-            "qosched.io/service": "classify",
-        },
-    )
+    nodes = [node("edge-0", tier="edge"), node("cloud-0", tier="cloud")]
+    p = service_pod("p", "resnet50,mobilenet_v2")
     lookup, memory = lookup_from_profiles(bundled_profiles())
     cache = StaticCluster.from_file(write_snapshot(tmp_path / "c.json", [*nodes, p]), lookup, memory)
     binder = RecordingBinder()
