@@ -111,11 +111,10 @@ def _online_settings(opts: dict[str, Any]) -> Any:
 def _online_controller(api: Any, core: Any, reader: Any, settings: Any, may_act: Any) -> Any:
     from kubernetes import client as k8s
 
+    from qosched.extender.cli.whatif import load_lookup
     from qosched.extender.controller.online import OnlineController
-    from qosched.policies.profile_lookup import lookup_from_profiles
-    from qosched.profiles.store import bundled_profiles
 
-    lookup, _ = lookup_from_profiles(bundled_profiles())
+    lookup, _ = load_lookup(None)  # the bundled profiles, as the allocation's
     return OnlineController(core, k8s.CustomObjectsApi(api), reader, settings, lookup, may_act=may_act)
 
 

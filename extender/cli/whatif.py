@@ -64,21 +64,27 @@ def _time_annotation(
     return value
 
 
+def read_snapshot(path: str | Path) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """Nodes and pods of a snapshot file; a missing or bad one is a one-line ``click.ClickException``."""
+    from qosched.extender.kube.cache import load_snapshot
+
+    try:
+        return load_snapshot(path)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+
+
 def workload_from_snapshot(path: str | Path, classes: Any) -> Any:
     """Parse a snapshot file into a :class:`~qosched.policies.simulator.scenarios.Workload`.
 
     Errors name the file and the pod or node (``click.ClickException``).
     """
-    from qosched.extender.kube.cache import load_snapshot
     from qosched.policies.fairness.classes import UnknownClassError
     from qosched.policies.simulator.scenarios import Workload, WorkloadError
     from qosched.policies.types import DemandError
 
     file = Path(path)
-    try:
-        nodes, pods = load_snapshot(file)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from None
+    nodes, pods = read_snapshot(file)
     try:
         views = [node_view(n) for n in nodes]
     except ValueError as err:

@@ -21,7 +21,7 @@ import html
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,30 +75,30 @@ def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str | No
         raise click.ClickException(f"{path}: not a CSV file ({err})") from None
 
 
-def read_requests(path: str | Path) -> Any:
-    """REQUESTS.csv → :class:`~qosched.policies.requests.inputs.Requests` (errors name file:line)."""
-    from qosched.policies.requests.inputs import InputError, parse_requests
+def _parse_csv(path: str | Path, parse: Callable[..., Any]) -> Any:
+    """The core's ``parse(rows, columns, source=file)`` over a CSV file; its ``InputError`` (file:line) as a ClickException."""
+    from qosched.policies.requests.inputs import InputError
 
     file = Path(path)
     columns, rows = _csv_rows(file)
     try:
-        return parse_requests(rows, columns, source=str(file))
+        return parse(rows, columns, source=str(file))
     except InputError as err:
         raise click.ClickException(str(err)) from None
+
+
+def read_requests(path: str | Path) -> Any:
+    """REQUESTS.csv → :class:`~qosched.policies.requests.inputs.Requests` (errors name file:line)."""
+    from qosched.policies.requests.inputs import parse_requests
+
+    return _parse_csv(path, parse_requests)
 
 
 def read_network(path: str | Path | None) -> Any:
     """NETWORK.csv → :class:`~qosched.policies.requests.inputs.NetworkTrace` (empty without a file)."""
-    from qosched.policies.requests.inputs import InputError, NetworkTrace, parse_network
+    from qosched.policies.requests.inputs import NetworkTrace, parse_network
 
-    if path is None:
-        return NetworkTrace()
-    file = Path(path)
-    columns, rows = _csv_rows(file)
-    try:
-        return parse_network(rows, columns, source=str(file))
-    except InputError as err:
-        raise click.ClickException(str(err)) from None
+    return NetworkTrace() if path is None else _parse_csv(path, parse_network)
 
 
 def _tier_nodes(file: Path, nodes: Iterable[Mapping[str, Any]]) -> list[Any]:
@@ -145,14 +145,11 @@ def _services(file: Path, pods: Iterable[Mapping[str, Any]]) -> list[Any]:
 
 def scenario_from_snapshot(path: str | Path, lookup: Any) -> Any:
     """Snapshot → :class:`~qosched.policies.requests.scenario.Scenario` (tiered nodes, services of the pods)."""
-    from qosched.extender.kube.cache import load_snapshot
+    from qosched.extender.cli.whatif import read_snapshot
     from qosched.policies.requests.scenario import Scenario, ScenarioError
 
     file = Path(path)
-    try:
-        nodes, pods = load_snapshot(file)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from None
+    nodes, pods = read_snapshot(file)
     try:
         return Scenario.build(_tier_nodes(file, nodes), _services(file, pods), lookup)
     except ScenarioError as err:
