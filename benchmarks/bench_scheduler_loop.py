@@ -484,13 +484,16 @@ def start_extender(
 
 
 def unpack_baseline(rev: str, into: Path) -> None:
-    """``git archive REV extender policies profiles`` as a ``qosched`` package at ``into``: put
-    first on ``PYTHONPATH``, it wins over the editable install (whose finder comes last)."""
+    """The extender as of ``REV`` with this checkout's committed policies and profiles, as a
+    ``qosched`` package at ``into`` (``git archive``): put first on ``PYTHONPATH``, it wins over the
+    editable install (whose finder comes last). Only the extender differs, so policy changes made
+    meanwhile do not count as the extender's."""
     into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", rev, "extender", "policies", "profiles"], cwd=ROOT, check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    for tree, paths in ((rev, ["extender"]), ("HEAD", ["policies", "profiles"])):
+        archive = subprocess.run(
+            ["git", "archive", tree, *paths], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
 
 
 def startup_runs(kinds: list[str], args: argparse.Namespace, tmp: Path) -> None:
@@ -635,7 +638,9 @@ def main(argv: list[str] | None = None) -> int:
         help="qosched with FILTER_KEEPS_BEST_ONLY and no prioritizeVerb (the null extender keeps all three verbs)",
     )
     parser.add_argument(
-        "--baseline", metavar="REV", help="also run qosched as of this git revision (same run, interleaved)"
+        "--baseline",
+        metavar="REV",
+        help="also run qosched's extender as of this git revision (same run, interleaved)",
     )
     parser.add_argument(
         "--startup-only", action="store_true", help="measure start-up to /readyz only (--pairs times each)"
