@@ -9,16 +9,13 @@ distinct problem). The allocator's ``state`` is not served (it is the controller
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
-from qosched.policies.infida.live import ALLOCATION_KEY, AllocationDocumentError, check_allocation_document
+from qosched.extender.kube.configmap_reader import ConfigMapReader, split_ref
+from qosched.policies.infida.live import ALLOCATION_KEY, check_allocation_document
 
 __all__ = ["AllocationSource"]
 
@@ -31,17 +28,22 @@ class AllocationSource:
     def __init__(
         self, core: Any, ref: str, *, ttl_s: float = 10.0, clock: Callable[[], float] = time.time
     ) -> None:
-        namespace, sep, name = ref.partition("/")
-        if not sep or not namespace or not name:
-            raise ValueError(f"allocation ConfigMap {ref!r}: expected NAMESPACE/NAME")
+        self.namespace, self.name = split_ref(ref, "allocation ConfigMap")
         self.core = core
-        self.namespace, self.name = namespace, name
         self.ttl_s = ttl_s
         self.clock = clock
-        self._lock = threading.Lock()
-        self._doc: dict[str, Any] | None = None
-        self._read_at = -float("inf")
-        self._problem: str | None = None
+        self._reader = ConfigMapReader(
+            core,
+            self.namespace,
+            self.name,
+            ALLOCATION_KEY,
+            _served,
+            self._report,
+            ttl_s=ttl_s,
+            clock=clock,
+            describe_bad=lambda exc: f"unreadable: {exc}",
+            describe_failure=lambda exc: type(exc).__name__,
+        )
 
     @property
     def ref(self) -> str:
@@ -49,39 +51,14 @@ class AllocationSource:
 
     def current(self) -> dict[str, Any] | None:
         """The allocation (without the allocator's state), or None when there is none yet."""
-        now = self.clock()
-        with self._lock:
-            if now - self._read_at >= self.ttl_s:
-                self._read_at = now
-                self._refresh()
-            return self._doc
-
-    def _refresh(self) -> None:
-        try:
-            cm = self.core.read_namespaced_config_map(self.name, self.namespace, _request_timeout=2)
-        except ApiException as exc:
-            if exc.status == 404:
-                self._doc = None
-                return
-            self._report(f"read failed: {exc.status} {exc.reason}")
-            return
-        except Exception as exc:  # a timeout or a refused connection: keep the last good one
-            self._report(f"read failed: {type(exc).__name__}")
-            return
-        raw = (cm.data or {}).get(ALLOCATION_KEY)
-        if raw is None:
-            self._doc = None
-            return
-        try:
-            doc = check_allocation_document(json.loads(raw))
-        except (ValueError, AllocationDocumentError) as exc:
-            self._report(f"unreadable: {exc}")
-            return
-        doc.pop("state", None)
-        self._doc = doc
-        self._problem = None
+        return self._reader.current()
 
     def _report(self, problem: str) -> None:
-        if problem != self._problem:
-            log.warning("allocation ConfigMap %s: %s; serving the last good one", self.ref, problem)
-            self._problem = problem
+        log.warning("allocation ConfigMap %s: %s; serving the last good one", self.ref, problem)
+
+
+def _served(doc: Any) -> dict[str, Any]:
+    """The checked document without the allocator's ``state`` (the controller's, not served)."""
+    checked = check_allocation_document(doc)
+    checked.pop("state", None)
+    return checked

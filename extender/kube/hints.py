@@ -20,17 +20,14 @@ How the extender uses them (:mod:`qosched.extender.server.runtime`):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
+from qosched.extender.kube.configmap_reader import ConfigMapReader, split_ref
 from qosched.extender.kube.objects import pod_service
-from qosched.policies.requests.hints import CONFIGMAP_KEY, HintsError, PlacementHints, hinted_variant
+from qosched.policies.requests.hints import CONFIGMAP_KEY, PlacementHints, hinted_variant
 from qosched.policies.types import PodDemand
 
 __all__ = ["HintsSource", "prefer_hinted_variant"]
@@ -50,59 +47,32 @@ class HintsSource:
         max_age_s: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        namespace, sep, name = ref.partition("/")
-        if not sep or not namespace or not name:
-            raise ValueError(f"placement hints ConfigMap {ref!r}: expected NAMESPACE/NAME")
+        self.namespace, self.name = split_ref(ref, "placement hints ConfigMap")
         self.core = core
-        self.namespace, self.name = namespace, name
         self.ttl_s = ttl_s
         self.max_age_s = max_age_s
         self.clock = clock
-        self._lock = threading.Lock()
-        self._hints: PlacementHints | None = None
-        self._read_at = -float("inf")
-        self._last_problem: str | None = None
+        self._reader = ConfigMapReader(
+            core,
+            self.namespace,
+            self.name,
+            CONFIGMAP_KEY,
+            PlacementHints.from_json,
+            self._problem,
+            ttl_s=ttl_s,
+            clock=clock,
+        )
 
     def current(self) -> PlacementHints | None:
         """The hints to use now (None: none, or too old)."""
         now = self.clock()
-        with self._lock:
-            if now - self._read_at >= self.ttl_s:
-                self._read_at = now
-                self._refresh()
-            hints = self._hints
+        hints = self._reader.current(now)
         if hints is None or not hints.fresh(now, self.max_age_s):
             return None
         return hints
 
-    def _refresh(self) -> None:
-        try:
-            cm = self.core.read_namespaced_config_map(self.name, self.namespace, _request_timeout=2)
-        except ApiException as exc:
-            if exc.status == 404:
-                self._hints = None
-                return
-            self._problem(f"read failed: {exc.status} {exc.reason}")
-            return
-        except Exception as exc:  # a network error must not fail a scheduling verb
-            self._problem(f"read failed: {exc}")
-            return
-        raw = (cm.data or {}).get(CONFIGMAP_KEY)
-        if raw is None:
-            self._hints = None
-            return
-        try:
-            self._hints = PlacementHints.from_json(json.loads(raw))
-            self._last_problem = None
-        except (ValueError, HintsError) as exc:
-            self._problem(str(exc))
-
     def _problem(self, text: str) -> None:
-        if text != self._last_problem:
-            log.error(
-                "placement hints %s/%s: %s (keeping the last good hints)", self.namespace, self.name, text
-            )
-            self._last_problem = text
+        log.error("placement hints %s/%s: %s (keeping the last good hints)", self.namespace, self.name, text)
 
 
 def prefer_hinted_variant(
