@@ -102,7 +102,7 @@ def read_network(path: str | Path | None) -> Any:
 
 
 def _tier_nodes(file: Path, nodes: Iterable[Mapping[str, Any]]) -> list[Any]:
-    from qosched.extender.kube.tier_nodes import tier_node
+    from qosched.extender.kube.request_scenario import tier_node
 
     out = []
     for obj in nodes:
@@ -116,7 +116,8 @@ def _tier_nodes(file: Path, nodes: Iterable[Mapping[str, Any]]) -> list[Any]:
 
 
 def _services(file: Path, pods: Iterable[Mapping[str, Any]]) -> list[Any]:
-    from qosched.policies.requests.scenario import DEFAULT_INPUT_KB, ScenarioError, ServiceDef
+    from qosched.extender.kube.request_scenario import service_def
+    from qosched.policies.requests.scenario import ScenarioError
     from qosched.policies.types import DemandError
 
     out = []
@@ -129,15 +130,7 @@ def _services(file: Path, pods: Iterable[Mapping[str, Any]]) -> list[Any]:
             kb = pod_input_kb(obj)
             if demand.slo_ms is None:
                 raise DemandError("qosched.io/slo-ms is required for a routed service")
-            out.append(
-                ServiceDef(
-                    name,
-                    demand.variants,
-                    demand.slo_ms,
-                    demand.min_accuracy,
-                    DEFAULT_INPUT_KB if kb is None else kb,
-                )
-            )
+            out.append(service_def(name, demand, demand.slo_ms, kb))
         except (DemandError, ScenarioError) as err:
             raise click.ClickException(f"{file}: pod {pod_key(obj)}: {err}") from None
     return out

@@ -56,7 +56,7 @@ from qosched.extender.kube.objects import (
     pod_node,
     pod_service,
 )
-from qosched.extender.kube.tier_nodes import tier_node
+from qosched.extender.kube.request_scenario import service_def, tier_node
 from qosched.policies.infida.allocators import InfidaAllocator, StateError
 from qosched.policies.infida.gain import window_capacity
 from qosched.policies.infida.live import (
@@ -71,7 +71,7 @@ from qosched.policies.infida.live import (
 from qosched.policies.infida.oma import gradient_bound_per_mib
 from qosched.policies.infida.routing import AllocationModel, allocation_model, infida_allocator
 from qosched.policies.requests.hints import CONFIGMAP_KEY, PlacementHints
-from qosched.policies.requests.scenario import DEFAULT_INPUT_KB, Scenario, ScenarioError, ServiceDef
+from qosched.policies.requests.scenario import Scenario, ScenarioError, ServiceDef
 from qosched.policies.state import DeviceMemoryLookup, ServiceLookup
 from qosched.policies.types import DemandError
 
@@ -129,10 +129,7 @@ def _service_def(pod: Mapping[str, Any]) -> ServiceDef | None:
     demand = pod_demand(pod)
     if demand.slo_ms is None or not demand.variants:
         return None
-    kb = pod_input_kb(pod)
-    return ServiceDef(
-        name, demand.variants, demand.slo_ms, demand.min_accuracy, DEFAULT_INPUT_KB if kb is None else kb
-    )
+    return service_def(name, demand, demand.slo_ms, pod_input_kb(pod))
 
 
 def _served_variant(pod: Mapping[str, Any]) -> str | None:

@@ -52,7 +52,7 @@ from qosched.extender.kube.objects import (
     pod_route,
     pod_service,
 )
-from qosched.extender.kube.tier_nodes import node_client_link
+from qosched.extender.kube.request_scenario import node_client_link, service_def
 from qosched.policies.online.linucb import LearnerStateError, LinUCB
 from qosched.policies.online.live import (
     ActionObservation,
@@ -63,7 +63,7 @@ from qosched.policies.online.live import (
 )
 from qosched.policies.online.policy import OnlineRouting
 from qosched.policies.requests.hints import CONFIGMAP_KEY
-from qosched.policies.requests.scenario import DEFAULT_INPUT_KB, ServiceDef, transfer_ms
+from qosched.policies.requests.scenario import ServiceDef, transfer_ms
 from qosched.policies.state import ServiceLookup
 from qosched.policies.types import DemandError
 
@@ -277,13 +277,7 @@ class OnlineController:
         )
         if demand.slo_ms is None or not variant:
             return None
-        svc = ServiceDef(
-            service,
-            demand.variants,
-            demand.slo_ms,
-            demand.min_accuracy,
-            DEFAULT_INPUT_KB if kb is None else kb,
-        )
+        svc = service_def(service, demand, demand.slo_ms, kb)
         route_raw = pod_route(pod)
         route = _split_route(route_raw, demand.namespace) if route_raw else None
         return ServingPod(demand.namespace, demand.name, service, tier, variant, node, accel), svc, route

@@ -1,9 +1,10 @@
-"""Node objects → the request-level model's tiered nodes and client links.
+"""Kubernetes objects → the request-level scenario's tiered nodes, client links and services.
 
 One reading for every process that builds a request-level scenario from Kubernetes objects: the
 request what-if (``qosched whatif --requests`` on a snapshot), the online learner and the INFIDA
 allocation in the controller. A node without ``qosched.io/rtt-ms`` / ``qosched.io/bandwidth-mbps``
-gets :data:`DEFAULT_LINK` (a LAN next to the client).
+gets the default link (:data:`DEFAULT_RTT_MS`, :data:`DEFAULT_BANDWIDTH_MBPS`: a LAN next to the
+client); a service whose pods say no ``qosched.io/input-kb`` sends ``DEFAULT_INPUT_KB`` per request.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from qosched.extender.kube.objects import node_link, node_view
-from qosched.policies.requests.scenario import Link, TierNode
+from qosched.policies.requests.scenario import DEFAULT_INPUT_KB, Link, ServiceDef, TierNode
 from qosched.policies.simulator.requests import mode_for
+from qosched.policies.types import PodDemand
 
 #: Link of a tiered node whose annotations say nothing (a LAN next to the client).
 DEFAULT_RTT_MS = 0.5
@@ -48,4 +50,17 @@ def tier_node(obj: Mapping[str, Any]) -> TierNode | None:
         max(1, view.device_count),
         node_client_link(obj),
         mode_for(view.accelerator, view.sharing),
+    )
+
+
+def service_def(name: str, demand: PodDemand, slo_ms: float, input_kb: float | None) -> ServiceDef:
+    """Service ``name`` as its pod asks: the pod's variants, SLO and accuracy floor, its input size
+    (``DEFAULT_INPUT_KB`` when the pod names none). ``slo_ms`` is the pod's, checked by the caller
+    (a routed service needs one; what a pod without one means is the caller's rule)."""
+    return ServiceDef(
+        name,
+        demand.variants,
+        slo_ms,
+        demand.min_accuracy,
+        DEFAULT_INPUT_KB if input_kb is None else input_kb,
     )
