@@ -72,3 +72,13 @@ def live_app_factory(kube_api: FakeKubeAPI, tmp_path: Path) -> Iterator[Callable
             stop = getattr(runtime_of(app).cache, "stop", None)
             if stop is not None:
                 stop()
+
+
+@pytest.fixture
+def scraped_prometheus(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """``(URL, registry)``: a real Prometheus scraping a fresh ``prometheus_client`` registry every
+    second (:func:`tests.prometheus_support.scraped_registry`; skipped without the binary)."""
+    from tests.prometheus_support import scraped_registry
+
+    with scraped_registry(tmp_path) as scraped:
+        yield scraped

@@ -30,7 +30,6 @@ from qosched.policies.requests.hints import CONFIGMAP_KEY, PlacementHints, Servi
 from qosched.profiles.store import bundled_profiles
 from tests.extender.controller_support import SYSTEM, controller_authorizer
 from tests.kubefake import FakeKubeAPI, write_kubeconfig
-from tests.prometheus_support import scraped_registry
 
 LOOKUP, DEVICE_MEMORY = lookup_from_profiles(bundled_profiles())
 METRIC = "inference_request_duration_seconds"
@@ -251,20 +250,14 @@ def test_chain_runs_the_base_and_the_allocation(kube: tuple[FakeKubeAPI, Any]) -
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[str, CollectorRegistry]]:
-    with scraped_registry(tmp_path) as scraped:
-        yield scraped
-
-
 @pytest.mark.prometheus
 @pytest.mark.slow
-def test_live_loop_with_real_prometheus(prometheus: tuple[str, CollectorRegistry]) -> None:
+def test_live_loop_with_real_prometheus(scraped_prometheus: tuple[str, CollectorRegistry]) -> None:
     """Per-pod latency histograms whose ``_count`` grows at 30 / 10 / 0 requests per
     second; each window the controller reads their rate over the window through Prometheus,
     steps INFIDA and writes the allocation: counts within 35 % of rate × window, and the busy
     service's ResNet-50 gains share on the edge T4 window after window."""
-    url, registry = prometheus
+    url, registry = scraped_prometheus
     hist = Histogram(METRIC, "latency", ["namespace", "pod"], registry=registry)
     stop = threading.Event()
 

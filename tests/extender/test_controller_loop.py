@@ -59,6 +59,7 @@ from qosched.extender.kube.leader import LeaderElector, LeaseSettings
 from qosched.extender.kube.objects import A_DEVICE
 from qosched.policies.control.law import ControlSettings
 from tests import prometheus_support as prom_support
+from tests.extender.controller_support import add_two_pools
 from tests.extender.test_prom import FakePrometheus, vector
 from tests.kubefake import RbacAuthorizer, load_snapshot, write_kubeconfig
 from tests.kubefake.objects import make_node, make_pod
@@ -618,14 +619,7 @@ def test_build_pools(
 @pytest.fixture
 def two_pods(kube_api: FakeKubeAPI) -> FakeKubeAPI:
     """Node n1 with 2 CPUs: 'miss' and 'beat', Guaranteed 1000m each, SLO 10 ms (mean)."""
-    kube_api.add_node("n1", accelerator="cpu", cpu="2", gpus=0)
-    for name in ("miss", "beat"):
-        kube_api.add_pod(name, slo_ms=10, node_name="n1", cpu="1", memory="128Mi")
-    kube_api.add_node("g1", accelerator="nvidia-t4", gpus=1)
-    for name, milli in (("gpu-miss", 500), ("gpu-beat", 500)):
-        kube_api.add_pod(
-            name, slo_ms=10, gpu_milli=milli, node_name="g1", cpu="100m", annotations={A_DEVICE: "0"}
-        )
+    add_two_pools(kube_api)
     kube_api.clear_requests()
     return kube_api
 
@@ -838,14 +832,7 @@ def test_manifest_rbac_allows_everything_the_controller_does() -> None:
     rbac = Path(__file__).resolve().parents[2] / "manifests" / "components" / "controller" / "rbac.yaml"
     user = "system:serviceaccount:qosched-system:qosched-controller"
     with FakeKubeAPI(authorizer=RbacAuthorizer(load_snapshot(rbac), user=user)) as api:
-        api.add_node("n1", accelerator="cpu", cpu="2", gpus=0)
-        api.add_node("g1", accelerator="nvidia-t4", gpus=1)
-        for name in ("miss", "beat"):
-            api.add_pod(name, slo_ms=10, node_name="n1", cpu="1", memory="128Mi")
-        for name in ("gpu-miss", "gpu-beat"):
-            api.add_pod(
-                name, slo_ms=10, gpu_milli=500, node_name="g1", cpu="100m", annotations={A_DEVICE: "0"}
-            )
+        add_two_pools(api)
         api_client = api.api_client()
         try:
             core = k8s.CoreV1Api(api_client)

@@ -40,10 +40,11 @@ from qosched.extender.controller import loop as controller_module
 from qosched.extender.controller.loop import A_GPU_SHARE_MILLI
 from qosched.extender.controller.prom import PromReader
 from qosched.extender.kube.leader import LeaderElector, LeaseSettings, default_identity
-from qosched.extender.kube.objects import A_DEVICE, A_POLICY, USER_ANNOTATIONS, pod_demand
+from qosched.extender.kube.objects import A_POLICY, USER_ANNOTATIONS, pod_demand
 from qosched.extender.server import settings as extender_config
 from qosched.policies.fairness.classes import DEFAULT_CLASSES
 from qosched.profiles.store import bundled_profiles
+from tests.extender.controller_support import add_two_pools
 from tests.extender.kustomize_support import (
     COMPONENTS,
     components,
@@ -744,14 +745,7 @@ def test_controller_command_runs_with_the_manifest_flags_under_its_rbac(
         FakeKubeAPI(authorizer=RbacAuthorizer(OBJECTS, user=CONTROLLER_USER)) as api,
         FakePrometheus(_prometheus_answer) as prom,
     ):
-        api.add_node("n1", accelerator="cpu", cpu="2", gpus=0)
-        api.add_node("g1", accelerator="nvidia-t4", gpus=1)
-        for name in ("miss", "beat"):
-            api.add_pod(name, slo_ms=10, node_name="n1", cpu="1", memory="128Mi")
-        for name in ("gpu-miss", "gpu-beat"):
-            api.add_pod(
-                name, slo_ms=10, gpu_milli=500, node_name="g1", cpu="100m", annotations={A_DEVICE: "0"}
-            )
+        add_two_pools(api)
         command = [
             *_controller_container()["command"][1:],
             *args,

@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,6 @@ from qosched.policies.requests.hints import PlacementHints
 from qosched.profiles.store import bundled_profiles
 from tests.extender.controller_support import SYSTEM, controller_authorizer
 from tests.kubefake import FakeKubeAPI
-from tests.prometheus_support import scraped_registry
 
 LOOKUP, _ = lookup_from_profiles(bundled_profiles())
 PODS = {"classify-edge": ("edge-0", "edge"), "classify-cloud": ("cloud-0", "cloud")}
@@ -305,19 +303,13 @@ class Exporter:
             self.errors.append(exc)
 
 
-@pytest.fixture
-def prometheus_url(tmp_path: Path) -> Iterator[tuple[str, CollectorRegistry]]:
-    with scraped_registry(tmp_path) as scraped:
-        yield scraped
-
-
 @pytest.mark.prometheus
 @pytest.mark.slow
-def test_closed_loop_with_real_prometheus(prometheus_url: tuple[str, CollectorRegistry]) -> None:
+def test_closed_loop_with_real_prometheus(scraped_prometheus: tuple[str, CollectorRegistry]) -> None:
     """The model says the edge T4 is fastest; it is saturated. The learner sends traffic there
     first (its prior), sees the misses through Prometheus, and moves the route to the cloud,
     keeping at most the exploration share on the edge."""
-    url, registry = prometheus_url
+    url, registry = scraped_prometheus
     with FakeKubeAPI(authorizer=controller_authorizer()) as api:
         _fill(api, edge=50, cloud=50)
         exporter = Exporter(api, registry)
