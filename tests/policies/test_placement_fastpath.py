@@ -48,7 +48,7 @@ from qosched.policies.placement import verdict_cache as vc
 from qosched.policies.placement.base import make_policy
 from qosched.policies.placement.constraints import gather
 from qosched.policies.placement.fgd.mix import PodShape
-from qosched.policies.placement.fgd.policy import mix_for
+from qosched.policies.placement.fgd.policy import ShapeMixMemo, mix_for
 from qosched.policies.placement.testing import ProfileTable, gpu_node, inference_pod, plain_gpu_pod
 from qosched.policies.state import ClusterState, ServiceParams, StateError
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, SHARING_MODES, Allocation, NodeView, PodDemand
@@ -711,6 +711,17 @@ def test_own_shape_mix_is_built_once_per_shape() -> None:
     a = inference_pod("a", "small", rate_rps=1.0, slo_ms=10.0, gpu_milli=200, cpu_milli=1000)
     b = inference_pod("b", "large", rate_rps=9.0, slo_ms=99.0, gpu_milli=200, cpu_milli=1000)
     c = inference_pod("c", "small", rate_rps=1.0, slo_ms=10.0, gpu_milli=300, cpu_milli=1000)
-    assert mix_for(a, None) is mix_for(b, None)  # same shape
-    assert mix_for(c, None) is not mix_for(a, None)
-    assert mix_for(a, None).shapes == (PodShape(1000, 200, 1),)
+    own = ShapeMixMemo()
+    assert mix_for(a, None, own) is mix_for(b, None, own)  # same shape
+    assert mix_for(c, None, own) is not mix_for(a, None, own)
+    assert mix_for(a, None, own).shapes == (PodShape(1000, 200, 1),)
+
+
+def test_own_shape_mixes_belong_to_their_policy_and_stay_bounded() -> None:
+    a = inference_pod("a", "small", rate_rps=1.0, slo_ms=10.0, gpu_milli=200, cpu_milli=1000)
+    first, second = ShapeMixMemo(), ShapeMixMemo()
+    assert mix_for(a, None, first) is not mix_for(a, None, second)  # no module-global memo
+    small = ShapeMixMemo(limit=2)
+    for milli in (100, 200, 300):
+        mix_for(inference_pod("p", "small", rate_rps=1.0, slo_ms=10.0, gpu_milli=milli), None, small)
+    assert len(small._mixes) == 2

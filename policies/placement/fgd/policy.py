@@ -27,7 +27,6 @@ GPUs) and ``pkg/utils/frag.go`` (``NodeGpuShareFragAmount``).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,21 +42,46 @@ from qosched.policies.placement.options import BlindOptions, check_instance
 from qosched.policies.state import ClusterState
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
 
-__all__ = ["FGDPolicy", "FgdOptions", "fgd_evaluate", "frag_delta_for", "mix_for", "simulator_score"]
+__all__ = [
+    "FGDPolicy",
+    "FgdOptions",
+    "ShapeMixMemo",
+    "fgd_evaluate",
+    "frag_delta_for",
+    "mix_for",
+    "simulator_score",
+]
 
 
-def mix_for(pod: PodDemand, mix: WorkloadMix | None) -> WorkloadMix:
-    """``mix``, or the pod's own shape when no workload is known yet."""
+class ShapeMixMemo:
+    """The single-shape mixes of the pods a policy has scored with no workload known yet.
+
+    Owned by one policy object (no module-global memo): :class:`WorkloadMix` is immutable
+    (read-only tables), so one per pod shape serves every call, and building its tables costs
+    about a tenth of a decision at 5,000 nodes. At most ``limit`` shapes are kept; past that the
+    oldest is dropped (a trace has a few hundred shapes).
+    """
+
+    __slots__ = ("_mixes", "limit")
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._mixes: dict[PodShape, WorkloadMix] = {}
+
+    def get(self, shape: PodShape) -> WorkloadMix:
+        mix = self._mixes.get(shape)
+        if mix is None:
+            if len(self._mixes) >= self.limit:
+                del self._mixes[next(iter(self._mixes))]
+            mix = self._mixes[shape] = WorkloadMix((shape,), np.ones(1))
+        return mix
+
+
+def mix_for(pod: PodDemand, mix: WorkloadMix | None, own: ShapeMixMemo) -> WorkloadMix:
+    """``mix``, or the pod's own shape (from the caller's ``own`` memo) when no workload is known yet."""
     if mix is None or mix.empty:
-        return _own_shape_mix(shape_of(pod))
+        return own.get(shape_of(pod))
     return mix
-
-
-@functools.lru_cache(maxsize=256)
-def _own_shape_mix(shape: PodShape) -> WorkloadMix:
-    # WorkloadMix is immutable (read-only tables), so one per shape serves every call; building
-    # its tables costs about as much as a tenth of a decision at 5,000 nodes.
-    return WorkloadMix((shape,), np.ones(1))
 
 
 def frag_delta_for(cand: Candidates, mix: WorkloadMix) -> np.ndarray:
@@ -143,12 +167,13 @@ class FGDPolicy(BlindPolicy):
             raise ValueError("fgd: give a fixed mix or a learner, not both")
         self.mix = mix
         self.learner = learner
+        self.own_mixes = ShapeMixMemo()
 
     def current_mix(self) -> WorkloadMix | None:
         return self.learner.mix() if self.learner is not None else self.mix
 
     def score(self, cand: Candidates, reason: np.ndarray) -> Scored:
-        mix = mix_for(cand.pod, self.current_mix())
+        mix = mix_for(cand.pod, self.current_mix(), self.own_mixes)
         delta = frag_delta_for(cand, mix)
         devices = fgd_devices(cand, delta)
         d_node = node_delta(cand, delta, devices)

@@ -32,7 +32,7 @@ from qosched.policies.placement.common import AwarePolicy, Scored
 from qosched.policies.placement.constraints import Candidates
 from qosched.policies.placement.feasible_devices import NodeVerdicts
 from qosched.policies.placement.fgd.mix import WorkloadLearner, WorkloadMix
-from qosched.policies.placement.fgd.policy import frag_delta_for, mix_for, node_delta
+from qosched.policies.placement.fgd.policy import ShapeMixMemo, frag_delta_for, mix_for, node_delta
 from qosched.policies.placement.interference import InterferenceModel
 from qosched.policies.placement.options import check_instance
 from qosched.policies.placement.qosched.config import QoschedConfig
@@ -128,6 +128,7 @@ class QoschedPolicy(AwarePolicy):
             learner = WorkloadLearner(popularity_threshold=self.config.popularity_threshold)
         self.mix = mix
         self.learner = learner
+        self.own_mixes = ShapeMixMemo()
         # INTEGRATION: a FairnessHook (e.g. fairness_hook.SnapshotFairness over
         # qosched.policies.fairness.fairness_term); None → the fairness term is 0.
         self.fairness = fairness
@@ -144,7 +145,7 @@ class QoschedPolicy(AwarePolicy):
         """ΔF per device, computed once per call (kept in the call's own ``cand.extras``)."""
         delta = cand.extras.get("frag_delta")
         if delta is None:
-            delta = frag_delta_for(cand, mix_for(cand.pod, self.current_mix()))
+            delta = frag_delta_for(cand, mix_for(cand.pod, self.current_mix(), self.own_mixes))
             cand.extras["frag_delta"] = delta
         return delta
 
