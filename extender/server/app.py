@@ -116,6 +116,9 @@ def create_app(
     from qosched.extender.server.routes import api
 
     app.register_blueprint(api)
+    from qosched.extender.server.verbs_wsgi import install
+
+    install(app)  # the scheduler verbs without Flask's per-request machinery
     return app
 
 

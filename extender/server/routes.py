@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
@@ -54,28 +55,63 @@ def _loopback(addr: str | None) -> bool:
     return addr == "::1" or addr.startswith(("127.", "::ffff:127."))
 
 
-def _timed(verb: str, fn: Callable[[], Response]) -> Response:
-    metrics = _state().metrics
+@dataclass(frozen=True, slots=True)
+class VerbAnswer:
+    """One scheduler verb's HTTP answer: status, JSON body, headers beyond the content type."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def serve_verb(
+    state: ExtenderState,
+    verb: str,
+    read_body: Callable[[], bytes],
+    content_type: str | None,
+    remote_addr: str | None,
+    *,
+    loopback_only: bool,
+) -> VerbAnswer:
+    """Answer ``POST /<verb>`` without Flask's request machinery (``verbs_wsgi`` and the routes).
+
+    The loopback rule first, then the body (``read_body`` raises a werkzeug 413 over
+    ``MAX_CONTENT_LENGTH``), then decode → runtime → encode; bad input is a 4xx JSON error, and
+    every answer is counted in the request metrics with its status and duration.
+    """
     t0 = time.perf_counter()
     try:
-        if current_app.config.get("SCHEDULER_VERBS_LOOPBACK_ONLY") and not _loopback(request.remote_addr):
-            response = _error(403, f"/{verb} is served to kube-scheduler on loopback only")
+        if loopback_only and not _loopback(remote_addr):
+            answer = _error_answer(403, f"/{verb} is served to kube-scheduler on loopback only")
         else:
-            response = fn()
+            answer = VerbAnswer(200, VERBS[verb](state, read_body(), content_type))
     except wire.WireError as err:
-        response = _error(err.status, err.message)
+        answer = _error_answer(err.status, err.message)
     except HTTPException as err:  # e.g. 413 from MAX_CONTENT_LENGTH while reading the body
-        response = _http_error(err)
-    metrics.observe_request(verb, response.status_code, time.perf_counter() - t0)
+        answer = http_error_answer(err)
+    state.metrics.observe_request(verb, answer.status, time.perf_counter() - t0)
+    return answer
+
+
+def _error_answer(status: int, message: str) -> VerbAnswer:
+    return VerbAnswer(status, orjson.dumps({"error": message}))
+
+
+def http_error_answer(err: HTTPException) -> VerbAnswer:
+    """A werkzeug error as the extender's JSON error, keeping its headers but the content type."""
+    headers = tuple((k, v) for k, v in err.get_headers() if k.lower() != "content-type")
+    return VerbAnswer(err.code or 500, orjson.dumps({"error": err.description or err.name}), headers)
+
+
+def _respond(answer: VerbAnswer) -> Response:
+    response = _json(answer.body, answer.status)
+    for key, value in answer.headers:
+        response.headers[key] = value
     return response
 
 
 def _http_error(err: HTTPException) -> Response:
-    response = _error(err.code or 500, err.description or err.name)
-    for key, value in err.get_headers():
-        if key.lower() != "content-type":
-            response.headers[key] = value
-    return response
+    return _respond(http_error_answer(err))
 
 
 @api.app_errorhandler(HTTPException)
@@ -84,89 +120,112 @@ def http_error(err: HTTPException) -> Response:
     return _http_error(err)
 
 
-def _internal_error(verb: str, pod: object, err: Exception) -> str:
+def _internal_error(state: ExtenderState, verb: str, pod: object, err: Exception) -> str:
     """Log a failure inside the runtime with the pod's name; the client gets no stack trace."""
     log.exception("%s failed for pod %s", verb, wire.pod_label(pod))  # type: ignore[arg-type]
-    _state().metrics.decision(verb, "error")
+    state.metrics.decision(verb, "error")
     return f"qosched: internal error: {type(err).__name__}"
 
 
-def _body() -> bytes:
-    return request.get_data(cache=False)
+def filter_body(state: ExtenderState, body: bytes, content_type: str | None) -> bytes:
+    args = wire.parse_extender_args(body, content_type)
+    names = wire.candidate_names(args)
+    try:
+        outcome = state.runtime.filter(args.pod, names)
+    except Exception as err:
+        error = _internal_error(state, "filter", args.pod, err)
+        return wire.encode_filter_result(wire.filter_result_for(args, [], error=error))
+    if args.nodes is None:
+        # Names in, names out. ``Runtime.filter`` builds ``kept`` by compressing the request's
+        # names in order and gives every other name exactly one reason, so the subset and
+        # disjointness checks of ``filter_result_for`` (set algebra over every name, ~0.4 ms
+        # at 5,000 nodes) cannot fail here; the hypothesis tests hold the runtime to it.
+        result = wire.ExtenderFilterResult(
+            None, tuple(outcome.kept), outcome.failed or None, outcome.unresolvable or None, outcome.error
+        )
+    else:
+        result = wire.filter_result_for(
+            args, outcome.kept, outcome.failed, outcome.unresolvable, outcome.error
+        )
+    return wire.encode_filter_result(result)
+
+
+def prioritize_body(state: ExtenderState, body: bytes, content_type: str | None) -> bytes:
+    args = wire.parse_extender_args(body, content_type)
+    names = wire.candidate_names(args)
+    try:
+        scores = state.runtime.prioritize_array(args.pod, names)
+    except Exception as err:
+        # HostPriorityList has no Error field: answer "no preference" rather than fail the cycle.
+        _internal_error(state, "prioritize", args.pod, err)
+        scores = np.zeros(len(names), dtype=np.int64)
+    return wire.encode_host_priorities(names, scores)
+
+
+def bind_body(state: ExtenderState, body: bytes, content_type: str | None) -> bytes:
+    args = wire.parse_binding_args(body, content_type)
+    try:
+        outcome = state.runtime.bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
+        error = outcome.error
+    except Exception as err:
+        pod = {"metadata": {"namespace": args.pod_namespace, "name": args.pod_name}}
+        error = _internal_error(state, "bind", pod, err)
+    return wire.encode_binding_result(wire.ExtenderBindingResult(error))
+
+
+def preempt_body(state: ExtenderState, body: bytes, content_type: str | None) -> bytes:
+    args = wire.parse_preemption_args(body, content_type)
+    proposed = wire.victim_uids(args)
+    try:
+        kept = state.runtime.preempt(args.pod, proposed)
+    except Exception as err:
+        # On failure, do not veto kube-scheduler's own (already valid) proposal.
+        _internal_error(state, "preempt", args.pod, err)
+        kept = {node: list(uids) for node, uids in proposed.items()}
+    return wire.encode_preemption_result(wire.preemption_result_for(args, kept))
+
+
+#: The scheduler verbs: ``POST /<verb>`` → the 200 answer's body (raises ``WireError`` on bad input).
+VERBS: dict[str, Callable[[ExtenderState, bytes, str | None], bytes]] = {
+    "filter": filter_body,
+    "prioritize": prioritize_body,
+    "bind": bind_body,
+    "preempt": preempt_body,
+}
+
+
+def _flask_verb(verb: str) -> Response:
+    """A verb through Flask (``verbs_wsgi`` answers them first in the app; this serves direct calls
+    of the view functions and keeps the rules that make ``GET /filter`` a 405)."""
+    answer = serve_verb(
+        _state(),
+        verb,
+        lambda: request.get_data(cache=False),
+        request.content_type,
+        request.remote_addr,
+        loopback_only=bool(current_app.config.get("SCHEDULER_VERBS_LOOPBACK_ONLY")),
+    )
+    return _respond(answer)
 
 
 @api.post("/filter")
 def filter_verb() -> Response:
-    def run() -> Response:
-        args = wire.parse_extender_args(_body(), request.content_type)
-        names = wire.candidate_names(args)
-        try:
-            outcome = _runtime().filter(args.pod, names)
-        except Exception as err:
-            error = _internal_error("filter", args.pod, err)
-            return _json(wire.encode_filter_result(wire.filter_result_for(args, [], error=error)))
-        if args.nodes is None:
-            # Names in, names out. ``Runtime.filter`` builds ``kept`` by compressing the request's
-            # names in order and gives every other name exactly one reason, so the subset and
-            # disjointness checks of ``filter_result_for`` (set algebra over every name, ~0.4 ms
-            # at 5,000 nodes) cannot fail here; the hypothesis tests hold the runtime to it.
-            result = wire.ExtenderFilterResult(
-                None, tuple(outcome.kept), outcome.failed or None, outcome.unresolvable or None, outcome.error
-            )
-        else:
-            result = wire.filter_result_for(
-                args, outcome.kept, outcome.failed, outcome.unresolvable, outcome.error
-            )
-        return _json(wire.encode_filter_result(result))
-
-    return _timed("filter", run)
+    return _flask_verb("filter")
 
 
 @api.post("/prioritize")
 def prioritize_verb() -> Response:
-    def run() -> Response:
-        args = wire.parse_extender_args(_body(), request.content_type)
-        names = wire.candidate_names(args)
-        try:
-            scores = _runtime().prioritize_array(args.pod, names)
-        except Exception as err:
-            # HostPriorityList has no Error field: answer "no preference" rather than fail the cycle.
-            _internal_error("prioritize", args.pod, err)
-            scores = np.zeros(len(names), dtype=np.int64)
-        return _json(wire.encode_host_priorities(names, scores))
-
-    return _timed("prioritize", run)
+    return _flask_verb("prioritize")
 
 
 @api.post("/bind")
 def bind_verb() -> Response:
-    def run() -> Response:
-        args = wire.parse_binding_args(_body(), request.content_type)
-        try:
-            outcome = _runtime().bind(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
-            error = outcome.error
-        except Exception as err:
-            pod = {"metadata": {"namespace": args.pod_namespace, "name": args.pod_name}}
-            error = _internal_error("bind", pod, err)
-        return _json(wire.encode_binding_result(wire.ExtenderBindingResult(error)))
-
-    return _timed("bind", run)
+    return _flask_verb("bind")
 
 
 @api.post("/preempt")
 def preempt_verb() -> Response:
-    def run() -> Response:
-        args = wire.parse_preemption_args(_body(), request.content_type)
-        proposed = wire.victim_uids(args)
-        try:
-            kept = _runtime().preempt(args.pod, proposed)
-        except Exception as err:
-            # On failure, do not veto kube-scheduler's own (already valid) proposal.
-            _internal_error("preempt", args.pod, err)
-            kept = {node: list(uids) for node, uids in proposed.items()}
-        return _json(wire.encode_preemption_result(wire.preemption_result_for(args, kept)))
-
-    return _timed("preempt", run)
+    return _flask_verb("preempt")
 
 
 @api.get("/healthz")
