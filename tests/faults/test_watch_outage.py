@@ -160,8 +160,15 @@ def test_assumptions_do_not_expire_while_the_pods_watch_is_broken(fault_api: Fak
         fault_api.clear_failures()
         wait_until(lambda: cache.broken_for_s("pods") == 0, what="the pods watch to resync")
         wait_until(lambda: not check_cache_matches_api(fault_api, cache), what="the cache to match the API")
-        with cache.lock:
-            assert not cache.is_assumed_locked(str(fault_api.get("pods", "a")["metadata"]["uid"]))  # type: ignore[index]
+        uid_a = str(fault_api.get("pods", "a")["metadata"]["uid"])  # type: ignore[index]
+
+        def confirmed() -> bool:
+            # An assumed pod already counts as placed, so the cache can match the API a moment
+            # before the resynced watch's event confirms the assumption: wait for that event.
+            with cache.lock:
+                return not cache.is_assumed_locked(uid_a)
+
+        wait_until(confirmed, what="the resynced watch to confirm a's assumption")
         assert_invariants(fault_api, cache=cache, created=["default/a", "default/b"], timer=timer)
     finally:
         cache.stop()
