@@ -356,13 +356,27 @@ def kube_client(kube_api: FakeKubeAPI) -> Iterator[Any]:
     client.close()
 
 
+#: Apps of this module that follow a profiles ConfigMap: their follower threads are stopped
+#: after each test, so none keeps retrying against a closed fake API server (and logging).
+_FOLLOWING: list[Flask] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_followers() -> Iterator[None]:
+    yield
+    while _FOLLOWING:
+        state_of(_FOLLOWING.pop()).uploader.stop()
+
+
 def k8s_app(cluster: Path, client: Any) -> Flask:
     settings = {
         "CLUSTER_FILE": str(cluster),
         "UPLOAD_TOKEN_SECRET": "qosched/upload",
         "PROFILES_CONFIGMAP": "qosched/profiles",
     }
-    return create_app(settings, registry=CollectorRegistry(), api_client=client)
+    app = create_app(settings, registry=CollectorRegistry(), api_client=client)
+    _FOLLOWING.append(app)
+    return app
 
 
 def test_secret_token_and_configmap_storage_survive_a_restart(
@@ -555,6 +569,7 @@ def test_uploads_need_only_the_verbs_manifests_rbac_grants(cluster: Path) -> Non
             app = create_app(
                 settings, registry=CollectorRegistry(), api_client=client
             )  # the store is missing
+            _FOLLOWING.append(app)
             assert put(app, profile_doc(2.0)).status_code == 201  # create
             assert put(app, profile_doc(3.0)).status_code == 200  # get + update
             denied = [r for r in api.requests if r.status == 403]
