@@ -128,39 +128,11 @@ def new_pod(i: int) -> dict[str, Any]:
 
 
 def null_app() -> Any:
-    """The thinnest Flask extender: orjson in, every node passes / scores 0 / binds nothing."""
-    from flask import Flask, Response, request
+    """The thinnest Flask extender (``null_extender.null_app``): every node passes / scores 0 /
+    binds nothing."""
+    import null_extender
 
-    app = Flask("null-extender")
-
-    def names(doc: dict[str, Any]) -> list[str]:
-        if doc.get("NodeNames") is not None:
-            return list(doc["NodeNames"])
-        return [n["metadata"]["name"] for n in ((doc.get("Nodes") or {}).get("items") or [])]
-
-    @app.post("/filter")
-    def filter_() -> Response:
-        doc = orjson.loads(request.get_data())
-        out = {"Nodes": None, "NodeNames": names(doc), "FailedNodes": None, "Error": ""}
-        return Response(orjson.dumps(out), mimetype="application/json")
-
-    @app.post("/prioritize")
-    def prioritize() -> Response:
-        doc = orjson.loads(request.get_data())
-        return Response(
-            orjson.dumps([{"Host": n, "Score": 0} for n in names(doc)]), mimetype="application/json"
-        )
-
-    @app.post("/bind")
-    def bind() -> Response:
-        orjson.loads(request.get_data())
-        return Response(b'{"Error":""}', mimetype="application/json")
-
-    @app.get("/readyz")
-    def readyz() -> Response:
-        return Response("ready\n", mimetype="text/plain")
-
-    return app
+    return null_extender.null_app()
 
 
 def serve_null(port: int) -> None:

@@ -170,39 +170,18 @@ def serve_api(nodes: int, pods: int, port_file: Path) -> None:
 
 
 def null_app() -> Any:
-    """The thinnest Flask extender: orjson in, every node passes, score 0, one Binding POST.
+    """The thinnest Flask extender (``null_extender.null_app``) with one Binding POST per bind.
 
     The bind is one keep-alive POST of a ``v1.Binding`` through a urllib3 pool to the API server
     named by ``NULL_API_URL`` (what a minimal Python extender with a bind verb must do).
     """
+    import null_extender
     import urllib3
-    from flask import Flask, Response, request
 
     api_url = os.environ["NULL_API_URL"].rstrip("/")
     pool = urllib3.PoolManager(maxsize=8)
-    app = Flask("null-extender")
 
-    def names(doc: dict[str, Any]) -> list[str]:
-        if doc.get("NodeNames") is not None:
-            return list(doc["NodeNames"])
-        return [n["metadata"]["name"] for n in ((doc.get("Nodes") or {}).get("items") or [])]
-
-    @app.post("/filter")
-    def filter_() -> Response:
-        doc = orjson.loads(request.get_data())
-        out = {"Nodes": None, "NodeNames": names(doc), "FailedNodes": None, "Error": ""}
-        return Response(orjson.dumps(out), mimetype="application/json")
-
-    @app.post("/prioritize")
-    def prioritize() -> Response:
-        doc = orjson.loads(request.get_data())
-        return Response(
-            orjson.dumps([{"Host": n, "Score": 0} for n in names(doc)]), mimetype="application/json"
-        )
-
-    @app.post("/bind")
-    def bind() -> Response:
-        doc = orjson.loads(request.get_data())
+    def bind(doc: dict[str, Any]) -> str:
         ns, name = doc["PodNamespace"], doc["PodName"]
         body = {
             "apiVersion": "v1",
@@ -217,14 +196,9 @@ def null_app() -> Any:
             headers=JSON_HEADERS,
             timeout=5.0,
         )
-        error = "" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
-        return Response(orjson.dumps({"Error": error}), mimetype="application/json")
+        return "" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
 
-    @app.get("/readyz")
-    def readyz() -> Response:
-        return Response("ready\n", mimetype="text/plain")
-
-    return app
+    return null_extender.null_app(bind)
 
 
 # ----------------------------------------------------------------------------- the scheduler
