@@ -55,6 +55,7 @@ from qosched.policies.latency.sharing import (
     time_slicing_wait_ms,
     valid_services,
 )
+from qosched.policies.latency.tail import percentile_latency_ms
 from qosched.policies.placement.base import Reason
 from qosched.policies.placement.constraints import Candidates, VariantTable
 from qosched.policies.state import ClusterState
@@ -64,8 +65,11 @@ __all__ = [
     "DeviceVerdicts",
     "InterferenceModel",
     "NewService",
+    "PairDetail",
+    "PairInputs",
     "judge",
     "new_service",
+    "pair_detail",
 ]
 
 #: latency.colocation_rule.ReasonCode → placement Reason.
@@ -289,8 +293,7 @@ def judge(
         return out
 
     th = model.thresholds
-    mem_after = state.dev_mem_used_mib.take(flat) + new.memory_mib.take(pos)
-    mem_cap = state.dev_mem_cap_mib.take(row)
+    mem_after, mem_cap = _memory_mib(state, new, pos, row, flat)
     # Rule 1 of latency.colocation_rule, applied before the (costly) prediction; feasible() repeats it.
     mem_ok = (mem_after <= th.memory_frac * mem_cap) & (mem_cap > 0)
     if screen_memory and not mem_ok.all():
@@ -322,6 +325,76 @@ def judge(
         state, new, out, general, row[general], flat[general], mem_after, mem_cap, model, groups, with_before
     )
     return out
+
+
+def _memory_mib(
+    state: ClusterState, new: NewService, pos: np.ndarray, row: np.ndarray, flat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(device memory in use with the pod, the device's memory) [MiB] of each judged pair."""
+    return state.dev_mem_used_mib.take(flat) + new.memory_mib.take(pos), state.dev_mem_cap_mib.take(row)
+
+
+@dataclass(frozen=True, slots=True)
+class PairDetail:
+    """Everything the general route computes for E (candidate position, device) pairs.
+
+    For explanations (:mod:`qosched.policies.placement.explain`), not decisions: the numbers
+    behind each verdict. ``latency_ms`` (E, k + 1) is the latency each service's SLO refers to
+    (mean, or the SLO's percentile), the pod in the last column; ``utilization`` (E,) the
+    device's ρ, ``service_utilization`` (E, k + 1) each service's own; memory with the pod and
+    the device's memory [MiB]; ``frontend_util`` (E,); ``reason`` the placement ``Reason`` code
+    (what :func:`judge` answers for the same pairs on its general route).
+    """
+
+    inputs: PairInputs
+    latency_ms: np.ndarray
+    utilization: np.ndarray
+    service_utilization: np.ndarray
+    memory_used_mib: np.ndarray
+    memory_cap_mib: np.ndarray
+    reason: np.ndarray
+
+
+def pair_detail(
+    cand: Candidates, new: NewService, pos: np.ndarray, dev: np.ndarray, model: InterferenceModel
+) -> PairDetail:
+    """The general route of :func:`judge` for the pairs ``pos``, ``dev``, with every number kept.
+
+    Same inputs (:func:`_pair_inputs`), same models (``predict``), same rule (``feasible``); no
+    memory screening, so every pair is predicted. Slow (no caching, no shared-wait route): meant
+    for a handful of pairs per call.
+    """
+    state = cand.state
+    row = cand.row.take(pos)
+    flat = row * state.n_devices + dev
+    mem_after, mem_cap = _memory_mib(state, new, pos, row, flat)
+    groups = _groups(state, row, model)
+    inputs = _pair_inputs(state, new, pos, row, flat, groups)
+    pred = _predict_groups(inputs.services, groups)
+    new_mask = np.zeros(inputs.k + 1, dtype=bool)
+    new_mask[inputs.k] = True
+    _, code = feasible(
+        pred,
+        inputs.slo_ms,
+        mem_after,
+        mem_cap,
+        inputs.frontend_util,
+        model.thresholds,
+        new_mask=new_mask,
+        slo_percentile=inputs.slo_percentile,
+    )
+    latency = pred.latency_ms
+    if inputs.slo_percentile is not None:
+        latency = percentile_latency_ms(pred, inputs.slo_percentile)
+    return PairDetail(
+        inputs=inputs,
+        latency_ms=latency,
+        utilization=pred.utilization,
+        service_utilization=pred.service_utilization,
+        memory_used_mib=mem_after,
+        memory_cap_mib=mem_cap,
+        reason=_REASON_LUT[code],
+    )
 
 
 def _index(sel: np.ndarray | slice, size: int) -> np.ndarray:
@@ -420,6 +493,60 @@ def _judge_general(
 ) -> None:
     """The general route (see :func:`judge`) for the judged pairs ``at``; writes into ``out``."""
     p_go = out.pos[at]
+    inputs = _pair_inputs(state, new, p_go, r_go, f_go, groups)
+    services, slo, k = inputs.services, inputs.slo_ms, inputs.k
+    pred = _predict_groups(services, groups)
+    new_mask = np.zeros(k + 1, dtype=bool)
+    new_mask[k] = True
+    _, code = feasible(
+        pred,
+        slo,
+        mem_after[at],
+        mem_cap[at],
+        inputs.frontend_util,
+        model.thresholds,
+        new_mask=new_mask,
+        slo_percentile=inputs.slo_percentile,
+    )
+    out.reason[at] = _REASON_LUT[code]
+    out.latency_ms[at] = pred.latency_ms[:, k]
+    out.utilization[at] = pred.utilization
+    out.slack_frac[at] = slack_frac(pred.latency_ms, slo, services.mask)
+    if with_before:
+        mask_before = services.mask.copy()
+        mask_before[:, k] = False
+        services_before = DeviceServices._trusted(
+            **{name: getattr(services, name) for name in DeviceServices.__slots__ if name != "mask"},
+            mask=mask_before,
+        )
+        out.utilization_before[at] = _predict_groups(services_before, groups).utilization
+
+
+@dataclass(frozen=True, slots=True)
+class PairInputs:
+    """What the general route hands the latency models for E judged pairs.
+
+    services: ``(E, k + 1)`` the device's first ``k`` service slots, then the pod (slot ``k``);
+    slo_ms / slo_percentile: the same layout (percentiles None when no SLO is a percentile);
+    frontend_util: ``(E,)`` the node's front-end utilisation with the pod.
+    """
+
+    services: DeviceServices
+    slo_ms: np.ndarray
+    slo_percentile: np.ndarray | None
+    frontend_util: np.ndarray
+    k: int
+
+
+def _pair_inputs(
+    state: ClusterState,
+    new: NewService,
+    p_go: np.ndarray,
+    r_go: np.ndarray,
+    f_go: np.ndarray,
+    groups: list[_Group],
+) -> PairInputs:
+    """The appended ``(E, k + 1)`` arrays of the general route (see :class:`PairInputs`)."""
     n_go = p_go.size
     modes = {mode for mode, _, _ in groups}
     # Slots fill from index 0 (``ClusterState._free_slot``) and the slot count only grows, so
@@ -475,32 +602,8 @@ def _judge_general(
     pct_column = np.nan if new.slo_percentile is None else new.slo_percentile
     has_pct = new.slo_percentile is not None or state.n_pct_services > 0
     pct = appended(state.svc_slo_percentile, pct_column) if has_pct else None
-    pred = _predict_groups(services, groups)
     frontend = state.frontend_util.take(r_go) + new.total_rate_rps * new.frontend_ms[p_go] / 1000.0
-    new_mask = np.zeros(k + 1, dtype=bool)
-    new_mask[k] = True
-    _, code = feasible(
-        pred,
-        slo,
-        mem_after[at],
-        mem_cap[at],
-        frontend,
-        model.thresholds,
-        new_mask=new_mask,
-        slo_percentile=pct,
-    )
-    out.reason[at] = _REASON_LUT[code]
-    out.latency_ms[at] = pred.latency_ms[:, k]
-    out.utilization[at] = pred.utilization
-    out.slack_frac[at] = slack_frac(pred.latency_ms, slo, mask)
-    if with_before:
-        mask_before = mask.copy()
-        mask_before[:, k] = False
-        services_before = DeviceServices._trusted(
-            **{name: getattr(services, name) for name in DeviceServices.__slots__ if name != "mask"},
-            mask=mask_before,
-        )
-        out.utilization_before[at] = _predict_groups(services_before, groups).utilization
+    return PairInputs(services, slo, pct, frontend, k)
 
 
 #: One group of judged devices: (sharing model, model params, positions in the judged arrays;
