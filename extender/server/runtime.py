@@ -156,6 +156,12 @@ def _subset(evaluation: Evaluation, pos: np.ndarray) -> Evaluation:
     )
 
 
+def _eval_positions(rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Position in an evaluation over ``rows[rows >= 0]`` (in order) of each name where ``chosen``
+    (a mask over the names, true only on known names): the known names counted before it."""
+    return (np.cumsum(rows >= 0) - 1)[chosen]
+
+
 def rows_of(state: ClusterState, names: Sequence[str], index: Mapping[str, int] | None = None) -> np.ndarray:
     """State row of each node name, -1 for names the cache does not know (C-level lookups).
 
@@ -398,22 +404,24 @@ class Runtime:
                 chosen = compress(names, (codes == code_value).tolist())
                 target.update(dict.fromkeys(chosen, f"qosched ({policy}): {code.message}"))
         if self.keep_best_only and len(kept) > 1:
-            kept = self._best_only(pod, demand, kept, failed)
+            kept = self._best_only(pod, kept, failed, _subset(evaluation, _eval_positions(rows, ok)))
         self.observer.rejections(counts)
         self.observer.decision("filter", "feasible" if kept else "no_fit")
         return FilterOutcome(kept=kept, failed=failed, unresolvable=unresolvable)
 
     def _best_only(
-        self, pod: Mapping[str, Any], demand: PodDemand, kept: list[str], failed: dict[str, str]
+        self, pod: Mapping[str, Any], kept: list[str], failed: dict[str, str], evaluation: Evaluation
     ) -> list[str]:
         """``FILTER_KEEPS_BEST_ONLY``: the kept nodes ``prioritize`` would score highest.
 
-        The scores are exactly ``prioritize``'s answer for ``kept`` (the evaluation just made is
-        reused; hints included), so a scheduler without ``prioritizeVerb`` picks among the same
-        best nodes. The others go to ``FailedNodes``: kube-scheduler runs preemption only when
-        no node is kept, so they never matter there.
+        ``evaluation`` is the filter's own evaluation restricted to ``kept`` (in order), so the
+        scores are exactly ``prioritize``'s answer for ``kept`` — ``scheduler_scores`` normalised
+        over the kept nodes, hints included — without a second lookup of the names and of the
+        remembered decision. A scheduler without ``prioritizeVerb`` thus picks among the same best
+        nodes. The others go to ``FailedNodes``: kube-scheduler runs preemption only when no node
+        is kept, so they never matter there.
         """
-        scores = self._hint_bonus(pod, kept, self._prioritize_demand(demand, kept, observe=False))
+        scores = self._hint_bonus(pod, kept, scheduler_scores(evaluation))
         best = scores == scores.max()
         if best.all():
             return kept
