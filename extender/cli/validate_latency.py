@@ -8,11 +8,15 @@ sequential-vs-concurrent batch checks. The maths is the core's
 ``edgetpu`` profiles (the ``paper`` methods' S and O) and hands them over.
 
 Where the data is: ``--shared DIR`` (``DIR/data/ibis``), else ``$QOSCHED_SHARED_DIR``, else
-``shared/`` in or beside the repository.
+``shared/`` in or beside the repository. The co-location traces of the held-out check are every
+``queueing_validation/queuing_tpu_*.csv`` there plus the repository's
+``data/ibis/queueing_validation/queuing_tpu_*.csv.gz`` (the Ibis traces shared/ lacks; see
+data/ibis/PROVENANCE.md); a name in shared wins.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Final, Literal
 
 import click
 
+from qosched.policies.latency import heldout
 from qosched.policies.latency import validation as core
 from qosched.policies.latency.calibration import CalibrationRun
 from qosched.policies.latency.validation import (
@@ -39,6 +44,9 @@ __all__ = [
     "batch_check",
     "bundled_paper_table",
     "calibration_runs",
+    "held_out_profiles",
+    "held_out_report",
+    "held_out_traces",
     "ibis_dir",
     "load_batch_csv",
     "load_queueing_trace",
@@ -52,6 +60,9 @@ EDGETPU_FCFS_CSV: Final = "edgetpu_fcfs_validation.csv"
 TRT_PS_CSV: Final = "trt_ps_validation.csv"
 #: Accelerator key of the bundled profiles the ``paper`` methods read S and O from.
 EDGETPU: Final = "edgetpu"
+#: The repository's copies of the Ibis co-location traces that shared/ lacks (gzip).
+REPO_TRACES: Final = Path(__file__).resolve().parents[2] / "data" / "ibis" / "queueing_validation"
+TRACE_GLOB: Final = "queuing_tpu_*.csv"
 
 
 def ibis_dir(shared: str | Path | None = None) -> Path:
@@ -104,6 +115,81 @@ def bundled_paper_table(models: Sequence[str]) -> PaperTable:
         m: (profiles.get(EDGETPU, m).service_time.mean_ms, profiles.get(EDGETPU, m).swap_overhead_ms)
         for m in models
     }
+
+
+def held_out_traces(ibis: Path, repo_traces: Path = REPO_TRACES) -> tuple[heldout.CoLocationTrace, ...]:
+    """Every co-location trace: ``ibis/queueing_validation/queuing_tpu_*.csv`` and
+    ``repo_traces/queuing_tpu_*.csv.gz`` (a file name in ``ibis`` wins), sorted by name."""
+    files = {f.name: f for f in sorted(repo_traces.glob(TRACE_GLOB + ".gz"))}
+    files = {name.removesuffix(".gz"): f for name, f in files.items()}
+    files.update({f.name: f for f in sorted((ibis / "queueing_validation").glob(TRACE_GLOB))})
+    traces = []
+    for name in sorted(files):
+        file = files[name]
+        opener = gzip.open if file.suffix == ".gz" else open
+        with opener(file, "rt", newline="") as handle:
+            traces.append(heldout.CoLocationTrace(core.parse_queueing_trace(handle, str(file))))
+    return tuple(traces)
+
+
+def profile_key(trace_model: str) -> str:
+    """The bundled profile's model key of a trace's model name (``efficientnet-L`` →
+    ``efficientnet_l``)."""
+    return trace_model.lower().replace("-", "_")
+
+
+def held_out_profiles(models: Sequence[str]) -> heldout.ProfileTable:
+    """S, O and E[S²] of each trace model from the bundled ``edgetpu`` profiles, keyed by the
+    trace's model name: what ``qosched predict`` predicts with."""
+    from qosched.profiles.store import bundled_profiles
+
+    profiles = bundled_profiles()
+    table = {}
+    for model in models:
+        p = profiles.get(EDGETPU, profile_key(model))
+        table[model] = heldout.ModelProfile(
+            p.service_time.mean_ms, p.swap_overhead_ms, p.service_time.second_moment_ms2
+        )
+    return table
+
+
+def held_out_reports(
+    traces: Sequence[heldout.CoLocationTrace],
+    methods: Sequence[heldout.HeldOutMethod] = heldout.HELD_OUT_METHODS,
+) -> list[heldout.HeldOutReport]:
+    """Both protocols (leave-one-level-out, leave-one-pair-out) for every method."""
+    profiles = held_out_profiles(sorted({m for t in traces for m in t.models}))
+    return [
+        protocol(traces, method, profiles)
+        for protocol in (heldout.leave_one_level_out, heldout.leave_one_pair_out)
+        for method in methods
+    ]
+
+
+def held_out_report(ibis: Path) -> str:
+    """The held-out section of the report: the summary per pair, protocol and method, the
+    leave-one-pair-out points of ``predict`` (what ``qosched predict`` says), and the measured
+    swap overhead per predecessor."""
+    traces = held_out_traces(ibis)
+    reports = held_out_reports(traces)
+    out = [
+        "**Held-out co-location points**: MAPE [%] of the mean latency (end − start).\n"
+        "paper = models.md §A; predict = what `qosched predict` computes (docs/latency-models.md).",
+        heldout.format_summary(reports),
+    ]
+    lopo = next(r for r in reports if r.protocol == "leave-one-pair-out" and r.method == "predict")
+    for _, report in lopo.pairs:
+        out.append(report.format_table())
+    swaps = ["Swap overhead O[i | previous j] [ms], requests that found the device idle:"]
+    for trace in traces:
+        o = heldout.swap_by_predecessor(trace)
+        for i, model in enumerate(trace.models):
+            after = ", ".join(
+                f"after {trace.models[j]} {o[i, j]:.2f}" for j in range(len(trace.models)) if j != i
+            )
+            swaps.append(f"- {model}: {after}")
+    out.append("\n".join(swaps))
+    return "\n\n".join(out)
 
 
 def validate_queueing(
@@ -171,6 +257,7 @@ def report(ibis: Path) -> str:
     out.append("\n".join(swaps))
     out.append(batch_check("fcfs", ibis / EDGETPU_FCFS_CSV).format_table())
     out.append(batch_check("ps", ibis / TRT_PS_CSV).format_table())
+    out.append(held_out_report(ibis))
     return "\n\n".join(out)
 
 

@@ -1,0 +1,398 @@
+r"""Edge-TPU co-location predicted on data the model has not seen (pure; reads no file).
+
+Two protocols over the Ibis co-location traces (each trace is one set of models sharing one
+Coral edge TPU under Poisson load at five levels; a *pair* here, one of them has three models):
+
+leave-one-level-out
+    Each level of a trace is predicted from what was trained on the *other levels of the same
+    trace*.
+leave-one-pair-out
+    Each trace is predicted from what was trained on the *other traces* only: its models, their
+    profiles and the rates asked about are all the held-out pair contributes. Per-point
+    constants cannot be fitted: a :class:`Predictor` sees an :class:`OperatingPoint` (models and
+    rates, no latency).
+
+Methods (what a :class:`Predictor` is trained to, :func:`train`):
+
+``paper``
+    models.md §A exactly with each model's profile (S, O), deterministic S'ᵢ. Trains nothing.
+``bernoulli``
+    The same with the exact second moment of the request mix. Trains nothing.
+``predict``
+    What ``qosched predict --accelerator edgetpu`` computes: the production ``edgetpu`` model
+    (:func:`~qosched.policies.latency.sharing.predict` with the default :class:`ModelParams`)
+    on the profile's S, O and E[S²]. Trains nothing. (The bundled profiles' E[S²] of
+    inception_v3 and ssd_mobilenet_v2 were measured on the inception_v3 × ssd_mobilenet_v2 trace;
+    ``bernoulli`` is the same model without them.)
+``calibrated``
+    ``bernoulli`` plus the global terms ``colocation_overhead_frac`` and ``swap_prob_scale``
+    fitted by least squares (:func:`~qosched.policies.latency.calibration.fit`) to the
+    training traces' measured means.
+``measured``
+    Per-model physics (S, E[S²], O, host tail h) measured from the device timestamps of the
+    training traces (:func:`~qosched.policies.latency.validation.measure_profile`), averaged
+    over the traces that hold the model; a model no training trace holds keeps its profile.
+
+Swap overhead and the pair (:func:`swap_by_predecessor`): the Edge TPU caches a model's
+parameters in its 8 MiB on-chip SRAM; models compiled separately share no cache, so every switch
+reloads the incoming model's cached parameters (at most 8 MiB) and the cost depends on the
+incoming model, not on which model ran before. Measured in the traces, Oᵢ after each
+predecessor j agrees within 0.6 ms (see docs/latency-models.md), so the pair enters the model
+only through the swap probability qᵢ = 1 − λᵢ/λ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import numpy as np
+
+from qosched.policies.latency import calibration
+from qosched.policies.latency.sharing import DeviceServices, ModelParams, predict
+from qosched.policies.latency.validation import (
+    Measure,
+    TraceLevel,
+    ValidationReport,
+    ValidationRow,
+    measure_profile,
+    reconstruct_services,
+)
+
+__all__ = [
+    "HELD_OUT_METHODS",
+    "CoLocationTrace",
+    "HeldOutMethod",
+    "HeldOutReport",
+    "ModelProfile",
+    "OperatingPoint",
+    "Predictor",
+    "format_summary",
+    "leave_one_level_out",
+    "leave_one_pair_out",
+    "operating_points",
+    "short_name",
+    "swap_by_predecessor",
+    "train",
+]
+
+HeldOutMethod = Literal["paper", "bernoulli", "predict", "calibrated", "measured"]
+HELD_OUT_METHODS: Final[tuple[HeldOutMethod, ...]] = (
+    "paper",
+    "bernoulli",
+    "predict",
+    "calibrated",
+    "measured",
+)
+#: The global terms the ``calibrated`` method fits.
+CALIBRATED_FIELDS: Final = ("colocation_overhead_frac", "swap_prob_scale")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """What a profile says of one model on the edge TPU: mean solo S [ms], swap overhead O [ms],
+    solo E[S²] [ms²] (None: deterministic)."""
+
+    service_ms: float
+    swap_ms: float
+    second_moment_ms2: float | None = None
+
+
+#: Profile per trace model name (the tool maps trace names to the bundled ``edgetpu`` profiles).
+ProfileTable = Mapping[str, ModelProfile]
+
+
+@dataclass(frozen=True, slots=True)
+class CoLocationTrace:
+    """One co-location experiment: the levels of one trace (all with the same models)."""
+
+    levels: tuple[TraceLevel, ...]
+
+    def __post_init__(self) -> None:
+        if not self.levels:
+            raise ValueError("a CoLocationTrace needs at least one level")
+        if any(lv.models != self.levels[0].models for lv in self.levels):
+            raise ValueError("every level of a CoLocationTrace must hold the same models")
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return self.levels[0].models
+
+    @property
+    def name(self) -> str:
+        """The models joined by ``+``, e.g. ``inception_v3+ssd_mobilenet_v2``."""
+        return "+".join(self.models)
+
+    def without_level(self, level: float) -> CoLocationTrace:
+        return CoLocationTrace(tuple(lv for lv in self.levels if lv.level != level))
+
+
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """What is asked about a point: the co-located models and their rates [rps]. No latency."""
+
+    label: str
+    models: tuple[str, ...]
+    rate_rps: np.ndarray
+
+
+def operating_points(trace: CoLocationTrace) -> tuple[OperatingPoint, ...]:
+    """One point per level: the load generator's nominal rates (what a user asks about)."""
+    return tuple(
+        OperatingPoint(f"vary_rho={lv.level:g}", trace.models, lv.nominal_rate_rps.copy())
+        for lv in trace.levels
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Physics:
+    """Per-model inputs of the edge-TPU model: S, E[S²] (NaN: deterministic), O, h [ms, ms²]."""
+
+    service_ms: float
+    second_moment_ms2: float
+    swap_ms: float
+    host_tail_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Predictor:
+    """A trained predictor: the model parameters and the per-model physics it predicts with."""
+
+    method: HeldOutMethod
+    params: ModelParams
+    physics: Mapping[str, _Physics] = field(default_factory=dict)
+
+    def predict(self, point: OperatingPoint) -> np.ndarray:
+        """Mean latency of each model of ``point`` [ms] (inf where ρ ≥ 1)."""
+        missing = [m for m in point.models if m not in self.physics]
+        if missing:
+            raise ValueError(f"no profile for model(s) {', '.join(missing)}")
+        phys = [self.physics[m] for m in point.models]
+        service = np.array([p.service_ms for p in phys])
+        second = np.array([p.second_moment_ms2 for p in phys])
+        services = DeviceServices.build(
+            point.rate_rps,
+            service,
+            second_moment_ms2=np.where(np.isnan(second), service**2, second),
+            swap_ms=[p.swap_ms for p in phys],
+            host_tail_ms=[p.host_tail_ms for p in phys],
+        )
+        return predict("edgetpu", services, self.params).latency_ms
+
+
+def _profile_physics(profiles: ProfileTable, *, moments: bool) -> dict[str, _Physics]:
+    return {
+        name: _Physics(
+            p.service_ms,
+            p.second_moment_ms2 if moments and p.second_moment_ms2 is not None else np.nan,
+            p.swap_ms,
+        )
+        for name, p in profiles.items()
+    }
+
+
+def _measured_physics(training: Sequence[CoLocationTrace], profiles: ProfileTable) -> dict[str, _Physics]:
+    """Per-model physics measured on the training traces, averaged over the traces that hold
+    the model; the profile (deterministic) for the others."""
+    samples: dict[str, list[tuple[float, float, float, float]]] = {}
+    for trace in training:
+        prof = measure_profile(trace.levels)
+        for i, name in enumerate(prof.models):
+            samples.setdefault(name, []).append(
+                (
+                    float(prof.service_ms[i]),
+                    float(prof.second_moment_ms2[i]),
+                    float(prof.swap_ms[i]),
+                    float(prof.host_tail_ms[i]),
+                )
+            )
+    physics = _profile_physics(profiles, moments=False)
+    for name, rows in samples.items():
+        physics[name] = _Physics(*(float(v) for v in np.mean(rows, axis=0)))
+    return physics
+
+
+def _calibration_runs(
+    training: Sequence[CoLocationTrace], physics: Mapping[str, _Physics], measure: Measure
+) -> list[calibration.CalibrationRun]:
+    runs = []
+    for trace in training:
+        missing = [m for m in trace.models if m not in physics]
+        if missing:
+            raise ValueError(f"no profile for model(s) {', '.join(missing)}")
+        phys = [physics[m] for m in trace.models]
+        for lv in trace.levels:
+            services = DeviceServices.build(
+                lv.nominal_rate_rps, [p.service_ms for p in phys], swap_ms=[p.swap_ms for p in phys]
+            )
+            runs.append(calibration.CalibrationRun("edgetpu", services, lv.mean_latency_ms(measure)))
+    return runs
+
+
+def train(
+    method: HeldOutMethod,
+    training: Sequence[CoLocationTrace],
+    profiles: ProfileTable,
+    *,
+    measure: Measure = "response",
+) -> Predictor:
+    """Train a :class:`Predictor` on ``training`` (the only measurements it sees).
+
+    ``profiles`` must cover every model the predictor will be asked about (and, for
+    ``calibrated``, every training model).
+    """
+    if method == "paper":
+        return Predictor(method, ModelParams(swap_moment="paper"), _profile_physics(profiles, moments=False))
+    if method == "bernoulli":
+        return Predictor(method, ModelParams(), _profile_physics(profiles, moments=False))
+    if method == "predict":
+        return Predictor(method, ModelParams(), _profile_physics(profiles, moments=True))
+    if method == "calibrated":
+        physics = _profile_physics(profiles, moments=False)
+        runs = _calibration_runs(training, physics, measure)
+        params = calibration.fit(runs, CALIBRATED_FIELDS, ModelParams()) if runs else ModelParams()
+        return Predictor(method, params, physics)
+    if method == "measured":
+        return Predictor(method, ModelParams(), _measured_physics(training, profiles))
+    raise ValueError(f"method must be one of {', '.join(HELD_OUT_METHODS)} (got {method!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOutReport:
+    """The held-out rows of one (protocol, method), grouped by pair (trace name)."""
+
+    protocol: str
+    method: HeldOutMethod
+    pairs: tuple[tuple[str, ValidationReport], ...]
+
+    @property
+    def rows(self) -> tuple[ValidationRow, ...]:
+        return tuple(row for _, report in self.pairs for row in report.rows)
+
+    @property
+    def mape(self) -> float:
+        """Mean |relative error| over every held-out point (a fraction)."""
+        return float(np.mean([abs(r.rel_error) for r in self.rows]))
+
+    def pair_mape(self) -> dict[str, float]:
+        return {name: report.mape for name, report in self.pairs}
+
+
+def _rows(
+    trace: CoLocationTrace, levels: Sequence[TraceLevel], predictor: Predictor, measure: Measure
+) -> list:
+    rows = []
+    by_label = {f"vary_rho={lv.level:g}": lv for lv in levels}
+    for point in operating_points(CoLocationTrace(tuple(levels))):
+        predicted = predictor.predict(point)
+        measured = by_label[point.label].mean_latency_ms(measure)
+        rows += [
+            ValidationRow(point.label, m, float(point.rate_rps[i]), float(measured[i]), float(predicted[i]))
+            for i, m in enumerate(trace.models)
+        ]
+    return rows
+
+
+def leave_one_pair_out(
+    traces: Sequence[CoLocationTrace],
+    method: HeldOutMethod,
+    profiles: ProfileTable,
+    *,
+    measure: Measure = "response",
+) -> HeldOutReport:
+    """Predict every trace with a predictor trained on the *other* traces only."""
+    pairs = []
+    for k, held_out in enumerate(traces):
+        predictor = train(method, [t for j, t in enumerate(traces) if j != k], profiles, measure=measure)
+        rows = _rows(held_out, held_out.levels, predictor, measure)
+        pairs.append((held_out.name, ValidationReport(f"{held_out.name}, {method}, held out", tuple(rows))))
+    return HeldOutReport("leave-one-pair-out", method, tuple(pairs))
+
+
+def leave_one_level_out(
+    traces: Sequence[CoLocationTrace],
+    method: HeldOutMethod,
+    profiles: ProfileTable,
+    *,
+    measure: Measure = "response",
+) -> HeldOutReport:
+    """Predict every level of every trace with a predictor trained on the other levels of the
+    same trace only."""
+    pairs = []
+    for trace in traces:
+        rows = []
+        for lv in trace.levels:
+            predictor = train(method, [trace.without_level(lv.level)], profiles, measure=measure)
+            rows += _rows(trace, [lv], predictor, measure)
+        pairs.append((trace.name, ValidationReport(f"{trace.name}, {method}, level held out", tuple(rows))))
+    return HeldOutReport("leave-one-level-out", method, tuple(pairs))
+
+
+def swap_by_predecessor(trace: CoLocationTrace) -> np.ndarray:
+    """Measured swap overhead O[i, j] of model i after model j [ms] (NaN on the diagonal).
+
+    From requests that found the device idle (no queueing, no predecessor's host tail): the mean
+    service interval of i after j minus that of i after i. NaN where a combination has no such
+    request.
+    """
+    parts = [reconstruct_services(lv) for lv in trace.levels]
+    model = np.concatenate([p.model_idx for p in parts])
+    prev = np.concatenate([p.prev_idx for p in parts])
+    svc = np.concatenate([p.service_ms for p in parts])
+    idle = np.concatenate([p.idle for p in parts])
+    m = len(trace.models)
+    mean = np.full((m, m), np.nan)
+    for i in range(m):
+        for j in range(m):
+            sel = idle & (model == i) & (prev == j)
+            if sel.any():
+                mean[i, j] = svc[sel].mean()
+    out = mean - np.diag(mean)[:, None]
+    np.fill_diagonal(out, np.nan)
+    return out
+
+
+_SHORT: Final = (
+    ("efficientnet", "effnet"),
+    ("ssd_mobilenet_", "ssd-mnet"),
+    ("mobilenet_", "mnet"),
+    ("inception_", "inc"),
+)
+
+
+def short_name(name: str) -> str:
+    """A pair's name with the model names abbreviated (``inception_v4+mobilenet_v2`` →
+    ``incv4+mnetv2``), so the summary fits 100 columns."""
+    for long, short in _SHORT:
+        name = name.replace(long, short)
+    return name
+
+
+def format_summary(reports: Sequence[HeldOutReport]) -> str:
+    """Markdown table of MAPE [%] per pair and method, one block per protocol (≤ 100 columns)."""
+    methods = list(dict.fromkeys(r.method for r in reports))
+    by_key = {(r.protocol, r.method): r for r in reports}
+    names = [name for name, _ in reports[0].pairs]
+    width = max(len(short_name(n)) for n in [*names, "all pairs"])
+    lines = [
+        f"| {'pair':<{width}} | pts | " + " | ".join(f"{m:>10}" for m in methods) + " |",
+        "|" + "-" * (width + 2) + "|----:|" + "|".join("-" * 11 + ":" for _ in methods) + "|",
+    ]
+    for protocol in dict.fromkeys(r.protocol for r in reports):
+        lines.append(
+            f"| {'*' + protocol + '*':<{width}} |     | " + " | ".join(" " * 10 for _ in methods) + " |"
+        )
+        for name in [*names, "all pairs"]:
+            cells, points = [], 0
+            for method in methods:
+                report = by_key.get((protocol, method))
+                if report is None:
+                    cells.append(f"{'—':>10}")
+                    continue
+                rows = report.rows if name == "all pairs" else dict(report.pairs)[name].rows
+                points = len(rows)
+                cells.append(f"{100 * float(np.mean([abs(r.rel_error) for r in rows])):>10.2f}")
+            label = "all pairs" if name == "all pairs" else short_name(name)
+            lines.append(f"| {label:<{width}} | {points:>3} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
