@@ -13,9 +13,11 @@ Three kinds of process, as on a cluster, all on loopback:
   watch-fed from the API server), or the null extender (:func:`null_app`: every node passes,
   score 0, one keep-alive ``Binding`` POST per bind) under the same gunicorn settings file.
 * **scheduler** (``--schedule``): plays kube-scheduler's loop with an extender configured as in
-  ``manifests/scheduler-config.yaml`` (``nodeCacheCapable``, filter + prioritize + bind): one pod
-  at a time, ``/filter`` with the full pod and ``NodeNames`` (a sample, below), ``/prioritize``
-  with the kept names, the highest score wins (ties broken at random, as ``selectHost``), and the
+  ``manifests/scheduler-config.yaml`` (``nodeCacheCapable``; filter + bind, plus prioritize when
+  the config has a ``prioritizeVerb``: :func:`manifest_setup`): one pod at a time, ``/filter``
+  with the full pod and ``NodeNames`` (a sample, below), ``/prioritize`` with the kept names
+  (without ``prioritizeVerb`` kube-scheduler's own scores pick among the kept nodes: none here,
+  so a random one), the highest score wins (ties broken at random, as ``selectHost``), and the
   ``/bind`` runs asynchronously in a pool (kube-scheduler's binding cycle is a goroutine: it
   overlaps the next pods' scheduling cycles). A bind ``Error`` or a failed verb puts the pod back
   in the queue. Bodies are encoded with orjson and sent over keep-alive ``http.client``
@@ -40,7 +42,8 @@ per-verb p50/p99 as the scheduler saw them, the extender's CPU per pod (gunicorn
 
 Run: ``.venv/bin/python benchmarks/bench_scheduler_loop.py [--pairs 3] [--nodes 500] [--pods 1500]``
 (about 20 s per run on 2 cores). ``--only qosched`` runs one side (profiling);
-``--extender-env K=V`` adds a ``QOSCHED_*`` setting to qosched's environment.
+``--extender-env K=V`` adds a ``QOSCHED_*`` setting to qosched's environment; ``--protocol
+full|best-only`` overrides the manifests' choice of verbs for qosched.
 """
 
 from __future__ import annotations
@@ -71,19 +74,50 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "kube-scheduler" / "filter-low-nodecache.json"
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 GPUS_PER_NODE = 4
-#: What manifests/deployment.yaml sets for the extender container (the in-cluster and file paths
-#: replaced by the benchmark's kubeconfig and a temporary directory).
-MANIFEST_ENV = {
-    "QOSCHED_POLICY": "qosched",
-    "QOSCHED_PROFILES_CONFIGMAP": "qosched-system/qosched-profiles",
-    "QOSCHED_PLACEMENT_HINTS_CONFIGMAP": "qosched-system/qosched-placement-hints",
-    "QOSCHED_ALLOCATION_CONFIGMAP": "qosched-system/qosched-allocation",
-    "QOSCHED_SCHEDULER_HTTP_TIMEOUT_S": "10",
-    "QOSCHED_BIND_TIMEOUT_S": "5",
-    "QOSCHED_THREADS": "8",
-    "PYTHONUNBUFFERED": "1",
-    "PYTHONDONTWRITEBYTECODE": "1",
-}
+#: Variables of the extender container the benchmark replaces: the in-cluster config (by its
+#: kubeconfig), file paths (a temporary directory; no upload token), the read-only root's caches.
+NOT_FROM_MANIFEST = frozenset(
+    {"QOSCHED_IN_CLUSTER", "QOSCHED_PROFILES_DIR", "QOSCHED_UPLOAD_TOKEN_FILE", "MPLCONFIGDIR", "HOME"}
+)
+
+
+@dataclass(frozen=True)
+class ManifestSetup:
+    """How the manifests run qosched: the extender container's environment and whether the
+    scheduler config has a ``prioritizeVerb``."""
+
+    env: dict[str, str]
+    prioritize: bool
+
+
+def manifest_setup(rev: str | None = None) -> ManifestSetup:
+    """``manifests/deployment.yaml``'s extender env (less :data:`NOT_FROM_MANIFEST`) and
+    ``manifests/scheduler-config.yaml``'s verbs, of this checkout or of git revision ``rev``."""
+    import yaml
+
+    def read(path: str) -> str:
+        if rev is None:
+            return (ROOT / path).read_text()
+        return subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
+
+    (deployment,) = [
+        d
+        for d in yaml.safe_load_all(read("manifests/deployment.yaml"))
+        if d and d.get("kind") == "Deployment" and d["metadata"]["name"] == "qosched"
+    ]
+    (container,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "extender"
+    ]
+    env = {
+        e["name"]: str(e["value"])
+        for e in container.get("env") or []
+        if "value" in e and e["name"] not in NOT_FROM_MANIFEST
+    }
+    (config_map,) = [d for d in yaml.safe_load_all(read("manifests/scheduler-config.yaml")) if d]
+    (extender,) = yaml.safe_load(config_map["data"]["scheduler-config.yaml"])["extenders"]
+    return ManifestSetup(env=env, prioritize=bool(extender.get("prioritizeVerb")))
 
 
 def num_feasible_nodes_to_find(num_all_nodes: int, percentage: int = 0) -> int:
@@ -436,10 +470,15 @@ def start_api(tmp: Path, nodes: int, pods: int) -> tuple[subprocess.Popen[bytes]
 
 
 def start_extender(
-    kind: str, api_url: str, tmp: Path, extra_env: dict[str, str]
+    kind: str, api_url: str, tmp: Path, extra_env: dict[str, str], manifest_env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = {**os.environ, **MANIFEST_ENV, "QOSCHED_LOG_LEVEL": "warning", "QOSCHED_BIND": f"127.0.0.1:{port}"}
+    env = {
+        **os.environ,
+        **(manifest_env or {}),
+        "QOSCHED_LOG_LEVEL": "warning",
+        "QOSCHED_BIND": f"127.0.0.1:{port}",
+    }
     gunicorn = [
         str(Path(sys.executable).with_name("gunicorn")),
         "--config=python:qosched.extender.server.gunicorn_conf",
@@ -481,7 +520,11 @@ def startup_runs(kinds: list[str], args: argparse.Namespace, tmp: Path) -> None:
             for kind in kinds:
                 t0 = time.perf_counter()
                 ext, port = start_extender(
-                    kind, api_url, tmp, dict(kv.split("=", 1) for kv in args.extender_env)
+                    kind,
+                    api_url,
+                    tmp,
+                    dict(kv.split("=", 1) for kv in args.extender_env),
+                    setup_for(kind, args.protocol).env,
                 )
                 try:
                     wait_ready(ext, port, timeout_s=600)
@@ -500,15 +543,28 @@ def startup_runs(kinds: list[str], args: argparse.Namespace, tmp: Path) -> None:
         )
 
 
+def setup_for(kind: str, protocol: str) -> ManifestSetup:
+    """How ``kind`` runs: qosched as its own revision's manifests run it (``qosched@REV``: REV's
+    manifests), unless ``protocol`` names one; the null extender always with filter + prioritize
+    + bind, under this checkout's gunicorn settings (threads)."""
+    here = manifest_setup()
+    if kind == "null":
+        return ManifestSetup(env=here.env, prioritize=True)
+    setup = manifest_setup(kind.split("@", 1)[1] if "@" in kind else None)
+    if protocol == "manifests":
+        return setup
+    best_only = protocol == "best-only"
+    env = {**setup.env, "QOSCHED_FILTER_KEEPS_BEST_ONLY": "true" if best_only else "false"}
+    return ManifestSetup(env=env, prioritize=not best_only)
+
+
 def one_run(kind: str, args: argparse.Namespace, tmp: Path, seed: int) -> dict[str, Any]:
     api, api_url = start_api(tmp, args.nodes, args.pods)
     extra = dict(kv.split("=", 1) for kv in args.extender_env)
-    best_only = args.filter_best_only and kind == "qosched"  # this checkout only
-    if best_only:  # qosched configured without prioritizeVerb (docs/extender.md)
-        extra["QOSCHED_FILTER_KEEPS_BEST_ONLY"] = "true"
+    setup = setup_for(kind, args.protocol)
     try:
         t0 = time.perf_counter()
-        ext, port = start_extender(kind, api_url, tmp, extra)
+        ext, port = start_extender(kind, api_url, tmp, extra, setup.env)
         try:
             wait_ready(ext, port)
             startup_s = time.perf_counter() - t0
@@ -524,7 +580,7 @@ def one_run(kind: str, args: argparse.Namespace, tmp: Path, seed: int) -> dict[s
                 args.sample,
                 str(out),
                 str(seed),
-                "noprioritize" if best_only else "prioritize",
+                "prioritize" if setup.prioritize else "noprioritize",
             ]
             subprocess.run(cmd, check=True)
             cpu = sum(cpu_s(p) for p in pids) - cpu0
@@ -534,7 +590,7 @@ def one_run(kind: str, args: argparse.Namespace, tmp: Path, seed: int) -> dict[s
     finally:
         api.send_signal(signal.SIGTERM)
         api.wait(30)
-    result.update(kind=kind, startup_s=startup_s, stop_s=result_stop, cpu_s=cpu)
+    result.update(kind=kind, startup_s=startup_s, stop_s=result_stop, cpu_s=cpu, prioritize=setup.prioritize)
     result["pods_per_s"] = result["bound"] / result["elapsed_s"]
     result["cpu_ms_per_pod"] = 1000 * cpu / result["bound"]
     return result
@@ -607,9 +663,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write every run's figures as JSON")
     parser.add_argument("--serve-api", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--filter-best-only",
-        action="store_true",
-        help="qosched with FILTER_KEEPS_BEST_ONLY and no prioritizeVerb (the null extender keeps all three verbs)",
+        "--protocol",
+        choices=("manifests", "full", "best-only"),
+        default="manifests",
+        help="qosched's verbs: as its manifests configure them (default; qosched@REV: REV's), filter +"
+        " prioritize + bind (full), or FILTER_KEEPS_BEST_ONLY without prioritizeVerb; the null extender"
+        " always filter + prioritize + bind",
     )
     parser.add_argument(
         "--baseline",
@@ -646,7 +705,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"pair {pair} {kind:16} {r['pods_per_s']:6.1f} pods/s  {r['cpu_ms_per_pod']:5.2f} ms CPU/pod"
                     f"  filter p50 {pct(r['filter'], 50):5.2f} ms  start {r['startup_s']:4.2f} s  stop {r['stop_s']:4.2f} s"
-                    f"  attempts {r['attempts']}  load {Path('/proc/loadavg').read_text().split()[0]}",
+                    f"  attempts {r['attempts']}  verbs {'f+p+b' if r['prioritize'] else 'f+b'}"
+                    f"  load {Path('/proc/loadavg').read_text().split()[0]}",
                     flush=True,
                 )
     report(runs, kinds, args)

@@ -912,14 +912,23 @@ def _contract_verbs() -> set[str]:
 
 def test_extender_verbs_are_the_contract_paths() -> None:
     ext = _extender()
-    verbs = {ext["filterVerb"], ext["prioritizeVerb"], ext["bindVerb"], ext["preemptVerb"]}
-    assert verbs == _contract_verbs() == {"filter", "prioritize", "bind", "preempt"}
-    assert (ext["filterVerb"], ext["prioritizeVerb"], ext["bindVerb"], ext["preemptVerb"]) == (
-        "filter",
-        "prioritize",
-        "bind",
-        "preempt",
-    )
+    assert _contract_verbs() == {"filter", "prioritize", "bind", "preempt"}
+    assert (ext["filterVerb"], ext["bindVerb"], ext["preemptVerb"]) == ("filter", "bind", "preempt")
+    # prioritize stays served (the contract); the manifests leave it out (next test).
+    assert ext.get("prioritizeVerb", "prioritize") == "prioritize"
+
+
+def test_the_protocol_the_scheduler_uses_matches_the_extender_setting() -> None:
+    """No ``prioritizeVerb`` exactly when the extender's filter keeps the best nodes only
+    (``QOSCHED_FILTER_KEEPS_BEST_ONLY``): without it kube-scheduler would pick among every feasible
+    node with no qosched preference at all; with both, qosched's scores would count twice for
+    nothing. The manifests run the best-only protocol (docs/extender.md, "Behind kube-scheduler")."""
+    ext = _extender()
+    env = {e["name"]: e["value"] for e in _container("extender")["env"]}
+    settings = extender_config.load_settings(environ=env)
+    assert settings.filter_keeps_best_only is True
+    assert "prioritizeVerb" not in ext
+    assert "weight" not in ext  # only meaningful with prioritizeVerb (kube-scheduler defaults it to 1)
 
 
 def _loopback_bind_port() -> int:
@@ -931,8 +940,8 @@ def _loopback_bind_port() -> int:
 def test_extender_endpoint_and_values_pass_kube_scheduler_validation() -> None:
     ext = _extender()
     assert ext["urlPrefix"] == f"http://127.0.0.1:{_loopback_bind_port()}"  # same pod, loopback only
-    assert isinstance(ext["weight"], int)
-    assert ext["weight"] > 0
+    # kube-scheduler refuses a prioritizeVerb without a positive weight.
+    assert "prioritizeVerb" not in ext or (isinstance(ext.get("weight"), int) and ext["weight"] > 0)
     assert ext["nodeCacheCapable"] is True
     assert ext["ignorable"] is False
     assert ext["enableHTTPS"] is False
