@@ -188,8 +188,11 @@ def test_the_command_prints_every_table(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(main, ["validate-latency", "--shared", str(SHARED)])
     assert result.exit_code == 0, result.output
-    assert result.output.count("MAPE") == 10  # 6 method x measure, realized, split, fcfs, ps
+    # 6 method x measure, realized, split, fcfs, ps; held-out summary and its 3 pairs
+    assert result.output.count("MAPE") == 14
     assert "swap frequency measured" in result.output
+    assert "*leave-one-pair-out*" in result.output
+    assert "*leave-one-level-out*" in result.output
     missing = CliRunner().invoke(main, ["validate-latency", "--shared", str(tmp_path)])
     assert missing.exit_code == 1
     assert "Ibis data not found" in missing.output
