@@ -590,10 +590,17 @@ def one_run(kind: str, args: argparse.Namespace, tmp: Path, seed: int) -> dict[s
     finally:
         api.send_signal(signal.SIGTERM)
         api.wait(30)
-    result.update(kind=kind, startup_s=startup_s, stop_s=result_stop, cpu_s=cpu, prioritize=setup.prioritize)
+    result.update(
+        kind=kind, startup_s=startup_s, stop_s=result_stop, cpu_s=cpu, prioritize_verb=setup.prioritize
+    )
     result["pods_per_s"] = result["bound"] / result["elapsed_s"]
     result["cpu_ms_per_pod"] = 1000 * cpu / result["bound"]
     return result
+
+
+def refusals(run: dict[str, Any]) -> str:
+    """The failed attempts of a run by cause (each cost its pod a backoff of 1 s or more)."""
+    return ", ".join(f"{n} {why}" for why, n in sorted(run["errors"].items())) or "none failed"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -705,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"pair {pair} {kind:16} {r['pods_per_s']:6.1f} pods/s  {r['cpu_ms_per_pod']:5.2f} ms CPU/pod"
                     f"  filter p50 {pct(r['filter'], 50):5.2f} ms  start {r['startup_s']:4.2f} s  stop {r['stop_s']:4.2f} s"
-                    f"  attempts {r['attempts']}  verbs {'f+p+b' if r['prioritize'] else 'f+b'}"
+                    f"  attempts {r['attempts']} ({refusals(r)})  verbs {'f+p+b' if r['prioritize_verb'] else 'f+b'}"
                     f"  load {Path('/proc/loadavg').read_text().split()[0]}",
                     flush=True,
                 )
