@@ -63,6 +63,8 @@ EDGETPU: Final = "edgetpu"
 #: The repository's copies of the Ibis co-location traces that shared/ lacks (gzip).
 REPO_TRACES: Final = Path(__file__).resolve().parents[2] / "data" / "ibis" / "queueing_validation"
 TRACE_GLOB: Final = "queuing_tpu_*.csv"
+#: The percentile of the held-out tail check.
+TAIL_PERCENTILE: Final = 95.0
 
 
 def ibis_dir(shared: str | Path | None = None) -> Path:
@@ -176,6 +178,16 @@ def held_out_report(ibis: Path) -> str:
         "**Held-out co-location points**: MAPE [%] of the mean latency (end − start).\n"
         "paper = models.md §A; predict = what `qosched predict` computes (docs/latency-models.md).",
         heldout.format_summary(reports),
+    ]
+    profiles = held_out_profiles(sorted({m for t in traces for m in t.models}))
+    tail = [
+        protocol(traces, method, profiles, percentile=TAIL_PERCENTILE)
+        for protocol in (heldout.leave_one_level_out, heldout.leave_one_pair_out)
+        for method in ("paper", "predict", "measured")
+    ]
+    out += [
+        f"p{TAIL_PERCENTILE:g} of the latency (tail.py's exponential wait tail), MAPE [%]:",
+        heldout.format_summary(tail),
     ]
     lopo = next(r for r in reports if r.protocol == "leave-one-pair-out" and r.method == "predict")
     for _, report in lopo.pairs:

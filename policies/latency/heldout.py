@@ -50,7 +50,8 @@ from typing import Final, Literal
 import numpy as np
 
 from qosched.policies.latency import calibration
-from qosched.policies.latency.sharing import DeviceServices, ModelParams, predict
+from qosched.policies.latency.sharing import DeviceServices, ModelParams, Prediction, predict
+from qosched.policies.latency.tail import percentile_latency_ms
 from qosched.policies.latency.validation import (
     Measure,
     TraceLevel,
@@ -71,6 +72,7 @@ __all__ = [
     "format_summary",
     "leave_one_level_out",
     "leave_one_pair_out",
+    "measured_latency_ms",
     "operating_points",
     "short_name",
     "swap_by_predecessor",
@@ -163,8 +165,16 @@ class Predictor:
     params: ModelParams
     physics: Mapping[str, _Physics] = field(default_factory=dict)
 
-    def predict(self, point: OperatingPoint) -> np.ndarray:
-        """Mean latency of each model of ``point`` [ms] (inf where ρ ≥ 1)."""
+    def predict(self, point: OperatingPoint, percentile: float | None = None) -> np.ndarray:
+        """Mean latency of each model of ``point`` [ms] (inf where ρ ≥ 1), or its ``percentile``
+        (50..99.9) by :func:`~qosched.policies.latency.tail.percentile_latency_ms`."""
+        prediction = self.prediction(point)
+        if percentile is None:
+            return prediction.latency_ms
+        return percentile_latency_ms(prediction, percentile)
+
+    def prediction(self, point: OperatingPoint) -> Prediction:
+        """The production ``edgetpu`` model's full :class:`Prediction` at ``point``."""
         missing = [m for m in point.models if m not in self.physics]
         if missing:
             raise ValueError(f"no profile for model(s) {', '.join(missing)}")
@@ -178,7 +188,7 @@ class Predictor:
             swap_ms=[p.swap_ms for p in phys],
             host_tail_ms=[p.host_tail_ms for p in phys],
         )
-        return predict("edgetpu", services, self.params).latency_ms
+        return predict("edgetpu", services, self.params)
 
 
 def _profile_physics(profiles: ProfileTable, *, moments: bool) -> dict[str, _Physics]:
@@ -279,14 +289,31 @@ class HeldOutReport:
         return {name: report.mape for name, report in self.pairs}
 
 
+def measured_latency_ms(level: TraceLevel, measure: Measure, percentile: float | None = None) -> np.ndarray:
+    """Measured mean latency per model [ms], or its ``percentile`` (linear interpolation)."""
+    if percentile is None:
+        return level.mean_latency_ms(measure)
+    start, end = (
+        (level.start_s, level.end_s) if measure == "response" else (level.submit_s, level.device_end_s)
+    )
+    latency_ms = (end - start) * 1000.0
+    return np.array(
+        [np.percentile(latency_ms[level.model_idx == i], percentile) for i in range(len(level.models))]
+    )
+
+
 def _rows(
-    trace: CoLocationTrace, levels: Sequence[TraceLevel], predictor: Predictor, measure: Measure
+    trace: CoLocationTrace,
+    levels: Sequence[TraceLevel],
+    predictor: Predictor,
+    measure: Measure,
+    percentile: float | None,
 ) -> list:
     rows = []
     by_label = {f"vary_rho={lv.level:g}": lv for lv in levels}
     for point in operating_points(CoLocationTrace(tuple(levels))):
-        predicted = predictor.predict(point)
-        measured = by_label[point.label].mean_latency_ms(measure)
+        predicted = predictor.predict(point, percentile)
+        measured = measured_latency_ms(by_label[point.label], measure, percentile)
         rows += [
             ValidationRow(point.label, m, float(point.rate_rps[i]), float(measured[i]), float(predicted[i]))
             for i, m in enumerate(trace.models)
@@ -300,12 +327,14 @@ def leave_one_pair_out(
     profiles: ProfileTable,
     *,
     measure: Measure = "response",
+    percentile: float | None = None,
 ) -> HeldOutReport:
-    """Predict every trace with a predictor trained on the *other* traces only."""
+    """Predict every trace with a predictor trained on the *other* traces only (the mean, or the
+    ``percentile`` — training always fits means)."""
     pairs = []
     for k, held_out in enumerate(traces):
         predictor = train(method, [t for j, t in enumerate(traces) if j != k], profiles, measure=measure)
-        rows = _rows(held_out, held_out.levels, predictor, measure)
+        rows = _rows(held_out, held_out.levels, predictor, measure, percentile)
         pairs.append((held_out.name, ValidationReport(f"{held_out.name}, {method}, held out", tuple(rows))))
     return HeldOutReport("leave-one-pair-out", method, tuple(pairs))
 
@@ -316,15 +345,16 @@ def leave_one_level_out(
     profiles: ProfileTable,
     *,
     measure: Measure = "response",
+    percentile: float | None = None,
 ) -> HeldOutReport:
     """Predict every level of every trace with a predictor trained on the other levels of the
-    same trace only."""
+    same trace only (the mean, or the ``percentile``)."""
     pairs = []
     for trace in traces:
         rows = []
         for lv in trace.levels:
             predictor = train(method, [trace.without_level(lv.level)], profiles, measure=measure)
-            rows += _rows(trace, [lv], predictor, measure)
+            rows += _rows(trace, [lv], predictor, measure, percentile)
         pairs.append((trace.name, ValidationReport(f"{trace.name}, {method}, level held out", tuple(rows))))
     return HeldOutReport("leave-one-level-out", method, tuple(pairs))
 

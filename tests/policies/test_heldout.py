@@ -82,7 +82,7 @@ def test_training_sets_exclude_the_held_out(
     seen_levels: list[list[float]] = []
     real_train = h.train
 
-    def spy(method, training, table, **kw):  # type: ignore[no-untyped-def]
+    def spy(method, training, table, **kw):
         seen.append([t.name for t in training])
         seen_levels.append([lv.level for t in training for lv in t.levels])
         return real_train(method, training, table, **kw)
@@ -125,6 +125,17 @@ def test_held_out_summary(reports: dict[tuple[str, str], h.HeldOutReport]) -> No
     # methods that train nothing give the same figures under both protocols
     for m in ("paper", "bernoulli", "predict"):
         assert lopo[m] == pytest.approx(lolo[m], rel=1e-12)
+
+
+def test_p95_held_out(traces: tuple[h.CoLocationTrace, ...], profiles: h.ProfileTable) -> None:
+    """tail.py's percentile on held-out pairs: 8.71 % at p95 (leave-one-pair-out, predict)."""
+    report = h.leave_one_pair_out(traces, "predict", profiles, percentile=95.0)
+    assert 0.05 < report.mape <= 0.10
+    means = h.leave_one_pair_out(traces, "predict", profiles)
+    assert all(t.predicted_ms > m.predicted_ms for t, m in zip(report.rows, means.rows, strict=True))
+    lv = traces[2].levels[0]
+    latency_ms = (lv.end_s - lv.start_s)[lv.model_idx == 1] * 1000.0
+    assert h.measured_latency_ms(lv, "response", 95.0)[1] == pytest.approx(np.percentile(latency_ms, 95.0))
 
 
 def test_predict_column_is_qosched_predict(
