@@ -71,6 +71,12 @@ UNKNOWN_NOTE = (
 )
 
 
+#: ``filter`` picks the node it explains per reason code among at most this many of the nodes
+#: failing with that code (their names looked up again under the lock: the state may have been
+#: replaced since the evaluation), so the pick stays O(1) per code at any cluster size.
+_CLOSEST_AMONG = 512
+
+
 @dataclass(frozen=True, slots=True)
 class FilterOutcome:
     kept: list[str]
@@ -395,19 +401,53 @@ class Runtime:
         unresolvable: dict[str, str] = {}
         counts: dict[str, int] = {}
         if len(kept) < len(names):
-            policy = evaluation.policy or self.policy.name
             bad, per_code = np.unique(codes[~ok], return_counts=True)
-            for code_value, n in zip(bad.tolist(), per_code.tolist(), strict=True):
+            masks = [codes == code_value for code_value in bad.tolist()]
+            messages = self._code_messages(demand, names, masks, bad.tolist(), evaluation.policy)
+            for mask, code_value, n in zip(masks, bad.tolist(), per_code.tolist(), strict=True):
                 code = Reason(code_value)
                 counts[code.name.lower()] = n
                 target = failed if code.resolvable_by_preemption else unresolvable
-                chosen = compress(names, (codes == code_value).tolist())
-                target.update(dict.fromkeys(chosen, f"qosched ({policy}): {code.message}"))
+                target.update(dict.fromkeys(compress(names, mask.tolist()), messages[code_value]))
+            if not kept:
+                log.info(
+                    "filter pod=%s/%s: no node fits: %s",
+                    demand.namespace,
+                    demand.name,
+                    "; ".join(f"{counts[Reason(c).name.lower()]}x {messages[c]}" for c in bad.tolist()),
+                )
         if self.keep_best_only and len(kept) > 1:
             kept = self._best_only(pod, kept, failed, _subset(evaluation, _eval_positions(rows, ok)))
         self.observer.rejections(counts)
         self.observer.decision("filter", "feasible" if kept else "no_fit")
         return FilterOutcome(kept=kept, failed=failed, unresolvable=unresolvable)
+
+    def _code_messages(
+        self, demand: PodDemand, names: Sequence[str], masks: list[np.ndarray], codes: list[int], policy: str
+    ) -> dict[int, str]:
+        """The one ``FailedNodes`` text of each reason code in this answer, with numbers.
+
+        Per code, one node is explained (:func:`qosched.policies.placement.explain.closest`: the
+        smallest shortfall where the state has it, else the first): O(codes) slow explanations
+        under one hold of the cache lock, never one per failed node. Every node failing with a
+        code gets that code's string, so kube-scheduler's event (one count per distinct message)
+        stays one line per code (docs/extender.md, "Rejection reasons").
+        """
+        from qosched.policies.placement.explain import closest, explain, filter_message
+
+        name = policy or self.policy.name
+        out: dict[int, str] = {}
+        with self.cache.reading() as state:
+            index = self._index_locked(state)
+            for mask, code_value in zip(masks, codes, strict=True):
+                code = Reason(code_value)
+                at = np.flatnonzero(mask)
+                rows = rows_of(state, [names[i] for i in at[:_CLOSEST_AMONG]], index)
+                pick, by_margin = closest(state, demand, code, rows)
+                node = names[int(at[pick])]
+                why = explain(self.policy, state, demand, int(rows[pick]), code, name=node)
+                out[code_value] = filter_message(name, why, is_closest=by_margin)
+        return out
 
     def _best_only(
         self, pod: Mapping[str, Any], kept: list[str], failed: dict[str, str], evaluation: Evaluation
@@ -678,7 +718,10 @@ class Runtime:
             pos = 0
         code = Reason(int(evaluation.reason[pos]))
         if code != Reason.OK:
-            return f"qosched: {demand.namespace}/{demand.name} no longer fits on {node}: {code.message}"
+            from qosched.policies.placement.explain import explain
+
+            why = explain(self.policy, state, demand, row, code).text
+            return f"qosched: {demand.namespace}/{demand.name} no longer fits on {node}: {why}"
         devices = tuple(int(d) for d in evaluation.devices[pos] if d >= 0)
         v = int(evaluation.variant[pos])
         variant = demand.variants[v] if 0 <= v < len(demand.variants) else demand.model

@@ -9,7 +9,8 @@ the node-cache run, taken *after* the preemption request: three ``nvidia-t4`` no
 Expected answers, derived by hand from that snapshot:
 
 * ``low`` (900m CPU): every GPU node has 2 x 900m = 1800m of 2000m used, 200m < 900m free, so it
-  fails with "not enough free CPU" in ``FailedNodes`` (preemption could free it); ``tpu-0`` has no
+  fails with "not enough free CPU" in ``FailedNodes`` (preemption could free it; one text for the
+  three, naming the first as the closest: "needs 900m CPU, has 200m free"); ``tpu-0`` has no
   ``edgetpu`` profile for resnet50: ``FailedAndUnresolvableNodes``. Prioritize: all 0.
 * ``plain`` (no annotation): untouched, every node passes, score 0.
 * ``high`` preemption (1500m CPU): one victim frees 900m (1100m < 1500m), both free 2000m, so each
@@ -44,8 +45,11 @@ from tests.extender.extender_support import (
 )
 
 FILES = sorted(FIXTURES.glob("*.json"))
-CPU_REASON = "qosched (qosched): not enough free CPU"
-PROFILE_REASON = "qosched (qosched): no profile for this model on the node's accelerator"
+CPU_REASON = "qosched (qosched): not enough free CPU (closest: gpu-0: needs 900m CPU, has 200m free)"
+PROFILE_REASON = (
+    "qosched (qosched): no profile for this model on the node's accelerator"
+    " (e.g. tpu-0: no profile of resnet50 for edgetpu)"
+)
 
 
 def load(name: str) -> dict[str, Any]:

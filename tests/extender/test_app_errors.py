@@ -187,7 +187,7 @@ def test_unknown_nodes_are_unresolvable_and_score_0(app: Flask) -> None:
     answer = raw(app, "filter", body).get_json()
     assert answer["NodeNames"] == ["gpu-0"]
     assert answer["FailedAndUnresolvableNodes"] == {
-        "ghost": "qosched (qosched): node is not in the extender's cache"
+        "ghost": "qosched (qosched): node is not in the extender's cache (e.g. ghost)"
     }
     scores = raw(app, "prioritize", body).get_json()
     assert [h["Host"] for h in scores] == ["gpu-0", "ghost"]

@@ -158,11 +158,50 @@ def test_filter_results_are_exact_per_node(tmp_path: Path) -> None:
     rt, _ = runtime(tmp_path, objects)
     outcome = rt.filter(P, ["gpu", "cpu", "tiny", "ghost"])
     assert outcome.kept == ["gpu"]
-    assert outcome.failed == {"tiny": "qosched (qosched): not enough free CPU"}
-    assert outcome.unresolvable == {
-        "cpu": "qosched (qosched): node has no qosched.io/accelerator label",
-        "ghost": "qosched (qosched): node is not in the extender's cache",
+    assert outcome.failed == {
+        "tiny": "qosched (qosched): not enough free CPU (closest: tiny: needs 100m CPU, has 50m free)"
     }
+    assert outcome.unresolvable == {
+        "cpu": "qosched (qosched): node has no qosched.io/accelerator label"
+        " (e.g. cpu: the pod's model resnet50 needs an accelerator)",
+        "ghost": "qosched (qosched): node is not in the extender's cache (e.g. ghost)",
+    }
+
+
+def test_one_message_per_reason_code_names_the_closest_node(tmp_path: Path) -> None:
+    """Every node failing with a code gets the same string (kube-scheduler counts nodes per
+    distinct message), carrying the numbers of the node closest to fitting."""
+    free_cpu = {"a": "50m", "b": "80m", "c": "30m", "d": "70m"}
+    objects = [node(n, cpu=c) for n, c in free_cpu.items()]
+    objects += [node(f"busy{i}", gpus=1) for i in range(3)]
+    # busy*: four services of resnet50 at 60 rps on device 0 (S = 3.0 ms on a T4: ρ = 0.72);
+    # the pod's 80 rps would add 0.24.
+    for i in range(3):
+        objects += [
+            pod(
+                f"busy{i}-{k}",
+                node_name=f"busy{i}",
+                rate_rps=60,
+                slo_ms=1000,
+                gpu_milli=100,
+                annotations={"qosched.io/device": "0"},
+            )
+            for k in range(4)
+        ]
+    rt, _ = runtime(tmp_path, objects)
+    hungry = pod("hungry", rate_rps=80, slo_ms=1000)
+    outcome = rt.filter(hungry, [*free_cpu, "busy0", "busy1", "busy2"])
+    assert outcome.kept == []
+    cpu = {v for k, v in outcome.failed.items() if k in free_cpu}
+    assert cpu == {"qosched (qosched): not enough free CPU (closest: b: needs 100m CPU, has 80m free)"}
+    busy = {v for k, v in outcome.failed.items() if k.startswith("busy")}
+    assert len(busy) == 1
+    (text,) = busy
+    # ρ = (4 × 60 + 80) rps × 3.003 ms = 0.96.
+    assert text == (
+        "qosched (qosched): device utilisation would exceed its threshold"
+        " (e.g. busy0: device 0: utilisation 0.96 > limit 0.80)"
+    )
 
 
 # ----------------------------------------------------------------------------- preempt trimming
@@ -266,9 +305,11 @@ def test_compact_index_has_the_same_content_in_new_strings(tmp_path: Path) -> No
 def test_the_runtime_sees_a_node_added_after_its_index_was_built(tmp_path: Path) -> None:
     rt, _ = runtime(tmp_path)
     assert rt.filter(P, ["n9"]).unresolvable == {
-        "n9": "qosched (qosched): node is not in the extender's cache"
+        "n9": "qosched (qosched): node is not in the extender's cache (e.g. n9)"
     }
     rt.cache.apply_node(node("n9"))
     assert rt.filter(P, ["n9"]).kept == ["n9"]
     rt.cache.delete_node("n9")  # the row stays, unusable
-    assert rt.filter(P, ["n9"]).unresolvable == {"n9": "qosched (qosched): node is not ready or is cordoned"}
+    assert rt.filter(P, ["n9"]).unresolvable == {
+        "n9": "qosched (qosched): node is not ready or is cordoned (e.g. n9)"
+    }
