@@ -176,10 +176,16 @@ class ExtenderSettings:
 
     @property
     def bind_in_flight_limit(self) -> int:
-        """Binds at once: ``bind_max_in_flight`` or ``max(1, threads // 2)``."""
+        """Binds at once: ``bind_max_in_flight`` or ``max(1, threads - 2)``.
+
+        Two threads stay for the verbs kube-scheduler sends one at a time (its scheduling cycle
+        is sequential) and for probes and scrapes; the rest may bind. It was ``threads // 2``:
+        behind kube-scheduler's asynchronous binds 4 of 8 was reached in bursts whenever the
+        worker was CPU-bound, and every refused bind costs its pod a backoff of 1 s or more
+        (docs/reliability.md, "Binds never hold the scheduling verbs")."""
         if self.bind_max_in_flight is not None:
             return self.bind_max_in_flight
-        return max(1, self.threads // 2)
+        return max(1, self.threads - 2)
 
     @property
     def live(self) -> bool:

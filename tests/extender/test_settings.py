@@ -29,7 +29,7 @@ def test_defaults_are_the_fields_and_derive_the_bind_deadline() -> None:
     # kube-scheduler's DefaultExtenderTimeout (5 s) less the 1 s margin.
     assert s.scheduler_http_timeout_s == 5.0
     assert s.bind_api_timeout_s == 4.0
-    assert s.bind_in_flight_limit == 4  # half of the 8 gunicorn threads
+    assert s.bind_in_flight_limit == 6  # the 8 gunicorn threads less 2 for the verbs and probes
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.policy = "binpack"  # type: ignore[misc]
 
@@ -44,7 +44,8 @@ def test_defaults_are_the_fields_and_derive_the_bind_deadline() -> None:
             "bind_api_timeout_s",
             7.5,
         ),
-        ({"QOSCHED_THREADS": "16"}, "bind_in_flight_limit", 8),
+        ({"QOSCHED_THREADS": "16"}, "bind_in_flight_limit", 14),
+        ({"QOSCHED_THREADS": "3"}, "bind_in_flight_limit", 1),
         ({"QOSCHED_THREADS": "1"}, "bind_in_flight_limit", 1),
         ({"QOSCHED_BIND_MAX_IN_FLIGHT": "2"}, "bind_in_flight_limit", 2),
         ({"QOSCHED_IN_CLUSTER": "true"}, "in_cluster", True),
@@ -60,6 +61,7 @@ def test_defaults_are_the_fields_and_derive_the_bind_deadline() -> None:
         "bind-derived",
         "margin",
         "limit-threads",
+        "limit-three-threads",
         "limit-floor",
         "limit-explicit",
         "bool",
