@@ -199,18 +199,27 @@ class ExtenderMetrics:
         )
         self._warned: set[tuple[str, str]] = set()
         self._warned_lock = threading.Lock()
-        # Create every series up front so it is scraped as 0 before its first event.
-        for verb in VERBS:
-            for code in (*CODES, OTHER):
-                self.requests.labels(verb=verb, code=code)
-            self.request_duration.labels(verb=verb)
-            self.policy_duration.labels(verb=verb)
-            for outcome in (*DECISION_OUTCOMES[verb], OTHER):
-                self.decisions.labels(verb=verb, outcome=outcome)
-        for reason in (*REJECTION_REASONS, OTHER):
-            self.node_rejections.labels(reason=reason)
-        for reason in (*BIND_FAILURE_REASONS, OTHER):
-            self.bind_failures.labels(reason=reason)
+        # Create every series up front so it is scraped as 0 before its first event, and keep
+        # each labelled child: the label sets are closed, so recording is one dict lookup instead
+        # of ``labels()`` (which sorts and locks: ~2 µs, ~8 calls per scheduled pod).
+        self._requests = {
+            (verb, code): self.requests.labels(verb=verb, code=code)
+            for verb in VERBS
+            for code in (*CODES, OTHER)
+        }
+        self._request_duration = {verb: self.request_duration.labels(verb=verb) for verb in VERBS}
+        self._policy_duration = {verb: self.policy_duration.labels(verb=verb) for verb in VERBS}
+        self._decisions = {
+            (verb, outcome): self.decisions.labels(verb=verb, outcome=outcome)
+            for verb in VERBS
+            for outcome in (*DECISION_OUTCOMES[verb], OTHER)
+        }
+        self._node_rejections = {
+            reason: self.node_rejections.labels(reason=reason) for reason in (*REJECTION_REASONS, OTHER)
+        }
+        self._bind_failures = {
+            reason: self.bind_failures.labels(reason=reason) for reason in (*BIND_FAILURE_REASONS, OTHER)
+        }
 
     def follow_binds(self, in_flight: Callable[[], float], outcome_unknown: Callable[[], float]) -> None:
         """Scrape the two bind gauges from these callables (the runtime's counts)."""
@@ -253,14 +262,14 @@ class ExtenderMetrics:
         """
         verb = self._verb(verb)
         label = str(code) if str(code) in CODES else OTHER
-        self.requests.labels(verb=verb, code=label).inc()
-        self.request_duration.labels(verb=verb).observe(seconds)
+        self._requests[verb, label].inc()
+        self._request_duration[verb].observe(seconds)
 
     def decision(self, verb: str, outcome: str) -> None:
         """Count one decision; ``outcome`` from :data:`DECISION_OUTCOMES` of ``verb``."""
         verb = self._verb(verb)
         outcome = self._closed(f"{verb} outcome", outcome, DECISION_OUTCOMES[verb])
-        self.decisions.labels(verb=verb, outcome=outcome).inc()
+        self._decisions[verb, outcome].inc()
 
     def rejections(self, reasons: Mapping[str, int]) -> None:
         """Count filtered-out nodes: ``reasons`` maps a reason of :data:`REJECTION_REASONS` to a count.
@@ -275,16 +284,16 @@ class ExtenderMetrics:
                 raise ValueError(f"rejections[{reason!r}] = {count} is negative")
             if count:
                 label = self._closed("rejection reason", reason, REJECTION_REASONS)
-                self.node_rejections.labels(reason=label).inc(count)
+                self._node_rejections[label].inc(count)
 
     def bind_failure(self, reason: str) -> None:
         """Count one failed bind; ``reason`` from :data:`BIND_FAILURE_REASONS`."""
         label = self._closed("bind failure reason", reason, BIND_FAILURE_REASONS)
-        self.bind_failures.labels(reason=label).inc()
+        self._bind_failures[label].inc()
 
     def policy_seconds(self, verb: str, seconds: float) -> None:
         """Record the time one call spent inside the placement policy [s]."""
-        self.policy_duration.labels(verb=self._verb(verb)).observe(seconds)
+        self._policy_duration[self._verb(verb)].observe(seconds)
 
 
 class CacheCollector(Collector):
