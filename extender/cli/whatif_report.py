@@ -87,17 +87,29 @@ def _num(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def pending_reasons(result: Any, has_profile: Callable[[str, str], bool] | None = None) -> list[str]:
+#: At most this many distinct pod shapes are explained per policy (:func:`pending_reasons`).
+EXPLAINED_SHAPES = 256
+
+
+def pending_reasons(
+    result: Any, has_profile: Callable[[str, str], bool] | None = None, policy: Any = None
+) -> list[str]:
     """Why each pod that never ran is still pending at the horizon ("" for the others).
 
     ``no profile for model M on any accelerator of the cluster (a, b)`` when ``has_profile``
     (``(accelerator, model) -> bool``) finds none of the pod's variants on the cluster's
     accelerators — no policy can place it, whatever the load; else ``no node fits (N failed
-    attempts)``; a pod that ran and was evicted: ``preempted, waiting to run again``.
+    attempts)``, followed, with ``policy`` (the replay's placement policy), by why at the
+    horizon: ``at the horizon: 12 node(s): not enough free CPU (closest: n3: needs 4000m CPU,
+    has 2500m free); ...`` (:func:`qosched.policies.placement.explain.why_no_node` on the final
+    state, one vectorised evaluation and one explanation per reason code; pods of the same
+    shape share it, at most :data:`EXPLAINED_SHAPES` shapes); a pod that ran and was evicted:
+    ``preempted, waiting to run again``.
     """
     lg = result.ledger
     accelerators = sorted({v.accelerator for v in result.state.node_views if v.accelerator})
     reasons = [""] * len(lg.pods)
+    at_horizon = _HorizonReasons(policy, result.state) if policy is not None else None
     for i, pod in enumerate(lg.pods):
         if STATUS_NAMES[int(lg.status[i])] != "pending":
             continue
@@ -114,7 +126,33 @@ def pending_reasons(result: Any, has_profile: Callable[[str, str], bool] | None 
             )
         else:
             reasons[i] = f"no node fits ({int(lg.failures[i])} failed attempts)"
+            why = at_horizon.of(pod) if at_horizon is not None else ""
+            if why:
+                reasons[i] += f"; at the horizon: {why}"
     return reasons
+
+
+class _HorizonReasons:
+    """Why a pod shape fits nowhere on the final state, memoised per shape (the pod's identity
+    and creation time left out: they do not change where it fits)."""
+
+    def __init__(self, policy: Any, state: Any) -> None:
+        self.policy = policy
+        self.state = state
+        self.memo: dict[Any, str] = {}
+
+    def of(self, pod: Any) -> str:
+        from dataclasses import replace
+
+        from qosched.policies.placement.explain import summary_text, why_no_node
+
+        shape = replace(pod, uid="", name="", namespace="", creation_s=0.0)
+        found = self.memo.get(shape)
+        if found is None:
+            if len(self.memo) >= EXPLAINED_SHAPES:
+                return ""
+            found = self.memo[shape] = summary_text(*why_no_node(self.policy, self.state, pod))
+        return found
 
 
 def write_policy_csv(path: Path, result: Any, outcomes: Any, reasons: Sequence[str] | None = None) -> None:

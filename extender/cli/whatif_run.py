@@ -388,6 +388,27 @@ def _replay_one(name: str, workload: Any, opts: Mapping[str, Any], progress: Run
     )
 
 
+def _policy_of(name: str, workload: Any, opts: Mapping[str, Any]) -> Any:
+    """A policy built as the replay's (name, seed, options), for the pending pods' reasons.
+
+    Where a pod fits (the reason codes and their numbers) follows from the policy's hard
+    constraints and options on the final state, not from what it learned during the run (FGD's
+    mix, qosched's fairness snapshot only weigh the scores), so a fresh one explains it alike.
+    """
+    from qosched.policies.simulator.replay import build_scheduler
+
+    own = opts.get("policy_options", {}).get(name)  # the policy's own options, when the run has any
+    return build_scheduler(
+        name,
+        seed=opts["seed"],
+        workload=workload,
+        classes=opts["classes"],
+        mix=opts["mix"],
+        candidates=opts["candidates"],
+        **({"options": own} if own else {}),
+    ).policy
+
+
 def _replay_all(
     policies: Sequence[str],
     workload: Any,
@@ -413,7 +434,10 @@ def _replay_all(
                 pods_out = pod_outcomes(result, classes)
                 summary = summarize(result, runtime_s=runtime_s, classes=classes, outcomes=pods_out)
                 write_policy_csv(
-                    out_dir / f"{name}.csv", result, pods_out, pending_reasons(result, has_profile)
+                    out_dir / f"{name}.csv",
+                    result,
+                    pods_out,
+                    pending_reasons(result, has_profile, _policy_of(name, workload, opts)),
                 )
                 out.summaries[name], out.results[name], out.outcomes[name] = summary, result, pods_out
     except KeyboardInterrupt:

@@ -38,7 +38,15 @@ from qosched.policies.placement.interference import InterferenceModel, PairDetai
 from qosched.policies.state import ClusterState
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
 
-__all__ = ["Explanation", "closest", "explain", "filter_message"]
+__all__ = [
+    "CodeSummary",
+    "Explanation",
+    "closest",
+    "explain",
+    "filter_message",
+    "summary_text",
+    "why_no_node",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +116,58 @@ def filter_message(policy_name: str, explanation: Explanation, *, is_closest: bo
     Every node failing with that code gets this same string, so kube-scheduler's event, which
     counts nodes per distinct message, stays one line per code.
     """
-    head = f"qosched ({policy_name}): {explanation.code.message}"
+    return f"qosched ({policy_name}): {_with_example(explanation.code.message, explanation, is_closest)}"
+
+
+def _with_example(message: str, explanation: Explanation, is_closest: bool) -> str:
     if not explanation.detail:
-        return f"{head} (e.g. {explanation.node})"
+        return f"{message} (e.g. {explanation.node})"
     lead = "closest:" if is_closest else "e.g."
-    return f"{head} ({lead} {explanation.node}: {explanation.detail})"
+    return f"{message} ({lead} {explanation.node}: {explanation.detail})"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSummary:
+    """The nodes one reason code rejects, and the one explained (closest by margin, or the first)."""
+
+    code: Reason
+    nodes: int
+    explanation: Explanation
+    by_margin: bool
+
+    @property
+    def text(self) -> str:
+        """``"<n> node(s): <message> (closest: <node>: <detail>)"``, as :func:`filter_message`."""
+        return f"{self.nodes} node(s): {_with_example(self.code.message, self.explanation, self.by_margin)}"
+
+
+def why_no_node(
+    policy: PlacementPolicy, state: ClusterState, pod: PodDemand, candidates: np.ndarray | None = None
+) -> tuple[int, list[CodeSummary]]:
+    """Judge ``pod`` on ``candidates`` (default: every node) and explain each reason code once.
+
+    Returns (nodes where it fits, one :class:`CodeSummary` per code, most nodes first). One
+    vectorised evaluation, then one :func:`explain` per code.
+    """
+    rows = np.arange(state.n_nodes, dtype=np.int64) if candidates is None else candidates
+    evaluation = policy.evaluate(state, pod, rows)
+    codes = evaluation.reason.astype(np.int64)
+    bad, counts = np.unique(codes[codes != int(Reason.OK)], return_counts=True)
+    out: list[CodeSummary] = []
+    for code_value, n in sorted(zip(bad.tolist(), counts.tolist(), strict=True), key=lambda cn: -cn[1]):
+        code = Reason(code_value)
+        nodes = evaluation.node_idx[codes == code_value]
+        pick, by_margin = closest(state, pod, code, nodes)
+        out.append(CodeSummary(code, n, explain(policy, state, pod, int(nodes[pick]), code), by_margin))
+    return int((codes == int(Reason.OK)).sum()), out
+
+
+def summary_text(fits: int, summaries: list[CodeSummary]) -> str:
+    """:func:`why_no_node`'s answer in one line: ``"3 node(s): <why>; 1 node(s): <why>"``."""
+    parts = [s.text for s in summaries]
+    if fits:
+        parts.insert(0, f"fits on {fits} node(s)")
+    return "; ".join(parts) if parts else "no node"
 
 
 def closest(state: ClusterState, pod: PodDemand, code: Reason, rows: np.ndarray) -> tuple[int, bool]:
