@@ -18,7 +18,17 @@ array lookups (see :mod:`qosched.policies.placement.fgd.score`):
   ``num_gpu_t ≤ k`` (k fully free GPUs).
 
 Both are double prefix sums of a popularity grid (rows: CPU rank, columns: milli-GPU or GPU
-count). The learner changes the mix with nearly every pod it observes (one more pod of a kept
+count).
+
+GPU types. A shape may be constrained to GPU models (``gpu_spec``, e.g. ``("V100M16",
+"V100M32")``); as in the simulator, whose typical pods are keyed by ``PodResource.GpuType`` too,
+such a shape is a shape of its own, and on a node whose model it does not accept it can use
+none of the free GPU (``NoAccess`` in ``GetNodePodFrag``: all of it counts as fragment, as for a
+shape that does not fit). So the tables come in blocks, one per *table* (:attr:`WorkloadMix.models`):
+table 0 holds the untyped shapes only (nodes of a model no shape names, or without a model);
+table j + 1 the untyped shapes and the typed ones accepting ``models[j]``. A node reads the rows
+of its model's block (:meth:`WorkloadMix.table_row`). Without typed shapes there is one block,
+the tables as before. The learner changes the mix with nearly every pod it observes (one more pod of a kept
 shape renormalises every popularity), so it keeps its ranking up to date in O(#shapes) per pod
 and rebuilds only the tables, on the occupied GPU columns (:class:`_Layout`); the result is
 bit-for-bit the dense computation.
@@ -39,11 +49,13 @@ __all__ = ["PodShape", "WorkloadLearner", "WorkloadMix", "shape_of"]
 
 @dataclass(frozen=True, slots=True, order=True)
 class PodShape:
-    """A pod's resource shape: CPU [milli-CPU], milli-GPU per GPU (0..1000), number of GPUs."""
+    """A pod's resource shape: CPU [milli-CPU], milli-GPU per GPU (0..1000), number of GPUs, and
+    the GPU models it accepts (``gpu_spec``, sorted; empty: any)."""
 
     cpu_milli: int
     gpu_milli: int
     num_gpu: int
+    gpu_spec: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.cpu_milli < 0:
@@ -59,19 +71,27 @@ class PodShape:
 
 
 def shape_of(pod: PodDemand) -> PodShape:
-    """The shape of a pod: (cpu_milli, milli per GPU, GPU count)."""
+    """The shape of a pod: (cpu_milli, milli per GPU, GPU count, accepted GPU models)."""
+    return PodShape(*_key_of(pod))
+
+
+def _key_of(pod: PodDemand) -> tuple[int, int, int, tuple[str, ...]]:
+    """(cpu_milli, milli per GPU, GPU count, sorted gpu_spec); a pod without GPU has no type
+    (the simulator's fit and fragmentation tests ignore the type of a CPU-only pod)."""
     if pod.gpu_milli <= 0:
-        return PodShape(pod.cpu_milli, 0, 0)
-    return PodShape(pod.cpu_milli, pod.milli_per_device, pod.gpu_count)
+        return (pod.cpu_milli, 0, 0, ())
+    return (pod.cpu_milli, pod.milli_per_device, pod.gpu_count, tuple(sorted(pod.gpu_spec)))
 
 
 class _Layout:
     """Where each shape of a mix lands in the lookup tables (it depends on the shapes, not on p).
 
-    The g table is built on the *occupied* milli-GPU columns only, then spread over 0..1000 by
-    a gather. That is exact, bit for bit, against the dense double prefix sum
-    ``A.cumsum(axis=0).cumsum(axis=1)`` of the popularity grid ``A``: ``cumsum`` adds in order,
-    and every term it skips is ``+0.0``, which leaves a non-negative float unchanged.
+    Each shape is entered once per table it counts in (module docstring: an untyped shape in
+    every table, a typed one in the tables of the models it accepts); a table is a block of
+    ``rows`` rows. The g table is built on the *occupied* milli-GPU columns only, then spread
+    over 0..1000 by a gather. That is exact, bit for bit, against the dense double prefix sum
+    ``A.cumsum(axis=0).cumsum(axis=1)`` of each block's popularity grid ``A``: ``cumsum`` adds
+    in order, and every term it skips is ``+0.0``, which leaves a non-negative float unchanged.
     """
 
     __slots__ = (
@@ -79,56 +99,86 @@ class _Layout:
         "g_cols",
         "g_expand",
         "g_rows",
+        "g_shape",
         "h_cols",
         "h_rows",
+        "h_shape",
         "k_max",
-        "multi",
+        "models",
         "rows",
-        "single",
         "width",
     )
 
-    def __init__(self, cpu: np.ndarray, milli: np.ndarray, num: np.ndarray) -> None:
+    def __init__(
+        self, cpu: np.ndarray, milli: np.ndarray, num: np.ndarray, specs: Sequence[tuple[str, ...]]
+    ) -> None:
         self.breaks = np.unique(cpu)
         rank = np.searchsorted(self.breaks, cpu)  # row r holds shapes with rank < r
         self.rows = int(self.breaks.shape[0]) + 1
-        single = num == 1
-        self.single = np.flatnonzero(single)
-        columns = np.unique(milli[single])
+        self.models = tuple(sorted({model for spec in specs for model in spec}))
+        shape, table = _entries(specs, self.models)
+        single = num[shape] == 1
+        self.g_shape = shape[single]
+        columns = np.unique(milli[self.g_shape])
         # Compact column 0 stays zero: it stands for the milli values below the first occupied one.
         self.width = int(columns.shape[0]) + 1
-        self.g_rows = rank[single] + 1
-        self.g_cols = np.searchsorted(columns, milli[single]) + 1
+        self.g_rows = table[single] * self.rows + rank[self.g_shape] + 1
+        self.g_cols = np.searchsorted(columns, milli[self.g_shape]) + 1
         self.g_expand = np.searchsorted(columns, np.arange(GPU_MILLI_PER_DEVICE + 1), side="right")
         self.k_max = int(max(1, num.max(initial=1)))
-        multi = num > 1
-        self.multi = np.flatnonzero(multi)
-        self.h_rows = rank[multi] + 1
-        self.h_cols = num[multi]
+        multi = num[shape] > 1
+        self.h_shape = shape[multi]
+        self.h_rows = table[multi] * self.rows + rank[self.h_shape] + 1
+        self.h_cols = num[self.h_shape]
 
     def tables(self, p: np.ndarray, *, distinct: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(g_table, h_table)`` of the popularities ``p`` (module docstring).
 
-        ``distinct``: no two shapes share a cell (true of a learner's shapes), so the grid is
-        filled by assignment; otherwise repeated shapes are summed in order (``np.add.at``).
+        ``distinct``: no two shapes share a cell (true of a learner's untyped shapes), so the
+        grid is filled by assignment; otherwise repeated cells are summed in order
+        (``np.add.at``). Typed shapes may share a cell of a model's table (same CPU and milli,
+        different specs accepting that model), so they are always summed.
         """
-        compact = np.zeros((self.rows, self.width))
-        h = np.zeros((self.rows, self.k_max + 1))
-        if distinct:
-            compact[self.g_rows, self.g_cols] = p[self.single]
-            h[self.h_rows, self.h_cols] = p[self.multi]
+        blocks = len(self.models) + 1
+        compact = np.zeros((blocks * self.rows, self.width))
+        h = np.zeros((blocks * self.rows, self.k_max + 1))
+        if distinct and not self.models:
+            compact[self.g_rows, self.g_cols] = p[self.g_shape]
+            h[self.h_rows, self.h_cols] = p[self.h_shape]
         else:
-            np.add.at(compact, (self.g_rows, self.g_cols), p[self.single])
-            np.add.at(h, (self.h_rows, self.h_cols), p[self.multi])
-        g = compact.cumsum(axis=0).cumsum(axis=1).take(self.g_expand, axis=1)
-        return g, h.cumsum(axis=0).cumsum(axis=1)
+            np.add.at(compact, (self.g_rows, self.g_cols), p[self.g_shape])
+            np.add.at(h, (self.h_rows, self.h_cols), p[self.h_shape])
+        g = _block_prefix(compact, blocks).take(self.g_expand, axis=1)
+        return g, _block_prefix(h, blocks)
+
+
+def _block_prefix(grid: np.ndarray, blocks: int) -> np.ndarray:
+    """Double prefix sum (rows, then columns) within each of ``blocks`` equal row blocks."""
+    shaped = grid.reshape(blocks, grid.shape[0] // blocks, grid.shape[1])
+    return shaped.cumsum(axis=1).cumsum(axis=2).reshape(grid.shape)
+
+
+def _entries(specs: Sequence[tuple[str, ...]], models: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(shape index, table index) of every table entry: an untyped shape in every table
+    0..len(models), a typed one in table j + 1 for each model j it accepts."""
+    index = {model: j + 1 for j, model in enumerate(models)}
+    everywhere = range(len(models) + 1)
+    pairs = [
+        (i, t)
+        for i, spec in enumerate(specs)
+        for t in (sorted(index[m] for m in spec) if spec else everywhere)
+    ]
+    if not pairs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    arr = np.array(pairs, dtype=np.int64)
+    return arr[:, 0], arr[:, 1]
 
 
 def _layout_of(shapes: Sequence[PodShape]) -> _Layout:
     cpu = np.array([s.cpu_milli for s in shapes], dtype=np.int64)
     milli = np.array([s.gpu_milli for s in shapes], dtype=np.int64)
     num = np.array([s.num_gpu for s in shapes], dtype=np.int64)
-    return _Layout(cpu, milli, num)
+    return _Layout(cpu, milli, num, [s.gpu_spec for s in shapes])
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,9 +190,11 @@ class WorkloadMix:
 
     shapes: tuple[PodShape, ...]
     popularity: np.ndarray
-    #: Share of the pods behind the mix that carried a GPU-type constraint (``gpu_spec``); the
-    #: shapes themselves have no type (:class:`PodShape`), so this says how far that matters.
+    #: Share of the pods behind the mix that carried a GPU-type constraint (``gpu_spec``).
     typed_share: float = 0.0
+    #: The GPU models the typed shapes name, sorted: table j + 1 is ``models[j]``'s, table 0
+    #: every other node's (module docstring).
+    models: tuple[str, ...] = field(init=False, repr=False)
     cpu_breaks: np.ndarray = field(init=False, repr=False)
     g_table: np.ndarray = field(init=False, repr=False)
     h_table: np.ndarray = field(init=False, repr=False)
@@ -159,6 +211,7 @@ class WorkloadMix:
 
     def _freeze(self, p: np.ndarray, layout: _Layout, *, distinct: bool) -> None:
         g, h = layout.tables(p, distinct=distinct)
+        object.__setattr__(self, "models", layout.models)
         for name, value in (("popularity", p), ("cpu_breaks", layout.breaks), ("g_table", g), ("h_table", h)):
             value.setflags(write=False)
             object.__setattr__(self, name, value)
@@ -178,9 +231,12 @@ class WorkloadMix:
 
     @classmethod
     def of(
-        cls, shapes: Sequence[PodShape | tuple[int, int, int]], weights: Sequence[float] | np.ndarray
+        cls,
+        shapes: Sequence[PodShape | tuple[int, int, int] | tuple[int, int, int, tuple[str, ...]]],
+        weights: Sequence[float] | np.ndarray,
     ) -> WorkloadMix:
-        """A mix from shapes (``PodShape`` or ``(cpu_milli, gpu_milli, num_gpu)``) and weights."""
+        """A mix from shapes (``PodShape``, ``(cpu_milli, gpu_milli, num_gpu)`` or with the
+        accepted GPU models fourth) and weights."""
         return cls(tuple(s if isinstance(s, PodShape) else PodShape(*s) for s in shapes), np.asarray(weights))
 
     @classmethod
@@ -199,12 +255,32 @@ class WorkloadMix:
         """Row of the tables for nodes with this much free CPU: the number of CPU breaks ≤ it."""
         return np.searchsorted(self.cpu_breaks, cpu_free_milli, side="right")
 
+    def table_row(self, cpu_free_milli: np.ndarray, table: np.ndarray | None) -> np.ndarray:
+        """Row of the tables for nodes with this much free CPU, in their model's table
+        (``table``: from :meth:`tables_of`; None: table 0, every node alike)."""
+        row = self.cpu_row(cpu_free_milli)
+        if table is None or not self.models:
+            return row
+        return table * (self.cpu_breaks.shape[0] + 1) + row
+
+    def tables_of(self, model_names: Sequence[str], model_code: np.ndarray) -> np.ndarray | None:
+        """Table of each node from its GPU model code (an index into ``model_names``, −1 for
+        none): j + 1 for ``models[j]``, 0 for a model no shape names. None when the mix has no
+        typed shape (one table)."""
+        if not self.models:
+            return None
+        index = {model: j + 1 for j, model in enumerate(self.models)}
+        lookup = np.array([index.get(name, 0) for name in model_names] + [0], dtype=np.int64)
+        return lookup[model_code]  # code −1 reads the trailing 0
+
     def __repr__(self) -> str:
         return f"WorkloadMix({len(self.shapes)} shapes)"
 
 
-#: A shape's sort key in the learner's ranking: (−count, cpu_milli, gpu_milli, num_gpu).
-_Key = tuple[int, int, int, int]
+#: A shape's sort key in the learner's ranking: (−count, cpu_milli, gpu_milli, num_gpu, gpu_spec).
+_Key = tuple[int, int, int, int, tuple[str, ...]]
+#: A shape's identity in the learner: (cpu_milli, gpu_milli, num_gpu, gpu_spec).
+_ShapeKey = tuple[int, int, int, tuple[str, ...]]
 
 
 class WorkloadLearner:
@@ -219,7 +295,7 @@ class WorkloadLearner:
 
     Notes
     -----
-    Ties in frequency are broken by the shape's order (CPU, milli, count), so the same sequence of
+    Ties in frequency are broken by the shape's order (CPU, milli, count, GPU models), so the same sequence of
     observations always gives the same mix.
 
     Cost: :meth:`observe` moves one shape in a ranking kept sorted by (−count, shape), O(#shapes).
@@ -233,22 +309,19 @@ class WorkloadLearner:
         if not 0.0 < popularity_threshold <= 1.0:
             raise ValueError(f"popularity_threshold must be in (0, 1] (got {popularity_threshold!r})")
         self.popularity_threshold = popularity_threshold
-        self._count: dict[tuple[int, int, int], int] = {}
-        self._shape: dict[tuple[int, int, int], PodShape] = {}
+        self._count: dict[_ShapeKey, int] = {}
+        self._shape: dict[_ShapeKey, PodShape] = {}
         self._ranked: list[_Key] = []  # sorted: most frequent first, ties by shape
         self._total = 0
         self._typed = 0  # pods seen with a GPU-type constraint
         self._mix: WorkloadMix | None = None
         self._dirty = True
         self._kept: list[_Key] = []  # the ranked prefix the current mix was built from
-        self._layout: tuple[list[tuple[int, int, int]], _Layout] | None = None
+        self._layout: tuple[list[_ShapeKey], _Layout] | None = None
 
     def observe(self, pod: PodDemand) -> None:
         """Count one more pod of this pod's shape."""
-        if pod.gpu_milli <= 0:
-            key = (pod.cpu_milli, 0, 0)
-        else:
-            key = (pod.cpu_milli, pod.milli_per_device, pod.gpu_count)
+        key = _key_of(pod)
         old = self._count.get(key, 0)
         if old == 0:
             self._shape[key] = PodShape(*key)  # validates the shape once
@@ -287,7 +360,7 @@ class WorkloadLearner:
         if self._mix is not None and kept == self._kept and typed_share == self._mix.typed_share:
             return self._mix
         self._kept = kept
-        keys = [(k[1], k[2], k[3]) for k in kept]
+        keys: list[_ShapeKey] = [(k[1], k[2], k[3], k[4]) for k in kept]
         shapes = tuple(self._shape[k] for k in keys)
         if self._layout is None or self._layout[0] != keys:
             self._layout = (keys, _layout_of(shapes))

@@ -85,9 +85,14 @@ def mix_for(pod: PodDemand, mix: WorkloadMix | None, own: ShapeMixMemo) -> Workl
 
 
 def frag_delta_for(cand: Candidates, mix: WorkloadMix) -> np.ndarray:
-    """ΔF [milli-GPU] of the pod per candidate device, (m, D); inf where the device is not ok."""
+    """ΔF [milli-GPU] of the pod per candidate device, (m, D); inf where the device is not ok.
+
+    Each node reads the tables of its GPU model (``NodeView.gpu_model``) where the mix has shapes
+    constrained to GPU models (the simulator's ``NoAccess``, :mod:`.score`)."""
     pod = cand.pod
     count = pod.gpu_count if pod.gpu_milli > 0 else 0
+    st = cand.state
+    table = mix.tables_of(st.gpu_models, st.gpu_model_code[cand.row]) if mix.models else None
     return fragmentation_delta(
         mix,
         cand.free_milli,
@@ -96,6 +101,7 @@ def frag_delta_for(cand: Candidates, mix: WorkloadMix) -> np.ndarray:
         milli=cand.milli,
         count=count,
         device_ok=cand.device_ok,
+        table=table,
     )
 
 

@@ -26,6 +26,12 @@ multi-GPU shape takes whole GPUs, Sₜ = 1000·k with k the fully free GPUs, so 
 1000·k·H(c, k), H(c, k) = Σ_{t: nₜ>1, cₜ≤c, nₜ≤k} pₜ (``WorkloadMix.h_table``). Placing a pod
 changes c and one device's fᵈ (or k whole GPUs), so ΔF for every candidate device of every node
 is a handful of array lookups: O(m·D), independent of the number of shapes.
+
+GPU types (the simulator's ``NoAccess``): a shape constrained to GPU models the node's model is
+not among counts all of the node's free GPU, Fₜ = Σ_d f_d, i.e. it drops out of G and H there.
+So G and H are read from the table of the node's model (``table``, :meth:`WorkloadMix.tables_of`),
+which holds the untyped shapes and the typed ones that accept the model; P stays the sum over all
+shapes.
 """
 
 from __future__ import annotations
@@ -54,15 +60,19 @@ def _h(mix: WorkloadMix, r: np.ndarray, k: np.ndarray) -> np.ndarray:
     return mix.h_table.ravel().take(r * width + np.minimum(k, width - 1))
 
 
-def _parts(mix: WorkloadMix, free: np.ndarray, cpu_free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _parts(
+    mix: WorkloadMix, free: np.ndarray, cpu_free: np.ndarray, table: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) of F = P·Σf − A − B for nodes (free (m, D) in 0..1000, cpu_free (m,))."""
-    r = mix.cpu_row(cpu_free)
+    r = mix.table_row(cpu_free, table)
     a = row_sum(free * _g(mix, r, free))
     k = row_count(free >= _FULL)
     return a, _FULL * k * _h(mix, r, k)
 
 
-def node_fragmentation(mix: WorkloadMix, free_milli: np.ndarray, cpu_free_milli: np.ndarray) -> np.ndarray:
+def node_fragmentation(
+    mix: WorkloadMix, free_milli: np.ndarray, cpu_free_milli: np.ndarray, table: np.ndarray | None = None
+) -> np.ndarray:
     """Expected fragmentation F [milli-GPU] of each node, shape (m,).
 
     Parameters
@@ -73,6 +83,9 @@ def node_fragmentation(mix: WorkloadMix, free_milli: np.ndarray, cpu_free_milli:
         Free milli-GPU per device (0 for absent devices), each within 0..1000.
     cpu_free_milli : (m,) int
         Free CPU of each node [milli-CPU]; negative counts as none.
+    table : (m,) int, optional
+        Each node's table (:meth:`WorkloadMix.tables_of`: by its GPU model); needed only when
+        the mix has typed shapes (None: every node reads table 0, the untyped shapes').
 
     Examples
     --------
@@ -84,7 +97,7 @@ def node_fragmentation(mix: WorkloadMix, free_milli: np.ndarray, cpu_free_milli:
     300.0
     """
     free = np.clip(free_milli, 0, _FULL).astype(np.int64, copy=False)
-    a, b = _parts(mix, free, np.asarray(cpu_free_milli))
+    a, b = _parts(mix, free, np.asarray(cpu_free_milli), table)
     return mix.popularity.sum() * row_sum(free) - a - b
 
 
@@ -97,6 +110,7 @@ def fragmentation_delta(
     milli: int,
     count: int,
     device_ok: np.ndarray,
+    table: np.ndarray | None = None,
 ) -> np.ndarray:
     """Increase of F when the pod is placed, per node and device, shape (m, D) [milli-GPU].
 
@@ -112,6 +126,8 @@ def fragmentation_delta(
         GPUs it takes (1 for a fractional request; k for k whole GPUs; 0 for none).
     device_ok : (m, D) bool
         Devices it may take.
+    table : (m,) int, optional
+        As in :func:`node_fragmentation`.
 
     Returns
     -------
@@ -124,7 +140,7 @@ def fragmentation_delta(
     cpu = np.asarray(cpu_free_milli).astype(np.int64, copy=False)
     p_all = float(mix.popularity.sum())
     total = row_sum(free)
-    r0 = mix.cpu_row(cpu)
+    r0 = mix.table_row(cpu, table)
     g0 = _g(mix, r0, free)
     fg0 = free * g0
     a0 = row_sum(fg0)
@@ -132,7 +148,7 @@ def fragmentation_delta(
     any_full = bool(full.any())
     k = row_count(full) if any_full else np.zeros(free.shape[0], dtype=np.int64)
     before = p_all * total - a0 - _FULL * k * _h(mix, r0, k)
-    r1 = mix.cpu_row(cpu - cpu_milli)
+    r1 = mix.table_row(cpu - cpu_milli, table)
     same_row = bool(np.array_equal(r0, r1))
     # Where taking the pod's CPU leaves a node in the same CPU row of the tables (the usual
     # case), G and A are unchanged: reuse them (the same numbers, not recomputed).
