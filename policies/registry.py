@@ -103,6 +103,8 @@ def _preemptive_qosched(options: QoschedOptions, classes: ClassConfig) -> Placem
         mix=options.mix,
         learner=options.learner,
         fairness=options.fairness,
+        gpu_consolidation=options.gpu_consolidation,
+        consolidation_slack_frac=options.consolidation_slack_frac,
     )
 
 

@@ -180,6 +180,7 @@ class WhatifOptions:
     candidates: str
     rate_scale: float | None
     no_latency: bool
+    policy_option: tuple[str, ...] = ()
 
 
 def _positive(value: float | None, hint: str, *, zero_ok: bool = False) -> None:
@@ -207,6 +208,42 @@ def check_options(opts: WhatifOptions) -> None:
         )
     _positive(opts.interarrival_s, "--interarrival-s")
     _positive(opts.horizon_s, "--horizon-s", zero_ok=True)
+
+
+def policy_option_mapping(items: Sequence[str], policies: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--policy-option KEY=VALUE`` (repeatable) → ``{policy: {KEY: value}}`` for each of
+    ``policies`` that declares KEY (values read as YAML scalars: ``0.3`` a number, ``pack`` a
+    string). A malformed item, a KEY none of them declares or a value the policy's options refuse
+    is a one-line ``click.BadParameter``.
+    """
+    import yaml
+
+    from qosched.policies.registry import policy_options, policy_spec
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--policy-option")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        takers = [p for p in policies if policy_spec(p).takes(key)]
+        if not takers:
+            raise click.BadParameter(
+                f"no policy of this run ({', '.join(policies)}) takes option {key!r}",
+                param_hint="--policy-option",
+            )
+        for name in takers:
+            out.setdefault(name, {})[key] = value
+    for name, given in out.items():
+        try:
+            policy_options(name, given)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--policy-option") from None
+    return out
 
 
 def load_classes(classes_file: str | None) -> Any:
@@ -285,6 +322,7 @@ def replay_policies(opts: WhatifOptions) -> None:
     from qosched.policies.simulator.scenarios import CONTENDED_HORIZON_S
 
     policies = _policy_list(opts.policies_text, policy_names())
+    own_options = policy_option_mapping(opts.policy_option, policies)
     classes = load_classes(opts.classes_file)
     lookup, device_memory = load_lookup(opts.profiles_dir)
     workload = load_workload(opts, classes)
@@ -304,6 +342,7 @@ def replay_policies(opts: WhatifOptions) -> None:
         simulate_latency=not opts.no_latency,
         horizon_s=horizon_s,
         quiet=opts.quiet,
+        policy_options=own_options,
     )
     _print_table(summary)
     click.echo(
@@ -406,6 +445,14 @@ class _WhatifCommand(click.Command):
 )
 @click.option("--no-latency", is_flag=True, help="Skip the request-level latency simulation.")
 @click.option(
+    "--policy-option",
+    "policy_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A policy's own option, for every policy of the run that declares KEY (repeatable), e.g. "
+    "gpu_consolidation=spread|pack-gpu|pack for qosched (docs/placement.md, 'Pack or spread').",
+)
+@click.option(
     "--requests",
     "requests_file",
     type=click.Path(dir_okay=False),
@@ -444,6 +491,7 @@ def whatif(
     candidates: str,
     rate_scale: float | None,
     no_latency: bool,
+    policy_option: tuple[str, ...],
     requests_file: str | None,
     network_file: str | None,
     window_s: float | None,
@@ -485,6 +533,7 @@ def whatif(
         candidates=candidates,
         rate_scale=rate_scale,
         no_latency=no_latency,
+        policy_option=policy_option,
     )
     check_options(opts)
     replay_policies(opts)

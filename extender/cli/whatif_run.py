@@ -370,6 +370,7 @@ def _replay_one(name: str, workload: Any, opts: Mapping[str, Any], progress: Run
         classes=opts["classes"],
         mix=opts["mix"],
         candidates=opts["candidates"],
+        options=opts["policy_options"].get(name),
     )
     config = opts["config"]
     on_time, on_arrivals = _work_meter(workload, config.horizon_s, config.tick_s, progress)
@@ -462,8 +463,12 @@ def run_whatif(
     warnings: Sequence[str] = (),
     has_profile: Callable[[str, str], bool] | None = None,
     report: bool = True,
+    policy_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Replay ``workload`` through every policy, write the outputs, return the summary dict.
+
+    ``policy_options``: per policy name, its own options (``{"qosched": {"gpu_consolidation":
+    "spread"}}``, ``--policy-option``; recorded in the summary's ``workload``).
 
     ``warnings`` (with :func:`input_warnings`) go to stderr and the top of the report;
     ``has_profile(accelerator, model)`` (default: ``lookup`` knows the pair) feeds the CSVs'
@@ -491,6 +496,7 @@ def run_whatif(
         "classes": classes,
         "mix": mix,
         "candidates": candidates,
+        "policy_options": dict(policy_options or {}),
         "lookup": lookup,
         "device_memory": device_memory,
         "config": ReplayConfig(horizon_s=horizon_s, simulate_latency=simulate_latency),
@@ -502,6 +508,8 @@ def run_whatif(
     summary["workload"].update(
         seed=seed, mix=mix, candidates=candidates, classes=_class_order(classes, workload)
     )
+    if policy_options:
+        summary["workload"]["policy_options"] = {k: dict(v) for k, v in policy_options.items()}
     if interrupted:
         missing = [p for p in policies if p not in out.summaries]
         summary["run"] = {"interrupted": True, "finished": list(out.summaries), "missing": missing}

@@ -140,7 +140,8 @@ def policy_from_settings(settings: Mapping[str, Any]) -> PlacementPolicy:
         frontend_utilization=float(settings["THRESHOLD_FRONTEND_UTILIZATION"]),
     )
     name = str(settings["POLICY"])
-    options = policy_options(name).with_interference(InterferenceModel(thresholds=thresholds))
+    own = settings.get("POLICY_OPTIONS") or {}  # validated by ExtenderSettings
+    options = policy_options(name, own).with_interference(InterferenceModel(thresholds=thresholds))
     return make_policy(name, options)
 
 

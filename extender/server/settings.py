@@ -62,6 +62,11 @@ class ExtenderSettings:
     in_cluster: bool = False
     #: Placement policy by contract name (``qosched``, ``default``, ``binpack``, ``fgd``, ...).
     policy: str = "qosched"
+    #: The policy's own options (its options dataclass in ``qosched.policies.registry``, as
+    #: ``policy_options`` takes them), e.g. ``{"gpu_consolidation": "spread"}`` for ``qosched``
+    #: (docs/placement.md, "Pack or spread"); an unknown option or value stops the start-up with
+    #: one line naming it. Unset: the policy's defaults.
+    policy_options: Mapping[str, Any] | None = None
     #: Extra profile directory layered over the bundled profiles; uploads persist here.
     profiles_dir: str | None = None
     #: Live mode: ConfigMap ``namespace/name`` where uploaded profiles persist (wins for writes).
@@ -145,6 +150,18 @@ class ExtenderSettings:
         if self.bind_max_in_flight is not None:
             _positive("bind_max_in_flight", self.bind_max_in_flight)
         self._check_bind_deadline()
+        self._check_policy_options()
+
+    def _check_policy_options(self) -> None:
+        """``POLICY_OPTIONS`` must build ``POLICY``'s options (ConfigError naming the option)."""
+        if not self.policy_options:
+            return
+        from qosched.policies.registry import policy_options
+
+        try:
+            policy_options(self.policy, self.policy_options)
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"POLICY_OPTIONS: {str(err).strip(chr(34))}") from None
 
     def _check_bind_deadline(self) -> None:
         """``BIND_TIMEOUT_S + BIND_DEADLINE_MARGIN_S ≤ SCHEDULER_HTTP_TIMEOUT_S`` (module docstring)."""

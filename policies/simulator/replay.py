@@ -53,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -356,6 +356,7 @@ def build_scheduler(
     mix: MixMode = "learned",
     candidates: CandidateMode = "all",
     preempt: bool | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> PolicyScheduler:
     """The scheduler of a policy of the registry, with the inputs its options declare.
 
@@ -366,7 +367,10 @@ def build_scheduler(
     the workload's pods; ``mix="trace"`` the fixed mix of the trace's pods before inflation, what
     FGD's simulator computes up front), ``classes`` (service classes),
     ``fairness`` (qosched's fairness hook, kept current by the replay). Unknown names raise
-    ``KeyError`` listing the known ones.
+    ``KeyError`` listing the known ones. ``options``: the policy's own settings, as
+    :func:`~qosched.policies.registry.policy_options` takes them (``{"gpu_consolidation":
+    "spread"}``; an unknown key or bad value is a ``ValueError`` naming it); the wired inputs
+    above are set on top of them.
 
     A policy with a preemptive form in its row (``qosched``) takes that form when pods leave
     (``preempt=None``: ``workload.departs``), as it is live in the extender: the QoS-driven
@@ -375,18 +379,19 @@ def build_scheduler(
     pod ever leaves (FGD mode, ``--inflate`` without ``--departures``) an evicted pod could
     never run again, so it stays a plain placement policy. ``preempt`` forces either form.
     """
-    from qosched.policies.registry import policy_spec
+    from qosched.policies.registry import policy_options, policy_spec
 
     spec = policy_spec(name)
     inputs = _Inputs.wire(spec, seed=seed, workload=workload, classes=classes, mix=mix)
-    options = dataclasses.replace(spec.options(), **inputs.options)
+    base = policy_options(name, options) if options else spec.options()
+    built = dataclasses.replace(base, **inputs.options)
     if preempt is None:
         preempt = workload is not None and workload.departs
     policy: Any
     if preempt and spec.preemptive is not None:
-        policy = spec.preemptive(options, classes)
+        policy = spec.preemptive(built, classes)
     else:
-        policy = spec.factory(options)
+        policy = spec.factory(built)
     observe = inputs.observe
     if observe is None and "mix" not in inputs.options:
         own = getattr(policy, "observe", None)

@@ -219,22 +219,28 @@ def test_qosched_prefers_slack_when_fragmentation_ties() -> None:
     #  n0: ρ = 0.5, E[S] = 10, W = 10 → R = 20 → slack 0.8;  n1: ρ = 0.3, W = 10·0.3/0.7 = 4.286
     #  → slack 0.857;  n2 (alone, M/D/1): W = 0.02·100/(2·0.8) = 1.25 → R = 11.25 → slack 0.8875;
     #  fast (A100, S = 4; with "c"): ρ = 0.16, W = 4·0.16/0.84 = 0.762 → R = 4.762 → 0.952.
-    # The balance term (issue 18) is switched off to see the slack term alone; with it on (the
-    # default) the choice is the same.
+    # The balance term (issue 18) is switched off to see the slack term alone; with it on the
+    # choice is the same. Packing (``gpu_consolidation``, the default ``pack``) is off too: it
+    # would prefer the GPUs already in use (tests/policies/test_qosched_consolidation.py).
     pod = inference_pod("p", "resnet50", rate_rps=20.0, slo_ms=100.0, gpu_milli=100)
     cfg = QoschedConfig(balance_weight=0.0)
-    ev = make_policy("qosched", config=cfg).evaluate(three_idle_levels(), pod, np.arange(4))
+    ev = make_policy("qosched", config=cfg, gpu_consolidation="spread").evaluate(
+        three_idle_levels(), pod, np.arange(4)
+    )
     want = [0.8, 1 - (10 + 10 * 0.3 / 0.7) / 100, 1 - 11.25 / 100, 1 - (4 + 4 * 0.16 / 0.84) / 100]
     np.testing.assert_allclose(ev.extras["slack_frac"], want, rtol=1e-9)
     np.testing.assert_allclose(ev.raw_score, want, rtol=1e-9)
     assert best_candidate(ev) == 3
-    assert best_candidate(make_policy("qosched").evaluate(three_idle_levels(), pod, np.arange(4))) == 3
+    spread = make_policy("qosched", gpu_consolidation="spread")
+    assert best_candidate(spread.evaluate(three_idle_levels(), pod, np.arange(4))) == 3
 
 
 def test_qosched_weights_trade_fragmentation_against_slack() -> None:
     cfg = QoschedConfig(frag_weight=0.0, slack_weight=0.0, balance_weight=0.0, fairness_weight=0.0)
     pod = inference_pod("p", "resnet50", rate_rps=20.0, slo_ms=100.0, gpu_milli=100)
-    ev = make_policy("qosched", config=cfg).evaluate(three_idle_levels(), pod, np.arange(4))
+    ev = make_policy("qosched", config=cfg, gpu_consolidation="spread").evaluate(
+        three_idle_levels(), pod, np.arange(4)
+    )
     assert (ev.raw_score == 0).all()
 
 

@@ -52,7 +52,9 @@ SLACK = [0.5, (40 - (10 + 10 * 0.7 / 0.3)) / 40, 0.8875]
 
 
 def test_slack_term_without_fragmentation_or_fairness() -> None:
-    ev = make_policy("qosched").evaluate(cluster(), POD, np.arange(3))
+    # Packing off (``gpu_consolidation``, default ``pack``: it would take n0's used GPU; see
+    # test_qosched_consolidation.py), so the slack term decides.
+    ev = make_policy("qosched", gpu_consolidation="spread").evaluate(cluster(), POD, np.arange(3))
     np.testing.assert_allclose(ev.extras["slack_frac"], SLACK, rtol=1e-9)
     np.testing.assert_allclose(ev.extras["frag_delta_milli"], 0.0)  # the pod's own shape fragments nothing
     np.testing.assert_array_equal(ev.extras["fairness"], 0.0)
@@ -67,7 +69,8 @@ def test_fragmentation_term_follows_the_mix() -> None:
     # −0.88 (it was −ΔF/1000: +0.1, −0.9; same choice). Balance off to check the two terms alone.
     mix = WorkloadMix.of([(0, 1000, 1)], [1.0])
     config = QoschedConfig(balance_weight=0.0)
-    ev = make_policy("qosched", mix=mix, config=config).evaluate(cluster(), POD, np.arange(3))
+    policy = make_policy("qosched", mix=mix, config=config, gpu_consolidation="spread")  # no packing term
+    ev = policy.evaluate(cluster(), POD, np.arange(3))
     np.testing.assert_allclose(ev.extras["frag_delta_milli"], [-100.0, -100.0, 900.0])
     np.testing.assert_allclose(ev.raw_score, np.add(SLACK, [0.08, 0.08, -0.88]), rtol=1e-9)
     assert best_candidate(ev) == 0
@@ -110,7 +113,8 @@ def test_fairness_hook_penalises_squeezing_the_worst_served_service() -> None:
     # Headroom factors a(σ) = min(1, σ/0.2): n0 1.0, n1 0.833, n2 1.0. On n1 the prod service
     # already lowest (0.6) would drop to 0.5: the class minimum falls and the Gini rises.
     config = QoschedConfig(fairness_weight=1.0, balance_weight=0.0)  # balance off: s = σ + φ here
-    ev = make_policy("qosched", fairness=hook(), config=config).evaluate(cluster(), POD, np.arange(3))
+    policy = make_policy("qosched", fairness=hook(), config=config, gpu_consolidation="spread")  # no packing
+    ev = policy.evaluate(cluster(), POD, np.arange(3))
     fair = ev.extras["fairness"]
     assert fair[1] < fair[0]
     assert fair[1] < fair[2]
