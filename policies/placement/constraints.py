@@ -30,6 +30,7 @@ then placed by CPU and memory only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -43,6 +44,7 @@ from qosched.policies.types import CPU_ACCELERATOR, GPU_MILLI_PER_DEVICE, PodDem
 __all__ = [
     "Candidates",
     "VariantTable",
+    "allowed_by_gpu_spec",
     "evaluation",
     "gather",
     "variant_table",
@@ -304,9 +306,7 @@ def _check_accelerator(
     if uses_model:
         rows.fail(accel < 0, Reason.NO_ACCELERATOR)
     if pod.gpu_spec and need > 0:
-        acc_codes = [state.accelerators.index(s) for s in pod.gpu_spec if s in state.accelerators]
-        gm_codes = [state.gpu_models.index(s) for s in pod.gpu_spec if s in state.gpu_models]
-        allowed = np.isin(accel, acc_codes) | np.isin(rows.of(state.gpu_model_code), gm_codes)
+        allowed = allowed_by_gpu_spec(state, pod.gpu_spec, accel, rows.of(state.gpu_model_code))
         rows.fail(~allowed, Reason.ACCELERATOR_NOT_ALLOWED)
     if not uses_model:
         return None
@@ -314,6 +314,18 @@ def _check_accelerator(
     rows.fail(~variants.any_profile, Reason.NO_PROFILE)
     rows.fail(variants.first < 0, Reason.ACCURACY)
     return variants
+
+
+def allowed_by_gpu_spec(
+    state: ClusterState, gpu_spec: Sequence[str], accel_code: np.ndarray, gpu_model_code: np.ndarray
+) -> np.ndarray:
+    """Per row: its accelerator key or its GPU model is one of ``gpu_spec`` (a pod's allowed GPU
+    models; it applies to pods that occupy devices). ``accel_code`` / ``gpu_model_code`` are the
+    rows' ``ClusterState`` codes (-1: none). The one definition of the GPU-type constraint: the
+    hard constraint of every policy (:func:`gather`) and the replay's retry test use it."""
+    acc_codes = [state.accelerators.index(s) for s in gpu_spec if s in state.accelerators]
+    gm_codes = [state.gpu_models.index(s) for s in gpu_spec if s in state.gpu_models]
+    return np.asarray(np.isin(accel_code, acc_codes) | np.isin(gpu_model_code, gm_codes))
 
 
 def _device_count(

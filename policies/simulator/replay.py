@@ -25,9 +25,11 @@ evicted pods re-enter at the back) unless the scheduler reorders it (``order``).
 through the queue once, trying every pod — no head-of-line blocking, as kube-scheduler moves all
 unschedulable pods back to its active queue on a cluster event. To stay cheap, a pod that
 already failed is only re-evaluated when one of the nodes freed since its last try passes a
-necessary resource test (free CPU, memory, and enough devices with its milli-GPU free — every
-policy applies these hard constraints, :mod:`qosched.policies.placement.constraints`): nothing
-else changed in its favour, so skipping it cannot change the outcome. Pods evicted during a
+necessary resource test (free CPU, memory, and enough devices with its milli-GPU free, on a node
+whose GPU type the pod's ``gpu_spec`` accepts — every policy applies these hard constraints,
+:mod:`qosched.policies.placement.constraints`): nothing else changed in its favour, so skipping
+it cannot change where it can be placed. (It is also when a preempting scheduler looks for
+victims for it: at its arrival, at a tick, and when a node it could use frees capacity.) Pods evicted during a
 retry are retried in a following round at the same instant (at most ``max_rounds`` rounds).
 
 FGD mode (``qosched whatif --inflate X``): pods never depart, so no retry happens and a pod
@@ -61,6 +63,7 @@ import numpy as np
 
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
 from qosched.policies.placement.base import PlacementPolicy, best_candidate
+from qosched.policies.placement.constraints import allowed_by_gpu_spec, devices_needed
 from qosched.policies.simulator.latency_checks import DEFAULT_SIM_CONFIG, LatencyBook
 from qosched.policies.simulator.requests import SimConfig
 from qosched.policies.simulator.scenarios import Workload
@@ -430,6 +433,22 @@ class _Inputs:
         return out
 
 
+def _gpu_spec_table(state: ClusterState, pods: Sequence[PodDemand]) -> tuple[np.ndarray, np.ndarray]:
+    """The GPU-type constraints of the pods, for the retry test: per pod the index of its
+    ``gpu_spec`` (-1: none, or it occupies no device, so the constraint does not apply), and per
+    constraint the rows that accept it (:func:`~qosched.policies.placement.constraints.allowed_by_gpu_spec`),
+    shape (constraints, nodes). Nodes are fixed for a replay, so this is computed once."""
+    index: dict[tuple[str, ...], int] = {}
+    spec_of = np.full(len(pods), -1, dtype=np.int64)
+    for i, pod in enumerate(pods):
+        if pod.gpu_spec and devices_needed(pod) > 0:
+            spec_of[i] = index.setdefault(tuple(pod.gpu_spec), len(index))
+    table = np.ones((len(index), state.n_nodes), dtype=bool)
+    for spec, k in index.items():
+        table[k] = allowed_by_gpu_spec(state, spec, state.accel_code, state.gpu_model_code)
+    return spec_of, table
+
+
 def _mix_pods(workload: Workload, mix: MixMode) -> Sequence[PodDemand]:
     """The pods a fixed mix is learned from: all of them (``workload``), or (``trace``) the
     trace's own pods without the clones an inflation appended (``description["clones"]``, the
@@ -598,6 +617,7 @@ class _Replay:
         self._mem = np.array([p.memory_mib for p in pods], dtype=np.float64)
         self._milli = np.array([p.milli_per_device if p.gpu_milli > 0 else 0 for p in pods], dtype=np.int64)
         self._count = np.array([p.gpu_count for p in pods], dtype=np.int64)
+        self._spec_of, self._spec_rows = _gpu_spec_table(self.state, pods)
         self._refresh = getattr(scheduler, "refresh", None)
         self._changes = config.refresh_every  # refresh before the first decision
         self.stats = {
@@ -729,8 +749,12 @@ class _Replay:
         return True
 
     # ------------------------------------------------------------------ pending queue
-    def _could_fit(self, pod: PodDemand, rows: np.ndarray) -> bool:
-        """Necessary test on the freed rows (see the module docstring)."""
+    def _could_fit(self, i: int, rows: np.ndarray) -> bool:
+        """Necessary test of pending pod ``i`` on the freed rows (see the module docstring)."""
+        pod = self.workload.pods[i]
+        spec = self._spec_of[i]
+        if spec >= 0:
+            rows = rows[self._spec_rows[spec, rows]]
         st = self.state
         ok = (st.cpu_cap_milli[rows] - st.cpu_used_milli[rows] >= pod.cpu_milli) & (
             st.mem_cap_mib[rows] - st.mem_used_mib[rows] >= pod.memory_mib
@@ -751,6 +775,9 @@ class _Replay:
             free = np.where(st.dev_exists[rows], GPU_MILLI_PER_DEVICE - st.gpu_used_milli[rows], -1)
             enough = (free[None, :, :] >= milli[:, None, None]).sum(axis=2) >= self._count[pods, None]
             ok &= (milli == 0)[:, None] | enough
+        spec = self._spec_of[pods]
+        if (spec >= 0).any():
+            ok &= (spec < 0)[:, None] | self._spec_rows[np.maximum(spec, 0)][:, rows]
         return ok.any(axis=1)
 
     def _retry(self, t: float, *, full: bool) -> None:
@@ -800,7 +827,7 @@ class _Replay:
         for i in queue:
             if lg.status[i] != PENDING or i not in candidates:
                 continue
-            if not (full or self.unchecked[i]) and not self._could_fit(self.workload.pods[i], freed):
+            if not (full or self.unchecked[i]) and not self._could_fit(i, freed):
                 self.stats["skipped_checks"] += 1
                 continue
             self.unchecked[i] = False
