@@ -53,6 +53,7 @@ from qosched.policies.placement.base import (
     Reason,
     scheduler_scores,
 )
+from qosched.policies.placement.explain import MARGIN_CODES, ExplainMemo, closest, explain, filter_message
 from qosched.policies.preemption.live import LiveConfig
 from qosched.policies.state import ClusterState, StateError
 from qosched.policies.types import Allocation, DemandError, PodDemand
@@ -289,6 +290,8 @@ class Runtime:
         self.reused = 0
         #: ``FILTER_KEEPS_BEST_ONLY`` (settings): filter keeps only the best-scored nodes.
         self.keep_best_only = False
+        #: filter's rejection explanations while their node is unchanged (used under the cache lock).
+        self._explained = ExplainMemo()
 
     # ------------------------------------------------------------------ helpers
     def _evaluate(
@@ -433,8 +436,6 @@ class Runtime:
         code gets that code's string, so kube-scheduler's event (one count per distinct message)
         stays one line per code (docs/extender.md, "Rejection reasons").
         """
-        from qosched.policies.placement.explain import closest, explain, filter_message
-
         name = policy or self.policy.name
         out: dict[int, str] = {}
         with self.cache.reading() as state:
@@ -442,10 +443,11 @@ class Runtime:
             for mask, code_value in zip(masks, codes, strict=True):
                 code = Reason(code_value)
                 at = np.flatnonzero(mask)
-                rows = rows_of(state, [names[i] for i in at[:_CLOSEST_AMONG]], index)
+                among = at[:_CLOSEST_AMONG] if code in MARGIN_CODES else at[:1]  # no margin: the first
+                rows = rows_of(state, [names[i] for i in among.tolist()], index)
                 pick, by_margin = closest(state, demand, code, rows)
                 node = names[int(at[pick])]
-                why = explain(self.policy, state, demand, int(rows[pick]), code, name=node)
+                why = self._explained.explain(self.policy, state, demand, int(rows[pick]), code, name=node)
                 out[code_value] = filter_message(name, why, is_closest=by_margin)
         return out
 
@@ -718,8 +720,6 @@ class Runtime:
             pos = 0
         code = Reason(int(evaluation.reason[pos]))
         if code != Reason.OK:
-            from qosched.policies.placement.explain import explain
-
             why = explain(self.policy, state, demand, row, code).text
             return f"qosched: {demand.namespace}/{demand.name} no longer fits on {node}: {why}"
         devices = tuple(int(d) for d in evaluation.devices[pos] if d >= 0)

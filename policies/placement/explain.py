@@ -26,8 +26,10 @@ Numbers have fixed digits and units: utilisation ``0.86``, latency ``12.3 ms``, 
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -108,6 +110,48 @@ def explain(
     return Explanation(code, name, explainer(node, code))
 
 
+class ExplainMemo:
+    """:func:`explain` answers kept while the node they are about is unchanged (bounded, LRU).
+
+    An explanation is a function of the pod's shape (its identity and creation time left out),
+    the node's row and code, and that row's ``ClusterState.node_version`` in that state object
+    (a relist or a profile reload installs a new one) — the premise the extender's evaluation
+    reuse rests on. kube-scheduler retries an unschedulable pod, and replicas share a shape, so
+    most of the extender's filter answers with rejections find theirs here. Owned by one caller
+    (the extender's ``Runtime``), used under its cache lock: not thread-safe by itself.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._memo: OrderedDict[tuple[object, ...], tuple[weakref.ref[ClusterState], Explanation]] = (
+            OrderedDict()
+        )
+
+    def explain(
+        self,
+        policy: PlacementPolicy,
+        state: ClusterState,
+        pod: PodDemand,
+        row: int,
+        code: Reason,
+        *,
+        name: str = "",
+    ) -> Explanation:
+        if not 0 <= row < state.n_nodes:
+            return explain(policy, state, pod, row, code, name=name)
+        shape = replace(pod, uid="", name="", namespace="", creation_s=0.0)
+        key = (shape, row, int(code), int(state.node_version[row]))
+        hit = self._memo.get(key)
+        if hit is not None and hit[0]() is state:
+            self._memo.move_to_end(key)
+            return hit[1]
+        found = explain(policy, state, pod, row, code, name=name)
+        self._memo[key] = (weakref.ref(state), found)
+        if len(self._memo) > self.size:
+            self._memo.popitem(last=False)
+        return found
+
+
 def filter_message(policy_name: str, explanation: Explanation, *, is_closest: bool) -> str:
     """The one ``FailedNodes`` text of a reason code in a filter answer.
 
@@ -168,6 +212,10 @@ def summary_text(fits: int, summaries: list[CodeSummary]) -> str:
     if fits:
         parts.insert(0, f"fits on {fits} node(s)")
     return "; ".join(parts) if parts else "no node"
+
+
+#: The codes :func:`closest` ranks by margin (the others take the first node).
+MARGIN_CODES = frozenset({Reason.INSUFFICIENT_CPU, Reason.INSUFFICIENT_MEMORY, Reason.INSUFFICIENT_GPU})
 
 
 def closest(state: ClusterState, pod: PodDemand, code: Reason, rows: np.ndarray) -> tuple[int, bool]:

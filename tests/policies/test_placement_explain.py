@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from qosched.policies.placement.base import Reason, make_policy
-from qosched.policies.placement.explain import Explanation, closest, explain, filter_message
+from qosched.policies.placement.explain import ExplainMemo, Explanation, closest, explain, filter_message
 from qosched.policies.placement.testing import (
     ProfileTable,
     gpu_node,
@@ -21,7 +21,7 @@ from qosched.policies.placement.testing import (
     state_with,
 )
 from qosched.policies.state import ClusterState, ServiceParams
-from qosched.policies.types import NodeView, PodDemand
+from qosched.policies.types import Allocation, NodeView, PodDemand
 
 # S = 10 ms, E[S²] = 100 ms² (deterministic), 1000 MiB, accuracy 0.76; T4: 16,000 MiB per device.
 RESNET = ServiceParams(service_ms=10.0, second_moment_ms2=100.0, memory_mib=1000.0, accuracy=0.76)
@@ -250,3 +250,19 @@ def test_closest_is_the_smallest_shortfall() -> None:
     assert filter_message("qosched", got, is_closest=False).startswith(
         "qosched (qosched): not enough free CPU (e.g. n1: "
     )
+
+
+def test_memo_keeps_an_explanation_while_its_node_is_unchanged() -> None:
+    """Same shape, same node version: the kept answer; the node changes: explained again."""
+    state = state_with([gpu_node("n1")], TABLE, [(_pod("old", rate_rps=70.0), "n1", (0,))])
+    policy = make_policy("qosched")
+    memo = ExplainMemo(size=4)
+    first = memo.explain(policy, state, _pod("a", rate_rps=20.0), 0, Reason.UTILIZATION)
+    again = memo.explain(policy, state, _pod("b", rate_rps=20.0), 0, Reason.UTILIZATION)
+    assert again is first
+    assert first.detail == "device 0: utilisation 0.90 > limit 0.80"
+    state.add(Allocation(_pod("more", rate_rps=5.0), "n1", (0,)))  # ρ = 0.95 with the pod
+    after = memo.explain(policy, state, _pod("c", rate_rps=20.0), 0, Reason.UTILIZATION)
+    assert after.detail == "device 0: utilisation 0.95 > limit 0.80"
+    other_state = state_with([gpu_node("n1")], TABLE, [(_pod("old", rate_rps=70.0), "n1", (0,))])
+    assert memo.explain(policy, other_state, _pod("d", rate_rps=20.0), 0, Reason.UTILIZATION) is not first
