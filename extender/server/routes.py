@@ -5,7 +5,8 @@ Bad input (malformed JSON, missing or mistyped fields, wrong content type, overs
 ``Error`` field (what kube-scheduler reads), logged with the pod's name, never a stack trace.
 Every error body is JSON ``{"error": "..."}``, including Flask's own 404/405/413.
 
-``PUT /profiles/<accelerator>/<model>`` is served by :mod:`qosched.extender.server.uploads`.
+``PUT /profiles/<accelerator>/<model>`` is served by :mod:`qosched.extender.server.uploads`,
+``GET /explain`` by :mod:`qosched.extender.server.explain_view`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from qosched.extender.server import wire
+from qosched.extender.server.explain_view import ExplainError, explain_pod, parse_limit
 from qosched.extender.server.runtime import Runtime
 from qosched.extender.server.state import ExtenderState, state_of
 from qosched.extender.server.uploads import UploadError
@@ -248,6 +250,27 @@ def metrics() -> Response:
 def placements() -> Response:
     """What qosched placed where (read-only, for operators and the demo): one entry per placed pod."""
     return _json(orjson.dumps(_runtime().placements()))
+
+
+@api.get("/explain")
+def explain() -> Response:
+    """Why a pod fits where it does, per node with numbers (read-only; ``explain_view``):
+    ``?namespace=NS&pod=NAME[&node=N ...][&limit=K]``."""
+    args = request.args
+    try:
+        name = args.get("pod", "")
+        if not name:
+            raise ExplainError(400, "/explain needs ?pod=NAME (and namespace=NS, default 'default')")
+        body = explain_pod(
+            _runtime(),
+            args.get("namespace") or "default",
+            name,
+            args.getlist("node"),
+            parse_limit(args.get("limit")),
+        )
+    except ExplainError as err:
+        return _error(err.status, err.message)
+    return _json(orjson.dumps(body))
 
 
 @api.get("/allocation")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -41,11 +41,14 @@ from qosched.policies.state import ClusterState
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
 
 __all__ = [
+    "MARGIN_CODES",
     "CodeSummary",
+    "ExplainMemo",
     "Explanation",
     "closest",
     "explain",
     "filter_message",
+    "summarise",
     "summary_text",
     "why_no_node",
 ]
@@ -180,9 +183,14 @@ class CodeSummary:
     by_margin: bool
 
     @property
+    def why(self) -> str:
+        """``"<message> (closest: <node>: <detail>)"``, the text :func:`filter_message` sends."""
+        return _with_example(self.code.message, self.explanation, self.by_margin)
+
+    @property
     def text(self) -> str:
-        """``"<n> node(s): <message> (closest: <node>: <detail>)"``, as :func:`filter_message`."""
-        return f"{self.nodes} node(s): {_with_example(self.code.message, self.explanation, self.by_margin)}"
+        """``"<n> node(s): <why>"``."""
+        return f"{self.nodes} node(s): {self.why}"
 
 
 def why_no_node(
@@ -196,14 +204,31 @@ def why_no_node(
     rows = np.arange(state.n_nodes, dtype=np.int64) if candidates is None else candidates
     evaluation = policy.evaluate(state, pod, rows)
     codes = evaluation.reason.astype(np.int64)
+    return int((codes == int(Reason.OK)).sum()), summarise(policy, state, pod, evaluation.node_idx, codes)
+
+
+def summarise(
+    policy: PlacementPolicy,
+    state: ClusterState,
+    pod: PodDemand,
+    rows: np.ndarray,
+    codes: np.ndarray,
+    names: Sequence[str] | None = None,
+) -> list[CodeSummary]:
+    """One :class:`CodeSummary` per reason code of ``codes`` (aligned with state ``rows``, -1 for a
+    node the state does not know, then named by ``names``), most nodes first."""
     bad, counts = np.unique(codes[codes != int(Reason.OK)], return_counts=True)
     out: list[CodeSummary] = []
     for code_value, n in sorted(zip(bad.tolist(), counts.tolist(), strict=True), key=lambda cn: -cn[1]):
         code = Reason(code_value)
-        nodes = evaluation.node_idx[codes == code_value]
-        pick, by_margin = closest(state, pod, code, nodes)
-        out.append(CodeSummary(code, n, explain(policy, state, pod, int(nodes[pick]), code), by_margin))
-    return int((codes == int(Reason.OK)).sum()), out
+        at = np.flatnonzero(codes == code_value)
+        pick, by_margin = closest(state, pod, code, rows[at])
+        i = int(at[pick])
+        name = names[i] if names is not None else ""
+        out.append(
+            CodeSummary(code, n, explain(policy, state, pod, int(rows[i]), code, name=name), by_margin)
+        )
+    return out
 
 
 def summary_text(fits: int, summaries: list[CodeSummary]) -> str:
