@@ -5,7 +5,8 @@ snapshot, then plays kube-scheduler for each pending pod of the snapshot, in fil
 ``POST /filter`` with every node name (nodeCacheCapable), ``POST /prioritize`` on the nodes that
 passed, picks the highest score (ties: the first, kube-scheduler picks randomly among ties), and
 ``POST /bind``. Prints where each pod went, on which device, the predicted latency, and why the
-other nodes were rejected.
+other nodes were rejected (one line per reason code, with the closest node's numbers); for a pod
+no node fits, every node's reason with its numbers (``GET /explain``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,19 @@ def _why(failed: dict[str, str]) -> str:
     return "; ".join(f"{n}× {reason}" for reason, n in counts.most_common())
 
 
+def _explain(session: requests.Session, base: str, meta: dict[str, Any]) -> dict[str, str]:
+    """Node → why it rejects the pod, with numbers (``GET /explain``); {} when it cannot say."""
+    params = {"namespace": meta.get("namespace", "default"), "pod": meta["name"]}
+    r = session.get(base + "/explain", params=params, timeout=10)
+    if r.status_code != 200:
+        return {}
+    nodes = orjson.loads(r.content).get("nodes") or {}
+    return {
+        node: f"{why['message']}: {why['detail']}" if why.get("detail") else why["message"]
+        for node, why in nodes.items()
+    }
+
+
 def schedule_pending(base: str, snapshot: Path, console: Console) -> list[dict[str, Any]]:
     """Drive the extender like kube-scheduler for every pending pod of ``snapshot``."""
     nodes, pods = load_snapshot(snapshot)
@@ -94,7 +108,7 @@ def schedule_pending(base: str, snapshot: Path, console: Console) -> list[dict[s
             if filtered.get("Error"):
                 row.update(node="-", error=filtered["Error"])
             elif not kept:
-                row.update(node="-", error="no node fits")
+                row.update(node="-", error="no node fits", nodes=_explain(session, base, meta))
             else:
                 scores = _post(session, base + "/prioritize", {"Pod": pod, "Nodes": None, "NodeNames": kept})
                 best = max(scores, key=lambda h: h["Score"])  # first of the highest
@@ -190,6 +204,11 @@ def demo(cluster_file: str | None, policy: str, port: int) -> None:
     console.print("[bold]Why the other nodes were rejected[/bold]")
     for row in rows:
         console.print(f"  [cyan]{row['pod']}[/cyan]: {row['why']}", overflow="fold")
+    for row in rows:  # a pod no node fits: every node's reason (GET /explain)
+        if row.get("nodes"):
+            console.print(f"[bold]Why no node fits [cyan]{row['pod']}[/cyan], node by node[/bold]")
+            for node, why in row["nodes"].items():
+                console.print(f"  {node}: {why}", overflow="fold")
     ok = sum(1 for r in rows if not r.get("error"))
     console.print(
         f"{ok}/{len(rows)} pods bound; mean {sum(r['ms'] for r in rows) / max(1, len(rows)):.1f} ms per pod (filter+prioritize+bind over HTTP)"

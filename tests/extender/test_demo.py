@@ -40,6 +40,13 @@ def test_demo_schedules_the_bundled_cluster_over_http() -> None:
     bound, total = int(summary.group(1)), int(summary.group(2))
     assert total == len(pending)
     assert MIN_BOUND <= bound <= total
+    # A pod no node fits gets every node's reason with its numbers (GET /explain, issue 16).
+    unplaced = [name for name, line in rows.items() if "no node fits" in line]
+    assert len(unplaced) == total - bound
+    for name in unplaced:
+        assert f"Why no node fits {name}, node by node" in out
+    if unplaced:
+        assert re.search(r"utilisation \d\.\d\d > limit 0\.80|needs \d+m CPU, has \d+m free", out), out
     # An unmanaged pod is bound as the default binder would: a node, score 0, no device.
     for p in pending:
         if not is_managed(p):
