@@ -255,7 +255,9 @@ def train(
     if method == "paper":
         return Predictor(method, ModelParams(swap_moment="paper"), _profile_physics(profiles, moments=False))
     if method == "bernoulli":
-        return Predictor(method, ModelParams(), _profile_physics(profiles, moments=False))
+        return Predictor(
+            method, ModelParams(swap_moment="bernoulli"), _profile_physics(profiles, moments=False)
+        )
     if method == "predict":
         return Predictor(method, ModelParams(), _profile_physics(profiles, moments=True))
     if method == "calibrated":

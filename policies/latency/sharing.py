@@ -55,6 +55,7 @@ from numpy.typing import ArrayLike
 
 from qosched.policies.latency.queueing import (
     MS_PER_S,
+    SWAP_MOMENTS,
     QueueMetrics,
     SwapMoment,
     _edgetpu_core,
@@ -97,11 +98,12 @@ class ModelParams:
         Extra fractional slowdown of every service time when ≥ 2 services are active on the
         device (context switches, cache and memory-bandwidth contention). Default 0: the
         paper's models have none; fit it per device type.
-    swap_moment : {"paper", "bernoulli"}
-        Second moment of the edge-TPU service time (see ``queueing.edgetpu_swap_queue``).
-        Default ``"bernoulli"``: the swap is paid with probability qᵢ, which is the exact second
-        moment of the request mix; on the Ibis trace it lowers the paper's mean error from 3.87 %
-        to 3.71 % (docs/latency-models.md).
+    swap_moment : {"paper", "bernoulli", "markov"}
+        Second moment and wait of the edge-TPU model (see ``queueing.edgetpu_swap_queue``).
+        Default ``"markov"``: the swap is paid with probability qᵢ (the exact second moment of
+        the request mix, ``"bernoulli"``) and makes consecutive service times dependent, which
+        the wait accounts for; held out over the three Ibis co-location traces it lowers the
+        mean error from 3.70 % (``"bernoulli"``) to 3.43 % (docs/latency-models.md).
     swap_prob_scale : float
         Multiplies the edge-TPU swap probability 1 − λᵢ/λ. Default 1 (random interleaving); the
         measured swap frequency on the Ibis trace matched 1 − λᵢ/λ within 0.02 at every level.
@@ -122,7 +124,7 @@ class ModelParams:
     """
 
     colocation_overhead_frac: float = 0.0
-    swap_moment: SwapMoment = "bernoulli"
+    swap_moment: SwapMoment = "markov"
     swap_prob_scale: float = 1.0
     time_slicing: Literal["paper", "ps"] = "paper"
     mps_contention_frac: float = 0.10
@@ -135,9 +137,9 @@ class ModelParams:
                 raise ValueError(f"ModelParams.{name} must be a finite number (got {value!r})")
             if value < 0.0 or value > 10.0:
                 raise ValueError(f"ModelParams.{name} must be in [0, 10] (got {value!r})")
-        if self.swap_moment not in ("paper", "bernoulli"):
+        if self.swap_moment not in SWAP_MOMENTS:
             raise ValueError(
-                f"ModelParams.swap_moment must be 'paper' or 'bernoulli' (got {self.swap_moment!r})"
+                f"ModelParams.swap_moment must be one of {', '.join(SWAP_MOMENTS)} (got {self.swap_moment!r})"
             )
         if self.time_slicing not in ("paper", "ps"):
             raise ValueError(f"ModelParams.time_slicing must be 'paper' or 'ps' (got {self.time_slicing!r})")

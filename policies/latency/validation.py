@@ -458,7 +458,7 @@ def validate_queueing(
                 prof.swap_ms,
                 second_moment_ms2=prof.second_moment_ms2,
                 host_tail_ms=prof.host_tail_ms,
-                params=ModelParams(swap_moment="bernoulli"),
+                params=ModelParams(),
                 rates=rates,
             )
         else:

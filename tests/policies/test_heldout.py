@@ -99,8 +99,8 @@ def test_training_sets_exclude_the_held_out(
     assert seen_levels == [[x for x in levels if x != held] for held in levels]
 
 
-# measured when written (validate-latency): per pair 2.11 / 3.69 / 6.08 %, all 3.70 %
-LOPO_PREDICT_BOUNDS = [(TRIPLE, 0.03), (V3_SSD, 0.045), (V4_MNET, 0.075)]
+# measured when written (validate-latency): per pair 2.94 / 3.97 / 3.62 %, all 3.43 %; max 8.9 %
+LOPO_PREDICT_BOUNDS = [(TRIPLE, 0.04), (V3_SSD, 0.05), (V4_MNET, 0.05)]
 
 
 @pytest.mark.parametrize(("pair", "bound"), LOPO_PREDICT_BOUNDS, ids=["triple", "v3-ssd", "v4-mnet"])
@@ -109,26 +109,31 @@ def test_predict_per_pair_error_held_out(
 ) -> None:
     report = reports[("leave-one-pair-out", "predict")]
     assert report.pair_mape()[pair] <= bound
-    assert max(abs(r.rel_error) for r in dict(report.pairs)[pair].rows) <= 0.16
+    assert max(abs(r.rel_error) for r in dict(report.pairs)[pair].rows) <= 0.11
 
 
 def test_held_out_summary(reports: dict[tuple[str, str], h.HeldOutReport]) -> None:
     lopo = {m: reports[("leave-one-pair-out", m)].mape for m in h.HELD_OUT_METHODS}
     lolo = {m: reports[("leave-one-level-out", m)].mape for m in h.HELD_OUT_METHODS}
     print("\n" + h.format_summary(list(reports.values())))
-    assert lopo["predict"] <= 0.042  # 3.70 %: the issue's 3.7 %, goal 3 % not met
-    assert lopo["predict"] < lopo["paper"]  # 3.70 < 3.76
-    assert lopo["measured"] <= 0.042  # 3.65 %
-    assert lolo["measured"] <= 0.032  # 2.92 %: within a pair, measured physics meets 3 %
-    # fitted global terms do not carry over to another pair: 3.40 % within, 7.74 % across
-    assert lopo["calibrated"] > 1.5 * lolo["calibrated"]
+    # the issue's 3.7 % is the P-K wait (bernoulli); the Markov wait (predict) improves it
+    assert lopo["bernoulli"] == pytest.approx(0.0370, abs=0.0005)
+    assert lopo["predict"] <= 0.036  # 3.43 %; the goal 3 % is not met
+    assert lopo["predict"] < lopo["bernoulli"] - 0.002
+    assert lopo["predict"] < lopo["paper"]  # 3.43 < 3.76
+    assert lopo["measured"] <= 0.035  # 3.28 %
+    assert lolo["measured"] <= 0.029  # 2.60 %: within a pair, measured physics meets 3 %
+    # fitted global terms do not carry over to another pair: 3.20 % within, 4.50 % across,
+    # worse than the physics with nothing fitted
+    assert lopo["calibrated"] > lolo["calibrated"] + 0.005
+    assert lopo["calibrated"] > lopo["predict"]
     # methods that train nothing give the same figures under both protocols
     for m in ("paper", "bernoulli", "predict"):
         assert lopo[m] == pytest.approx(lolo[m], rel=1e-12)
 
 
 def test_p95_held_out(traces: tuple[h.CoLocationTrace, ...], profiles: h.ProfileTable) -> None:
-    """tail.py's percentile on held-out pairs: 8.71 % at p95 (leave-one-pair-out, predict)."""
+    """tail.py's percentile on held-out pairs: 9.07 % at p95 (leave-one-pair-out, predict)."""
     report = h.leave_one_pair_out(traces, "predict", profiles, percentile=95.0)
     assert 0.05 < report.mape <= 0.10
     means = h.leave_one_pair_out(traces, "predict", profiles)
