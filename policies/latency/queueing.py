@@ -375,8 +375,8 @@ def edgetpu_swap_queue(
     model-b request), m_b = Σ_c p_c(d_c + O'_c) − p_bO'_b (the mean device time of the request
     after it), O'_b = q_bO_b/(1 − p_b) (= O_b unless ``swap_prob_scale`` ≠ 1) and the solo
     variance left out of the transform. Against a simulated queue of 800,000 requests at the
-    15 Ibis operating points (ρ 0.19..0.79) this is within 1.4 % of the simulated wait (P-K:
-    up to 6.8 % low; docs/latency-models.md).
+    15 Ibis operating points (ρ 0.19..0.79) this is within 1.4 % of the simulated wait, where
+    P-K is up to 7.8 % low (``benchmarks/swap_wait_simulation.py``, docs/latency-models.md).
 
     Examples
     --------
