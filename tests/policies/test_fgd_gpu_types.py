@@ -9,6 +9,7 @@ as does a node without a GPU model. A CPU-only shape never looks at the type.
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from qosched.policies.placement.fgd.mix import PodShape, WorkloadLearner, WorkloadMix, shape_of
 from qosched.policies.placement.fgd.score import fragmentation_delta, node_fragmentation
+from qosched.policies.placement.qosched.policy import QoschedPolicy
 from qosched.policies.placement.testing import plain_gpu_pod
 
 MODELS = ("A", "B", "C")
@@ -134,3 +136,25 @@ def test_learner_keeps_types_apart() -> None:
     np.testing.assert_allclose(mix.popularity, [0.75, 0.25])
     assert mix.models == ("V100M16", "V100M32")
     assert mix.typed_share == pytest.approx(0.75)
+
+
+GPU_POD = plain_gpu_pod("g", gpu_milli=500, cpu_milli=2000)
+CPU_POD = plain_gpu_pod("c", cpu_milli=2000)
+UNTYPED_MIX = WorkloadMix.from_pods([GPU_POD, CPU_POD])
+TYPED_MIX = WorkloadMix.from_pods([GPU_POD, CPU_POD, TYPED_POD])
+
+
+@pytest.mark.parametrize(
+    ("mix", "pod", "applies"),
+    [
+        pytest.param(UNTYPED_MIX, GPU_POD, True, id="untyped-workload-gpu-pod"),
+        pytest.param(UNTYPED_MIX, CPU_POD, True, id="untyped-workload-cpu-pod"),
+        pytest.param(TYPED_MIX, GPU_POD, True, id="typed-workload-gpu-pod"),
+        pytest.param(TYPED_MIX, CPU_POD, False, id="typed-workload-cpu-pod"),
+        pytest.param(TYPED_MIX, TYPED_POD, False, id="typed-pod"),
+    ],
+)
+def test_balance_term_on_typed_workloads(mix: WorkloadMix, pod, applies: bool) -> None:
+    # qosched's β: on a workload with GPU-type-constrained pods only the untyped GPU pods get it
+    # (CPU-only pods and typed pods are left to ΔF; QoschedPolicy._balance_applies).
+    assert QoschedPolicy(mix=mix)._balance_applies(SimpleNamespace(pod=pod)) is applies

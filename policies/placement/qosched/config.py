@@ -45,7 +45,8 @@ class QoschedConfig:
         tried, 0.4 and 1.0 best) and measured on seeds 42-51 of all six workloads
         (docs/fgd-reproduction.md, "Beyond FGD"). 0 gives FGD's decisions on plain pods. Applied
         to pods without a latency target only (services: σ decides among equal ΔF, as before),
-        and only while no pod of the workload mix carries a GPU-type constraint.
+        not to GPU-type-constrained pods, and, where the workload has such pods, only to pods
+        asking for a GPU (``QoschedPolicy._balance_applies``).
     fairness_weight : float
         w_q, per unit of the fairness term. Default 0.5: the fairness hook's values (change of
         min normalised QoS minus change of within-class Gini) are small differences, and
