@@ -30,9 +30,11 @@ Sharing modes (the registry :data:`SHARING_MODELS`):
     One service per device, M/G/1 (M/D/1 for deterministic service). A device holding more than
     one valid service violates the mode: every service on it gets ``inf``.
 ``cpu``
-    The node's CPU, processor sharing over ``cores`` (see
-    :func:`~qosched.policies.latency.queueing.processor_sharing_queue`): one core E[Rᵢ] =
-    Sᵢ/(1 − ρ), ρ = Σλᵢ Sᵢ; c cores through the M/M/c-equivalent symmetric queue.
+    The node's CPU (:mod:`~qosched.policies.latency.cpu_node`, the discipline the request
+    simulator runs too): one FCFS server per service, the busy servers sharing the ``cores`` at
+    min(1, c/B) of a core each; with at most c active services each is its own M/G/1 queue,
+    otherwise a mean-field slowdown σᵢ stretches its service (:func:`~qosched.policies.latency.
+    cpu_node.cpu_node_queue`).
 
 Every mode also applies the co-location slowdown (1 + ``colocation_overhead_frac`` +
 ``overhead_frac``ᵢ) to the service times when two or more services are active on a device
@@ -53,13 +55,13 @@ from typing import Final, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from qosched.policies.latency.cpu_node import cpu_node_core
 from qosched.policies.latency.queueing import (
     MS_PER_S,
     SWAP_MOMENTS,
     QueueMetrics,
     SwapMoment,
     _edgetpu_core,
-    _ps_core,
     _safe_div,
     _unbounded_where,
     _wait_factor,
@@ -759,9 +761,17 @@ def _exclusive(sv: DeviceServices, params: ModelParams) -> Prediction:
 
 
 def _cpu(sv: DeviceServices, params: ModelParams) -> Prediction:
-    sv = _clean(sv, ("rate_rps", "service_ms"))
-    s = sv.service_ms * _colocation_factor(sv, params)
-    return _from_queue(sv, _ps_core(sv.rate_rps / MS_PER_S, s, sv.cores.astype(np.int64), sv.mask))
+    # One FCFS server per service, the busy servers sharing the cores (cpu_node.CpuNode, the
+    # discipline the request simulator runs too).
+    sv = _clean(sv)
+    factor = _colocation_factor(sv, params)
+    s = sv.service_ms * factor
+    m2 = sv.second_moment_ms2 * factor * factor
+    lam = sv.rate_rps / MS_PER_S
+    m = cpu_node_core(lam, s, m2, sv.cores.astype(np.int64), sv.mask)
+    # Each service's own queue: ρᵢ = λᵢσᵢSᵢ (P(its server is busy)); the node's Σλᵢ Sᵢ / c.
+    own = np.where(sv.mask, lam * m.service_ms, 0.0)
+    return Prediction(m.latency_ms, m.wait_ms, m.service_ms, own, m.utilization)
 
 
 #: Sharing mode → model. Keys are the node label values of the contract plus ``edgetpu``/``cpu``.

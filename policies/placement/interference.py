@@ -45,6 +45,7 @@ from qosched.policies.latency.colocation_rule import (
     feasible_shared_wait,
     slack_frac,
 )
+from qosched.policies.latency.cpu_node import cpu_cores
 from qosched.policies.latency.sharing import (
     EDGETPU_MODE,
     DeviceServices,
@@ -583,7 +584,7 @@ def _pair_inputs(
         "share_frac": appended_if(pass_share, state.svc_share_frac, new_share, 1.0),
         "mask": mask,
         "overhead_frac": appended_if(state.n_overhead_services > 0, state.svc_overhead_frac, 0.0, 0.0),
-        "cores": np.maximum(1, state.cpu_cap_milli.take(r_go) // 1000),
+        "cores": cpu_cores(state.cpu_cap_milli.take(r_go)),
     }
     # The state's services were checked when they were added; check the pod's column here and
     # skip re-validating the whole arrays (where anything fails, the validating constructor

@@ -33,9 +33,11 @@ saturated, ``frontend_util >= 1``: requests then queue without bound before reac
 Bounded cost: each device is simulated with ``SimConfig.n_requests`` requests (default here
 20,000; 10 % warm-up), and results are cached by the device's exact service configuration, so a
 cluster of many identical devices costs one simulation per distinct configuration. A ``cpu``
-device is simulated as ONE processor-sharing server (the simulator's model), while the analytic
-model spreads it over ``cpu_milli // 1000`` cores: on multi-core CPU nodes the two differ by
-construction, and the report shows it.
+node is simulated and predicted with the same discipline,
+:class:`~qosched.policies.latency.cpu_node.CpuNode` of
+:func:`~qosched.policies.latency.cpu_node.cpu_cores` (``cpu_milli // 1000``, at least 1) cores:
+one FCFS server per service, the busy servers sharing the cores (measured with the profiler,
+docs/simulator-requests.md, "CPU nodes: model and simulator reconciled").
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qosched.policies.latency.cpu_node import cpu_cores
 from qosched.policies.latency.sharing import DeviceServices, ModelParams, predict, resolve_sharing
 from qosched.policies.latency.tail import percentile_latency_ms
 from qosched.policies.simulator.requests import (
@@ -155,6 +158,7 @@ def check_device(
         n = params.mig_slices_per_gpu
         share = np.clip(np.floor(share * n + 1e-9), 1, n) / n
     frontend = float(state.frontend_util[row])
+    cores = int(cpu_cores(state.cpu_cap_milli[row]))
 
     # Analytic prediction, with the same arrays the policies judged (cores for the CPU model).
     services = DeviceServices.build(
@@ -164,7 +168,7 @@ def check_device(
         swap_ms=swap,
         share_frac=share if mode in ("mps", "mig") else 1.0,
         overhead_frac=overhead,
-        cores=max(1, int(state.cpu_cap_milli[row]) // 1000),
+        cores=cores,
     )
     prediction = predict(resolve_sharing(view.accelerator, sharing), services, params)
     analytic = prediction.latency_ms
@@ -189,7 +193,11 @@ def check_device(
         )
         for j, k in enumerate(slots.tolist())
     )
-    result = simulate_device(DeviceSpec(mode, specs, name=f"{view.name}/{device}"), rng, config)
+    result = simulate_device(
+        DeviceSpec(mode, specs, name=f"{view.name}/{device}", cores=cores if mode == "cpu" else 1),
+        rng,
+        config,
+    )
     sims: tuple[ServiceResult, ...] = result.services
     simulated = np.array([s.slo_latency_ms for s in sims])
     met = np.array([s.slo_met is not False for s in sims]) & (frontend < 1.0)
@@ -227,7 +235,7 @@ def _config_key(state: ClusterState, row: int, device: int) -> tuple[object, ...
     return (
         view.accelerator,
         int(state.sharing_code[row]),
-        int(state.cpu_cap_milli[row]) // 1000,
+        int(cpu_cores(state.cpu_cap_milli[row])),
         float(state.frontend_util[row]) >= 1.0,
         values,
     )

@@ -76,12 +76,14 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
 
+from qosched.policies.latency.cpu_node import CpuNode
 from qosched.policies.types import CPU_ACCELERATOR, EDGETPU_ACCELERATORS, SHARING_MODES
 
 __all__ = [
@@ -98,6 +100,7 @@ __all__ = [
     "mode_for",
     "offered_load",
     "ps_sojourn_times",
+    "shared_cores_sojourn_times",
     "simulate_device",
     "simulate_devices",
 ]
@@ -304,16 +307,24 @@ class DeviceSpec:
         Names unique; ``exclusive`` takes at most one.
     name : str
         Free label carried into the result (e.g. ``node-3/gpu0``).
+    cores : int
+        Mode ``cpu``: the node's whole cores c (:class:`~qosched.policies.latency.cpu_node.CpuNode`,
+        :func:`~qosched.policies.latency.cpu_node.cpu_cores`); 1 in every other mode.
     """
 
     mode: SimMode
     services: tuple[ServiceSpec, ...]
     name: str = ""
+    cores: int = 1
 
     def __post_init__(self) -> None:
         where = f"device {self.name}: " if self.name else ""
         if self.mode not in SIM_MODES:
             raise ValueError(f"{where}mode must be one of {', '.join(SIM_MODES)}, got {self.mode!r}")
+        if isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1:
+            raise ValueError(f"{where}cores must be an integer >= 1, got {self.cores!r}")
+        if self.cores != 1 and self.mode != "cpu":
+            raise ValueError(f"{where}cores applies only to mode cpu, not {self.mode}")
         names = [s.name for s in self.services]
         if len(set(names)) != len(names):
             raise ValueError(f"{where}service names must be unique, got {names}")
@@ -537,6 +548,111 @@ def ps_sojourn_times(arrival_ms: np.ndarray, size_ms: np.ndarray) -> np.ndarray:
     return np.array(departure) - arrivals
 
 
+def shared_cores_sojourn_times(
+    arrival_ms: np.ndarray, size_ms: np.ndarray, server: np.ndarray, cores: int
+) -> np.ndarray:
+    r"""Sojourn times of FCFS servers that share ``cores`` cores, exact event simulation [ms].
+
+    Request :math:`n` joins the FCFS queue of server ``server[n]`` (one request in service at a
+    time). The :math:`B(t)` servers that are busy each run at speed
+    :math:`r(B) = \min(1, c/B)` of a full core (the OS spreads the runnable single-threaded
+    processes over the c cores, at most one core each). All busy servers progress at the same
+    speed, so a virtual clock :math:`V`, :math:`dV/dt = r(B(t))`, is the work each server in
+    service has done: the request at the head of a server, started at :math:`V_s` with size
+    :math:`s`, leaves when :math:`V = V_s + s`. Heads are kept in a heap of these tags
+    (O(n log k) for k servers).
+
+    Special cases: every request its own server (``server = arange(n)``) is limited processor
+    sharing over c cores, :math:`\min(1, c/N)` per request; with ``cores = 1`` that is the
+    egalitarian PS of :func:`ps_sojourn_times`; one server is the FCFS M/G/1 queue.
+
+    Parameters
+    ----------
+    arrival_ms : ndarray
+        Arrival times, non-decreasing [ms].
+    size_ms : ndarray
+        Work of each request at one full core [ms], >= 0.
+    server : ndarray of int
+        Server (queue) of each request.
+    cores : int
+        c >= 1.
+
+    Returns
+    -------
+    ndarray
+        Departure minus arrival [ms].
+
+    Examples
+    --------
+    Two servers on one core, 2 ms requests at t = 0 and 1: they share the core from t = 1, so
+    the first leaves at 3 and the second at 4 (as under PS). On two cores neither slows.
+
+    >>> shared_cores_sojourn_times(np.array([0.0, 1.0]), np.array([2.0, 2.0]), np.array([0, 1]), 1).tolist()
+    [3.0, 3.0]
+    >>> shared_cores_sojourn_times(np.array([0.0, 1.0]), np.array([2.0, 2.0]), np.array([0, 1]), 2).tolist()
+    [2.0, 2.0]
+
+    The same two requests on ONE server queue: the second waits for the first (FCFS).
+
+    >>> shared_cores_sojourn_times(np.array([0.0, 1.0]), np.array([2.0, 2.0]), np.array([0, 0]), 2).tolist()
+    [2.0, 3.0]
+    """
+    arrivals = np.asarray(arrival_ms, dtype=np.float64)
+    sizes = np.asarray(size_ms, dtype=np.float64)
+    servers = np.asarray(server)
+    if arrivals.shape != sizes.shape or arrivals.shape != servers.shape or arrivals.ndim != 1:
+        raise ValueError("arrival_ms, size_ms and server must be 1-D arrays of the same length")
+    node = CpuNode(cores)
+    departure, _ = _shared_cores_run(arrivals, sizes, servers, node.speeds(len(np.unique(servers))))
+    return departure - arrivals
+
+
+def _shared_cores_run(
+    arrivals: np.ndarray, sizes: np.ndarray, servers: np.ndarray, speeds: list[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The event loop of :func:`shared_cores_sojourn_times`: departure times [ms], and the time
+    [ms] spent with B = 0, 1, ... servers busy (``speeds[B]`` is their speed)."""
+    arrival = arrivals.tolist()
+    size = sizes.tolist()
+    label = servers.tolist()
+    n = len(arrival)
+    departure = [0.0] * n
+    time_at = [0.0] * len(speeds)
+    heap: list[tuple[float, int]] = []  # (tag, request) of the request in service at each busy server
+    waiting: dict[int, deque[int]] = {}  # requests queued behind the one in service, per busy server
+    virtual = 0.0  # V: work done by each request in service since the start
+    now = 0.0
+    i = 0
+    push, pop = heapq.heappush, heapq.heappop
+    while i < n or heap:
+        busy = len(heap)
+        speed = speeds[busy]
+        if busy and (i >= n or now + (heap[0][0] - virtual) / speed < arrival[i]):
+            tag, j = pop(heap)
+            step = (tag - virtual) / speed
+            virtual = tag
+            departure[j] = now + step
+            queue = waiting[label[j]]
+            if queue:
+                k = queue.popleft()
+                push(heap, (virtual + size[k], k))
+            else:
+                del waiting[label[j]]
+        else:
+            step = arrival[i] - now
+            virtual += step * speed if busy else 0.0
+            behind = waiting.get(label[i])
+            if behind is None:  # its server was idle: it starts now
+                waiting[label[i]] = deque()
+                push(heap, (virtual + size[i], i))
+            else:
+                behind.append(i)
+            i += 1
+        time_at[busy] += step
+        now += step
+    return np.array(departure), np.array(time_at)
+
+
 # ---------------------------------------------------------------------------------------------
 # Device simulation
 
@@ -544,12 +660,17 @@ def ps_sojourn_times(arrival_ms: np.ndarray, size_ms: np.ndarray) -> np.ndarray:
 def offered_load(device: DeviceSpec) -> np.ndarray:
     r"""Offered load ρ of the server each service's requests use [-], one per service.
 
-    time-slicing, cpu: :math:`\sum_j \lambda_j E[S_j]` (one shared server);
+    time-slicing: :math:`\sum_j \lambda_j E[S_j]` (one shared server);
     edgetpu: :math:`\sum_j \lambda_j (E[S_j] + (1 - \lambda_j/\lambda) O_j)`;
-    mps, mig, exclusive: :math:`\lambda_i E[S_i] / share\_frac_i` (own server).
+    mps, mig, exclusive: :math:`\lambda_i E[S_i] / share\_frac_i` (own server);
+    cpu: :math:`\max(\lambda_i E[S_i], \sum_j \lambda_j E[S_j] / c)`, own server and node
+    (:meth:`CpuNode.offered_load <qosched.policies.latency.cpu_node.CpuNode.offered_load>`: the
+    node is stable exactly when every entry is below 1).
     """
     rate_per_ms = np.array([s.rate_rps for s in device.services], dtype=np.float64) / 1000.0
     mean_ms = np.array([s.service.mean_ms for s in device.services], dtype=np.float64)
+    if device.mode == "cpu":
+        return CpuNode(device.cores).offered_load(rate_per_ms * mean_ms)
     if device.mode in _OWN_QUEUE_MODES:
         share = np.array([s.share_frac for s in device.services], dtype=np.float64)
         return rate_per_ms * mean_ms / share
@@ -643,26 +764,7 @@ def simulate_device(
         mask = label == i
         size[mask] = s.service.sample(rng, int(mask.sum()))
 
-    # own_ms: the part of the latency that is the request's own work (service, stretch, swap).
-    if device.mode in ("time-slicing", "edgetpu"):
-        own = size.copy()
-        if device.mode == "edgetpu" and n:
-            swap = np.array([s.swap_ms for s in services], dtype=np.float64)
-            changed = np.empty(n, dtype=bool)
-            changed[0] = True  # no model resident at the start
-            changed[1:] = label[1:] != label[:-1]
-            own += np.where(changed, swap[label], 0.0)
-        latency = lindley_waits(arrival, own) + own
-    elif device.mode == "cpu":
-        own = size
-        latency = ps_sojourn_times(arrival, size)
-    else:  # mps, mig, exclusive: one FCFS queue per service, stretched by 1/share_frac
-        share = np.array([s.share_frac for s in services], dtype=np.float64)
-        own = size / share[label] if n else size
-        latency = np.empty(n)
-        for i in range(k):
-            mask = label == i
-            latency[mask] = lindley_waits(arrival[mask], own[mask]) + own[mask]
+    latency, own, stretch = _serve(device, arrival, label, size)
 
     warm = int(config.warmup_frac * n)
     label_kept, latency_kept, own_kept = label[warm:], latency[warm:], own[warm:]
@@ -674,9 +776,42 @@ def simulate_device(
                 _summarise(s, latency_kept[mask], own_kept[mask], int(mask.sum()), float(rho[i]), config)
             )
         else:
-            probe_latency, probe_own = _probe(device, i, latency_kept, own_kept, rng, config)
+            probe_latency, probe_own = _probe(device, i, latency_kept, own_kept, rng, config, stretch)
             results.append(_summarise(s, probe_latency, probe_own, 0, float(rho[i]), config))
     return DeviceResult(device.name, device.mode, tuple(results), n)
+
+
+def _serve(
+    device: DeviceSpec, arrival: np.ndarray, label: np.ndarray, size: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Latency of every request, its own part (service, stretch by the share, swap), and (mode
+    ``cpu``) the slowdown an idle server's request would see, time-averaged (1.0 otherwise)."""
+    n = arrival.size
+    if device.mode in ("time-slicing", "edgetpu"):
+        own = size.copy()
+        if device.mode == "edgetpu" and n:
+            swap = np.array([s.swap_ms for s in device.services], dtype=np.float64)
+            changed = np.empty(n, dtype=bool)
+            changed[0] = True  # no model resident at the start
+            changed[1:] = label[1:] != label[:-1]
+            own += np.where(changed, swap[label], 0.0)
+        return lindley_waits(arrival, own) + own, own, 1.0
+    if device.mode == "cpu":
+        # One FCFS server per service; the busy servers share the node's cores (CpuNode).
+        speeds = CpuNode(device.cores).speeds(len(device.services) + 1)
+        departure, time_at = _shared_cores_run(arrival, size, label, speeds)
+        total = float(time_at.sum())
+        # A server that turns busy when B others are: speed speeds[B + 1] (PASTA: B as time-averaged).
+        stretch = float(np.dot(time_at[:-1], 1.0 / np.array(speeds[1:]))) / total if total > 0 else 1.0
+        return departure - arrival, size, stretch
+    # mps, mig, exclusive: one FCFS queue per service, stretched by 1/share_frac
+    share = np.array([s.share_frac for s in device.services], dtype=np.float64)
+    own = size / share[label] if n else size
+    latency = np.empty(n)
+    for i in range(len(device.services)):
+        mask = label == i
+        latency[mask] = lindley_waits(arrival[mask], own[mask]) + own[mask]
+    return latency, own, 1.0
 
 
 def _probe(
@@ -686,10 +821,12 @@ def _probe(
     own_ms: np.ndarray,
     rng: np.random.Generator,
     config: SimConfig,
+    stretch: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Latencies a request of a zero-rate service would see (see the module docstring).
 
-    ``latency_ms`` and ``own_ms`` are those of the measured requests of the other services.
+    ``latency_ms`` and ``own_ms`` are those of the measured requests of the other services;
+    ``stretch`` the cpu mode's time-averaged slowdown of a server that turns busy.
     """
     spec = device.services[index]
     m = config.probe_requests
@@ -697,10 +834,8 @@ def _probe(
     if device.mode in _OWN_QUEUE_MODES:
         return own, own
     if device.mode == "cpu":
-        # PS: a request of size s stays s x (mean slowdown); the slowdown is measured on the
-        # other requests as sum(latency) / sum(size), which equals 1/(1 - ρ) when stationary.
-        work = float(own_ms.sum())
-        return own * (float(latency_ms.sum()) / work if work > 0 else 1.0), own
+        # Its own server is idle, so no queue: its size, slowed by the servers busy meanwhile.
+        return own * stretch, own
     others_active = any(s.rate_rps > 0 for j, s in enumerate(device.services) if j != index)
     if device.mode == "edgetpu" and others_active:
         own = own + spec.swap_ms

@@ -9,7 +9,8 @@ made from the solo profile (E[S], E[S²]) and the offered rates only:
 
 ``qosched``
     :func:`qosched.policies.latency.sharing.predict`, the model the placement policies use
-    (``cpu`` mode: processor sharing over the cores; ``time-slicing`` on CUDA), uncalibrated.
+    (``cpu`` mode: one FCFS server per model, the cores shared among the busy servers,
+    :mod:`qosched.policies.latency.cpu_node`; ``time-slicing`` on CUDA), uncalibrated.
 ``qosched_calibrated_heldout``
     The same model with ``colocation_overhead_frac`` fitted by
     :mod:`qosched.policies.latency.calibration` on the *other* co-located runs (leave one run
@@ -17,6 +18,7 @@ made from the solo profile (E[S], E[S²]) and the offered rates only:
 ``reference_fcfs_servers``
     :func:`reference_fcfs_servers_ms`, a model of the profiler's own serving set-up (one FCFS
     server per model, cores shared among busy servers), to tell model error from host noise.
+    Since issue 18 it is the ``cpu`` model itself, so on CPU runs it equals ``qosched``.
 
 The error of a row is ``(predicted − measured) / measured``; the figure of merit is the mean
 absolute percentage error over the co-located rows,
@@ -104,40 +106,27 @@ def reference_fcfs_servers_ms(members: Sequence[MemberLoad], servers: int) -> li
     .. math:: σᵢ = E[\max(1, (1 + Kᵢ) / c)],  Kᵢ ~ PoissonBinomial(bⱼ, j ≠ i),
               bⱼ = \min(1, λⱼ Sⱼ σⱼ)
 
-    (fixed point, damped iteration), and each server is an M/G/1 queue with stretched service
-    Tᵢ = σᵢ Sᵢ, E[Tᵢ²] = σᵢ² E[Sᵢ²]: E[Rᵢ] = Tᵢ + λᵢ E[Tᵢ²] / (2 (1 − λᵢ Tᵢ)), ``inf`` when
-    λᵢ Tᵢ ≥ 1. Alone, or with n ≤ c servers, σ = 1 and this is the solo M/G/1 (models.md §A: "one
-    model alone: M/D/1"). It is not qosched's placement model (that is per-request processor
-    sharing, :func:`predict_mean_latency_ms`); the report shows it to separate the error of the
-    serving structure from the error of the host.
+    (fixed point), and each server is an M/G/1 queue with stretched service Tᵢ = σᵢ Sᵢ,
+    E[Tᵢ²] = σᵢ² E[Sᵢ²]: E[Rᵢ] = Tᵢ + λᵢ E[Tᵢ²] / (2 (1 − λᵢ Tᵢ)), ``inf`` when λᵢ Tᵢ ≥ 1.
+    Alone, or with n ≤ c servers, σ = 1 and this is the solo M/G/1 (models.md §A: "one model
+    alone: M/D/1").
+
+    Since issue 18 this is also qosched's ``cpu`` model (the measurements showed it is the
+    discipline of a CPU node): it is computed by
+    :func:`qosched.policies.latency.cpu_node.cpu_node_queue`, the one implementation, so on CPU
+    runs this column equals the ``qosched`` one.
     """
-    c = max(1, servers)
-    lam = np.array([m.rate_rps / 1000.0 for m in members])  # per ms
-    s = np.array([m.service_mean_ms for m in members])
-    s2 = np.array([m.service_second_moment_ms2 for m in members])
-    n = len(members)
-    sigma = np.ones(n)
-    for _ in range(1000):
-        busy = np.minimum(lam * s * sigma, 1.0)
-        new = np.empty(n)
-        for i in range(n):
-            dist = np.array([1.0])  # P(K = k) over the others, built one server at a time
-            for j in range(n):
-                if j != i:
-                    dist = np.append(dist * (1.0 - busy[j]), 0.0) + np.append(0.0, dist * busy[j])
-            k = np.arange(dist.size)
-            new[i] = float(np.sum(dist * np.maximum(1.0, (1.0 + k) / c)))
-        done = np.max(np.abs(new - sigma), initial=0.0) < 1e-12
-        sigma = 0.5 * (sigma + new)  # damped: the map is monotone, damping avoids oscillation
-        if done:
-            sigma = new
-            break
-    t = sigma * s
-    rho = lam * t
-    return [
-        math.inf if rho[i] >= 1.0 else float(t[i] + lam[i] * sigma[i] ** 2 * s2[i] / (2.0 * (1.0 - rho[i])))
-        for i in range(n)
-    ]
+    if not members:
+        return []
+    from qosched.policies.latency.cpu_node import cpu_node_queue
+
+    latency = cpu_node_queue(
+        [m.rate_rps for m in members],
+        [m.service_mean_ms for m in members],
+        [m.service_second_moment_ms2 for m in members],
+        cores=max(1, servers),
+    ).latency_ms
+    return [float(x) for x in latency]
 
 
 # --------------------------------------------------------------------------------------------

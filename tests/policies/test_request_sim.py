@@ -126,16 +126,24 @@ THEORY = [
         [25.0],
         0.04,
     ),
-    # M/G/1-PS: E[T_i] = S_i / (1 - ρ), whatever the distribution (insensitivity), per class
+    # cpu (policies/latency/cpu_node.py): one FCFS server per service, busy servers share c cores.
+    # One server: its M/G/1 queue (M/M/1: S/(1 - ρ); M/D/1: S + ρS/(2(1 - ρ))).
     (DeviceSpec("cpu", (ServiceSpec("a", 50, ServiceTime.exponential(S_MS)),)), 30_000, [20.0], 0.03),
-    (DeviceSpec("cpu", (ServiceSpec("a", 70, det(S_MS)),)), 30_000, [100.0 / 3.0], 0.04),
+    (DeviceSpec("cpu", (ServiceSpec("a", 70, det(S_MS)),)), 30_000, [10.0 + 7.0 / 0.6], 0.03),
+    # Three exponential servers on ONE core: the core is busy whenever any request is present and
+    # sizes are memoryless, so the number present is M/M/1's: E[T] = S/(1 - ρ), ρ = 3·0.2.
     (
-        DeviceSpec(
-            "cpu", (ServiceSpec("a", 40, det(5.0)), ServiceSpec("b", 20, ServiceTime.exponential(20.0)))
-        ),
+        DeviceSpec("cpu", tuple(ServiceSpec(f"s{i}", 20, ServiceTime.exponential(S_MS)) for i in range(3))),
         30_000,
-        [12.5, 50.0],  # ρ = 0.04·5 + 0.02·20 = 0.6
+        [25.0, 25.0, 25.0],
         0.05,
+    ),
+    # Two servers on two cores never slow each other: each its own M/D/1 (ρ = 0.6 and 0.5).
+    (
+        DeviceSpec("cpu", (ServiceSpec("a", 60, det(S_MS)), ServiceSpec("b", 50, det(S_MS))), cores=2),
+        30_000,
+        [10.0 + 6.0 / 0.8, 10.0 + 5.0 / 1.0],
+        0.03,
     ),
     # time-slicing: one FCFS M/G/1 over the mixture; S = 5 / 20 ms at 40 / 20 rps: ρ = 0.6,
     # E[S²] = (2/3)·25 + (1/3)·400 = 150, W = 0.06·150 / (2·0.4) = 11.25
@@ -171,9 +179,10 @@ THEORY = [
         "md1-rho0.8",
         "mg1-gamma",
         "mg1-lognormal",
-        "ps-exp-rho0.5",
-        "ps-det-rho0.7",
-        "ps-two-classes",
+        "cpu-one-server-mm1",
+        "cpu-one-server-md1",
+        "cpu-three-servers-one-core-mm1",
+        "cpu-two-servers-two-cores",
         "time-slicing-pk",
         "mps-own-queues",
     ],
@@ -357,9 +366,11 @@ def test_zero_rate_service_on_own_queue(mode: str, want_ms: float) -> None:
     [
         ("time-slicing", 5.0 + 0.5 * 10.0 / (2 * 0.5)),  # own S + the M/D/1 wait of the others (PASTA)
         ("edgetpu", 5.0 + 3.0 + 0.5 * 10.0 / (2 * 0.5)),  # + the swap: another model is always resident
-        ("cpu", 5.0 / (1 - 0.5)),  # M/G/1-PS conditional mean s / (1 - ρ)
+        # its own server is idle; it shares the one core with the other server half the time:
+        # time-averaged stretch 0.5·1 + 0.5·2
+        ("cpu", 5.0 * 1.5),
     ],
-    ids=["time-slicing", "edgetpu", "ps"],
+    ids=["time-slicing", "edgetpu", "cpu"],
 )
 def test_zero_rate_service_on_shared_server(mode: str, want_ms: float) -> None:
     swap = 3.0 if mode == "edgetpu" else 0.0

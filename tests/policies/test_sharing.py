@@ -166,18 +166,33 @@ ROWS = [
         "cpu",
         dict(rate_rps=[10, 10], service_ms=[20, 30]),
         {},
-        [40.0, 60.0],
+        # one core, two FCFS servers sharing it: σ₁ = 1 + b₂, σ₂ = 1 + b₁, bᵢ = λᵢSᵢσᵢ
+        # → σ₁ = 1.3/0.94, σ₂ = 1 + 0.2σ₁; then M/D/1 with service σᵢSᵢ: σS + λσ²S²/(2(1 − λσS))
+        [
+            20 * (1.3 / 0.94) + 0.01 * (1.3 / 0.94) ** 2 * 400 / (2 * (1 - 0.2 * 1.3 / 0.94)),
+            30 * (1 + 0.26 / 0.94)
+            + 0.01 * (1 + 0.26 / 0.94) ** 2 * 900 / (2 * (1 - 0.3 * (1 + 0.26 / 0.94))),
+        ],
         0.5,
         id="cpu-one-core",
     ),
     pytest.param(
         "cpu",
+        dict(rate_rps=[10, 10], service_ms=[20, 30], cores=2),
+        {},
+        # two servers on two cores never slow each other: each its own M/D/1
+        [20 + 0.01 * 400 / (2 * 0.8), 30 + 0.01 * 900 / (2 * 0.7)],
+        0.25,
+        id="cpu-two-cores",
+    ),
+    pytest.param(
+        "cpu",
         dict(rate_rps=[50], service_ms=[20], cores=2),
         {},
-        [80 / 3],
+        # one single-threaded server at λS = 1 is saturated, however many cores the node has
+        [math.inf],
         0.5,
-        # a = 1 Erlang on 2 cores: 20·(1 + (1/3)/1)
-        id="cpu-two-cores",
+        id="cpu-one-server-cannot-use-two-cores",
     ),
     pytest.param(
         "time-slicing",
@@ -212,8 +227,8 @@ def test_masked_padding_is_zero_and_ignored() -> None:
         pred = predict(mode, ds)
         assert (pred.latency_ms[0, 1:] == 0).all(), mode
         assert (pred.service_utilization[0, 1:] == 0).all(), mode
-        # one service alone at 10 rps of 20 ms: M/D/1 (or PS for cpu, S/(1 − ρ))
-        expect = 20 / 0.8 if mode == "cpu" else 20 + 0.2 * 20 / (2 * 0.8)
+        # one service alone at 10 rps of 20 ms: M/D/1 (on a CPU too: one FCFS server)
+        expect = 20 + 0.2 * 20 / (2 * 0.8)
         assert pred.latency_ms[0, 0] == pytest.approx(expect), mode
 
 

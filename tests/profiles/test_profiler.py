@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from qosched.extender.cli.main import main
-from qosched.policies.latency.queueing import processor_sharing_latency_ms
+from qosched.policies.latency.cpu_node import cpu_node_queue
 from qosched.profiles.profiler.load import LatencyStats, poisson_arrivals_s
 from qosched.profiles.profiler.report import (
     MemberLoad,
@@ -259,19 +259,24 @@ def test_reference_fcfs_servers(loads: list[MemberLoad], servers: int, want_ms: 
 @pytest.mark.parametrize(
     ("rates", "service", "cores", "want_ms"),
     [
-        ([10.0], [50.0], 1, [100.0]),  # M/G/1-PS: S/(1 − ρ) = 50/(1 − 0.5)
-        ([10.0, 10.0], [20.0, 30.0], 1, [40.0, 60.0]),  # ρ = 0.5 → S/(1 − 0.5)
-        ([50.0], [20.0], 2, [26.6667]),  # a = 1, c = 2: 20·(1 + C(2,1)/(2 − 1)) = 20·(1 + 1/3)
+        ([10.0], [50.0], 1, [75.0]),  # one FCFS server: M/D/1, 50 + 0.5·50/(2·0.5)
+        # one core: σ₁ = 1.3/0.94, σ₂ = 1 + 0.2σ₁ (tests/policies/test_sharing.py, cpu-one-core)
+        ([10.0, 10.0], [20.0, 30.0], 1, [32.9474, 50.1834]),
+        ([50.0], [20.0], 2, [math.inf]),  # one single-threaded server at λS = 1: saturated
+        ([10.0, 10.0], [20.0, 30.0], 2, [22.5, 30 + 9 / 1.4]),  # a core each: own M/D/1 queues
     ],
-    ids=["one-model", "two-models-one-core", "two-cores"],
+    ids=["one-model", "two-models-one-core", "one-server-two-cores", "two-cores"],
 )
 def test_prediction_is_the_qosched_cpu_model(
     rates: list[float], service: list[float], cores: int, want_ms: list[float]
 ) -> None:
+    # Since issue 18 the cpu model IS one FCFS server per model with the cores shared among the
+    # busy servers (policies/latency/cpu_node.py), so it equals the FCFS-servers reference.
     loads = [_load(r, s) for r, s in zip(rates, service, strict=True)]
     got = predict_mean_latency_ms(loads, device="cpu", servers=cores)
     assert got == pytest.approx(want_ms, rel=1e-4)
-    assert got == pytest.approx(processor_sharing_latency_ms(rates, service, cores=cores).tolist())
+    assert got == pytest.approx(reference_fcfs_servers_ms(loads, cores), rel=1e-9)
+    assert got == pytest.approx(cpu_node_queue(rates, service, cores=cores).latency_ms.tolist())
 
 
 def test_prediction_on_cuda_is_the_time_sliced_model() -> None:
@@ -303,8 +308,9 @@ def _member(model: str, inst: int, rate: float, util: float, mean: float) -> dic
 def _colocation() -> dict[str, Any]:
     """Hand-made colocation.json: S = 50 ms deterministic, λ = 5/s each, 2 cores.
 
-    qosched's cpu model (processor sharing over c = 2 cores) gives S·(1 + C(c, a)/(c − a)) with
-    a = Σλ·S: 0.25 solo, 0.5 for the pairs (see test_report_mape_hand_computed).
+    qosched's cpu model (one FCFS server per model, the c = 2 cores shared among the busy ones)
+    gives each its own M/D/1 queue here: at most two servers, so each keeps a core
+    (see test_report_mape_hand_computed).
     """
     return {
         "format": "qosched-colocation-v1",
@@ -331,18 +337,11 @@ def _colocation() -> dict[str, Any]:
     }
 
 
-def _erlang_c(c: int, a: float) -> float:
-    """Erlang C by its textbook formula (independent of the project's implementation)."""
-    top = a**c / math.factorial(c) * c / (c - a)
-    return top / (sum(a**k / math.factorial(k) for k in range(c)) + top)
-
-
 def test_report_mape_hand_computed() -> None:
     report = build_report(_colocation())
-    # Solo: a = 0.25 on 2 cores; pair: a = 0.5. E[R] = S·(1 + C(c, a)/(c − a)).
-    solo_ms = 50.0 * (1 + _erlang_c(2, 0.25) / 1.75)
-    pair_ms = 50.0 * (1 + _erlang_c(2, 0.5) / 1.5)  # C = (1/6)/(1 + 0.5 + 1/6) = 0.1 → 53.333
-    assert pair_ms == pytest.approx(53.3333, abs=1e-4)
+    # Solo and pair alike: each server keeps a core, M/D/1 at ρ = 0.25: 50 + 0.005·2500/(2·0.75).
+    solo_ms = pair_ms = 50.0 + 0.005 * 2500.0 / (2 * 0.75)
+    assert pair_ms == pytest.approx(58.3333, abs=1e-4)
     assert [r.predicted_mean_ms for r in report.rows] == pytest.approx([solo_ms] + [pair_ms] * 4)
     want = (abs(pair_ms - 70) / 70 + abs(pair_ms - 90) / 90) / 2 * 100
     assert report.mape_colocated_pct == pytest.approx(want)
@@ -365,7 +364,7 @@ def test_report_mape_hand_computed() -> None:
 def test_heldout_calibration_never_sees_the_predicted_run() -> None:
     obj = _colocation()
     pair = obj["runs"][1]
-    uncalibrated_ms = 50.0 * (1 + _erlang_c(2, 0.5) / 1.5)
+    uncalibrated_ms = 50.0 + 0.005 * 2500.0 / (2 * 0.75)  # own M/D/1 each (two servers, two cores)
     # Three identical co-located runs: two measured 20 % above the uncalibrated model, one 3x.
     runs = []
     for i, factor in enumerate([1.2, 1.2, 3.0]):
