@@ -17,15 +17,17 @@ Methods (what a :class:`Predictor` is trained to, :func:`train`):
 ``paper``
     models.md §A exactly with each model's profile (S, O), deterministic S'ᵢ. Trains nothing.
 ``bernoulli``
-    The same with the exact second moment of the request mix. Trains nothing.
+    The same with the exact second moment of the request mix and the Pollaczek–Khinchine wait
+    (``swap_moment="bernoulli"``: what ``qosched predict`` computed before the Markov wait).
+    Trains nothing.
 ``predict``
     What ``qosched predict --accelerator edgetpu`` computes: the production ``edgetpu`` model
-    (:func:`~qosched.policies.latency.sharing.predict` with the default :class:`ModelParams`)
-    on the profile's S, O and E[S²]. Trains nothing. (The bundled profiles' E[S²] of
+    (:func:`~qosched.policies.latency.sharing.predict` with the default :class:`ModelParams`,
+    the Markov wait) on the profile's S, O and E[S²]. Trains nothing. (The bundled profiles' E[S²] of
     inception_v3 and ssd_mobilenet_v2 were measured on the inception_v3 × ssd_mobilenet_v2 trace;
     ``bernoulli`` is the same model without them.)
 ``calibrated``
-    ``bernoulli`` plus the global terms ``colocation_overhead_frac`` and ``swap_prob_scale``
+    The Markov wait plus the global terms ``colocation_overhead_frac`` and ``swap_prob_scale``
     fitted by least squares (:func:`~qosched.policies.latency.calibration.fit`) to the
     training traces' measured means.
 ``measured``
@@ -37,7 +39,7 @@ Swap overhead and the pair (:func:`swap_by_predecessor`): the Edge TPU caches a 
 parameters in its 8 MiB on-chip SRAM; models compiled separately share no cache, so every switch
 reloads the incoming model's cached parameters (at most 8 MiB) and the cost depends on the
 incoming model, not on which model ran before. Measured in the traces, Oᵢ after each
-predecessor j agrees within 0.6 ms (see docs/latency-models.md), so the pair enters the model
+predecessor j agrees within 0.5 ms (see docs/latency-models.md), so the pair enters the model
 only through the swap probability qᵢ = 1 − λᵢ/λ.
 """
 
