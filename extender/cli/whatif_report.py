@@ -34,6 +34,8 @@ from __future__ import annotations
 import base64
 import csv
 import math
+import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -371,6 +373,31 @@ def _class_table(summary: Mapping[str, Any], order: Sequence[str] | None) -> lis
     return [Table(header, rows)]
 
 
+#: Pending reasons listed per policy in the report (the most common first).
+PENDING_REASONS_SHOWN = 3
+_ATTEMPTS = re.compile(r" \(\d+ failed attempts\)")
+
+
+def _pending_table(out_dir: Path, results: Mapping[str, Any]) -> Table | None:
+    """Per policy, its pending pods' most common reasons (read back from ``<policy>.csv``)."""
+    rows = []
+    for name in results:
+        path = out_dir / f"{name}.csv"
+        if not path.exists():
+            continue
+        with path.open(newline="") as handle:
+            why = Counter(
+                _ATTEMPTS.sub("", r["reason"]) for r in csv.DictReader(handle) if r["status"] == "pending"
+            )
+        top = [f"{n:,} pod(s): {text}" for text, n in why.most_common(PENDING_REASONS_SHOWN)]
+        if len(why) > PENDING_REASONS_SHOWN:
+            top.append(f"… {len(why) - PENDING_REASONS_SHOWN:,} other reason(s), see {path.name}")
+        rows.extend(Row([name if i == 0 else "", line], css="wrap") for i, line in enumerate(top))
+    return (
+        Table(["policy", "pending pods, most common reasons first"], rows, left_columns=2) if rows else None
+    )
+
+
 def _workload_table(workload: Mapping[str, Any]) -> Table:
     rows = [Row([str(k), str(v)]) for k, v in workload.items()]
     return Table([], rows, left_columns=2)
@@ -514,6 +541,19 @@ def write_report(
         )
     )
     sections.append(Section("Placements per class and at the end", tables=_class_table(summary, order)))
+    pending = _pending_table(out_dir, results)
+    if pending is not None:
+        sections.append(
+            Section(
+                "Why pods are pending at the horizon",
+                [
+                    "From each policy's CSV reason column, identical reasons counted (the number of "
+                    "failed attempts left out); the numbers are those of the final state, per reason "
+                    "code the node count and the node closest to fitting."
+                ],
+                tables=[pending],
+            )
+        )
     sections.append(_latency_section(summary, lat))
     sections.append(Section("Workload", tables=[_workload_table(summary["workload"])]))
     path = out_dir / "report.html"

@@ -60,3 +60,18 @@ def test_pending_reasons_carry_numbers(snapshot: Path, tmp_path: Path) -> None:
         " (e.g. small: device 0: predicted latency 3.0 ms > SLO 2.0 ms)"
     ), fast["reason"]
     assert _rows(out / "default.csv")["fast"]["node"] == "medium"
+
+
+def test_the_report_lists_why_pods_are_pending(snapshot: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        main, ["whatif", "--cluster", str(snapshot), "--policies", "qosched", "--out", str(out), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert "Why pods are pending at the horizon" in html
+    # The attempts count is left out so that identical reasons add up; the numbers stay.
+    assert (
+        "1 pod(s): no node fits; at the horizon: 2 node(s): not enough free CPU"
+        " (closest: medium: needs 4000m CPU, has 3000m free)"
+    ) in html
