@@ -7,10 +7,12 @@ turn its event into one entry per node.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,3 +69,15 @@ def test_one_text_per_code_and_the_closest_cpu_node(
         assert text == (
             f"qosched (qosched): not enough free CPU (closest: {closest}: needs {cpu_milli}m CPU, has {best}m free)"
         )
+
+
+def test_a_pod_no_node_fits_is_logged_with_the_texts(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="qosched.extender.server.runtime"):
+        outcome, _ = _filter([(500, "nvidia-t4", 1), (800, "nvidia-t4", 1)], 1000)
+    assert outcome.kept == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "qosched.extender.server.runtime"]
+    assert lines == [
+        "filter pod=default/p: no node fits: "
+        "2x qosched (qosched): not enough free CPU (closest: n1: needs 1000m CPU, has 800m free); "
+        "1x qosched (qosched): node is not in the extender's cache (e.g. ghost)"
+    ]
