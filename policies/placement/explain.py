@@ -35,6 +35,7 @@ import numpy as np
 
 from qosched.policies.placement.base import PlacementPolicy, Reason
 from qosched.policies.placement.baselines.knapsack import free_after_mib
+from qosched.policies.placement.common import AwarePolicy
 from qosched.policies.placement.constraints import Candidates, gather
 from qosched.policies.placement.interference import InterferenceModel, PairDetail, new_service, pair_detail
 from qosched.policies.state import ClusterState
@@ -77,6 +78,8 @@ class _Node:
     row: int
     cand: Candidates
     model: InterferenceModel
+    #: The policy judges inference pods with the latency rule (``AwarePolicy``).
+    latency_rule: bool = False
 
 
 def explain(
@@ -109,6 +112,7 @@ def explain(
         row,
         gather(state, pod, np.array([row], dtype=np.int64)),
         model if isinstance(model, InterferenceModel) else InterferenceModel(),
+        isinstance(policy, AwarePolicy) and pod.is_inference,
     )
     return Explanation(code, name, explainer(node, code))
 
@@ -286,8 +290,9 @@ def _gpu(node: _Node, code: Reason) -> str:
     exists = node.state.dev_exists[node.row]
     free = np.where(exists, cand.free_milli[0], -1)
     with_room = int(cand.device_ok[0].sum())
-    if with_room >= cand.need and node.pod.is_inference:
-        return f"{with_room} device(s) have room, fewer than the {cand.need} needed pass the latency rule"
+    if with_room >= cand.need:  # room enough: the policy's own device search found too few
+        why = "pass the latency rule" if node.latency_rule else "suit the policy"
+        return f"{with_room} device(s) have room, fewer than the {cand.need} needed {why}"
     if cand.milli <= 0 or not exists.any():
         return f"has {with_room} usable device(s), the pod needs {cand.need}"
     best = int(np.argmax(free))
