@@ -463,12 +463,22 @@ def _swap_wait_covariance(
     mean_after_self = d + q * o  # E[D_k | c_k = b] = d_b + q_b O_b
     mean_d = np.sum(p * mean_after_self, axis=-1, keepdims=True)
     after = np.sum(p * (d + o_eff), axis=-1, keepdims=True) - p * o_eff  # E[D_{k+1} | c_k = b]
-    lst_after = np.exp(-lam * d) * (p + (1.0 - p) * np.exp(-lam * o_eff))  # E[e^{−λD_k} | c_k = b]
-    lst = np.sum(p * lst_after, axis=-1, keepdims=True)  # D* = E[e^{−λD}]
-    busy = (lam > 0.0) & (rho[..., None] < 1.0)
-    w_lst = np.where(busy, _safe_div(1.0 - rho[..., None], lst), 0.0)  # W*(λ) = (1 − ρ)/D*
-    delta = (mean_after_self - mean_d) + _safe_div(w_lst, np.where(busy, lam, 1.0)) * (lst_after - lst)
+    # Transforms without dividing by λ (stable as λ → 0): e^{−λx} = 1 + λ·f(x), f(x) =
+    # expm1(−λx)/λ → −x; E[e^{−λD_k} | c_k = b] = 1 + λ·g_b, D* = 1 + λ·ḡ, so
+    # (L_b − D*)/λ = g_b − ḡ.
+    f_d, f_o = _expm1_over(lam, d), _expm1_over(lam, o_eff)
+    g = f_d + (1.0 - p) * f_o + lam * f_d * (1.0 - p) * f_o
+    g_mean = np.sum(p * g, axis=-1, keepdims=True)
+    busy = rho[..., None] < 1.0
+    # W*(λ) = (1 − ρ)/D*; D* ≥ e^{−ρ} (Jensen) where ρ < 1, 0 only where it is discarded
+    w_lst = np.where(busy, _safe_div(1.0 - rho[..., None], 1.0 + lam * g_mean), 0.0)
+    delta = (mean_after_self - mean_d) + w_lst * (g - g_mean)
     return np.where(busy[..., 0], np.sum(p * delta * (after - mean_d), axis=-1), 0.0)
+
+
+def _expm1_over(lam: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """expm1(−λx)/λ, and its limit −x where λ = 0."""
+    return np.where(lam > 0.0, _safe_div(np.expm1(-lam * x), lam), -x)
 
 
 def edgetpu_swap_latency_ms(

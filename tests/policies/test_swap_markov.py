@@ -103,6 +103,15 @@ def test_reduces_to_pk_without_dependence(
     np.testing.assert_allclose(markov.latency_ms, bern.latency_ms, rtol=1e-12)
 
 
+@pytest.mark.parametrize("rate", [1.1e-308, 1e-12, 1e-3], ids=["denormal", "tiny", "small"])
+def test_vanishing_load_is_finite(rate: float) -> None:
+    """The transform is evaluated without dividing by λ (hypothesis found NaN at λ = 1e-308)."""
+    m = edgetpu_swap_queue([rate, 2 * rate], [1.0, 30.0], [5.0, 5.0], swap_moment="markov")
+    assert np.isfinite(m.latency_ms).all()
+    # no wait: S' = S + (1 − λᵢ/λ)O = (1 + ⅔·5, 30 + ⅓·5)
+    np.testing.assert_allclose(m.latency_ms, [1.0 + 10.0 / 3.0, 30.0 + 5.0 / 3.0], rtol=1e-3)
+
+
 def test_unbounded_and_masked() -> None:
     over = edgetpu_swap_queue([10.0, 10.0], [60.0, 60.0], [10.0, 10.0], swap_moment="markov")
     assert np.isinf(over.latency_ms).all()
