@@ -456,9 +456,24 @@ def _swap_wait_covariance(
 ) -> np.ndarray:
     """Cov(W_k, D_k) of the ``"markov"`` edge-TPU wait [ms²], shape ``(...)`` (see
     :func:`edgetpu_swap_queue`, Notes): λ [1/ms] and ρ of shape ``(...)``; pᵢ, device time dᵢ,
-    Oᵢ, qᵢ of shape ``(..., K)``. 0 without load or at ρ ≥ 1 (the wait is then inf anyway)."""
+    Oᵢ, qᵢ of shape ``(..., K)``. 0 without load, with fewer than two loaded models (no swap
+    dependence) or at ρ ≥ 1 (the wait is then inf anyway); computed only for the other devices.
+    """
     p = np.where(valid, p, 0.0)
-    o_eff = np.where(valid & (p < 1.0), _safe_div(q * o, 1.0 - p), 0.0)  # O'_b = q_b O_b / (1 − p_b)
+    rows = ((p > 0.0).sum(axis=-1) >= 2) & (rho < 1.0)
+    out = np.zeros(rho.shape)
+    if rows.any():
+        shape = p.shape
+        pick = [np.broadcast_to(x, shape)[rows] for x in (p, d, o, q)]
+        out[rows] = _covariance_rows(np.broadcast_to(lam_total, rho.shape)[rows], rho[rows], *pick)
+    return out
+
+
+def _covariance_rows(
+    lam_total: np.ndarray, rho: np.ndarray, p: np.ndarray, d: np.ndarray, o: np.ndarray, q: np.ndarray
+) -> np.ndarray:
+    """:func:`_swap_wait_covariance` on (M,) λ, ρ < 1 and (M, K) p, d, O, q of loaded devices."""
+    o_eff = np.where(p < 1.0, _safe_div(q * o, 1.0 - p), 0.0)  # O'_b = q_b O_b / (1 − p_b)
     lam = lam_total[..., None]
     mean_after_self = d + q * o  # E[D_k | c_k = b] = d_b + q_b O_b
     mean_d = np.sum(p * mean_after_self, axis=-1, keepdims=True)
@@ -469,11 +484,9 @@ def _swap_wait_covariance(
     f_d, f_o = _expm1_over(lam, d), _expm1_over(lam, o_eff)
     g = f_d + (1.0 - p) * f_o + lam * f_d * (1.0 - p) * f_o
     g_mean = np.sum(p * g, axis=-1, keepdims=True)
-    busy = rho[..., None] < 1.0
-    # W*(λ) = (1 − ρ)/D*; D* ≥ e^{−ρ} (Jensen) where ρ < 1, 0 only where it is discarded
-    w_lst = np.where(busy, _safe_div(1.0 - rho[..., None], 1.0 + lam * g_mean), 0.0)
+    w_lst = (1.0 - rho[..., None]) / (1.0 + lam * g_mean)  # W*(λ) = (1 − ρ)/D*, D* ≥ e^{−ρ} > 0
     delta = (mean_after_self - mean_d) + w_lst * (g - g_mean)
-    return np.where(busy[..., 0], np.sum(p * delta * (after - mean_d), axis=-1), 0.0)
+    return np.sum(p * delta * (after - mean_d), axis=-1)
 
 
 def _expm1_over(lam: np.ndarray, x: np.ndarray) -> np.ndarray:
