@@ -380,7 +380,7 @@ _ATTEMPTS = re.compile(r" \(\d+ failed attempts\)")
 
 def _pending_table(out_dir: Path, results: Mapping[str, Any]) -> Table | None:
     """Per policy, its pending pods' most common reasons (read back from ``<policy>.csv``)."""
-    rows = []
+    rows: list[Row] = []
     for name in results:
         path = out_dir / f"{name}.csv"
         if not path.exists():
