@@ -8,7 +8,8 @@ Prints, for one device and N requests (default 100,000):
 * the exact processor-sharing event loop (``ps_sojourn_times``);
 * a batch of devices through ``simulate_devices``;
 * accuracy: the mean latency over 10 seeded replications against the closed forms (M/M/1, M/D/1,
-  P-K, M/G/1-PS) and against models.md §A's edge TPU and time-slicing formulas;
+  P-K, CPU nodes of one or several cores, M/M/c limited processor sharing) and against models.md
+  §A's edge TPU and time-slicing formulas and the CPU node's mean field;
 * loading the default openb pod list and inflating it to 130 % (if ../shared is present).
 
 Usage: ``.venv/bin/python benchmarks/bench_request_sim.py [--requests 100000] [--repeat 5]``.
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from qosched.extender.cli.trace_files import read_nodes, read_pods
+from qosched.policies.latency.cpu_node import cpu_node_queue
+from qosched.policies.latency.queueing import processor_sharing_latency_ms
 from qosched.policies.simulator.requests import (
     DeviceSpec,
     ServiceSpec,
@@ -33,6 +36,7 @@ from qosched.policies.simulator.requests import (
     lindley_waits,
     lindley_waits_loop,
     ps_sojourn_times,
+    shared_cores_sojourn_times,
     simulate_device,
     simulate_devices,
 )
@@ -62,6 +66,51 @@ def device(mode: str) -> DeviceSpec:
     return DeviceSpec(mode, services[:1] if mode == "exclusive" else services)  # type: ignore[arg-type]
 
 
+def cpu_node_rows() -> list[tuple[str, DeviceSpec, int, list[float], str]]:
+    """Multi-core CPU nodes (policies/latency/cpu_node.py): one FCFS server per service, the busy
+    servers sharing c cores; exact closed forms where there are any, else the model's mean field."""
+    exp, det = ServiceTime.exponential, ServiceTime.deterministic
+
+    def node(cores: int, *services: tuple[float, ServiceTime]) -> DeviceSpec:
+        specs = tuple(ServiceSpec(f"s{i}", r, t) for i, (r, t) in enumerate(services))
+        return DeviceSpec("cpu", specs, cores=cores)
+
+    def model(dev: DeviceSpec) -> list[float]:
+        return cpu_node_queue(
+            [s.rate_rps for s in dev.services],
+            [s.service.mean_ms for s in dev.services],
+            [s.service.second_moment_ms2 for s in dev.services],
+            cores=dev.cores,
+        ).latency_ms.tolist()
+
+    mixed = node(8, *[(4.0, det(111.5)), (8.0, det(47.3)), (20.0, det(22.2))] * 4)
+    four = node(2, *[(19.0, det(15.8))] * 4)
+    return [
+        (
+            "cpu, 3 exp. servers on 1 core ρ=0.6: M/M/1",
+            node(1, *[(20.0, exp(10.0))] * 3),
+            30_000,
+            [25.0] * 3,
+            "exact",
+        ),
+        (
+            "cpu, 2 servers on 2 cores ρ=0.6/0.5: own M/D/1",
+            node(2, (60.0, det(10.0)), (50.0, det(10.0))),
+            30_000,
+            [17.5, 15.0],
+            "exact",
+        ),
+        ("cpu, 4 servers on 2 cores, 1.2 cores of work", four, 30_000, model(four), "cpu_node mean field"),
+        (
+            "cpu, 12 servers on 8 cores, node at 0.55 (S 111/47/22 ms)",
+            mixed,
+            30_000,
+            model(mixed),
+            "cpu_node mean field",
+        ),
+    ]
+
+
 def accuracy_rows() -> list[tuple[str, DeviceSpec, int, list[float], str]]:
     """(case, device, requests per replication, closed-form mean latency per service [ms], source)."""
     exp, det, gamma = ServiceTime.exponential, ServiceTime.deterministic, ServiceTime.from_moments
@@ -83,8 +132,9 @@ def accuracy_rows() -> list[tuple[str, DeviceSpec, int, list[float], str]]:
         ("M/D/1 ρ=0.5, S+ρS/(2(1-ρ))", one("exclusive", 50, det(10.0)), 50_000, [15.0], "exact"),
         ("M/D/1 ρ=0.8", one("exclusive", 80, det(10.0)), 50_000, [30.0], "exact"),
         ("M/G/1 gamma c²=0.5 ρ=0.6, P-K", one("exclusive", 60, gamma(10.0, 150.0)), 50_000, [21.25], "exact"),
-        ("M/M/1-PS ρ=0.5, S/(1-ρ)", one("cpu", 50, exp(10.0)), 30_000, [20.0], "exact"),
-        ("M/D/1-PS ρ=0.7", one("cpu", 70, det(10.0)), 30_000, [100 / 3], "exact"),
+        ("cpu, one server: M/M/1 ρ=0.5", one("cpu", 50, exp(10.0)), 30_000, [20.0], "exact"),
+        ("cpu, one server: M/D/1 ρ=0.7", one("cpu", 70, det(10.0)), 30_000, [10 + 7 / 0.6], "exact"),
+        *cpu_node_rows(),
         ("time-slicing 5/20 ms, P-K", two_ts, 50_000, [16.25, 31.25], "exact"),
         ("time-slicing 5/20 ms, models.md M/M/1", two_ts, 50_000, [20.0, 35.0], "models.md §A"),
         ("edge TPU ρ=0.48, models.md P-K", tpu, 50_000, list(s_eff + w_tpu), "models.md §A"),
@@ -145,6 +195,20 @@ def main() -> None:
         simulated = ", ".join(f"{g:.2f}" for g in got)
         error = ", ".join(f"{g / w - 1:+.1%}" for g, w in zip(got, want, strict=True))
         print(f"| {case} ({source}) | {formula} | {simulated} | {error} |")
+    # Limited processor sharing (every request its own server) on 2 cores: M/M/2, the model
+    # qosched used for CPUs before issue 18, S(1 + C(c, a)/(c - a)); the kernel's special case.
+    got_mmc = []
+    for s in range(10):
+        r = np.random.default_rng(s)
+        arr = np.cumsum(r.exponential(1 / 0.14, 30_000))
+        got_mmc.append(
+            shared_cores_sojourn_times(arr, r.exponential(10.0, 30_000), np.arange(30_000), 2)[3_000:].mean()
+        )
+    want_mmc = float(processor_sharing_latency_ms([140.0], [10.0], cores=2)[0])
+    print(
+        f"| limited PS (a server per request) on 2 cores, a=1.4: M/M/2 (exact) | {want_mmc:.2f} | "
+        f"{np.mean(got_mmc):.2f} | {np.mean(got_mmc) / want_mmc - 1:+.1%} |"
+    )
 
     if DATA.is_dir():
         pods_file, nodes_file = DATA / "openb_pod_list_default.csv", DATA / "openb_node_list_gpu_node.csv"

@@ -48,7 +48,7 @@ def test_every_run_was_served_so_the_node_had_more_than_one_core(rows: list[Disc
 
 def test_one_server_does_not_spread_over_two_cores(rows: list[DisciplineRow]) -> None:
     # One single-threaded server on 2 cores: per-request processor sharing over the cores (the
-    # model before issue 18) says ~1.1-1.3 S; measured 1.7-2.6 S, its own FCFS queue's latency.
+    # model before issue 18) says 1.04-1.13 S; measured 1.7-2.3 S, its own FCFS queue's latency.
     solo = [r for r in rows if r.cores == 2 and r.servers == 1]
     assert len(solo) == 12
     for r in solo:
