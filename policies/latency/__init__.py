@@ -4,6 +4,8 @@
   swap, GPU time slicing, processor sharing, front end);
 - :mod:`.sharing`     the batched interface the placement policies call: one prediction per
   co-located service for thousands of devices at once, per sharing mode;
+- :mod:`.cpu_node`    the CPU node's service discipline (FCFS server per service, busy servers
+  sharing the cores), one definition for the model and the request simulator;
 - :mod:`.tail`        percentile latency (for ``qosched.io/slo-percentile``);
 - :mod:`.colocation_rule` the placement feasibility rule (memory, utilisation, front end, SLOs);
 - :mod:`.calibration` least-squares fit of the contention terms, MAPE, holdout;
