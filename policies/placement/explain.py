@@ -105,16 +105,27 @@ def explain(
     explainer = _EXPLAINERS.get(code)
     if explainer is None:
         return Explanation(code, name)
-    model = getattr(policy, "model", None)
+    placing = _placing(policy)
+    model = getattr(placing, "model", None)
     node = _Node(
         state,
         pod,
         row,
         gather(state, pod, np.array([row], dtype=np.int64)),
         model if isinstance(model, InterferenceModel) else InterferenceModel(),
-        isinstance(policy, AwarePolicy) and pod.is_inference,
+        isinstance(placing, AwarePolicy) and pod.is_inference,
     )
     return Explanation(code, name, explainer(node, code))
+
+
+def _placing(policy: object) -> object:
+    """The policy that judges placements: a preemptive policy (``priority``, ``qos-driven``)
+    places through its ``placement``, and ``WorstFitPolicy`` through its ``_impl``."""
+    for attr in ("placement", "_impl"):
+        inner = getattr(policy, attr, None)
+        if inner is not None:
+            return _placing(inner)
+    return policy
 
 
 class ExplainMemo:

@@ -105,6 +105,17 @@ CASES = [
         id="cpu",
     ),
     pytest.param(
+        # A preemptive policy places through its host choice (explain unwraps it).
+        Case(
+            Reason.INSUFFICIENT_CPU,
+            _pod(cpu_milli=4000),
+            gpu_node("n1", cpu_milli=2500),
+            detail="needs 4000m CPU, has 2500m free",
+            policy="qos-driven",
+        ),
+        id="cpu-preemptive-policy",
+    ),
+    pytest.param(
         Case(
             Reason.INSUFFICIENT_MEMORY,
             _pod(memory_mib=2048.0),
