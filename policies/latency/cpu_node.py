@@ -243,7 +243,7 @@ def _mean_field_slowdown(load: np.ndarray, cores: np.ndarray) -> np.ndarray:
     k = load.shape[-1]
     total = np.arange(2 * k + 1)
     # stretch[n, a + b] for a busy among the servers before i and b after it.
-    stretch = np.maximum(1.0, (1.0 + total[None, :]) / cores[:, None].astype(np.float64))
+    stretch = 1.0 / server_speed(1 + total[None, :], cores[:, None])  # 1/r(1 + K): the one speed rule
     pair = np.add.outer(np.arange(k + 1), np.arange(k + 1))  # (K+1, K+1) index a + b
     table = stretch[:, pair]  # (n, K+1, K+1)
     sigma = np.ones(load.shape)
