@@ -35,6 +35,7 @@ def snapshot(tmp_path: Path) -> Path:
     return write_snapshot(tmp_path / "snap.json", objects)
 
 
+@pytest.mark.slow  # ~5 s: two policies replayed through the CLI
 def test_pending_reasons_carry_numbers(snapshot: Path, tmp_path: Path) -> None:
     out = tmp_path / "o"
     result = CliRunner().invoke(
