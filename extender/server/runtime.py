@@ -434,7 +434,7 @@ class Runtime:
         smallest shortfall where the state has it, else the first): O(codes) slow explanations
         under one hold of the cache lock, never one per failed node. Every node failing with a
         code gets that code's string, so kube-scheduler's event (one count per distinct message)
-        stays one line per code (docs/extender.md, "Rejection reasons").
+        stays one line per code (docs/extender.md, "Rejection reasons with numbers").
         """
         name = policy or self.policy.name
         out: dict[int, str] = {}
