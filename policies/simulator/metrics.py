@@ -36,7 +36,8 @@ Extras (beyond the contract): ``pods_running_end``, ``pods_completed``, ``pods_p
 over time from the first event to the horizon), ``gpu_partial_free_frac`` (free milli-GPU on devices that are
 partly allocated, over capacity: the fragmentation you can see without a workload model),
 ``allocation_curve`` (the FGD curve on a grid of arrived workload), ``latency_model`` (how far
-the analytic latency models were from the simulation), ``placed_by_class``.
+the analytic latency models were from the simulation; ``by_mode``: their SLO agreement per sharing
+mode), ``placed_by_class``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
 from qosched.policies.fairness.gini import gini_by_class
 from qosched.policies.fairness.penalty import ResourcePrices, price_per_hour_usd, sla_credit_usd
 from qosched.policies.fairness.qos import availability, mean_by_class
+from qosched.policies.simulator.latency_checks import DeviceCheck
 from qosched.policies.simulator.replay import (
     COMPLETED,
     NOT_ARRIVED,
@@ -291,7 +293,30 @@ def _latency_model(result: ReplayResult) -> dict[str, Any]:
         "p90_abs_rel_error": float(np.percentile(rel, 90)) if rel.size else None,
         "analytic_met_simulated_missed": int((predicted_met & ~met).sum()),
         "analytic_missed_simulated_met": int((~predicted_met & met).sum()),
+        "by_mode": _agreement_by_mode(book.checks),
     }
+
+
+def _agreement_by_mode(checks: Sequence[DeviceCheck]) -> dict[str, dict[str, int]]:
+    """Per simulation mode (``cpu``, ``edgetpu``, ...): service observations, how many the model
+    and the simulation each judge within SLO, how many they disagree on, and how many the
+    simulation found saturated (issue 18: on CPU nodes the two used to disagree on all)."""
+    out: dict[str, dict[str, int]] = {}
+    for mode in sorted({c.mode for c in checks}):
+        mine = [c for c in checks if c.mode == mode]
+        sim = np.concatenate([c.simulated_ms for c in mine])
+        analytic_met = np.concatenate([c.analytic_ms for c in mine]) <= np.concatenate(
+            [c.slo_ms for c in mine]
+        )
+        met = np.concatenate([c.slo_met for c in mine])
+        out[mode] = {
+            "service_observations": int(sim.size),
+            "analytic_met": int(analytic_met.sum()),
+            "simulated_met": int(met.sum()),
+            "disagree": int((analytic_met != met).sum()),
+            "simulated_saturated": int(np.isinf(sim).sum()),
+        }
+    return out
 
 
 #: QoS this far below its class target still counts as meeting it (float noise in r / t).
