@@ -281,5 +281,5 @@ def test_every_expression_returns_series(tmp_path: Path, extender: str, services
             tail = log.read().decode(errors="replace")[-2000:]
     assert empty == [], f"queries without series: {empty}\ncontroller log: {tail}"
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in rules for r in g["rules"]}
-    assert len(health) == 9
+    assert len(health) == 10
     assert {name: h for name, h in health.items() if h[0] != "ok"} == {}

@@ -105,11 +105,16 @@ REQUEST_BUCKETS_S: Final[tuple[float, ...]] = (
     0.25,
     0.5,
     1.0,
+    2.5,
+    5.0,
+    10.0,
 )
-"""Histogram buckets [s]: 100 µs (a names-only filter of a few nodes) to 1 s.
+"""Histogram buckets [s]: 100 µs (a names-only filter of a few nodes) to 10 s.
 
-kube-scheduler's default extender ``httpTimeout`` is 5 s and it calls the extender once per pod
-per verb, so anything above 1 s is already an incident (+Inf catches it).
+kube-scheduler calls the extender once per pod per verb and gives each call ``httpTimeout`` (5 s
+by default, 10 s in ``manifests/scheduler-config.yaml``). Anything above 1 s is already an
+incident (the warning alert), and the buckets up to 10 s say how close the slow calls came to the
+timeout, where kube-scheduler gives up on the pod (the critical alert reads the 5 s bucket).
 """
 
 
