@@ -306,11 +306,11 @@ def ignored_objects(path: str | Path) -> Counter[str]:
     A ``Deployment`` (or any controller) is not expanded into pods: the what-if replays pods as
     they are in the file, so the user is told what was left out.
     """
-    from qosched.extender.kube.cache import _parse_snapshot_text
+    from qosched.extender.kube.cache import parse_snapshot_text
 
     counts: Counter[str] = Counter()
     try:
-        docs = _parse_snapshot_text(Path(path).read_text(), Path(path))
+        docs = parse_snapshot_text(Path(path).read_text(), Path(path))
     except (OSError, ValueError):
         return counts  # the loader reports unreadable files
     stack = [d for d in docs if isinstance(d, Mapping)]

@@ -585,7 +585,7 @@ def load_snapshot(path: str | Path) -> tuple[list[Mapping[str, Any]], list[Mappi
         text = path.read_text()
     except OSError as err:
         raise ValueError(f"{path}: cannot read snapshot: {err.strerror}") from None
-    docs = _parse_snapshot_text(text, path)
+    docs = parse_snapshot_text(text, path)
     if not all(isinstance(d, Mapping) for d in docs):
         raise ValueError(f"{path}: every document must be a Kubernetes object or List")
     nodes, pods = split_list(docs)
@@ -594,7 +594,7 @@ def load_snapshot(path: str | Path) -> tuple[list[Mapping[str, Any]], list[Mappi
     return nodes, pods
 
 
-def _parse_snapshot_text(text: str, path: Path) -> list[Any]:
+def parse_snapshot_text(text: str, path: Path) -> list[Any]:
     """Documents of a snapshot: JSON through orjson, YAML through libyaml when it is built in.
 
     A 5,000-node snapshot (60k pods) is ~27 MB; pure-Python PyYAML takes minutes on it, orjson
@@ -615,4 +615,11 @@ def _parse_snapshot_text(text: str, path: Path) -> list[Any]:
         raise ValueError(f"{path}: not valid YAML/JSON: {err}") from None
 
 
-__all__ = ["GPU_MILLI_PER_DEVICE", "CacheStats", "ClusterCache", "StaticCluster", "load_snapshot"]
+__all__ = [
+    "GPU_MILLI_PER_DEVICE",
+    "CacheStats",
+    "ClusterCache",
+    "StaticCluster",
+    "load_snapshot",
+    "parse_snapshot_text",
+]
