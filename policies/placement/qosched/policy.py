@@ -15,6 +15,10 @@ r"""``qosched``: interference-aware, fragmentation-aware and QoS-fair placement.
    (SLO − latency)/SLO), φ the fairness hook's term (:mod:`.fairness_hook`; 0 without one);
    for services on GPU shares, plus the pack-or-spread term w_c·κ (:mod:`.consolidation`,
    ``gpu_consolidation``), with the device order following the same setting.
+   A service asking for no GPU share (edge TPU, Jetson, CPU node: ΔF is 0 everywhere) is
+   scored instead by the share of the device's admitted capacity it takes,
+   :math:`s = -(c + 0.5\,a) + w_q\,\phi` (:mod:`.edge_share`): σ alone sent every service to
+   its fastest device, where the services with no alternative then found no room.
 
 The workload mix for ΔF is explicit, as for ``fgd``: ``mix=`` (fixed), ``learner=`` (a
 :class:`~qosched.policies.placement.fgd.mix.WorkloadLearner` the caller feeds), or neither — then
@@ -40,6 +44,7 @@ from qosched.policies.placement.interference import InterferenceModel
 from qosched.policies.placement.options import check_instance
 from qosched.policies.placement.qosched import consolidation
 from qosched.policies.placement.qosched.config import QoschedConfig
+from qosched.policies.placement.qosched.edge_share import edge_score, edge_share
 from qosched.policies.placement.qosched.fairness_hook import FairnessHook, FairnessInputs
 from qosched.policies.placement.qosched.score import balance, base_score, qosched_score
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
@@ -133,6 +138,8 @@ class QoschedPolicy(AwarePolicy):
 
     name = "qosched"
     search = "first"
+    #: The judge also predicts each device without the pod: the edge score's Δρ (:mod:`.edge_share`).
+    with_before = True
 
     def __init__(
         self,
@@ -205,6 +212,9 @@ class QoschedPolicy(AwarePolicy):
             balance_frac=_balance_after(cand) if self._balance_applies(cand) else None,
             balance_weight=cfg.balance_weight,
         )
+        if self._edge_applies(cand):
+            share = edge_share(cand, verdicts, variant, self.model.thresholds)
+            base = np.where(np.isfinite(base), edge_score(share), -np.inf)
         fair = self._fairness_term(cand, verdicts, base)
         raw = qosched_score(base, fair, fairness_weight=cfg.fairness_weight)
         extras = {"frag_delta_milli": d_node, "fairness": fair}
@@ -213,6 +223,12 @@ class QoschedPolicy(AwarePolicy):
             raw = raw + consolidation.CONSOLIDATION_WEIGHT * kappa
             extras["consolidation"] = kappa
         return Scored(raw, verdicts.devices, extras)
+
+    @staticmethod
+    def _edge_applies(cand: Candidates) -> bool:
+        """A service asking for no GPU share (edge TPU, Jetson, CPU node): ΔF is 0 on every
+        device, and the admitted share it takes replaces σ as the score (:mod:`.edge_share`)."""
+        return cand.milli <= 0 and cand.pod.is_inference and cand.variants is not None
 
     # ------------------------------------------------------------ pack or spread (.consolidation)
     def _consolidates(self, cand: Candidates) -> bool:
