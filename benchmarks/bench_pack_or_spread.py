@@ -1,29 +1,34 @@
 """Pack or spread: inference services on shared GPUs, then whole-GPU training pods, per setting of
 ``qosched``'s ``gpu_consolidation`` knob (docs/placement.md, "Pack or spread").
 
-The scenario (:func:`scenario`, seeded, deterministic): ``--nodes`` nodes × 4 ``nvidia-t4`` GPUs;
-``--services`` inference pods (``resnet50``, 100 milli-GPU each, 200 ms SLO, 5 requests/s, class
-``prod``) arriving 0.1 s apart; then (``--order after``) or among them (``--order interleaved``)
-a stream of training jobs of 1, 2, 4 and 8 whole GPUs (drawn with probabilities 0.3, 0.3,
-0.25, 0.15; the last ones to fit) adding up to ``--training-gpus`` GPUs (default: the capacity less the services'
-GPUs' worth, i.e. exactly what perfect packing leaves). A 4-GPU node cannot host an 8-GPU job,
-so an 8-GPU job is two 4-GPU pods (its two workers); every training pod asks
-``nvidia.com/gpu: k`` with 8 CPUs and 32 GiB per GPU, class ``batch``, and no pod leaves.
+The scenario (:func:`scenario`, seeded, deterministic): ``--nodes`` nodes × 4 ``nvidia-t4``
+GPUs; ``--services`` inference pods (``resnet50``, 100 milli-GPU each, 200 ms SLO, 5 requests/s,
+class ``prod``) arriving 0.1 s apart; then (``--order after``) or among them (``--order
+interleaved``) a stream of training jobs of 1, 2, 4 and 8 whole GPUs (drawn with probabilities
+0.3, 0.3, 0.25, 0.15; the last ones sized to fit) adding up to ``--training-gpus`` GPUs
+(default: the capacity less the services' GPUs' worth, i.e. exactly what perfect packing
+leaves). A 4-GPU node cannot host an 8-GPU job, so an 8-GPU job is two 4-GPU pods (its two
+workers); every training pod asks ``nvidia.com/gpu: k`` with 8 CPUs and 32 GiB per GPU, class
+``batch``, and no pod leaves.
 
 The replay is the what-if's (:func:`qosched.policies.simulator.replay.replay` over the snapshot
-parsed by :func:`qosched.extender.cli.whatif.workload_from_snapshot`), once per setting, with the
-request-level latency simulation on. Printed per setting: GPUs used by inference, nodes they
-touch, inference SLOs met (request-level simulation: every checkpoint within the SLO), the
-latency models' mean and p99 over the services (analytic, at the last checkpoint) and the
-simulated p99, training pods placed / pending and their GPUs, GPU allocation at the end.
+parsed by :func:`qosched.extender.cli.whatif.workload_from_snapshot`), once per setting, with
+the request-level latency simulation on. Printed per setting, both sides of the choice:
+
+- inference: GPUs used, nodes touched, the most services on one GPU (what one GPU failure takes
+  down), SLOs met in the request-level simulation (every checkpoint within the SLO), the latency
+  models' mean (over services) and worst p99 on the final placement, the simulated worst p99,
+  and the services still within their SLO by the models if every rate grew 4× or 8× in place
+  (:data:`HEADROOM`: nothing is re-placed; what spreading buys);
+- training: pods and whole GPUs placed of those asked, and the GPU allocation at the end.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_pack_or_spread.py [--seed 0] [--order after|interleaved|both]
-        [--settings spread,balanced,pack] [--nodes 500] [--services 1500] [--json out.json]
-    .venv/bin/python benchmarks/bench_pack_or_spread.py --write-snapshot out/mixed.yaml
+        [--settings spread,pack-gpu,pack] [--nodes 500] [--services 1500] [--json out.json]
+    .venv/bin/python benchmarks/bench_pack_or_spread.py --order after --write-snapshot out/mixed.yaml
     # the same scenario through the what-if CLI, one setting per run:
-    qosched whatif --cluster out/mixed.yaml --policies qosched --policy-option gpu_consolidation=pack --out out/pack
+    qosched whatif --cluster out/mixed.yaml --policies qosched --policy-option gpu_consolidation=spread --out out/spread
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +208,10 @@ def measure(result: Any, classes: Any) -> dict[str, Any]:
     lg, pods = result.ledger, result.workload.pods
     service = np.array([p.is_inference for p in pods])
     placed = lg.node_row >= 0
-    gpus = {(int(lg.node_row[i]), d) for i in np.flatnonzero(service & placed) for d in lg.devices[i]}
+    per_gpu = Counter(
+        (int(lg.node_row[i]), d) for i in np.flatnonzero(service & placed) for d in lg.devices[i]
+    )
+    gpus = set(per_gpu)
     training = ~service
     train_gpus = np.array([p.gpu_milli // 1000 for p in pods])
     outcomes = pod_outcomes(result, classes)
@@ -215,6 +224,7 @@ def measure(result: Any, classes: Any) -> dict[str, Any]:
         "services_slo_met": int(summary["services_slo_met"]),
         "inference_gpus": len(gpus),
         "inference_nodes": len({g[0] for g in gpus}),
+        "services_per_gpu_max": max(per_gpu.values(), default=0),
         "model_mean_ms": float(mean_ms.mean()) if mean_ms.size else float("nan"),
         "model_p99_ms_max": float(p99_ms.max()) if p99_ms.size else float("nan"),
         "sim_p99_ms_max": float(sim_p99.max()) if sim_p99.size else float("nan"),
@@ -262,6 +272,7 @@ COLUMNS = (
     ("setting", "setting"),
     ("inference_gpus", "inference GPUs"),
     ("inference_nodes", "nodes"),
+    ("services_per_gpu_max", "services per GPU (max)"),
     ("services_slo_met", "SLO met (sim)"),
     ("model_mean_ms", "model mean ms"),
     ("model_p99_ms_max", "model p99 ms (worst)"),
@@ -309,6 +320,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--nodes", type=int, default=500)
     ap.add_argument("--services", type=int, default=1500)
     ap.add_argument("--training-gpus", type=int, default=None)
+    ap.add_argument("--rate-rps", type=float, default=5.0, help="Each service's declared rate.")
     ap.add_argument("--json", type=Path, default=None, help="Write the rows here.")
     ap.add_argument(
         "--write-snapshot", type=Path, default=None, help="Write the scenario (first order) and stop."
@@ -328,7 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     orders = ("after", "interleaved") if args.order == "both" else (args.order,)
     scenarios = {
-        o: Scenario(nodes=args.nodes, services=args.services, training_gpus=args.training_gpus, order=o)
+        o: Scenario(
+            nodes=args.nodes,
+            services=args.services,
+            training_gpus=args.training_gpus,
+            order=o,
+            rate_rps=args.rate_rps,
+        )
         for o in orders
     }
     if args.write_snapshot is not None:

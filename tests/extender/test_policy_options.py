@@ -100,12 +100,14 @@ def _nodes_used(tmp_path: Path) -> set[str]:
     return {line.split(",")[col] for line in lines[1:]}
 
 
+@pytest.mark.slow  # a full what-if run with its plots and report: 5-10 s on the shared machine
 @pytest.mark.parametrize(
     ("setting", "nodes"),
     [pytest.param("spread", 2, id="spread"), pytest.param("pack", 1, id="pack")],
 )
 def test_whatif_policy_option(tmp_path: Path, setting: str, nodes: int) -> None:
-    result = _whatif(tmp_path, "--policies", "qosched,fgd", "--policy-option", f"gpu_consolidation={setting}")
+    option = f"gpu_consolidation={setting}"
+    result = _whatif(tmp_path, "--policies", "qosched,fgd", "--policy-option", option, "--no-latency")
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     # Only the policy that declares the option gets it.
