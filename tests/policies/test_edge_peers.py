@@ -107,3 +107,20 @@ def test_shipped_edge_cluster_never_below_a_peer() -> None:
     base = workload_from_snapshot(SHIPPED, load_classes(None))
     margins = _margins([(f"x{s}", base.with_rate_scale(s)) for s in (0.25, 0.5, 1.0)])
     assert all(q >= best for q, best in margins.values()), margins
+
+
+@pytest.mark.slow
+def test_generated_edge_scenarios_against_the_best_peer() -> None:
+    # The first two generated scenarios (seeds 0 and 1, not chosen) at the three loads. Over all
+    # 60 cells of seeds 0-19 qosched is at or above the best peer in 38 and at most 3 below in the
+    # others (docs/placement.md); here: at least the best peer's total over the cells, and no cell
+    # more than 1 below it (measured: +3, 0, +3, 0, 0, -1). The old slack-only rule fails both
+    # (seed 1: 4 and 6 below at x0.25 and x0.5; total 11 below).
+    cells = [
+        (f"gen-{seed}@{s}", edge_workload(seed)[0].with_rate_scale(s))
+        for seed in (0, 1)
+        for s in (0.25, 0.5, 1.0)
+    ]
+    margins = _margins(cells)
+    assert sum(q for q, _ in margins.values()) >= sum(best for _, best in margins.values()), margins
+    assert all(q >= best - 1 for q, best in margins.values()), margins
