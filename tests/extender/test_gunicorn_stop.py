@@ -37,8 +37,9 @@ def _ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) ->
     pytest.fail("not ready")
 
 
-@pytest.mark.slow
-def test_sigterm_with_an_idle_keepalive_connection_exits_promptly() -> None:
+def _stop_s(*, idle_connection: bool) -> float:
+    """Seconds from SIGTERM to the exit of ``qosched serve``, with or without an idle kept-alive
+    connection open (asserts a clean exit)."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -51,19 +52,37 @@ def test_sigterm_with_an_idle_keepalive_connection_exits_promptly() -> None:
         str(port),
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    idle = None
     try:
         _ready(port, proc)
-        idle = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        idle.request("GET", "/healthz")
-        assert idle.getresponse().read() == b"ok\n"  # kept alive, then idle
+        if idle_connection:
+            idle = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            idle.request("GET", "/healthz")
+            assert idle.getresponse().read() == b"ok\n"  # kept alive, then idle
         time.sleep(0.2)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
         stopped_s = time.monotonic() - t0
     finally:
+        if idle is not None:
+            idle.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
-    assert stopped_s < 1.8, f"stop took {stopped_s:.2f} s with an idle keep-alive connection"
+    return stopped_s
+
+
+@pytest.mark.slow
+def test_sigterm_with_an_idle_keepalive_connection_exits_promptly() -> None:
+    """The idle connection adds nothing to the stop (it used to add gthread's 2 s linger plus up to
+    1 s of poll timeout). Compared with a stop without a connection in the same test, so a busy
+    machine slowing both (3 s seen at load 8 for a stop that takes 0.5 s when idle) does not
+    fail it; the absolute bound is far below the 10 s graceful timeout a wait would run into."""
+    without_s = _stop_s(idle_connection=False)
+    with_idle_s = _stop_s(idle_connection=True)
+    assert with_idle_s < without_s + 1.0, (
+        f"stop took {with_idle_s:.2f} s with an idle keep-alive connection, {without_s:.2f} s without"
+    )
+    assert with_idle_s < 8.0
