@@ -68,9 +68,13 @@ __all__ = ["CPU_MILLI_PER_CORE", "CpuNode", "cpu_cores", "cpu_node_queue", "serv
 
 #: Millicores per core (Kubernetes' CPU unit).
 CPU_MILLI_PER_CORE: Final = 1000
-#: Fixed-point iterations of the mean-field slowdown (it converges in tens at loads below 0.9).
-_MAX_ITERATIONS: Final = 200
+#: Newton steps of the mean-field slowdown (it stops in 2-8; the cap only bounds a pathological row).
+_MAX_ITERATIONS: Final = 100
+#: Certified bound on |σ − σ*| at which a row stops (stable rows; the step for rows over capacity).
 _TOLERANCE: Final = 1e-13
+#: A step this small relative to σ is rounding: the row is at its fixed point to machine
+#: precision (a node within ~1e-3 of capacity cannot certify 1e-13: its condition is 1/(c − L)).
+_STEP_FLOOR: Final = 64 * float(np.finfo(np.float64).eps)
 
 
 def cpu_cores(cpu_milli: ArrayLike) -> np.ndarray:
@@ -209,55 +213,173 @@ def cpu_node_core(
     return QueueMetrics(latency, wait, np.where(valid, stretched, 0.0), node_load / c)
 
 
-def _busy_count_distributions(busy: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Poisson-binomial distributions of the busy count among the first i and the last K − i servers.
+#: The counts m at which the map's weights sit: (c − 1 − m)⁺ (the excess), m <= c − 2, m = c − 2, m = c − 3.
+_Weights = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
-    ``prefix[i][..., k]`` = P(k of servers 0..i−1 busy), ``suffix[i][..., k]`` = P(k of servers
-    i..K−1 busy), each of shape ``(..., K + 1)``.
+
+def _lower_weights(cores: np.ndarray, width: int) -> _Weights:
+    r"""Per count m < T and row: :math:`(c - 1 - m)^+`, :math:`[m \le c - 2]`, :math:`[m = c - 2]`, :math:`[m = c - 3]`.
+
+    Each (T, n, 1). :math:`(c - 1 - m)^+/c` is the part of :math:`h(m) = \max(1, (1 + m)/c)`
+    above the line :math:`(1 + m)/c`; only m <= c − 2 < T enter, so the distributions may be cut
+    at T = max(c) − 1 entries.
     """
-    k = busy.shape[-1]
-    start = np.zeros((*busy.shape[:-1], k + 1))
-    start[..., 0] = 1.0
+    m = np.arange(width)[:, None, None]
+    c = cores[None, :, None]
+    return (
+        np.maximum(c - 1 - m, 0).astype(np.float64),
+        (m <= c - 2).astype(np.float64),
+        (m == c - 2).astype(np.float64),
+        (m == c - 3).astype(np.float64),
+    )
 
-    def add(dist: np.ndarray, b: np.ndarray) -> np.ndarray:
-        out = dist * (1.0 - b[..., None])
-        out[..., 1:] += dist[..., :-1] * b[..., None]
-        return out
 
-    prefix = [start]
+def _leave_one_out_lower(busy: np.ndarray, width: int) -> np.ndarray:
+    """``dist[m, :, i]`` = P(m of the servers other than i busy), m < ``width``: (T, n, K).
+
+    One pass over the servers j, each added to every i but itself. Truncating is exact for the
+    entries kept (adding a server only moves mass up). Counts first keeps every slice contiguous.
+    """
+    n, k = busy.shape
+    dist = np.zeros((width, n, k))
+    dist[0] = 1.0
+    others = ~np.eye(k, dtype=bool)
     for j in range(k):
-        prefix.append(add(prefix[-1], busy[..., j]))
-    suffix = [start]
-    for j in range(k - 1, -1, -1):
-        suffix.append(add(suffix[-1], busy[..., j]))
-    suffix.reverse()
-    return prefix, suffix
+        joins = busy[:, j, None] * others[j]  # (n, K): b_j, 0 at i = j
+        moved = dist[:-1] * joins
+        dist *= 1.0 - joins
+        dist[1:] += moved
+    return dist
+
+
+@dataclass(frozen=True, slots=True)
+class _MapValue:
+    """The mean-field map at σ: T(σ), b = min(1, λSσ), P(Kᵢ >= c − 1), P(Kᵢ = c − 2), P(Kᵢ = c − 3)."""
+
+    stretch: np.ndarray
+    busy: np.ndarray
+    tail: np.ndarray
+    at: np.ndarray
+    below_at: np.ndarray
+
+    def rows(self, keep: np.ndarray) -> _MapValue:
+        return _MapValue(*(getattr(self, k)[keep] for k in self.__slots__))  # type: ignore[attr-defined]
+
+
+def _evaluate(load: np.ndarray, sigma: np.ndarray, cores: np.ndarray, weights: _Weights | None) -> _MapValue:
+    r""":math:`T_i(\sigma) = (1 + \sum_{j \ne i} b_j)/c + E[(c - 1 - K_i)^+]/c` and what the Newton step needs."""
+    busy = np.minimum(load * sigma, 1.0)
+    c = cores[:, None].astype(np.float64)
+    linear = (1.0 + busy.sum(axis=-1, keepdims=True) - busy) / c
+    if weights is None:  # every c = 1: the map is linear in b
+        zero = np.zeros_like(load)
+        return _MapValue(linear, busy, np.ones_like(load), zero, zero)
+    excess, below, at, below_at = weights
+    dist = _leave_one_out_lower(busy, excess.shape[0])
+    return _MapValue(
+        linear + (dist * excess).sum(axis=0) / c,
+        busy,
+        1.0 - (dist * below).sum(axis=0),
+        (dist * at).sum(axis=0),
+        (dist * below_at).sum(axis=0),
+    )
+
+
+def _newton_step(
+    residual: np.ndarray, load: np.ndarray, sigma: np.ndarray, f: _MapValue, cores: np.ndarray
+) -> np.ndarray:
+    r"""δ solving (I − J̃)δ = T(σ) − σ, J̃ the map's Jacobian with leave-two-out terms from leave-one-out ones.
+
+    :math:`\partial T_i/\partial\sigma_j = \rho'_j P(K_{ij} \ge c - 1)/c` (j ≠ i; ρ'ⱼ = λⱼSⱼ where
+    bⱼ < 1, else 0) and :math:`P(K_{ij} \ge c-1) = P(K_i \ge c-1) - b_j P(K_{ij} = c-2)`. Removing
+    server j from Kᵢ, :math:`q_m = p_m + b_j (q_m - q_{m-1}) \approx p_m + b_j (p_m - p_{m-1})`,
+    so with p = P(Kᵢ = ·) the matrix is diagonal plus rank three:
+    J̃ = Σᵣ Uᵣ Vᵣᵀ − diag(Σᵣ Uᵣ∘Vᵣ), U = (P(Kᵢ ≥ c−1), −p_{c−2}, −(p_{c−2} − p_{c−3}))/c,
+    V = (ρ', b∘ρ', b²∘ρ'); solved by Woodbury (a 3 × 3 system per row). Its error is O(b³ Δ²p),
+    so the steps converge fast (linearly, at that rate), not quadratically.
+    """
+    c = cores[:, None].astype(np.float64)
+    w = np.where(load * sigma < 1.0, load, 0.0)
+    u = np.stack([f.tail, -f.at, f.below_at - f.at], axis=-1) / c[..., None]  # (n, K, 3)
+    v = np.stack([w, f.busy * w, f.busy * f.busy * w], axis=-1)  # (n, K, 3)
+    d = 1.0 + (u * v).sum(axis=-1)  # diagonal of I − J̃
+    y = residual / d
+    du = u / d[..., None]
+    vt = np.swapaxes(v, -1, -2)  # (n, 3, K)
+    m = np.eye(3) - vt @ du
+    ok = np.abs(np.linalg.det(m)) > 1e-12
+    z = np.linalg.solve(np.where(ok[:, None, None], m, np.eye(3)), (vt @ y[..., None]))
+    step = y + (du @ z)[..., 0]
+    return np.where(ok[:, None], step, residual)
+
+
+def _start(load: np.ndarray, cores: np.ndarray) -> np.ndarray:
+    r"""Where the Newton steps start: the fixed point of the map's linear part, unclamped; σ = 1 over capacity.
+
+    :math:`\sigma_i = (1 + s - \rho_i\sigma_i)/c` with :math:`s = \sum_j \rho_j\sigma_j` gives
+    :math:`\sigma_i = (1 + s)/(c + \rho_i)`, :math:`s = A/(1 - A)`, :math:`A = \sum_j \rho_j/(c + \rho_j)`
+    (A < L/c < 1 on a stable node). On one core with no server saturated it is the answer, and one
+    evaluation certifies it. A node at or over capacity starts at σ = 1, its floor (see below).
+    """
+    c = cores[:, None].astype(np.float64)
+    share = load / (c + load)
+    a = share.sum(axis=-1, keepdims=True)
+    stable = load.sum(axis=-1, keepdims=True) < c
+    guess = (1.0 + a / np.where(stable, 1.0 - a, 1.0)) / (c + load)
+    return np.where(stable, np.maximum(guess, 1.0), 1.0)
 
 
 def _mean_field_slowdown(load: np.ndarray, cores: np.ndarray) -> np.ndarray:
-    r"""σᵢ = E[max(1, (1 + Kᵢ)/c)], Kᵢ ~ PoissonBinomial(bⱼ = min(1, λⱼSⱼσⱼ), j ≠ i): damped fixed point.
+    r"""σᵢ = E[max(1, (1 + Kᵢ)/c)], Kᵢ ~ PoissonBinomial(bⱼ = min(1, λⱼSⱼσⱼ), j ≠ i): the least fixed point.
 
-    ``load`` (n, K) λᵢSᵢ (0 for masked or idle services), ``cores`` (n,). The map is monotone
-    in σ; damping by 1/2 avoids oscillation.
+    ``load`` (n, K) λᵢSᵢ (0 for masked or idle services), ``cores`` (n,) with fewer cores than
+    active services. The map T is monotone, so plain steps from σ = 1 climb to the least fixed
+    point (what the damped iteration of the first version reached, in hundreds of steps); here
+    Newton steps (:func:`_newton_step`) reach it in 2-8, and a certificate stops each row.
+
+    **Uniqueness and the certificate.** Let x <= σ* be a point the plain steps reached (a
+    floor; x = 1 at first) and F(x) the load of the servers not saturated there,
+    :math:`F = \sum_{j: \lambda_j S_j x_j < 1} \lambda_j S_j`. On {σ >= x} the others keep
+    bⱼ = 1, and in b the map is :math:`U_i(b) = \min(1, \lambda_i S_i\,E[h(K_i(b))])` with
+    :math:`|\partial E[h(K_i)]/\partial b_j| = P(K_{ij} \ge c - 1)/c \le 1/c`, so
+    :math:`\lVert U(b) - U(b')\rVert_1 \le (F/c)\lVert b - b'\rVert_1`: a contraction once F < c
+    (from the start when the node is stable, L < c). There the fixed point above x is unique,
+    hence σ*, and for any σ >= x with b = b(σ),
+    :math:`|T_i(\sigma) - \sigma^*_i| \le \lVert b - b^*\rVert_1 / c \le \lVert b(T(\sigma)) - b\rVert_1 / (c - F)`.
+    A row takes Newton steps kept >= x while F < c, plain steps (raising x) otherwise; it stops
+    when that bound is under ``_TOLERANCE`` (or, still without a contraction, when its plain
+    step is) and returns T(σ). A stopped row is left alone, so its value does not depend on the
+    other rows of the batch.
     """
-    k = load.shape[-1]
-    total = np.arange(2 * k + 1)
-    # stretch[n, a + b] for a busy among the servers before i and b after it.
-    stretch = 1.0 / server_speed(1 + total[None, :], cores[:, None])  # 1/r(1 + K): the one speed rule
-    pair = np.add.outer(np.arange(k + 1), np.arange(k + 1))  # (K+1, K+1) index a + b
-    table = stretch[:, pair]  # (n, K+1, K+1)
-    sigma = np.ones(load.shape)
-    todo = np.arange(load.shape[0])  # rows not converged yet; a converged row is left alone, so
-    for _ in range(_MAX_ITERATIONS):  # its value does not depend on the other rows of the batch
-        prefix, suffix = _busy_count_distributions(np.minimum(load[todo] * sigma[todo], 1.0))
-        tab = table[todo]
-        new = np.stack(
-            [(prefix[i][:, :, None] * tab * suffix[i + 1][:, None, :]).sum(axis=(1, 2)) for i in range(k)],
-            axis=-1,
+    width = int(cores.max()) - 1  # P(Kᵢ = m) is needed for m <= c − 2 only
+    weights = _lower_weights(cores, width) if width > 0 else None
+    sigma = _start(load, cores)
+    floor = np.ones(load.shape)
+    todo = np.arange(load.shape[0])
+    for _ in range(_MAX_ITERATIONS):
+        ld, sg, cr = load[todo], sigma[todo], cores[todo]
+        sub: _Weights | None = None if weights is None else tuple(w[:, todo] for w in weights)  # type: ignore[assignment]
+        f = _evaluate(ld, sg, cr, sub)
+        new, busy = f.stretch, f.busy
+        gap = cr - np.where(ld * floor[todo] < 1.0, ld, 0.0).sum(axis=-1)  # c − F(x)
+        change = np.abs(np.minimum(ld * new, 1.0) - busy).sum(axis=-1)
+        bound = np.divide(change, gap, out=np.full(gap.shape, np.inf), where=gap > 0)
+        step = np.max(np.abs(new - sg), axis=-1)
+        done = (
+            (bound < _TOLERANCE)
+            | (step < _STEP_FLOOR * new.max(axis=-1))
+            | ((gap <= 0) & (step < _TOLERANCE))
         )
-        done = np.max(np.abs(new - sigma[todo]), axis=-1) < _TOLERANCE
-        sigma[todo] = np.where(done[:, None], new, 0.5 * (sigma[todo] + new))
-        todo = todo[~done]
-        if todo.size == 0:
+        sigma[todo[done]] = new[done]
+        more = ~done
+        if not more.any():
             break
+        todo, gap = todo[more], gap[more]
+        newton = np.maximum(
+            floor[todo],
+            sg[more] + _newton_step(new[more] - sg[more], ld[more], sg[more], f.rows(more), cr[more]),
+        )
+        plain = gap <= 0
+        floor[todo[plain]] = new[more][plain]
+        sigma[todo] = np.where(plain[:, None], new[more], newton)
     return sigma

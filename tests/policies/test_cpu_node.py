@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qosched.policies.latency.cpu_node import CpuNode, cpu_cores, cpu_node_queue, server_speed
+from qosched.policies.latency.cpu_node import (
+    CpuNode,
+    _evaluate,
+    _lower_weights,
+    _mean_field_slowdown,
+    cpu_cores,
+    cpu_node_queue,
+    server_speed,
+)
 from qosched.policies.latency.queueing import md1_latency_ms, processor_sharing_latency_ms
 from qosched.policies.latency.sharing import DeviceServices, predict
 from qosched.policies.profile_lookup import lookup_from_profiles
@@ -269,3 +277,111 @@ def test_checkpoint_on_a_cpu_node_model_matches_simulation(
         cores=int(cpu_cores(cpu_milli)),
     )
     np.testing.assert_allclose(predict("cpu", services).latency_ms, checks[0].analytic_ms, rtol=1e-12)  # type: ignore[union-attr]
+
+
+# ------------------------------------- the mean field's solver against the first version (oracle)
+
+
+def _oracle_busy_count_distributions(busy: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The first version's prefix/suffix Poisson-binomial distributions (commit 7834727), verbatim."""
+    k = busy.shape[-1]
+    start = np.zeros((*busy.shape[:-1], k + 1))
+    start[..., 0] = 1.0
+
+    def add(dist: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = dist * (1.0 - b[..., None])
+        out[..., 1:] += dist[..., :-1] * b[..., None]
+        return out
+
+    prefix = [start]
+    for j in range(k):
+        prefix.append(add(prefix[-1], busy[..., j]))
+    suffix = [start]
+    for j in range(k - 1, -1, -1):
+        suffix.append(add(suffix[-1], busy[..., j]))
+    suffix.reverse()
+    return prefix, suffix
+
+
+def _oracle_slowdown(load: np.ndarray, cores: np.ndarray, max_iterations: int = 50_000) -> np.ndarray:
+    """The first version's damped fixed point (commit 7834727), verbatim but for the iteration cap
+    (200 there, too few near capacity: the damped map contracts at (1 + L/c)/2)."""
+    k = load.shape[-1]
+    total = np.arange(2 * k + 1)
+    stretch = 1.0 / server_speed(1 + total[None, :], cores[:, None])
+    pair = np.add.outer(np.arange(k + 1), np.arange(k + 1))
+    table = stretch[:, pair]
+    sigma = np.ones(load.shape)
+    todo = np.arange(load.shape[0])
+    for _ in range(max_iterations):
+        prefix, suffix = _oracle_busy_count_distributions(np.minimum(load[todo] * sigma[todo], 1.0))
+        tab = table[todo]
+        new = np.stack(
+            [(prefix[i][:, :, None] * tab * suffix[i + 1][:, None, :]).sum(axis=(1, 2)) for i in range(k)],
+            axis=-1,
+        )
+        done = np.max(np.abs(new - sigma[todo]), axis=-1) < 1e-13
+        sigma[todo] = np.where(done[:, None], new, 0.5 * (sigma[todo] + new))
+        todo = todo[~done]
+        if todo.size == 0:
+            break
+    return sigma
+
+
+@st.composite
+def _crowded_nodes(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    """1-3 crowded CPU nodes: K up to 32 services (some idle), c in 1..min(64, active − 1) cores,
+    the node's load from light to past capacity (L/c up to 1.25), every server under one core."""
+    k = draw(st.integers(2, 32))
+    rows = draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**32 - 1))
+    util = draw(st.lists(st.floats(0.02, 1.25), min_size=rows, max_size=rows))
+    rng = np.random.default_rng(seed)
+    idle = rng.random((rows, k)) < draw(st.sampled_from([0.0, 0.2]))
+    idle[:, :2] = False  # at least two active servers
+    active = (~idle).sum(axis=-1)
+    cores = np.array([draw(st.integers(1, min(64, int(a) - 1))) for a in active])
+    weights = np.where(idle, 0.0, rng.dirichlet(np.full(k, draw(st.sampled_from([0.5, 1.0, 5.0]))), rows))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    load = np.minimum(weights * (np.array(util) * cores)[:, None], 0.98)
+    return load, cores
+
+
+@settings(max_examples=60, deadline=None)
+@given(_crowded_nodes())
+def test_mean_field_solver_gives_the_first_versions_values(node: tuple[np.ndarray, np.ndarray]) -> None:
+    load, cores = node
+    want = _oracle_slowdown(load, cores)
+    got = _mean_field_slowdown(load, cores)
+    # both stop within ~1e-13 of the fixed point; a node a hair below capacity is conditioned
+    # 1/(c − L), so allow for it
+    tol = 1e-11 / np.clip(cores - load.sum(axis=-1), 1e-3, 1.0)
+    assert (np.abs(got - want) <= tol[:, None] * np.maximum(1.0, want)).all(), (got, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_crowded_nodes())
+def test_mean_field_solution_is_a_fixed_point_independent_of_the_batch(
+    node: tuple[np.ndarray, np.ndarray],
+) -> None:
+    load, cores = node
+    sigma = _mean_field_slowdown(load, cores)
+    width = int(cores.max()) - 1
+    again = _evaluate(load, sigma, cores, _lower_weights(cores, width) if width > 0 else None).stretch
+    np.testing.assert_allclose(again, sigma, rtol=1e-9)
+    for r in range(load.shape[0]):  # a row's value does not depend on the rows beside it
+        np.testing.assert_array_equal(_mean_field_slowdown(load[r : r + 1], cores[r : r + 1])[0], sigma[r])
+
+
+@pytest.mark.parametrize(
+    ("loads", "want"),
+    [
+        # one core, no server saturated: σᵢ = 1 + Σ_{j≠i} λⱼSⱼσⱼ, solved in closed form
+        ([0.2, 0.3], [1 + 0.3 * (1.2 / 0.94), 1.2 / 0.94]),
+        # one core, 0.6 each: unclamped σ = 2.5 would make b = 1.5; clamped, σ = 1 + 1 = 2
+        ([0.6, 0.6], [2.0, 2.0]),
+    ],
+    ids=["one-core-linear", "one-core-clamped"],
+)
+def test_mean_field_one_core_closed_forms(loads: list[float], want: list[float]) -> None:
+    np.testing.assert_allclose(_mean_field_slowdown(np.array([loads]), np.array([1]))[0], want, rtol=1e-12)
