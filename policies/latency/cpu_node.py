@@ -263,7 +263,7 @@ class _MapValue:
     below_at: np.ndarray
 
     def rows(self, keep: np.ndarray) -> _MapValue:
-        return _MapValue(*(getattr(self, k)[keep] for k in self.__slots__))  # type: ignore[attr-defined]
+        return _MapValue(*(getattr(self, k)[keep] for k in self.__slots__))
 
 
 def _evaluate(load: np.ndarray, sigma: np.ndarray, cores: np.ndarray, weights: _Weights | None) -> _MapValue:

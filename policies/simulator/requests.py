@@ -603,8 +603,21 @@ def shared_cores_sojourn_times(
     if arrivals.shape != sizes.shape or arrivals.shape != servers.shape or arrivals.ndim != 1:
         raise ValueError("arrival_ms, size_ms and server must be 1-D arrays of the same length")
     node = CpuNode(cores)
-    departure, _ = _shared_cores_run(arrivals, sizes, servers, node.speeds(len(np.unique(servers))))
+    labels, index = np.unique(servers, return_inverse=True)
+    if len(labels) <= node.cores:  # never more servers busy than cores: each its own FCFS queue
+        return _own_queues(arrivals, sizes, index.reshape(-1), len(labels))
+    departure, _ = _shared_cores_run(arrivals, sizes, servers, node.speeds(len(labels)))
     return departure - arrivals
+
+
+def _own_queues(arrival: np.ndarray, size: np.ndarray, label: np.ndarray, servers: int) -> np.ndarray:
+    """Sojourn times when every server has a core to itself: one Lindley recursion per server
+    (:func:`lindley_waits`, vectorised), exactly what the event loop gives when B <= c always."""
+    latency = np.empty(arrival.size)
+    for j in range(servers):
+        on = label == j
+        latency[on] = lindley_waits(arrival[on], size[on]) + size[on]
+    return latency
 
 
 def _shared_cores_run(
@@ -798,6 +811,8 @@ def _serve(
         return lindley_waits(arrival, own) + own, own, 1.0
     if device.mode == "cpu":
         # One FCFS server per service; the busy servers share the node's cores (CpuNode).
+        if len(device.services) + 1 <= device.cores:  # nobody (the probe included) ever slows
+            return _own_queues(arrival, size, label, len(device.services)), size, 1.0
         speeds = CpuNode(device.cores).speeds(len(device.services) + 1)
         departure, time_at = _shared_cores_run(arrival, size, label, speeds)
         total = float(time_at.sum())

@@ -26,6 +26,7 @@ from qosched.policies.simulator.requests import (
     ServiceSpec,
     ServiceTime,
     SimConfig,
+    _shared_cores_run,
     lindley_waits,
     offered_load,
     ps_sojourn_times,
@@ -385,3 +386,16 @@ def test_mean_field_solution_is_a_fixed_point_independent_of_the_batch(
 )
 def test_mean_field_one_core_closed_forms(loads: list[float], want: list[float]) -> None:
     np.testing.assert_allclose(_mean_field_slowdown(np.array([loads]), np.array([1]))[0], want, rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_gaps, st.integers(4, 16))
+def test_shared_cores_shortcut_is_the_event_loop(rows: list[tuple[float, float, int]], cores: int) -> None:
+    # With no more servers than cores the kernel skips the event loop (one Lindley recursion per
+    # server); the loop itself, all speeds 1, must give the same times.
+    arrival = np.cumsum([r[0] for r in rows])
+    size = np.array([r[1] for r in rows])
+    server = np.array([r[2] for r in rows]) * 7 + 3  # labels need not be 0..k-1
+    fast = shared_cores_sojourn_times(arrival, size, server, cores)
+    departure, _ = _shared_cores_run(arrival, size, server, CpuNode(cores).speeds(len(np.unique(server))))
+    np.testing.assert_allclose(fast, departure - arrival, rtol=1e-12, atol=1e-9)
