@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qosched.extender.kube.objects import node_link, node_view
+from qosched.policies.latency.cpu_node import cpu_cores
 from qosched.policies.requests.scenario import DEFAULT_INPUT_KB, Link, ServiceDef, TierNode
 from qosched.policies.simulator.requests import mode_for
 from qosched.policies.types import PodDemand
@@ -37,19 +38,22 @@ def node_client_link(obj: Mapping[str, Any]) -> Link:
 def tier_node(obj: Mapping[str, Any]) -> TierNode | None:
     """The node as a :class:`TierNode`; None unless it has a tier, an accelerator and is schedulable.
 
-    Its queue is ``mode_for(accelerator, sharing)``; at least one device. Raises ``ValueError``
+    Its queue is ``mode_for(accelerator, sharing)``; at least one device; a CPU node's cores are
+    ``cpu_cores`` of its allocatable CPU. Raises ``ValueError``
     (``ScenarioError`` included) naming the node for a bad label or annotation.
     """
     view = node_view(obj)
     if view.tier is None or view.accelerator is None or not view.schedulable:
         return None
+    mode = mode_for(view.accelerator, view.sharing)
     return TierNode(
         view.name,
         view.tier,
         view.accelerator,
         max(1, view.device_count),
         node_client_link(obj),
-        mode_for(view.accelerator, view.sharing),
+        mode,
+        int(cpu_cores(view.cpu_milli)) if mode == "cpu" else 1,
     )
 
 

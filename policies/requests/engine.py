@@ -20,10 +20,14 @@ Every request of the REQUESTS trace, in arrival order:
    S_n`, run one request at a time because the next decision depends on it), :math:`S` a draw of
    the variant's solo service time on that accelerator (:class:`~qosched.policies.simulator.
    requests.ServiceTime` from the profile's two moments, as the request simulator draws them),
-   and :math:`O` the edge TPU's swap when the device last ran another model. A device serves
-   every variant's replica from one FCFS queue (time-slicing; the edge TPU with swaps; a CPU
-   node is served as one FCFS queue, an approximation of its processor sharing), so load on a
-   tier shows up as queueing. Transfer is :func:`~qosched.policies.requests.scenario.transfer_ms`
+   and :math:`O` the edge TPU's swap when the device last ran another model. A GPU or edge TPU
+   serves every variant's replica from one FCFS queue (time-slicing; the edge TPU with swaps),
+   so load on a tier shows up as queueing. A CPU node runs its own discipline, the one the
+   placement model and the request simulator use (:class:`~qosched.policies.latency.cpu_node.
+   CpuNode`): one FCFS single-threaded server per variant, the busy servers sharing the node's
+   c cores at min(1, c/B) each, simulated exactly by :class:`~qosched.policies.simulator.
+   requests.SharedCoresQueue`; there a request's completion depends on the requests that come
+   after it, so W and the stretched S are known, and the outcome delivered, only when it leaves. Transfer is :func:`~qosched.policies.requests.scenario.transfer_ms`
    over the link in force at the arrival (NETWORK.csv or the node's annotations);
 4. at its completion time the outcome goes to ``policy.observe`` (delayed feedback).
 
@@ -44,7 +48,7 @@ from qosched.policies.latency.sharing import DeviceServices, predict
 from qosched.policies.requests.inputs import NetworkTrace, Requests
 from qosched.policies.requests.routing import ActionView, Objective, Outcome, RequestContext, RoutingPolicy
 from qosched.policies.requests.scenario import Action, Link, Scenario
-from qosched.policies.simulator.requests import ServiceTime
+from qosched.policies.simulator.requests import ServiceTime, SharedCoresQueue
 
 __all__ = ["EngineConfig", "RunRecords", "simulate_requests"]
 
@@ -98,6 +102,8 @@ class _Server:
     base_link: Link
     free_ms: float = 0.0
     last_model: str | None = None
+    cores: int = 1
+    cpu: SharedCoresQueue | None = None  # a CPU node: its servers (one per model) sharing the cores
 
 
 class _Estimator:
@@ -127,6 +133,8 @@ class _Estimator:
                     )
         self.service_ms, self.second_ms2, self.swap_ms, self.mask = service, second, swap, mask
         self.edgetpu = np.array([s.edgetpu for s in servers], dtype=bool)
+        self.cpu = np.array([s.cpu is not None for s in servers], dtype=bool)
+        self.cores = np.array([s.cores for s in servers], dtype=np.int64)
         self.device_ms = np.where(mask, service + swap, np.inf)
         self.utilization = np.zeros(n)
 
@@ -137,7 +145,8 @@ class _Estimator:
         self.counts[:] = 0.0
         latency = np.full(self.mask.shape, np.inf)
         util = np.zeros(len(self.servers))
-        for mode, rows in (("edgetpu", self.edgetpu), ("time-slicing", ~self.edgetpu)):
+        gpu = ~(self.edgetpu | self.cpu)
+        for mode, rows in (("edgetpu", self.edgetpu), ("cpu", self.cpu), ("time-slicing", gpu)):
             if not rows.any():
                 continue
             sv = DeviceServices.build(
@@ -146,6 +155,7 @@ class _Estimator:
                 second_moment_ms2=self.second_ms2[rows],
                 swap_ms=self.swap_ms[rows],
                 mask=self.mask[rows],
+                cores=self.cores[rows],
             )
             pred = predict(mode, sv)
             latency[rows] = np.where(self.mask[rows], pred.latency_ms, np.inf)
@@ -166,12 +176,23 @@ class _Engine:
         self.network = network
         self.config = config
         self.rng = rng
+        models = sorted({v for s in scenario.services for a in scenario.actions(s) for v in [a.variant]})
         self.servers = [
             _Server(n.name, n.tier, n.accelerator, n.mode == "edgetpu", n.link)
+            if n.mode != "cpu"
+            else _Server(
+                n.name,
+                n.tier,
+                n.accelerator,
+                False,
+                n.link,
+                cores=n.cores,
+                cpu=SharedCoresQueue(n.cores, len(models)),
+            )
             for n in scenario.nodes
             for _ in range(n.devices)
         ]
-        models = sorted({v for s in scenario.services for a in scenario.actions(s) for v in [a.variant]})
+        self.cpu_queues = [s.cpu for s in self.servers if s.cpu is not None]
         self.est = _Estimator(scenario, self.servers, models, config)
         self.times: dict[tuple[str, str], ServiceTime] = {}
         self.by_tier = {t: [i for i, s in enumerate(self.servers) if s.tier == t] for t in scenario.tiers}
@@ -241,7 +262,10 @@ class _Engine:
     def dispatch(
         self, action: Action, variant: str, input_kb: float, time_s: float
     ) -> tuple[int, float, float]:
-        """Pick the device whose reply returns first; returns (server, transfer_ms, start_ms)."""
+        """Pick the device whose reply returns first; returns (server, transfer_ms, start_ms).
+
+        A CPU node's reply is estimated from its server's backlog; its ``start_ms`` is the arrival.
+        """
         rows = self.by_tier.get(action.tier, [])
         best = (-1, math.inf, math.inf, math.inf)
         t_ms = time_s * 1000.0
@@ -252,8 +276,15 @@ class _Engine:
             if not self.est.mask[i, self.est.model_index[variant]]:
                 continue
             tr = self.link(s, time_s).transfer_ms(input_kb)
-            start = max(s.free_ms, t_ms + tr)
             own = float(self.est.service_ms[i, self.est.model_index[variant]])
+            if s.cpu is not None:  # its server's backlog and this one, at the speed with one more busy
+                start = t_ms + tr
+                speed = s.cpu.speeds[min(s.cpu.busy + 1, len(s.cpu.speeds) - 1)]
+                done = start + (s.cpu.backlog_ms(self.est.model_index[variant]) + own) / speed
+                if done < best[1]:
+                    best = (i, done, tr, start)
+                continue
+            start = max(s.free_ms, t_ms + tr)
             swap = (
                 float(self.est.swap_ms[i, self.est.model_index[variant]]) if s.last_model != variant else 0.0
             )
@@ -265,6 +296,101 @@ class _Engine:
 
 def _empty(n: int, value: float = math.nan) -> np.ndarray:
     return np.full(n, value)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A request on a CPU node, until it leaves (what its row and outcome need)."""
+
+    ctx: RequestContext
+    action: Action
+    view: ActionView
+    server: int
+    transfer_ms: float
+    arrival_ms: float  # at the node: dispatch + transfer
+
+
+class _Book:
+    """The per-request columns and the outcomes waiting for their completion time."""
+
+    def __init__(self, n: int, scenario: Scenario, config: EngineConfig):
+        self.scenario, self.config = scenario, config
+        self.cols = {
+            k: _empty(n)
+            for k in ("transfer", "wait", "service", "response", "predicted", "slo", "acc", "loss", "reward")
+        }
+        self.served = np.zeros(n, dtype=bool)
+        self.tiers, self.variants, self.nodes = [""] * n, [""] * n, [""] * n
+        self.pending: list[tuple[float, int, Outcome]] = []
+        self.in_flight: dict[int, _InFlight] = {}
+
+    def record(
+        self,
+        ctx: RequestContext,
+        action: Action,
+        view: ActionView,
+        server: _Server,
+        transfer: float,
+        wait: float,
+        own: float,
+    ) -> None:
+        """Request ``ctx.index`` served: its row, and its outcome due at its completion."""
+        idx, svc, t = ctx.index, ctx.service, ctx.time_s
+        response = transfer + wait + own
+        acc = self.scenario.catalog.accuracy(action.variant, server.accelerator)
+        best_acc = self.scenario.best_accuracy(svc.name)
+        loss = 0.0 if acc is None or best_acc is None else max(best_acc - acc, 0.0) * 100.0
+        reward = self.config.objective.reward(response, svc.slo_ms, loss)
+        self.served[idx] = True
+        self.tiers[idx], self.variants[idx], self.nodes[idx] = action.tier, action.variant, server.node
+        for key, value in (
+            ("transfer", transfer),
+            ("wait", wait),
+            ("service", own),
+            ("response", response),
+            ("predicted", view.predicted_ms),
+            ("acc", math.nan if acc is None else acc),
+            ("loss", loss),
+            ("reward", reward),
+        ):
+            self.cols[key][idx] = value
+        out = Outcome(ctx, action, server.node, response, transfer, wait, own, acc, loss, reward)
+        heapq.heappush(self.pending, (t + response / 1000.0, idx, out))
+
+    def settle(self, eng: _Engine, until_ms: float) -> None:
+        """Run every CPU node to ``until_ms`` and record the requests that left (W: queued at their
+        server; service: start to departure, stretched by the servers sharing the cores)."""
+        for queue in eng.cpu_queues:
+            for key, start_ms, left_ms in queue.advance(until_ms):
+                f = self.in_flight.pop(key)
+                wait, own = start_ms - f.arrival_ms, left_ms - start_ms
+                self.record(f.ctx, f.action, f.view, eng.servers[f.server], f.transfer_ms, wait, own)
+
+
+def _serve(
+    eng: _Engine, book: _Book, ctx: RequestContext, action: Action, view: ActionView, rng: np.random.Generator
+) -> bool:
+    """Dispatch and serve one request (a CPU node's later, when it leaves); False when no device can."""
+    t = ctx.time_s
+    i, transfer, start_ms = eng.dispatch(action, action.variant, ctx.input_kb, t)
+    if i < 0:
+        return False
+    server = eng.servers[i]
+    own = float(eng.service_time(server.accelerator, action.variant).sample(rng, 1)[0])
+    j = eng.est.model_index[action.variant]
+    eng.est.counts[i, j] += 1.0
+    if server.cpu is not None:
+        arrival_ms = t * 1000.0 + transfer
+        server.cpu.arrive(ctx.index, arrival_ms, own, j)
+        book.in_flight[ctx.index] = _InFlight(ctx, action, view, i, transfer, arrival_ms)
+        return True
+    if server.last_model != action.variant:
+        own += float(eng.est.swap_ms[i, j])
+    server.last_model = action.variant
+    server.free_ms = start_ms + own
+    wait = start_ms - (t * 1000.0 + transfer)
+    book.record(ctx, action, view, server, transfer, wait, own)
+    return True
 
 
 def simulate_requests(
@@ -290,16 +416,12 @@ def simulate_requests(
         raise ValueError(f"requests name service(s) the cluster does not define: {', '.join(unknown)}")
     eng = _Engine(scenario, network, config, rng)
     n = len(requests)
-    cols = {
-        k: _empty(n)
-        for k in ("transfer", "wait", "service", "response", "predicted", "slo", "acc", "loss", "reward")
-    }
-    served = np.zeros(n, dtype=bool)
-    tiers, variants, nodes = [""] * n, [""] * n, [""] * n
-    pending: list[tuple[float, int, Outcome]] = []
+    book = _Book(n, scenario, config)
+    cols, pending = book.cols, book.pending
     last_refresh = float(requests.time_s[0]) if n else 0.0
     for idx in range(n):
         t = float(requests.time_s[idx])
+        book.settle(eng, t * 1000.0)
         while pending and pending[0][0] <= t:
             policy.observe(heapq.heappop(pending)[2])
         last_refresh = eng.tick(t, last_refresh)
@@ -317,39 +439,9 @@ def simulate_requests(
             raise ValueError(
                 f"policy {policy.name} chose {action.key} for service {svc.name}, not one of its options"
             )
-        i, transfer, start_ms = eng.dispatch(action, action.variant, kb, t)
-        if i < 0:
+        if not _serve(eng, book, ctx, action, view, rng):
             cols["reward"][idx] = config.objective.unserved_reward
-            continue
-        server = eng.servers[i]
-        own = float(eng.service_time(server.accelerator, action.variant).sample(rng, 1)[0])
-        j = eng.est.model_index[action.variant]
-        if server.last_model != action.variant:
-            own += float(eng.est.swap_ms[i, j])
-        server.last_model = action.variant
-        server.free_ms = start_ms + own
-        eng.est.counts[i, j] += 1.0
-        wait = start_ms - (t * 1000.0 + transfer)
-        response = transfer + wait + own
-        acc = scenario.catalog.accuracy(action.variant, server.accelerator)
-        best_acc = scenario.best_accuracy(svc.name)
-        loss = 0.0 if acc is None or best_acc is None else max(best_acc - acc, 0.0) * 100.0
-        reward = config.objective.reward(response, svc.slo_ms, loss)
-        served[idx] = True
-        tiers[idx], variants[idx], nodes[idx] = action.tier, action.variant, server.node
-        for key, value in (
-            ("transfer", transfer),
-            ("wait", wait),
-            ("service", own),
-            ("response", response),
-            ("predicted", view.predicted_ms),
-            ("acc", math.nan if acc is None else acc),
-            ("loss", loss),
-            ("reward", reward),
-        ):
-            cols[key][idx] = value
-        out = Outcome(ctx, action, server.node, response, transfer, wait, own, acc, loss, reward)
-        heapq.heappush(pending, (t + response / 1000.0, idx, out))
+    book.settle(eng, math.inf)
     while pending:
         policy.observe(heapq.heappop(pending)[2])
     stats_fn = getattr(policy, "stats", None)
@@ -358,10 +450,10 @@ def simulate_requests(
         policy=policy.name,
         time_s=requests.time_s.copy(),
         service=requests.service,
-        tier=tuple(tiers),
-        variant=tuple(variants),
-        node=tuple(nodes),
-        served=served,
+        tier=tuple(book.tiers),
+        variant=tuple(book.variants),
+        node=tuple(book.nodes),
+        served=book.served,
         transfer_ms=cols["transfer"],
         wait_ms=cols["wait"],
         service_ms=cols["service"],

@@ -87,9 +87,10 @@ class TierNode:
     """A node of one tier: its accelerators and the client's link to it.
 
     ``mode`` is the request simulator's queue (``qosched.policies.simulator.requests.mode_for``
-    of its accelerator and sharing label): ``edgetpu`` swaps models, ``cpu`` is processor sharing
-    (served here as one FCFS queue per core, see ``engine``), the GPU modes are one FCFS queue
-    per device.
+    of its accelerator and sharing label): ``edgetpu`` swaps models, ``cpu`` is the CPU node's
+    discipline (:class:`~qosched.policies.latency.cpu_node.CpuNode`: one FCFS server per model,
+    the busy ones sharing ``cores`` whole cores; see ``engine``), the GPU modes are one FCFS queue
+    per device. ``cores`` matters to ``cpu`` only (``cpu_cores`` of the node's CPU).
     """
 
     name: str
@@ -98,8 +99,11 @@ class TierNode:
     devices: int
     link: Link
     mode: str = "time-slicing"
+    cores: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1:
+            raise ScenarioError(f"node {self.name}: cores must be an integer >= 1, got {self.cores!r}")
         if self.tier not in TIERS:
             raise ScenarioError(f"node {self.name}: tier {self.tier!r} is not one of {', '.join(TIERS)}")
         if self.devices < 1:

@@ -93,6 +93,7 @@ __all__ = [
     "ServiceResult",
     "ServiceSpec",
     "ServiceTime",
+    "SharedCoresQueue",
     "SimConfig",
     "SimMode",
     "lindley_waits",
@@ -664,6 +665,101 @@ def _shared_cores_run(
         time_at[busy] += step
         now += step
     return np.array(departure), np.array(time_at)
+
+
+class SharedCoresQueue:
+    r""":func:`shared_cores_sojourn_times`'s discipline one request at a time, for a caller that decides online.
+
+    The request-routing what-if (:mod:`qosched.policies.requests.engine`) picks each request's
+    node from the state its earlier choices left, so it cannot hand the kernel a whole trace.
+    This is the same event loop (virtual clock :math:`dV/dt = r(B)`, heads keyed by their finish
+    tag, :meth:`CpuNode.speeds <qosched.policies.latency.cpu_node.CpuNode.speeds>` for r), fed by
+    :meth:`arrive` and run forward by :meth:`advance`, which reports the requests that left.
+    Arrivals may be announced out of time order (different transfer delays) but never before
+    the clock; equal times are served in announcement order. Fed a trace in order it gives the
+    kernel's times (``tests/policies/test_cpu_node.py``).
+    """
+
+    def __init__(self, cores: int, servers: int) -> None:
+        self.speeds = CpuNode(cores).speeds(max(1, servers))
+        self.now_ms = 0.0
+        self._virtual = 0.0
+        self._heads: list[
+            tuple[float, int]
+        ] = []  # (finish tag, key) of the request in service per busy server
+        self._waiting: dict[int, deque[int]] = {}  # per busy server, the keys queued behind its head
+        self._coming: list[tuple[float, int, int]] = []  # (arrival, sequence, key) not yet arrived
+        self._size: dict[int, float] = {}
+        self._server: dict[int, int] = {}
+        self._start: dict[int, float] = {}
+        self._sequence = 0
+
+    def arrive(self, key: int, time_ms: float, size_ms: float, server: int) -> None:
+        """Announce request ``key`` (unique) arriving at ``time_ms`` >= the clock, ``size_ms`` of work for ``server``."""
+        if time_ms < self.now_ms:
+            raise ValueError(f"arrival at {time_ms} ms is before the queue's clock {self.now_ms} ms")
+        if not 0 <= server < len(self.speeds) - 1:
+            raise ValueError(f"server {server} is not one of the queue's {len(self.speeds) - 1}")
+        self._size[key], self._server[key] = float(size_ms), server
+        heapq.heappush(self._coming, (float(time_ms), self._sequence, key))
+        self._sequence += 1
+
+    def backlog_ms(self, server: int) -> float:
+        """Work [ms at one core] at ``server``: what its head has left, its queue, and announced arrivals."""
+        left = sum(tag - self._virtual for tag, k in self._heads if self._server[k] == server)
+        queued = sum(self._size[k] for k in self._waiting.get(server, ()))
+        coming = sum(self._size[k] for _, _, k in self._coming if self._server[k] == server)
+        return left + queued + coming
+
+    @property
+    def busy(self) -> int:
+        """Servers busy now."""
+        return len(self._heads)
+
+    def advance(self, until_ms: float) -> list[tuple[int, float, float]]:
+        """Run the clock to ``until_ms``; returns (key, start [ms], departure [ms]) of every request that left."""
+        left: list[tuple[int, float, float]] = []
+        while True:
+            speed = self.speeds[len(self._heads)]
+            leave = self.now_ms + (self._heads[0][0] - self._virtual) / speed if self._heads else math.inf
+            come = self._coming[0][0] if self._coming else math.inf
+            if min(leave, come) > until_ms or not (self._heads or self._coming):
+                break
+            if leave < come:  # as the kernel: a departure strictly before the next arrival goes first
+                tag, key = heapq.heappop(self._heads)
+                self._virtual, self.now_ms = tag, leave
+                left.append((key, self._start.pop(key), leave))
+                self._next(self._server.pop(key))
+                del self._size[key]
+            else:
+                if self._heads:
+                    self._virtual += (come - self.now_ms) * speed
+                self.now_ms = come
+                self._join(heapq.heappop(self._coming)[2])
+        if until_ms > self.now_ms and math.isfinite(until_ms):
+            if self._heads:
+                self._virtual += (until_ms - self.now_ms) * self.speeds[len(self._heads)]
+            self.now_ms = until_ms
+        return left
+
+    def _join(self, key: int) -> None:
+        server = self._server[key]
+        behind = self._waiting.get(server)
+        if behind is None:  # its server was idle: it starts now
+            self._waiting[server] = deque()
+            self._start[key] = self.now_ms
+            heapq.heappush(self._heads, (self._virtual + self._size[key], key))
+        else:
+            behind.append(key)
+
+    def _next(self, server: int) -> None:
+        queue = self._waiting[server]
+        if queue:
+            key = queue.popleft()
+            self._start[key] = self.now_ms
+            heapq.heappush(self._heads, (self._virtual + self._size[key], key))
+        else:
+            del self._waiting[server]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,14 @@ from qosched.policies.requests.engine import EngineConfig, simulate_requests
 from qosched.policies.requests.evaluate import best_static, regret_series, requests_summary
 from qosched.policies.requests.inputs import InputError, Requests, parse_network, parse_requests
 from qosched.policies.requests.registry import run_policies
-from qosched.policies.requests.routing import AlwaysTier, Greedy, Objective, StaticRouting
+from qosched.policies.requests.routing import (
+    AlwaysTier,
+    Greedy,
+    Objective,
+    Outcome,
+    RequestContext,
+    StaticRouting,
+)
 from qosched.policies.requests.scenario import (
     Action,
     Link,
@@ -22,7 +29,7 @@ from qosched.policies.requests.scenario import (
     TierNode,
     transfer_ms,
 )
-from qosched.policies.simulator.requests import lindley_waits
+from qosched.policies.simulator.requests import lindley_waits, shared_cores_sojourn_times
 from qosched.policies.state import ServiceParams
 
 PARAMS = {
@@ -262,3 +269,96 @@ def test_scale_arrivals_and_synthetic_network() -> None:
     assert rows[0] == (0.0, "cloud", Link(40.0, 200.0))
     assert all(r[2].bandwidth_mbps <= 200.0 for r in rows)
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+
+
+# ------------------------------------------------ CPU nodes: the discipline of cpu_node.CpuNode
+
+CPU_PARAMS = {
+    ("cpu", "big"): ServiceParams(20.0, 400.0, accuracy=0.80),
+    ("cpu", "mid"): ServiceParams(12.0, 144.0, accuracy=0.78),
+    ("cpu", "small"): ServiceParams(6.0, 36.0, accuracy=0.75),
+}
+
+
+def _cpu_scenario(cores: int) -> Scenario:
+    nodes = [TierNode("cpu-0", "edge", "cpu", 1, Link(10.0, 100.0), "cpu", cores)]
+    services = [ServiceDef(f"s-{v}", (v,), 1000.0, None, 10.0) for v in ("big", "mid", "small")]
+    return Scenario.build(nodes, services, lambda a, m: CPU_PARAMS.get((a, m)))
+
+
+def _cpu_requests(rate_rps: dict[str, float], seconds: float, seed: int) -> Requests:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for variant, rate in rate_rps.items():
+        times = np.cumsum(rng.exponential(1.0 / rate, int(rate * seconds * 1.5)))
+        rows += [(t, f"s-{variant}") for t in times[times < seconds]]
+    rows.sort()
+    return Requests(np.array([t for t, _ in rows]), tuple(s for _, s in rows), np.full(len(rows), np.nan))
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4], ids=["one-core", "two-cores", "four-cores"])
+def test_cpu_node_requests_follow_the_shared_cores_kernel(cores: int) -> None:
+    # Three single-threaded model servers (big, mid, small) on one CPU node: the engine's times
+    # are exactly shared_cores_sojourn_times on the node's arrivals (deterministic sizes).
+    sc = _cpu_scenario(cores)
+    req = _cpu_requests({"big": 12.0, "mid": 15.0, "small": 30.0}, 60.0, seed=cores)  # 0.6 core of work
+    routing = StaticRouting({f"s-{v}": Action("edge", v) for v in ("big", "mid", "small")})
+    rec = simulate_requests(sc, req, routing, np.random.default_rng(0))
+    assert rec.served.all()
+    variant = np.array(rec.variant)
+    size = np.array([CPU_PARAMS[("cpu", v)].service_ms for v in rec.variant])
+    arrival = rec.time_s * 1000.0 + rec.transfer_ms
+    order = np.argsort(arrival, kind="stable")
+    want = np.empty(len(rec))
+    want[order] = shared_cores_sojourn_times(
+        arrival[order], size[order], np.unique(variant, return_inverse=True)[1][order], cores
+    )
+    np.testing.assert_allclose(rec.wait_ms + rec.service_ms, want, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(rec.response_ms, rec.transfer_ms + want, rtol=1e-9, atol=1e-9)
+    assert (rec.service_ms >= size - 1e-9).all()  # stretched, never faster than alone
+    if cores >= 3:  # a core per server: each its own M/D/1, nobody stretched
+        np.testing.assert_allclose(rec.service_ms, size, rtol=1e-12)
+
+
+def test_cpu_node_outcomes_arrive_when_requests_leave() -> None:
+    # On a CPU node a request's completion depends on later arrivals, so the policy hears of it
+    # only when it leaves: every observation comes in completion order, none before its time.
+    class Recorder(StaticRouting):
+        seen: list[tuple[float, int]]
+        chosen = 0
+
+        def choose(self, ctx: RequestContext) -> Action | None:
+            self.chosen += 1
+            return super().choose(ctx)
+
+        def observe(self, outcome: Outcome) -> None:
+            self.seen.append((outcome.context.time_s + outcome.response_ms / 1000.0, self.chosen))
+
+    sc = _cpu_scenario(1)
+    req = _cpu_requests({"big": 20.0, "mid": 20.0, "small": 20.0}, 10.0, seed=3)
+    policy = Recorder({f"s-{v}": Action("edge", v) for v in ("big", "mid", "small")})
+    policy.seen = []
+    rec = simulate_requests(sc, req, policy, np.random.default_rng(0))
+    done = np.array([d for d, _ in policy.seen])
+    assert len(done) == int(rec.served.sum())
+    assert (np.diff(done) >= -1e-9).all()
+    times = np.append(req.time_s, np.inf)  # observed just before request ``chosen`` arrives
+    for d, chosen in policy.seen:
+        assert d <= times[chosen] + 1e-9  # not before it left
+        assert chosen == 0 or d > times[chosen - 1] - 1e-9  # at the first arrival after it left
+
+
+def test_cpu_node_is_not_one_fcfs_queue() -> None:
+    # 1.2 cores of work from two model servers on a 2-core node: one FCFS queue (the engine's
+    # old approximation) would saturate; each server on its own core is an M/D/1 at 0.6.
+    sc = _cpu_scenario(2)
+    req = _cpu_requests({"big": 30.0, "small": 100.0}, 120.0, seed=5)
+    routing = StaticRouting({"s-big": Action("edge", "big"), "s-small": Action("edge", "small")})
+    rec = simulate_requests(sc, req, routing, np.random.default_rng(0))
+    for variant, rate, s in (("big", 30.0, 20.0), ("small", 100.0, 6.0)):
+        on = np.array(rec.variant) == variant
+        rho = rate * s / 1000.0
+        md1 = s + rho * s / (2.0 * (1.0 - rho))
+        assert float(np.mean(rec.wait_ms[on] + rec.service_ms[on])) == pytest.approx(md1, rel=0.1)
+        # the context's prediction is the cpu model's (cpu_node), not a saturated single queue
+        assert np.isfinite(rec.predicted_ms[on][-100:]).all()
