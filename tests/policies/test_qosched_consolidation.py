@@ -194,11 +194,12 @@ def test_used_fractions_of_chosen_devices() -> None:
     free=arrays(np.int64, (3, 4), elements=st.integers(0, 1000)),
 )
 def test_pack_order_keeps_the_spread_ranking(keys: np.ndarray, free: np.ndarray) -> None:
+    """Within each node (row: the search compares a node's devices only)."""
     packed = pack_order(keys, free)
-    flat_k, flat_p, flat_f = keys.ravel(), packed.ravel(), free.ravel()
-    for i in range(flat_k.size):
-        for j in range(flat_k.size):
-            if flat_k[i] < flat_k[j]:
-                assert flat_p[i] < flat_p[j]  # a better key stays ahead
-            elif flat_k[i] == flat_k[j] and np.isfinite(flat_k[i]) and flat_f[i] < flat_f[j]:
-                assert flat_p[i] < flat_p[j]  # tie: the fuller device first
+    for k, p, f in zip(keys, packed, free, strict=True):
+        for i in range(k.size):
+            for j in range(k.size):
+                if k[i] < k[j]:
+                    assert p[i] < p[j]  # a better key stays ahead
+                elif k[i] == k[j] and np.isfinite(k[i]) and f[i] < f[j]:
+                    assert p[i] < p[j]  # tie: the fuller device first

@@ -192,7 +192,11 @@ class QoschedPolicy(AwarePolicy):
     def _spread_order(self, cand: Candidates) -> np.ndarray:
         delta = self._frag_delta(cand)
         if cand.milli > 0:
-            return np.round(delta / _DELTA_RESOLUTION) * _DELTA_RESOLUTION
+            order = cand.extras.get("spread_order")
+            if order is None:  # (once per call: the pack fallback reads it again)
+                order = np.round(delta / _DELTA_RESOLUTION) * _DELTA_RESOLUTION
+                cand.extras["spread_order"] = order
+            return order
         # No GPU request: fragmentation cannot tell devices apart; least loaded first.
         st = cand.state
         load = (st.svc_rate_rps[cand.row] * st.svc_service_ms[cand.row]).sum(axis=-1)
@@ -237,7 +241,11 @@ class QoschedPolicy(AwarePolicy):
 
     def _consolidation(self, cand: Candidates, verdicts: NodeVerdicts) -> np.ndarray:
         """κ per candidate node (:func:`.consolidation.consolidation_term`)."""
-        exists = cand.state.dev_exists[cand.row] if cand.state.n_nodes else np.zeros_like(cand.device_ok)
+        exists = (
+            cand.state.dev_exists.take(cand.row, axis=0)
+            if cand.state.n_nodes
+            else np.zeros_like(cand.device_ok)
+        )
         u_dev, u_node = consolidation.used_fractions(cand.free_milli, exists, verdicts.devices)
         return consolidation.consolidation_term(
             self.gpu_consolidation,
@@ -251,15 +259,28 @@ class QoschedPolicy(AwarePolicy):
         self, cand: Candidates, variant: int, nodes: np.ndarray, order: np.ndarray | None
     ) -> NodeVerdicts:
         """The node's device in the pack order; where it leaves less slack than the margin, again
-        with the least allocated device first (a pod packs only while its device keeps the margin)."""
+        with the least allocated device first (a pod packs only while its device keeps the margin).
+
+        The second search runs only on the nodes where it can change the device: a node whose
+        emptiest-first search would judge the chosen device first gets that device again, with the
+        same verdict (a one-device pod; the verdicts already judged come back from the cache)."""
         chosen = super()._choose(cand, variant, nodes, order)
         if order is None or not self._consolidates(cand):
             return chosen
-        margin = self.consolidation_slack_frac
-        low = nodes & (chosen.devices[:, 0] >= 0) & ~(np.nan_to_num(chosen.slack_frac, nan=0.0) >= margin)
+        low = (
+            nodes
+            & (chosen.devices[:, 0] >= 0)
+            & ~consolidation.keeps_margin(chosen.slack_frac, self.consolidation_slack_frac)
+        )
         if not low.any():
             return chosen
         emptiest = consolidation.pack_order(self._spread_order(cand), cand.free_milli, fullest_first=False)
+        if cand.need <= 1:
+            rows = np.flatnonzero(low)
+            masked = np.where(cand.device_ok[rows], emptiest[rows], np.inf)
+            low[rows[np.argmin(masked, axis=1) == chosen.devices[rows, 0]]] = False
+            if not low.any():
+                return chosen
         again = super()._choose(cand, variant, low, emptiest)
         return merge_verdicts(chosen, again, low)
 
