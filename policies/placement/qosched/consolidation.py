@@ -123,7 +123,7 @@ def pack_order(spread_order: np.ndarray, free_milli: np.ndarray, *, fullest_firs
         free = GPU_MILLI_PER_DEVICE - free
     order = free * (0.5 / GPU_MILLI_PER_DEVICE)
     order += smaller
-    np.copyto(order, np.inf, where=~np.isfinite(by_device))
+    np.putmask(order, ~np.isfinite(by_device), np.inf)
     return np.ascontiguousarray(order.T)  # (the search reads rows: C order)
 
 
@@ -171,22 +171,17 @@ def used_fractions(
     ([0.4], [0.2])
     """
     # Row sums as products with a vector of ones: exact here (integer milli-GPU, far below 2**53)
-    # and several times faster than ``sum(axis=1)`` over rows of a few devices.
-    used = np.where(exists, GPU_MILLI_PER_DEVICE - free_milli, 0).astype(np.float64)
-    cap = (exists.astype(np.float64) @ np.ones(exists.shape[1])) * float(GPU_MILLI_PER_DEVICE)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u_n = np.where(cap > 0, (used @ np.ones(used.shape[1])) / cap, 0.0)
+    # and several times faster than ``sum(axis=1)`` over rows of a few devices; divisions with
+    # ``where=`` (0 elsewhere) rather than ``np.where`` under ``np.errstate``.
+    m, d = exists.shape
+    used = np.subtract(GPU_MILLI_PER_DEVICE, free_milli, out=np.zeros((m, d)), where=exists)
+    cap = (exists.astype(np.float64) @ np.ones(d)) * float(GPU_MILLI_PER_DEVICE)
+    u_n = np.divide(used @ np.ones(d), cap, out=np.zeros(m), where=cap > 0)
     chosen = devices >= 0
     if devices.shape[1] == 1:  # one device: u_d is its used share (as below, without the sums)
-        at = np.arange(0, used.size, used.shape[1]) + np.where(chosen[:, 0], devices[:, 0], 0)
-        picked = used.reshape(-1).take(at)
-        return np.where(chosen[:, 0], picked / GPU_MILLI_PER_DEVICE, 0.0), u_n
+        picked = used.reshape(-1).take(np.arange(0, m * d, d) + np.where(chosen[:, 0], devices[:, 0], 0))
+        return np.divide(picked, GPU_MILLI_PER_DEVICE, out=np.zeros(m), where=chosen[:, 0]), u_n
     picked = np.take_along_axis(used, np.where(chosen, devices, 0), axis=1)
     count = chosen.astype(np.float64) @ np.ones(chosen.shape[1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u_d = np.where(
-            count > 0,
-            (np.where(chosen, picked, 0.0) @ np.ones(chosen.shape[1])) / (count * GPU_MILLI_PER_DEVICE),
-            0.0,
-        )
-    return u_d, u_n
+    total = np.where(chosen, picked, 0.0) @ np.ones(chosen.shape[1])
+    return np.divide(total, count * GPU_MILLI_PER_DEVICE, out=np.zeros(m), where=count > 0), u_n
