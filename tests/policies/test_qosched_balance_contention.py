@@ -11,8 +11,8 @@ nodes of 8 GPUs, 96 cores, 400,000 MiB; two ``free`` pods of 1 GPU, 4 cores, 1,0
 1 s, they stay) and then an 8-GPU ``batch`` gang pod (t = 10 s, 100 s long). For the second
 small pod, n0 (holding the first) leaves GPU 6/8, memory 398,000/400,000: β = 1 − (0.995 −
 0.75) = 0.755; the empty n1 leaves GPU 7/8, memory 0.9975: β = 0.8775. 0.4 × 0.1225 = 0.049,
-more than one integer step of FGD's score (0.04), while ΔF, learned from two 1-GPU pods, is
-equal on both nodes. So with β the small pods take one node each and no node is whole when the
+more than one integer step of FGD's score (0.04), and ΔF, learned from 1-GPU pods only, does
+not tell the nodes apart by more (with β off the pod goes to n0). So with β the small pods take one node each and no node is whole when the
 gang pod arrives: the QoS-driven rule evicts no free pod that lacks slack (10 s of running
 against the 60 s predicted pause: 10/70 < 0.5), the retry 60 s later does (70/130 ≥ 0.5; the
 evicted pod restarts at once on the other node), and the gang pod runs 100 s of 160: QoS 0.625.
