@@ -50,10 +50,12 @@ def snapshot_client(snapshot_app: Flask) -> FlaskClient:
 @pytest.fixture
 def live_app_factory(kube_api: FakeKubeAPI, tmp_path: Path) -> Iterator[Callable[..., Flask]]:
     """``make(**settings)`` → ``create_app`` in live mode on :func:`kube_api` (a kubeconfig file,
-    fast watch backoff); every app's watch is stopped after the test."""
+    fast watch backoff); every app's watch, and its profiles-ConfigMap follower where the settings
+    start one, is stopped after the test."""
     from prometheus_client import CollectorRegistry
 
     from qosched.extender.server.app import create_app, runtime_of
+    from qosched.extender.server.state import state_of
     from tests.kubefake import write_kubeconfig
 
     kubeconfig = write_kubeconfig(kube_api.url, tmp_path / "kubeconfig.yaml", token="test-token")
@@ -72,6 +74,7 @@ def live_app_factory(kube_api: FakeKubeAPI, tmp_path: Path) -> Iterator[Callable
             stop = getattr(runtime_of(app).cache, "stop", None)
             if stop is not None:
                 stop()
+            state_of(app).uploader.stop()
 
 
 @pytest.fixture
