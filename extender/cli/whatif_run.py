@@ -360,10 +360,11 @@ class _Outputs:
     outcomes: dict[str, Any] = field(default_factory=dict)
 
 
-def _replay_one(name: str, workload: Any, opts: Mapping[str, Any], progress: RunProgress | None) -> Any:
-    from qosched.policies.simulator.replay import build_scheduler, replay
+def _scheduler_of(name: str, workload: Any, opts: Mapping[str, Any]) -> Any:
+    """The run's scheduler for policy ``name``: its seed, classes, mix, candidates and options."""
+    from qosched.policies.simulator.replay import build_scheduler
 
-    scheduler = build_scheduler(
+    return build_scheduler(
         name,
         seed=opts["seed"],
         workload=workload,
@@ -372,6 +373,12 @@ def _replay_one(name: str, workload: Any, opts: Mapping[str, Any], progress: Run
         candidates=opts["candidates"],
         options=opts["policy_options"].get(name),
     )
+
+
+def _replay_one(name: str, workload: Any, opts: Mapping[str, Any], progress: RunProgress | None) -> Any:
+    from qosched.policies.simulator.replay import replay
+
+    scheduler = _scheduler_of(name, workload, opts)
     config = opts["config"]
     on_time, on_arrivals = _work_meter(workload, config.horizon_s, config.tick_s, progress)
     # Every policy gets the same latency stream (common random numbers): equal device
@@ -396,18 +403,7 @@ def _policy_of(name: str, workload: Any, opts: Mapping[str, Any]) -> Any:
     constraints and options on the final state, not from what it learned during the run (FGD's
     mix, qosched's fairness snapshot only weigh the scores), so a fresh one explains it alike.
     """
-    from qosched.policies.simulator.replay import build_scheduler
-
-    own = opts.get("policy_options", {}).get(name)  # the policy's own options, when the run has any
-    return build_scheduler(
-        name,
-        seed=opts["seed"],
-        workload=workload,
-        classes=opts["classes"],
-        mix=opts["mix"],
-        candidates=opts["candidates"],
-        **({"options": own} if own else {}),
-    ).policy
+    return _scheduler_of(name, workload, opts).policy
 
 
 def _replay_all(
