@@ -519,9 +519,7 @@ class Runtime:
         )
         return np.minimum(scores + bonus, 10)
 
-    def _prioritize_demand(
-        self, demand: PodDemand, names: Sequence[str], *, observe: bool = True
-    ) -> np.ndarray:
+    def _prioritize_demand(self, demand: PodDemand, names: Sequence[str]) -> np.ndarray:
         """Scores 0..10 of ``names`` in order (0 for unknown nodes), as an int array.
 
         Reuses the pod's evaluation from ``filter`` when nothing changed since (see
@@ -530,8 +528,7 @@ class Runtime:
         evaluation, rows, _ = self._evaluate(demand, names, "prioritize", reuse=True)
         scores = np.zeros(len(names), dtype=np.int64)
         scores[rows >= 0] = scheduler_scores(evaluation)
-        if observe:
-            self.observer.decision("prioritize", "scored")
+        self.observer.decision("prioritize", "scored")
         return scores
 
     # ------------------------------------------------------------------ bind
