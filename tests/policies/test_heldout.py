@@ -121,8 +121,8 @@ def test_held_out_summary(reports: dict[tuple[str, str], h.HeldOutReport]) -> No
     assert lopo["predict"] <= 0.036  # 3.43 %; the goal 3 % is not met
     assert lopo["predict"] < lopo["bernoulli"] - 0.002
     assert lopo["predict"] < lopo["paper"]  # 3.43 < 3.76
-    assert lopo["measured"] <= 0.035  # 3.28 %
-    assert lolo["measured"] <= 0.029  # 2.60 %: within a pair, measured physics meets 3 %
+    assert lopo["measured"] <= 0.034  # 3.23 % (3.28 % without the hand-off)
+    assert lolo["measured"] <= 0.029  # 2.63 %: within a pair, measured physics meets 3 %
     # fitted global terms do not carry over to another pair: 3.20 % within, 4.50 % across,
     # worse than the physics with nothing fitted
     assert lopo["calibrated"] > lolo["calibrated"] + 0.005
