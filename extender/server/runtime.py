@@ -54,6 +54,7 @@ from qosched.policies.placement.base import (
     scheduler_scores,
 )
 from qosched.policies.placement.explain import MARGIN_CODES, ExplainMemo, closest, explain, filter_message
+from qosched.policies.placement.row_memo import RowMemo
 from qosched.policies.preemption.live import LiveConfig
 from qosched.policies.state import ClusterState, StateError
 from qosched.policies.types import Allocation, DemandError, PodDemand
@@ -116,9 +117,13 @@ class _Decision:
     _lut: np.ndarray | None = None
 
     def valid_for(
-        self, state: ClusterState, demand: PodDemand, pos: np.ndarray, rows: np.ndarray, observed: int
+        self, state: ClusterState, demand: PodDemand, pos: np.ndarray, rows: np.ndarray, observed: int | None
     ) -> bool:
-        """Whether positions ``pos`` (all >= 0) of the evaluation, for state rows ``rows``, still hold."""
+        """Whether positions ``pos`` (all >= 0) of the evaluation, for state rows ``rows``, still hold.
+
+        ``observed`` None: whatever the policy learned since (``bind``, see
+        :meth:`Runtime._placement_for`); else the learned mix must be the one evaluated with.
+        """
         if self.demand != demand:
             return False
         if self.version == state.version:
@@ -127,7 +132,7 @@ class _Decision:
             self.node_versions is None
             or self.state is None
             or self.state() is not state
-            or self.observed != observed
+            or (observed is not None and self.observed != observed)
         ):
             return False
         return bool((state.node_version[rows] == self.node_versions[pos]).all())
@@ -292,6 +297,9 @@ class Runtime:
         self.keep_best_only = False
         #: filter's rejection explanations while their node is unchanged (used under the cache lock).
         self._explained = ExplainMemo()
+        #: The policy's per-node verdicts per pod shape while the node is unchanged: the next
+        #: replica judges only the nodes changed since (used under the cache lock).
+        self._row_memo = RowMemo()
 
     # ------------------------------------------------------------------ helpers
     def _evaluate(
@@ -314,7 +322,7 @@ class Runtime:
                     return _subset(decision.evaluation, pos), rows, state.version
             t0 = self._clock()
             self._observe_locked(demand)
-            evaluation = self.policy.evaluate(state, demand, known)
+            evaluation = self._row_memo.evaluate(self.policy, state, demand, known)
             version = state.version
             fresh = _Decision(
                 demand,
@@ -709,7 +717,11 @@ class Runtime:
         if decision is not None:
             rows = np.array([row], dtype=np.int64)
             found = decision.positions(rows)
-            if found[0] >= 0 and decision.valid_for(state, demand, found, rows, self._observations):
+            # Learned mix ignored (observed=None): filter chose this node and its devices with the
+            # mix of its time, and the node's own row is unchanged, so the verdict (SLOs, resources)
+            # holds; re-deciding the device with a mix grown by the pods filtered since (every bind
+            # with kube-scheduler's asynchronous binds) cost a policy evaluation per bind.
+            if found[0] >= 0 and decision.valid_for(state, demand, found, rows, None):
                 evaluation, pos = decision.evaluation, int(found[0])
                 self.reused += 1
         if evaluation is None:

@@ -147,8 +147,28 @@ def test_a_rare_shape_outside_the_cut_keeps_the_same_mix_object() -> None:
     assert mix.shapes == (PodShape(1000, 500, 1),)
     learner.observe(_pod(100, 4000, 100, 1))  # rare: 10 of 12 pods still cover 50 %
     assert learner.mix() is mix
-    learner.observe(common[0])  # a kept shape: every popularity is renormalised
-    assert learner.mix() is not mix
+    learner.observe(common[0])  # the one kept shape again: popularity still (1.0,), same tables
+    assert learner.mix() is mix
+
+
+def test_the_mix_object_changes_exactly_when_the_kept_proportions_do() -> None:
+    learner = WorkloadLearner(popularity_threshold=1.0)
+    a, b = _pod(0, 1000, 500, 1), _pod(1, 2000, 250, 1)
+    for pod in (a, a, b):
+        learner.observe(pod)
+    mix = learner.mix()
+    np.testing.assert_allclose(mix.popularity, [2 / 3, 1 / 3])
+    learner.observe(a)  # 3:1, renormalised: new tables
+    changed = learner.mix()
+    assert changed is not mix
+    np.testing.assert_allclose(changed.popularity, [3 / 4, 1 / 4])
+    for pod in (a, b, a, a, b):  # 6:3, the proportions of 2:1 again but not of 3:1
+        learner.observe(pod)
+    again = learner.mix()
+    assert again is not changed
+    np.testing.assert_array_equal(again.popularity, mix.popularity)
+    for name in ("g_table", "h_table"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(mix, name))
 
 
 @pytest.mark.parametrize(

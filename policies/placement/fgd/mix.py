@@ -300,7 +300,8 @@ class WorkloadLearner:
 
     Cost: :meth:`observe` moves one shape in a ranking kept sorted by (−count, shape), O(#shapes).
     :meth:`mix` finds the cut (O(#shapes)), returns the previous mix when the kept shapes and
-    their counts did not change (a rare shape was seen), reuses the table layout when only the
+    their counts did not change (a rare shape was seen) or their proportions did not (one
+    shape seen again), reuses the table layout when only the
     counts did, and otherwise lays the tables out again; the tables themselves are filled on
     the occupied cells only (:class:`_Layout`).
     """
@@ -351,7 +352,8 @@ class WorkloadLearner:
         return kept
 
     def mix(self) -> WorkloadMix:
-        """The current typical mix (the same object until the kept shapes or counts change)."""
+        """The current typical mix (the same object until the kept shapes or their proportions
+        change)."""
         if self._mix is not None and not self._dirty:
             return self._mix
         self._dirty = False
@@ -361,9 +363,19 @@ class WorkloadLearner:
             return self._mix
         self._kept = kept
         keys: list[_ShapeKey] = [(k[1], k[2], k[3], k[4]) for k in kept]
+        counts = np.fromiter((-k[0] for k in kept), dtype=np.int64, count=len(kept))
+        if (
+            self._mix is not None
+            and self._layout is not None
+            and self._layout[0] == keys
+            and typed_share == self._mix.typed_share
+            and np.array_equal(counts / counts.sum(), self._mix.popularity)
+        ):
+            # The same shapes in the same proportions (one shape, or counts grown in step): the
+            # same tables, so the same object — callers may key memos on the mix's identity.
+            return self._mix
         shapes = tuple(self._shape[k] for k in keys)
         if self._layout is None or self._layout[0] != keys:
             self._layout = (keys, _layout_of(shapes))
-        counts = np.fromiter((-k[0] for k in kept), dtype=np.int64, count=len(kept))
         self._mix = WorkloadMix._learned(shapes, counts, self._layout[1], typed_share)
         return self._mix

@@ -178,6 +178,12 @@ class FGDPolicy(BlindPolicy):
     def current_mix(self) -> WorkloadMix | None:
         return self.learner.mix() if self.learner is not None else self.mix
 
+    def memo_token(self, pod: PodDemand) -> object | None:
+        """The mix ΔF is measured against (:mod:`qosched.policies.placement.row_memo`): a
+        verdict is otherwise a function of the node's own row and the pod's shape."""
+        mix = self.current_mix()
+        return mix if mix is not None else self.own_mixes
+
     def score(self, cand: Candidates, reason: np.ndarray) -> Scored:
         mix = mix_for(cand.pod, self.current_mix(), self.own_mixes)
         delta = frag_delta_for(cand, mix)

@@ -175,6 +175,15 @@ class QoschedPolicy(AwarePolicy):
     def current_mix(self) -> WorkloadMix | None:
         return self.learner.mix() if self.learner is not None else self.mix
 
+    def memo_token(self, pod: PodDemand) -> object | None:
+        """What a verdict depends on beyond the node's own row and the pod's shape
+        (:mod:`qosched.policies.placement.row_memo`): the mix ΔF is measured against (the same
+        object while it is the same). None with a fairness term: φ reads the whole cluster."""
+        if self.fairness is not None and self.config.fairness_weight > 0:
+            return None
+        mix = self.current_mix()
+        return mix if mix is not None else self.own_mixes
+
     def _frag_delta(self, cand: Candidates) -> np.ndarray:
         """ΔF per device, computed once per call (kept in the call's own ``cand.extras``)."""
         delta = cand.extras.get("frag_delta")
