@@ -2,7 +2,8 @@
 
 Objects arrive as API-shaped dicts (from the wire, the watch's ``raw_object``, or a snapshot
 file). Annotation and label names are those of ``../shared/spec/contract.md`` §1 and are defined
-here only. Resource quantities are parsed with ``kubernetes.utils.parse_quantity``, never by hand.
+here only. Resource quantities are parsed with ``kubernetes.utils.parse_quantity``, never by hand
+(loaded without the rest of the client: :mod:`.quantity`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils import parse_quantity
-
+from qosched.extender.kube.quantity import parse_quantity
 from qosched.policies.types import (
     DEFAULT_SHARING,
     GPU_MILLI_PER_DEVICE,
