@@ -300,6 +300,9 @@ class Runtime:
         #: The policy's per-node verdicts per pod shape while the node is unchanged: the next
         #: replica judges only the nodes changed since (used under the cache lock).
         self._row_memo = RowMemo()
+        #: Best-only filter's reservations not yet bound: uid -> (node, annotations) (:meth:`_nominate`).
+        self._nominations: dict[str, tuple[str, dict[str, str]]] = {}
+        self._nominations_lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
     def _evaluate(
@@ -401,6 +404,8 @@ class Runtime:
         if not self.cache.synced:
             self.observer.decision("filter", "not_synced")
             return FilterOutcome(kept=[], failed={}, unresolvable={}, error=NOT_SYNCED)
+        if self._nominations:
+            self._release_nomination(demand.uid)
         evaluation, rows, _ = self._evaluate(demand, names, "filter")
         # Vectorised: one reason code per name, then C-level compress/fromkeys per distinct
         # reason (a handful), never a Python loop over 5,000 names.
@@ -429,6 +434,8 @@ class Runtime:
                 )
         if self.keep_best_only and len(kept) > 1:
             kept = self._best_only(pod, kept, _subset(evaluation, _eval_positions(rows, ok)))
+        if self.keep_best_only and len(kept) == 1:
+            self._nominate(demand, kept[0])
         self.observer.rejections(counts)
         self.observer.decision("filter", "feasible" if kept else "no_fit")
         return FilterOutcome(kept=kept, failed=failed, unresolvable=unresolvable)
@@ -460,15 +467,18 @@ class Runtime:
         return out
 
     def _best_only(self, pod: Mapping[str, Any], kept: list[str], evaluation: Evaluation) -> list[str]:
-        """``FILTER_KEEPS_BEST_ONLY``: the kept nodes ``prioritize`` would score highest.
+        """``FILTER_KEEPS_BEST_ONLY``: the one node the policy chooses among ``kept``.
 
-        ``evaluation`` is the filter's own evaluation restricted to ``kept`` (in order), so the
-        scores are exactly ``prioritize``'s answer for ``kept`` — ``scheduler_scores`` normalised
-        over the kept nodes, hints included — without a second lookup of the names and of the
-        remembered decision. A scheduler without ``prioritizeVerb`` thus picks among the same best
-        nodes.
+        ``evaluation`` is the filter's own evaluation restricted to ``kept`` (in order). The node
+        is the highest raw score within the set ``prioritize`` would score highest
+        (``scheduler_scores`` normalised over the kept nodes, hints included): without hints, the
+        policy's own argmax (:func:`~qosched.policies.placement.base.best_candidate`, the what-if's
+        choice; the earliest on equal raw scores). One node, not prioritize's whole tie set: the
+        scheduler then has no choice left, so the filter can reserve that node for the pod before
+        the next cycle reads the state (:meth:`_nominate`), and 0..10 integer scores tie often
+        (kube-scheduler would draw among the tied nodes at random).
 
-        The outscored nodes are left out of the answer (neither ``NodeNames`` nor a failure map).
+        The other nodes are left out of the answer (neither ``NodeNames`` nor a failure map).
         kube-scheduler's ``findNodesThatPassExtenders`` takes ``NodeNames`` as the feasible list
         and records a status only for the nodes a failure map names; those statuses are read only
         when no node is feasible after every extender (the FitError's event, preemption), which
@@ -477,10 +487,45 @@ class Runtime:
         12, ~0.08 ms to decode in the scheduler stand-in) for statuses nobody reads.
         """
         scores = self._hint_bonus(pod, kept, scheduler_scores(evaluation))
-        best = scores == scores.max()
-        if best.all():
-            return kept
-        return list(compress(kept, best.tolist()))
+        tied = np.flatnonzero(scores == scores.max())
+        if tied.size == 1:
+            return [kept[int(tied[0])]]
+        raw = np.nan_to_num(evaluation.raw_score[tied], nan=-np.inf)
+        return [kept[int(tied[int(np.argmax(raw))])]]
+
+    def _nominate(self, demand: PodDemand, node: str) -> None:
+        """Reserve ``node`` for the pod as filter answers it alone (best-only): the next cycle's
+        filter sees it taken, as kube-scheduler's own cache sees a pod it assumed.
+
+        Without it, two pods filtered before the first one's (asynchronous) bind landed could both
+        be sent to the same single best node, and the second bind was refused ("no longer fits":
+        a backoff of 1 s or more for that pod). The reservation is the bind's own (:meth:`_reserve`:
+        same allocation, annotations and cache assumption), made earlier; ``bind`` to that node
+        consumes it, and it is released when the pod is filtered again (the scheduler did not
+        bind it), bound elsewhere, deleted, or after the cache's ``assume_ttl_s``.
+        """
+        if self.cache.is_assumed(demand.uid):  # a bind of this pod is in flight or unsettled
+            return
+        with self.cache.reading() as state:
+            placement = self._placement_for(state, demand, node, self._recall(demand.uid))
+            if isinstance(placement, str):
+                return
+            alloc, annotations = placement
+            try:
+                self.cache.assume_locked(alloc)
+            except StateError:
+                return
+        with self._nominations_lock:
+            self._nominations[demand.uid] = (node, annotations)
+
+    def _take_nomination(self, uid: str) -> tuple[str, dict[str, str]] | None:
+        with self._nominations_lock:
+            return self._nominations.pop(uid, None)
+
+    def _release_nomination(self, uid: str) -> None:
+        """The pod is filtered again: the scheduler did not bind it where filter reserved."""
+        if self._take_nomination(uid) is not None:
+            self.cache.forget(uid)
 
     # ------------------------------------------------------------------ prioritize
     def prioritize(self, pod: Mapping[str, Any], names: Sequence[str]) -> list[tuple[str, int]]:
@@ -594,6 +639,11 @@ class Runtime:
         pending = self._unknown.live(uid, self.cache.is_assumed)
         if pending is not None:
             return self._rebind_unknown(namespace, name, uid, node, pending)
+        nominated = self._take_nomination(uid) if self._nominations else None
+        if nominated is not None:
+            if nominated[0] == node and self.cache.is_assumed(uid):
+                return self._settle(namespace, name, uid, node, nominated[1])
+            self.cache.forget(uid)  # reserved elsewhere (or expired): decide afresh below
         with self.cache.lock:
             existing = self.cache.state.allocation(uid)
         if existing is not None:

@@ -1,8 +1,9 @@
-"""``FILTER_KEEPS_BEST_ONLY``: filter keeps exactly the nodes prioritize would score highest.
+"""``FILTER_KEEPS_BEST_ONLY``: filter keeps the one node the policy chooses.
 
-With the option a scheduler config may drop ``prioritizeVerb``; the choice among qosched's nodes
-must then be the one ``prioritize`` would have made (its argmax set), the outscored nodes in no
-failure map, and nothing else changed (the real rejections; unmanaged, invalid, single-node answers).
+With the option a scheduler config may drop ``prioritizeVerb``; the node kept must be one that
+``prioritize`` scores highest (in its argmax set) and, among those, the policy's own argmax (the
+what-if's choice, ``best_candidate``); the other nodes in no failure map, and nothing else changed
+(the real rejections; unmanaged, invalid, single-node answers).
 """
 
 from __future__ import annotations
@@ -10,12 +11,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qosched.extender.server.runtime import Runtime
+from qosched.policies.placement.base import best_candidate, make_policy
 from tests.extender.extender_support import node, pod
 from tests.extender.test_runtime import NAMES, P, runtime
+
+
+def policy_choice(rt: Runtime, names: list[str]) -> str:
+    """The what-if's choice among ``names`` (feasible, known): the policy's raw-score argmax."""
+    demand = rt.demand_of(P)
+    with rt.cache.reading() as state:
+        rows = np.array([state.node_index[n] for n in names], dtype=np.int64)
+        evaluation = make_policy("qosched").evaluate(state, demand, rows)
+    pos = best_candidate(evaluation)
+    assert pos is not None
+    return names[pos]
 
 
 @pytest.mark.parametrize(
@@ -26,7 +41,9 @@ from tests.extender.test_runtime import NAMES, P, runtime
         pytest.param(["n2"], id="one"),
     ],
 )
-def test_filter_keeps_the_argmax_set_of_prioritize(tmp_path: Path, names: list[str]) -> None:
+def test_filter_keeps_the_policys_choice_within_prioritizes_argmax_set(
+    tmp_path: Path, names: list[str]
+) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "best").mkdir()
     full, _ = runtime(tmp_path / "full")
@@ -36,7 +53,9 @@ def test_filter_keeps_the_argmax_set_of_prioritize(tmp_path: Path, names: list[s
     rt, policy = runtime(tmp_path / "best")
     rt.keep_best_only = True
     outcome = rt.filter(P, names)
-    assert outcome.kept == [n for n in kept_full if scores[n] == best]
+    assert len(outcome.kept) == 1
+    assert scores[outcome.kept[0]] == best
+    assert outcome.kept == [policy_choice(full, kept_full)]
     # The outscored nodes are in no map (kube-scheduler reads failure statuses only when no node
     # is left); the real rejections are the full protocol's, unchanged.
     outscored = {n for n in kept_full if scores[n] < best}
@@ -83,7 +102,9 @@ def test_best_only_matches_prioritize_with_unknown_duplicate_and_infeasible_name
     if len(kept_full) <= 1:
         assert outcome.kept == kept_full
         return
-    scores = full.prioritize(P, kept_full)
-    best = max(s for _, s in scores)
-    assert outcome.kept == [n for n, s in scores if s == best]
-    assert len(policy.calls) == 1  # one evaluation: the filter's
+    scores = dict(full.prioritize(P, kept_full))
+    best = max(scores.values())
+    assert len(outcome.kept) == 1
+    assert scores[outcome.kept[0]] == best
+    assert outcome.kept == [policy_choice(full, list(dict.fromkeys(kept_full)))]
+    assert len(policy.calls) == 1  # one evaluation: the filter's (the reservation reuses it)

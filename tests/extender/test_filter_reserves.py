@@ -1,0 +1,112 @@
+"""Best-only ``filter`` reserves the node it answers, before the asynchronous bind arrives.
+
+kube-scheduler binds asynchronously: the next pods' filters run before an earlier pod's bind
+reaches the extender. With one node left that fits one more pod, two pods could both be sent
+there and the second bind refused ("no longer fits", a backoff of 1 s or more). The reservation
+made by filter (``Runtime._nominate``) closes that window; bind to that node only calls the API;
+anything else releases it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qosched.extender.kube.binding import BindError
+from qosched.extender.kube.cache import StaticCluster
+from qosched.extender.server.runtime import Runtime
+from qosched.policies.placement.base import make_policy
+from tests.extender.extender_support import RecordingBinder, node, pod, write_snapshot
+from tests.extender.test_runtime import DEVICE_MEMORY, LOOKUP, Counting
+
+
+def _runtime(tmp_path: Path, binder: Any = None) -> tuple[Runtime, Counting, RecordingBinder]:
+    """Two nodes with one T4 each; a pending pod of 1,000 milli fills a node."""
+    objects: list[dict[str, Any]] = [node("a", gpus=1), node("b", gpus=1)]
+    objects += [pod(f"p{i}", uid=f"uid-{i}", gpu_milli=1000) for i in range(3)]
+    cache = StaticCluster.from_file(write_snapshot(tmp_path / "c.json", objects), LOOKUP, DEVICE_MEMORY)
+    policy = Counting(make_policy("qosched"))
+    binder = binder or RecordingBinder()
+    rt = Runtime(cache, policy, binder)
+    rt.keep_best_only = True
+    return rt, policy, binder
+
+
+def _pod(i: int) -> dict[str, Any]:
+    return pod(f"p{i}", uid=f"uid-{i}", gpu_milli=1000)
+
+
+def test_the_next_filter_sees_the_node_taken_before_the_bind(tmp_path: Path) -> None:
+    rt, _, binder = _runtime(tmp_path)
+    first = rt.filter(_pod(0), ["a", "b"]).kept
+    assert len(first) == 1
+    assert rt.cache.is_assumed("uid-0")
+    second = rt.filter(_pod(1), ["a", "b"]).kept
+    assert len(second) == 1
+    assert second != first  # without the reservation both pods were sent to the same node
+    third = rt.filter(_pod(2), ["a", "b"])
+    assert third.kept == []  # both GPUs are reserved
+    assert binder.calls == []
+
+
+def test_bind_to_the_reserved_node_only_calls_the_api(tmp_path: Path) -> None:
+    rt, policy, binder = _runtime(tmp_path)
+    (target,) = rt.filter(_pod(0), ["a", "b"]).kept
+    evaluations = len(policy.calls)
+    outcome = rt.bind("default", "p0", "uid-0", target)
+    assert outcome.error == ""
+    assert outcome.node == target
+    assert len(policy.calls) == evaluations  # no new decision at bind
+    ((_, name, uid, bound, annotations),) = binder.calls
+    assert (name, uid, bound) == ("p0", "uid-0", target)
+    assert annotations == dict(outcome.annotations)
+    assert annotations["qosched.io/device"] == "0"
+    assert not rt._nominations
+
+
+def test_bind_elsewhere_releases_the_reservation(tmp_path: Path) -> None:
+    rt, _, binder = _runtime(tmp_path)
+    (target,) = rt.filter(_pod(0), ["a", "b"]).kept
+    other = "b" if target == "a" else "a"
+    outcome = rt.bind("default", "p0", "uid-0", other)
+    assert outcome.error == ""
+    assert binder.calls[0][3] == other
+    with rt.cache.reading() as state:
+        alloc = state.allocation("uid-0")
+        assert alloc is not None
+        assert alloc.node == other
+    # The first node is free again for another pod.
+    assert rt.filter(_pod(1), [target]).kept == [target]
+
+
+def test_filtering_the_same_pod_again_releases_its_reservation_first(tmp_path: Path) -> None:
+    rt, _, _ = _runtime(tmp_path)
+    (target,) = rt.filter(_pod(0), [target_name := "a"]).kept
+    assert target == target_name
+    # The scheduler did not bind it (e.g. a plugin of its own rejected the node) and retries:
+    # the pod's own reservation must not make its node look full.
+    assert rt.filter(_pod(0), ["a"]).kept == ["a"]
+    assert rt.cache.is_assumed("uid-0")
+    assert list(rt._nominations) == ["uid-0"]
+
+
+def test_a_refused_bind_releases_the_reservation(tmp_path: Path) -> None:
+    binder = RecordingBinder(fail=BindError("pods p0 not found", reason="not_found"))
+    rt, _, _ = _runtime(tmp_path, binder)
+    (target,) = rt.filter(_pod(0), ["a", "b"]).kept
+    outcome = rt.bind("default", "p0", "uid-0", target)
+    assert "failed" in outcome.error
+    assert not rt.cache.is_assumed("uid-0")
+    with rt.cache.reading() as state:
+        assert state.allocation("uid-0") is None
+
+
+@pytest.mark.parametrize("best_only", [False, True])
+def test_no_reservation_without_best_only_or_with_several_nodes(tmp_path: Path, best_only: bool) -> None:
+    rt, _, _ = _runtime(tmp_path)
+    rt.keep_best_only = best_only
+    kept = rt.filter(_pod(0), ["a", "b"]).kept
+    assert len(kept) == (1 if best_only else 2)
+    assert rt.cache.is_assumed("uid-0") is best_only
