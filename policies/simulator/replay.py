@@ -64,6 +64,7 @@ import numpy as np
 from qosched.policies.fairness.classes import DEFAULT_CLASS_CONFIG, ClassConfig
 from qosched.policies.placement.base import PlacementPolicy, best_candidate
 from qosched.policies.placement.constraints import allowed_by_gpu_spec, devices_needed
+from qosched.policies.placement.row_memo import RowMemo
 from qosched.policies.simulator.latency_checks import DEFAULT_SIM_CONFIG, LatencyBook
 from qosched.policies.simulator.requests import SimConfig
 from qosched.policies.simulator.scenarios import Workload
@@ -281,6 +282,9 @@ class PolicyScheduler:
         self.retry_interval_s: float | None = getattr(policy, "retry_interval_s", None)
         self._rows: np.ndarray | None = None
         self.evaluations = 0
+        #: Per-node verdicts per pod shape while the node is unchanged (exact; a policy without a
+        #: ``memo_token`` — or with a learned mix, which changes with every pod — is evaluated as is).
+        self.memo = RowMemo()
         # Requests (cpu, memory, milli per device, devices) no node fitted at this state version.
         self._unfit: tuple[object, int, list[tuple[int, float, int, int]]] | None = None
 
@@ -329,7 +333,7 @@ class PolicyScheduler:
                 unfit[2].append(need)
                 return None
         self.evaluations += 1
-        evaluation = self.policy.evaluate(state, pod, rows)
+        evaluation = self.memo.evaluate(self.policy, state, pod, rows)
         best = best_candidate(evaluation)
         if best is None:
             return None
