@@ -46,6 +46,7 @@ from qosched.policies.placement.qosched import consolidation
 from qosched.policies.placement.qosched.config import QoschedConfig
 from qosched.policies.placement.qosched.edge_share import edge_score, edge_share
 from qosched.policies.placement.qosched.fairness_hook import FairnessHook, FairnessInputs
+from qosched.policies.placement.qosched.refill import refill_target
 from qosched.policies.placement.qosched.score import balance, base_score, qosched_score
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
 
@@ -163,6 +164,8 @@ class QoschedPolicy(AwarePolicy):
         self.mix = mix
         self.learner = learner
         self.own_mixes = ShapeMixMemo()
+        #: (mix, its refill target): the last mix :func:`.refill.refill_target` was built for.
+        self._refill_memo: tuple[WorkloadMix | None, WorkloadMix | None] = (None, None)
         # INTEGRATION: a FairnessHook (e.g. fairness_hook.SnapshotFairness over
         # qosched.policies.fairness.fairness_term); None → the fairness term is 0.
         self.fairness = fairness
@@ -188,9 +191,24 @@ class QoschedPolicy(AwarePolicy):
         """ΔF per device, computed once per call (kept in the call's own ``cand.extras``)."""
         delta = cand.extras.get("frag_delta")
         if delta is None:
-            delta = frag_delta_for(cand, mix_for(cand.pod, self.current_mix(), self.own_mixes))
+            delta = frag_delta_for(cand, self._target_mix(cand))
             cand.extras["frag_delta"] = delta
         return delta
+
+    def _target_mix(self, cand: Candidates) -> WorkloadMix:
+        """The workload ΔF is measured against: the current mix, and for pods without a latency
+        target and without a GPU type, with ``config.refill_target`` on, that mix with the size
+        classes whose remainders nothing refills counted through their CPU only
+        (:func:`.refill.refill_target`; built once per mix). Services keep FGD's mix, so their
+        decisions (edge cluster, SLOs) are unchanged."""
+        mix = mix_for(cand.pod, self.current_mix(), self.own_mixes)
+        if not self.config.refill_target or cand.pod.is_inference or cand.pod.gpu_spec:
+            return mix
+        if self._refill_memo[0] is not mix:
+            self._refill_memo = (mix, refill_target(mix))
+        target = self._refill_memo[1]
+        assert target is not None
+        return target
 
     def device_order(self, cand: Candidates) -> np.ndarray:
         order = self._spread_order(cand)
