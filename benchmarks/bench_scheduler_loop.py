@@ -9,7 +9,7 @@ Three kinds of process, as on a cluster, all on loopback:
   class batch, resnet50) with their own name and UID.
 * **extender**: either qosched as ``manifests/deployment.yaml`` runs it (``gunicorn
   -c python:qosched.extender.server.gunicorn_conf 'qosched.extender.server.app:create_app()'``,
-  one worker, ``QOSCHED_THREADS=8``, the manifest's policy, timeouts and ConfigMap settings,
+  one worker, the manifest's ``QOSCHED_THREADS``, policy, timeouts and ConfigMap settings,
   watch-fed from the API server), or the null extender (:func:`null_app`: every node passes,
   score 0, one keep-alive ``Binding`` POST per bind) under the same gunicorn settings file.
 * **scheduler** (``--schedule``): plays kube-scheduler's loop with an extender configured as in
