@@ -24,6 +24,9 @@ The workload mix for ΔF is explicit, as for ``fgd``: ``mix=`` (fixed), ``learne
 :class:`~qosched.policies.placement.fgd.mix.WorkloadLearner` the caller feeds), or neither — then
 the policy keeps a learner of its own and :meth:`QoschedPolicy.observe` must be called with the
 pods seen. Pods without a model and SLO are placed by fragmentation (and fairness) alone.
+For them (no latency target, no GPU type) ΔF is measured against the mix's *refill target*
+(:mod:`.refill`, ``config.refill_target``): a single-GPU size class whose remainder fewer pods
+fit than it leaves counts through its CPU only, so no whole GPU is kept for it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ FGD's expected fragmentation (:mod:`qosched.policies.placement.fgd.score`) count
 milli f as usable by a single-GPU shape t wherever it fits (f ≥ mₜ), so it keeps whole GPUs for
 every shape that needs one. A shape whose remainder 1000 − mₜ the rest of the workload cannot
 refill wastes that remainder on every GPU it opens: on the Alibaba openb traces the 810-milli pod
-(13 % of the default trace's pods, 34 % of ``gpushare100``'s) leaves 190 milli that only the
+(13 % of the default trace's pods, 30 % of ``gpushare100``'s) leaves 190 milli that only the
 rare 160- and 110-milli pods fit. Keeping GPUs whole for it keeps them for waste; when capacity
 runs short, it is better that such a pod finds no whole GPU and a mid-size pod (470, 320, 650:
 remainders the workload refills) opened it.
@@ -19,7 +19,7 @@ the class is **unrefillable** when fewer pods fit in its remainder than it leave
 (popularities p, u over the single-GPU shapes, the class itself included when it fits its own
 remainder: a 470-milli class refills itself). Most GPUs such a class opens keep their remainder
 empty however the others are placed. On the six openb workloads only the 810-milli class is
-unrefillable (its 190 milli fit the 160- and 110-milli pods, 1-3 % of the pods, against 13-31 %
+unrefillable (its 190 milli fit the 160- and 110-milli pods, 1-3 % of the pods, against 13-30 %
 for the 810s). An unrefillable
 shape stays in the target workload with its popularity, but counts only through its CPU: it is
 taken as satisfied on a node where its CPU fits and some GPU is free, i.e. its shape becomes
