@@ -303,6 +303,7 @@ class Runtime:
         #: Best-only filter's reservations not yet bound: uid -> (node, annotations) (:meth:`_nominate`).
         self._nominations: dict[str, tuple[str, dict[str, str]]] = {}
         self._nominations_lock = threading.Lock()
+        self._nominations_prune_at = 1024
 
     # ------------------------------------------------------------------ helpers
     def _evaluate(
@@ -517,6 +518,15 @@ class Runtime:
                 return
         with self._nominations_lock:
             self._nominations[demand.uid] = (node, annotations)
+            if len(self._nominations) > self._nominations_prune_at:
+                self._prune_nominations_locked()
+
+    def _prune_nominations_locked(self) -> None:
+        """Drop the reservations the cache no longer holds (expired unconfirmed, pod deleted,
+        confirmed by the watch without a bind call here); amortised O(1) per nomination."""
+        live = {uid: n for uid, n in self._nominations.items() if self.cache.is_assumed(uid)}
+        self._nominations = live
+        self._nominations_prune_at = max(1024, 2 * len(live))
 
     def _take_nomination(self, uid: str) -> tuple[str, dict[str, str]] | None:
         with self._nominations_lock:

@@ -110,3 +110,13 @@ def test_no_reservation_without_best_only_or_with_several_nodes(tmp_path: Path, 
     kept = rt.filter(_pod(0), ["a", "b"]).kept
     assert len(kept) == (1 if best_only else 2)
     assert rt.cache.is_assumed("uid-0") is best_only
+
+
+def test_reservations_the_cache_dropped_are_pruned(tmp_path: Path) -> None:
+    rt, _, _ = _runtime(tmp_path)
+    rt._nominations_prune_at = 1
+    rt.filter(_pod(0), ["a", "b"])
+    rt.cache.forget("uid-0")  # e.g. expired unconfirmed, or the pod was deleted
+    rt.filter(_pod(1), ["a", "b"])  # the second nomination prunes the first
+    assert list(rt._nominations) == ["uid-1"]
+    assert rt._nominations_prune_at == 1024
