@@ -15,9 +15,11 @@ call, so only the changed rows need judging:
 with :math:`v_r` = ``ClusterState.node_version[r]``, the version the state bumps on every change
 to row r (the premise :class:`~qosched.policies.placement.verdict_cache.VerdictCache` and the
 extender's per-pod decision memo already rest on). An entry is valid for one state object (a
-relist or a profile reload installs a new one), one shape and one token (compared by identity:
+relist or a profile reload installs a new one), one shape, one token (compared by identity:
 :meth:`~qosched.policies.placement.fgd.mix.WorkloadLearner.mix` returns the same object while the
-mix is the same).
+mix is the same) and one device-slot count ``ClusterState.n_devices``: a pod asking more devices
+than any node has gets ``devices`` of width D, not its GPU count (:func:`~.devices.by_key`), so a
+node with more devices than any before (``_grow``) changes the width of every row's answer.
 
 A policy opts in with ``memo_token(pod) -> object | None``: None (or no such method) means its
 verdict on a row may depend on more than that row — a fairness term over the whole cluster, a
@@ -59,6 +61,7 @@ class _Entry:
     state: weakref.ref[ClusterState]
     token: object
     policy: str
+    n_devices: int  # ``state.n_devices`` when made: ``devices``' width may follow it
     version: np.ndarray  # (n,) int64: node_version[r] when row r was judged
     reason: np.ndarray  # (n,)
     raw_score: np.ndarray  # (n,)
@@ -120,6 +123,7 @@ def _new_entry(state: ClusterState, token: object, fresh: Evaluation) -> _Entry:
         state=weakref.ref(state),
         token=token,
         policy=fresh.policy,
+        n_devices=state.n_devices,
         version=np.full(n, -1, dtype=np.int64),
         reason=blank(fresh.reason, 0),
         raw_score=blank(fresh.raw_score, np.nan),
@@ -158,7 +162,9 @@ class RowMemo:
             return policy.evaluate(state, pod, rows)
         key = shape_key(pod)
         entry = self._entries.get(key)
-        if entry is not None and (entry.state() is not state or entry.token is not token):
+        if entry is not None and (
+            entry.state() is not state or entry.token is not token or entry.n_devices != state.n_devices
+        ):
             entry = None
         versions = state.node_version[rows]
         if entry is None:

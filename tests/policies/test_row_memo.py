@@ -158,3 +158,20 @@ def test_policies_that_do_not_opt_in_are_evaluated_every_time(name: str) -> None
 def test_a_fairness_term_turns_the_memo_off() -> None:
     policy = QoschedPolicy(fairness=lambda inputs: np.zeros(inputs.rows.shape))
     assert policy.memo_token(SHAPES[0]) is None
+
+
+@pytest.mark.parametrize("policy_name", ["qosched", "fgd"])
+def test_a_node_with_more_devices_than_any_before_widens_the_verdicts(policy_name: str) -> None:
+    """A pod asking more GPUs than any node has gets ``devices`` of width D (the state's device
+    slots); a node with more devices joins (an autoscaler's bigger node) and the width becomes the
+    pod's GPU count: the memo must answer the new width, not fail to store it."""
+    state = cluster(["nvidia-t4"] * 2, [1, 1])
+    policy = make_policy(policy_name)
+    pod = SHAPES[4]  # two whole GPUs
+    if hasattr(policy, "observe"):
+        policy.observe(pod)
+    memo = RowMemo()
+    assert (memo.evaluate(policy, state, pod, np.arange(2)).reason == 5).all()  # TOO_FEW_DEVICES
+    state.upsert_node(gpu_node("big", accelerator="nvidia-t4", gpus=4, cpu_milli=16_000, memory_mib=64_000.0))
+    rows = np.arange(state.n_nodes)
+    same(memo.evaluate(policy, state, pod, rows), policy.evaluate(state, pod, rows))
