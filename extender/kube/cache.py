@@ -485,6 +485,29 @@ class ClusterCache:
             self._assumed[alloc.uid] = until
             heapq.heappush(self._expiry_heap, (until, alloc.uid))
 
+    def renew(self, uid: str) -> bool:
+        """Restart a live assumption's expiry at ``now + assume_ttl_s``; False when it is gone
+        (expired — swept first —, deleted, confirmed).
+
+        Why: a reservation made before its bind (the runtime's best-only filter) would otherwise
+        expire ``assume_ttl_s`` after the filter, not after the bind, so a bind arriving late (a
+        PreBind volume wait, a Permit plugin's wait) lost its devices while its API call and the
+        watch event confirming it were still on their way, and they could be handed out twice.
+        """
+        with self.lock:
+            self._expire_locked()
+            if uid not in self._assumed:
+                return False
+            until = self._clock() + self.assume_ttl_s
+            self._mutate_locked(lambda cache, _replay: cache._renew_locked(uid, until))
+            return True
+
+    def _renew_locked(self, uid: str, until: float) -> None:
+        """``uid``'s assumption now expires at ``until`` (the earlier heap entry is then ignored)."""
+        if uid in self._assumed:
+            self._assumed[uid] = until
+            heapq.heappush(self._expiry_heap, (until, uid))
+
     def forget(self, uid: str) -> None:
         """Drop an assumption (a failed bind releases what it reserved)."""
         with self.lock:

@@ -651,7 +651,9 @@ class Runtime:
             return self._rebind_unknown(namespace, name, uid, node, pending)
         nominated = self._take_nomination(uid) if self._nominations else None
         if nominated is not None:
-            if nominated[0] == node and self.cache.is_assumed(uid):
+            # The reservation gets a bind's own TTL from now (``renew``: else it expired
+            # ``assume_ttl_s`` after filter, possibly while this bind's API call was under way).
+            if nominated[0] == node and self.cache.renew(uid):
                 return self._settle(namespace, name, uid, node, nominated[1])
             self.cache.forget(uid)  # reserved elsewhere (or expired): decide afresh below
         with self.cache.lock:

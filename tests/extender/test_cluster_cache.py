@@ -201,6 +201,35 @@ def test_a_re_assumption_is_not_expired_by_the_old_deadline() -> None:
     assert c.is_assumed("uid-p")
 
 
+@pytest.mark.parametrize("during_rebuild", [False, True])
+def test_renew_restarts_a_live_assumption_s_ttl(during_rebuild: bool) -> None:
+    clock = Clock()
+    c = cache(clock, ttl_s=30.0)
+    p = pod("p")
+    c.replace_all([node("n0")], [p])
+    c.assume(assumed_alloc(c, p, "n0", (0,)))
+    clock.now += 20
+    if during_rebuild:  # journaled: the rebuilt index keeps the new deadline
+
+        def build(staging: ClusterCache, allocs: list[Allocation]) -> None:
+            assert c.renew("uid-p")
+            staging._reset_state_locked(list(staging._nodes.values()))
+            for alloc in allocs:
+                staging._add_locked(alloc, strict=False)
+
+        c._rebuild_offlock(build, keep_allocations=True)
+    else:
+        assert c.renew("uid-p")
+    clock.now += 15  # past the first deadline, not the renewed one
+    with c.reading():
+        pass
+    assert c.is_assumed("uid-p")
+    assert used(c, "n0") == [250, 0]
+    clock.now += 20  # past the renewed deadline
+    assert not c.renew("uid-p")  # expired (swept first): nothing to renew
+    assert used(c, "n0") == [0, 0]
+
+
 def test_forget_releases_only_assumptions() -> None:
     c = cache()
     p = pod("p")

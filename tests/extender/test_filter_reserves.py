@@ -120,3 +120,41 @@ def test_reservations_the_cache_dropped_are_pruned(tmp_path: Path) -> None:
     rt.filter(_pod(1), ["a", "b"])  # the second nomination prunes the first
     assert list(rt._nominations) == ["uid-1"]
     assert rt._nominations_prune_at == 1024
+
+
+def test_a_late_bind_keeps_the_reservation_for_the_bind_s_own_ttl(tmp_path: Path) -> None:
+    """kube-scheduler may call bind long after filter (a PreBind volume wait, a Permit plugin's
+    wait): the reservation then gets the TTL a bind's own gets, counted from the bind, so a
+    successful bind whose watch event has not arrived yet still holds its device."""
+    now = [0.0]
+    objects: list[dict[str, Any]] = [node("a", gpus=1)]
+    objects += [pod(f"p{i}", uid=f"uid-{i}", gpu_milli=1000) for i in range(2)]
+    cache = StaticCluster.from_file(
+        write_snapshot(tmp_path / "c.json", objects), LOOKUP, DEVICE_MEMORY, clock=lambda: now[0]
+    )
+    rt = Runtime(cache, make_policy("qosched"), RecordingBinder())
+    rt.keep_best_only = True
+    assert rt.filter(_pod(0), ["a"]).kept == ["a"]
+    now[0] = cache.assume_ttl_s - 1.0  # the bind arrives just before the reservation expires
+    assert rt.bind("default", "p0", "uid-0", "a").error == ""
+    now[0] = cache.assume_ttl_s + 1.0  # the watch has not shown the binding yet
+    assert rt.cache.is_assumed("uid-0")
+    assert rt.filter(_pod(1), ["a"]).kept == []  # the bound pod's GPU is not handed out twice
+
+
+def test_a_bind_after_the_reservation_expired_decides_again(tmp_path: Path) -> None:
+    now = [0.0]
+    objects: list[dict[str, Any]] = [node("a", gpus=1)]
+    objects += [pod(f"p{i}", uid=f"uid-{i}", gpu_milli=1000) for i in range(2)]
+    cache = StaticCluster.from_file(
+        write_snapshot(tmp_path / "c.json", objects), LOOKUP, DEVICE_MEMORY, clock=lambda: now[0]
+    )
+    policy = Counting(make_policy("qosched"))
+    rt = Runtime(cache, policy, RecordingBinder())
+    rt.keep_best_only = True
+    assert rt.filter(_pod(0), ["a"]).kept == ["a"]
+    now[0] = cache.assume_ttl_s + 1.0  # expired; nothing swept it yet (no request since)
+    assert rt.bind("default", "p0", "uid-0", "a").error == ""
+    now[0] = 2 * cache.assume_ttl_s  # within the new reservation's TTL
+    assert rt.cache.is_assumed("uid-0")
+    assert rt.filter(_pod(1), ["a"]).kept == []
