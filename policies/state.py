@@ -551,7 +551,10 @@ class ClusterState:
         if placed.slots:
             params = self.service_params(self.node_views[i].accelerator, alloc.model or pod.model)
             if params is not None:
-                self.frontend_util[i] -= pod.rate_rps * params.frontend_ms / 1000.0
+                # A running sum: adds and removes in another order leave a float residue, which
+                # must not go below 0 (the latency rule refuses a negative utilisation).
+                left = float(self.frontend_util[i]) - pod.rate_rps * params.frontend_ms / 1000.0
+                self.frontend_util[i] = max(left, 0.0)
         self.version += 1
         return alloc
 

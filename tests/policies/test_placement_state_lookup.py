@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from qosched.policies.placement.base import make_policy
 from qosched.policies.placement.testing import (
     ProfileTable,
     gpu_node,
@@ -160,3 +161,23 @@ def test_lookup_over_the_bundled_profiles() -> None:
     assert p.swap_ms == pytest.approx(10.43)
     assert lookup("edgetpu", "no_such_model") is None
     assert 0 < memory("nvidia-t4") < math.inf
+
+
+def test_front_end_utilisation_never_drifts_below_zero() -> None:
+    """Adds and removes of services with front ends leave the node's front-end utilisation at 0,
+    not at a float residue below it (−2.6e-18 here): the latency rule refuses a negative one, so a
+    later pod whose own front end adds nothing (a rate of 0) raised on that node instead of being
+    judged (the general route: edge TPUs, percentile SLOs)."""
+    table = ProfileTable(
+        {("edgetpu", "m"): ServiceParams(5.0, 25.0, swap_ms=10.0, memory_mib=100.0, frontend_ms=1.0)},
+        {"edgetpu": 8_000.0},
+    )
+    st = state_with([gpu_node("e", accelerator="edgetpu", gpus=1)], table)
+    pods = [inference_pod(f"s{i}", "m", rate_rps=r, slo_ms=500.0) for i, r in enumerate((20.0, 7.0, 6.6))]
+    for p in pods:
+        st.add(Allocation(p, "e", (0,), model="m"))
+    for p in pods:
+        st.remove(p.uid)
+    assert st.frontend_util[0] >= 0.0
+    idle = inference_pod("idle", "m", rate_rps=0.0, slo_ms=500.0)
+    assert make_policy("qosched").evaluate(st, idle, np.arange(1)).reason.tolist() == [0]
