@@ -155,19 +155,6 @@ class _Decision:
         return out
 
 
-def _subset(evaluation: Evaluation, pos: np.ndarray) -> Evaluation:
-    """The evaluation restricted to positions ``pos`` (in that order); extras are dropped."""
-    return Evaluation(
-        node_idx=evaluation.node_idx[pos],
-        reason=evaluation.reason[pos],
-        raw_score=evaluation.raw_score[pos],
-        devices=evaluation.devices[pos],
-        latency_ms=evaluation.latency_ms[pos],
-        variant=evaluation.variant[pos],
-        policy=evaluation.policy,
-    )
-
-
 def _eval_positions(rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """Position in an evaluation over ``rows[rows >= 0]`` (in order) of each name where ``chosen``
     (a mask over the names, true only on known names): the known names counted before it."""
@@ -323,7 +310,7 @@ class Runtime:
                 pos = decision.positions(known)
                 if (pos >= 0).all() and decision.valid_for(state, demand, pos, known, self._observations):
                     self.reused += 1
-                    return _subset(decision.evaluation, pos), rows, state.version
+                    return decision.evaluation.take(pos), rows, state.version
             t0 = self._clock()
             self._observe_locked(demand)
             evaluation = self._row_memo.evaluate(self.policy, state, demand, known)
@@ -434,7 +421,7 @@ class Runtime:
                     "; ".join(f"{counts[Reason(c).name.lower()]}x {messages[c]}" for c in bad.tolist()),
                 )
         if self.keep_best_only and len(kept) > 1:
-            kept = self._best_only(pod, kept, _subset(evaluation, _eval_positions(rows, ok)))
+            kept = self._best_only(pod, kept, evaluation.take(_eval_positions(rows, ok)))
         if self.keep_best_only and len(kept) == 1:
             self._nominate(demand, kept[0])
         self.observer.rejections(counts)
@@ -507,6 +494,11 @@ class Runtime:
         """
         if self.cache.is_assumed(demand.uid):  # a bind of this pod is in flight or unsettled
             return
+        # Not assumed: an earlier bind of unknown outcome lost its reservation (expired), so its
+        # entry is stale; the new reservation would revive it (``UnknownBinds.live`` asks only
+        # whether the pod is assumed), and bind would then refuse every other node or write the
+        # expired decision's devices.
+        self._unknown.discard(demand.uid)
         with self.cache.reading() as state:
             placement = self._placement_for(state, demand, node, self._recall(demand.uid))
             if isinstance(placement, str):

@@ -158,3 +158,48 @@ def test_a_bind_after_the_reservation_expired_decides_again(tmp_path: Path) -> N
     now[0] = 2 * cache.assume_ttl_s  # within the new reservation's TTL
     assert rt.cache.is_assumed("uid-0")
     assert rt.filter(_pod(1), ["a"]).kept == []
+
+
+def _timed_out_then_expired(tmp_path: Path, gpus: int) -> tuple[Runtime, RecordingBinder, list[float]]:
+    """pod 0 reserved on ``a`` by filter, its bind timed out (outcome unknown, reservation kept),
+    and the reservation expired: the write never committed."""
+    now = [0.0]
+    objects: list[dict[str, Any]] = [node("a", gpus=gpus), node("b", gpus=1)]
+    objects += [pod(f"p{i}", uid=f"uid-{i}", gpu_milli=1000) for i in range(2)]
+    cache = StaticCluster.from_file(
+        write_snapshot(tmp_path / "c.json", objects), LOOKUP, DEVICE_MEMORY, clock=lambda: now[0]
+    )
+    binder = RecordingBinder(fail=BindError("the request timed out", reason="timeout"))
+    rt = Runtime(cache, make_policy("qosched"), binder)
+    rt.keep_best_only = True
+    assert rt.filter(_pod(0), ["a"]).kept == ["a"]
+    assert "timed out" in rt.bind("default", "p0", "uid-0", "a").error
+    now[0] += 2 * cache.assume_ttl_s
+    binder.fail = None
+    return rt, binder, now
+
+
+def test_a_pod_whose_unknown_bind_expired_binds_where_filter_reserves_next(tmp_path: Path) -> None:
+    """The outcome-unknown entry lives while the pod is assumed; a new reservation by filter must
+    not revive it (else every bind to another node was refused as 'outcome unknown', and the
+    pod, filtered and reserved again before each bind, could never be placed)."""
+    rt, binder, _ = _timed_out_then_expired(tmp_path, gpus=1)
+    assert rt.filter(_pod(0), ["b"]).kept == ["b"]
+    outcome = rt.bind("default", "p0", "uid-0", "b")
+    assert outcome.error == ""
+    assert binder.calls[-1][3] == "b"
+
+
+def test_an_expired_unknown_bind_does_not_write_its_old_devices(tmp_path: Path) -> None:
+    """Same node again, but its device 0 was taken meanwhile: the bind writes the devices of the
+    new reservation (1), not those of the expired one (0), which another pod now holds."""
+    rt, binder, _ = _timed_out_then_expired(tmp_path, gpus=2)
+    rt.cache.apply_pod(pod("other", uid="uid-other", node_name="a", annotations={"qosched.io/device": "0"}))
+    assert rt.filter(_pod(0), ["a"]).kept == ["a"]
+    outcome = rt.bind("default", "p0", "uid-0", "a")
+    assert outcome.error == ""
+    with rt.cache.reading() as state:
+        alloc = state.allocation("uid-0")
+        assert alloc is not None
+        assert alloc.devices == (1,)
+    assert binder.calls[-1][4]["qosched.io/device"] == "1"
