@@ -49,6 +49,7 @@ from qosched.policies.placement.qosched import consolidation
 from qosched.policies.placement.qosched.config import QoschedConfig
 from qosched.policies.placement.qosched.edge_share import edge_score, edge_share
 from qosched.policies.placement.qosched.fairness_hook import FairnessHook, FairnessInputs
+from qosched.policies.placement.qosched.multi_gpu import cpu_balance_scale
 from qosched.policies.placement.qosched.refill import refill_target
 from qosched.policies.placement.qosched.score import balance, base_score, qosched_score
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
@@ -169,6 +170,8 @@ class QoschedPolicy(AwarePolicy):
         self.own_mixes = ShapeMixMemo()
         #: (mix, its refill target): the last mix :func:`.refill.refill_target` was built for.
         self._refill_memo: tuple[WorkloadMix | None, WorkloadMix | None] = (None, None)
+        #: (mix, its β scale for CPU-only pods): the last mix :func:`.multi_gpu.cpu_balance_scale` saw.
+        self._scale_memo: tuple[WorkloadMix | None, float] = (None, 1.0)
         # INTEGRATION: a FairnessHook (e.g. fairness_hook.SnapshotFairness over
         # qosched.policies.fairness.fairness_term); None → the fairness term is 0.
         self.fairness = fairness
@@ -244,7 +247,7 @@ class QoschedPolicy(AwarePolicy):
             frag_weight=cfg.frag_weight,
             slack_weight=cfg.slack_weight,
             balance_frac=_balance_after(cand) if self._balance_applies(cand) else None,
-            balance_weight=cfg.balance_weight,
+            balance_weight=cfg.balance_weight * self._balance_scale(cand),
         )
         if self._edge_applies(cand):
             share = edge_share(cand, verdicts, variant, self.model.thresholds)
@@ -333,6 +336,17 @@ class QoschedPolicy(AwarePolicy):
             return False
         mix = self.current_mix()
         return mix is None or mix.typed_share == 0.0 or pod.gpu_milli > 0
+
+    def _balance_scale(self, cand: Candidates) -> float:
+        """The factor on β's weight: 1 for GPU pods; for CPU-only pods s = max(0, 1 − 2g), g the
+        multi-GPU share of the mix's GPU demand (:mod:`.multi_gpu`; once per mix): β sent CPU-only
+        pods to the 8-GPU nodes' CPU that the multi-GPU pods need."""
+        if cand.pod.gpu_milli > 0:
+            return 1.0
+        mix = self.current_mix()
+        if self._scale_memo[0] is not mix:
+            self._scale_memo = (mix, cpu_balance_scale(mix))
+        return self._scale_memo[1]
 
     def _fairness_term(self, cand: Candidates, verdicts: NodeVerdicts, base: np.ndarray) -> np.ndarray:
         """φ per candidate from the fairness hook (NaN → 0); zeros without a hook or weight."""
