@@ -118,6 +118,19 @@ class Evaluation:
     def __len__(self) -> int:
         return int(self.node_idx.shape[0])
 
+    def take(self, pos: np.ndarray) -> Evaluation:
+        """The evaluation at positions ``pos`` (in that order, repeats allowed); ``extras`` are
+        dropped (they are the policy's per-call side outputs)."""
+        return Evaluation(
+            node_idx=self.node_idx[pos],
+            reason=self.reason[pos],
+            raw_score=self.raw_score[pos],
+            devices=self.devices[pos],
+            latency_ms=self.latency_ms[pos],
+            variant=self.variant[pos],
+            policy=self.policy,
+        )
+
 
 @runtime_checkable
 class PlacementPolicy(Protocol):

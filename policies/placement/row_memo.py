@@ -54,82 +54,63 @@ def shape_key(pod: PodDemand) -> PodDemand:
     return replace(pod, uid="", name="", namespace="", creation_s=0.0)
 
 
+#: Fill of rows never judged, per array of :class:`Evaluation` (NaN only where the dtype holds it).
+_FILL = {"reason": 0, "raw_score": np.nan, "devices": -1, "latency_ms": np.nan, "variant": -1}
+
+
+def _blank(like: np.ndarray, n: int, fill: float) -> np.ndarray:
+    shape = (n, *like.shape[1:])
+    if np.issubdtype(like.dtype, np.floating) or float(fill).is_integer():
+        return np.full(shape, fill, dtype=like.dtype)
+    return np.zeros(shape, dtype=like.dtype)
+
+
+def _table(template: Evaluation, n: int) -> Evaluation:
+    """An evaluation of every state row ``0..n-1`` shaped like ``template``, nothing judged yet."""
+    blank = {name: _blank(getattr(template, name), n, fill) for name, fill in _FILL.items()}
+    return Evaluation(
+        node_idx=np.arange(n, dtype=np.int64),
+        reason=blank["reason"],
+        raw_score=blank["raw_score"],
+        devices=blank["devices"],
+        latency_ms=blank["latency_ms"],
+        variant=blank["variant"],
+        policy=template.policy,
+    )
+
+
 @dataclass(slots=True)
 class _Entry:
-    """One shape's verdicts, one row per state row; ``version[r]`` -1 where never judged."""
+    """One shape's verdicts, one row per state row (``table.take(rows)`` answers ``rows``);
+    ``version[r]``: ``node_version[r]`` when row r was judged, -1 where never."""
 
     state: weakref.ref[ClusterState]
     token: object
-    policy: str
     n_devices: int  # ``state.n_devices`` when made: ``devices``' width may follow it
-    version: np.ndarray  # (n,) int64: node_version[r] when row r was judged
-    reason: np.ndarray  # (n,)
-    raw_score: np.ndarray  # (n,)
-    devices: np.ndarray  # (n, G)
-    latency_ms: np.ndarray  # (n,)
-    variant: np.ndarray  # (n,)
+    version: np.ndarray  # (n,) int64
+    table: Evaluation
 
     def grow(self, n: int) -> None:
         """Room for ``n`` rows (nodes added to the state since): new rows never judged."""
         have = self.version.shape[0]
         if n <= have:
             return
-        extra = n - have
-
-        def pad(a: np.ndarray, fill: float) -> np.ndarray:
-            return np.concatenate([a, _blank((extra, *a.shape[1:]), a.dtype, fill)])
-
-        self.version = pad(self.version, -1)
-        self.reason = pad(self.reason, 0)
-        self.raw_score = pad(self.raw_score, np.nan)
-        self.devices = pad(self.devices, -1)
-        self.latency_ms = pad(self.latency_ms, np.nan)
-        self.variant = pad(self.variant, -1)
+        extra = _table(self.table, n)
+        for name in _FILL:
+            getattr(extra, name)[:have] = getattr(self.table, name)
+        self.version = np.concatenate([self.version, np.full(n - have, -1, dtype=np.int64)])
+        self.table = extra
 
     def store(self, rows: np.ndarray, versions: np.ndarray, fresh: Evaluation) -> None:
         self.version[rows] = versions
-        self.reason[rows] = fresh.reason
-        self.raw_score[rows] = fresh.raw_score
-        self.devices[rows] = fresh.devices
-        self.latency_ms[rows] = fresh.latency_ms
-        self.variant[rows] = fresh.variant
-
-    def answer(self, rows: np.ndarray) -> Evaluation:
-        return Evaluation(
-            node_idx=rows,
-            reason=self.reason[rows],
-            raw_score=self.raw_score[rows],
-            devices=self.devices[rows],
-            latency_ms=self.latency_ms[rows],
-            variant=self.variant[rows],
-            policy=self.policy,
-        )
-
-
-def _blank(shape: tuple[int, ...], dtype: np.dtype, fill: float) -> np.ndarray:
-    """Rows never judged: ``fill`` where the dtype holds it (NaN only in float arrays), else 0."""
-    if np.issubdtype(dtype, np.floating) or float(fill).is_integer():
-        return np.full(shape, fill, dtype=dtype)
-    return np.zeros(shape, dtype=dtype)
+        for name in _FILL:
+            getattr(self.table, name)[rows] = getattr(fresh, name)
 
 
 def _new_entry(state: ClusterState, token: object, fresh: Evaluation) -> _Entry:
     n = state.n_nodes
-
-    def blank(a: np.ndarray, fill: float) -> np.ndarray:
-        return _blank((n, *a.shape[1:]), a.dtype, fill)
-
     return _Entry(
-        state=weakref.ref(state),
-        token=token,
-        policy=fresh.policy,
-        n_devices=state.n_devices,
-        version=np.full(n, -1, dtype=np.int64),
-        reason=blank(fresh.reason, 0),
-        raw_score=blank(fresh.raw_score, np.nan),
-        devices=blank(fresh.devices, -1),
-        latency_ms=blank(fresh.latency_ms, np.nan),
-        variant=blank(fresh.variant, -1),
+        weakref.ref(state), token, state.n_devices, np.full(n, -1, dtype=np.int64), _table(fresh, n)
     )
 
 
@@ -184,7 +165,7 @@ class RowMemo:
             entry.store(stale_rows, versions[stale], fresh)
             self.judged_rows += int(stale_rows.size)
         self.reused_rows += int(rows.size) - int(np.count_nonzero(stale))
-        return entry.answer(rows)
+        return entry.table.take(rows)
 
     def _put(self, key: PodDemand, entry: _Entry) -> None:
         self._entries[key] = entry

@@ -17,21 +17,10 @@ from hypothesis import strategies as st
 from qosched.policies.placement.base import Evaluation, make_policy
 from qosched.policies.placement.qosched.policy import QoschedPolicy
 from qosched.policies.placement.row_memo import RowMemo, shape_key
-from qosched.policies.placement.testing import ProfileTable, gpu_node, inference_pod, plain_gpu_pod
-from qosched.policies.state import ClusterState, ServiceParams, StateError
+from qosched.policies.placement.testing import gpu_node, inference_pod, plain_gpu_pod
+from qosched.policies.state import ClusterState, StateError
 from qosched.policies.types import Allocation, PodDemand
-
-TABLE = ProfileTable(
-    params={
-        ("nvidia-t4", "small"): ServiceParams(2.0, 5.0, memory_mib=500.0, frontend_ms=1.0, accuracy=0.7),
-        ("nvidia-t4", "large"): ServiceParams(8.0, 64.0, memory_mib=4000.0, frontend_ms=2.0, accuracy=0.8),
-        ("nvidia-a100", "large"): ServiceParams(3.0, 9.0, memory_mib=4000.0, accuracy=0.8),
-        ("edgetpu", "small"): ServiceParams(5.0, 25.0, swap_ms=10.0, memory_mib=100.0, frontend_ms=1.0),
-        ("cpu", "small"): ServiceParams(20.0, 400.0, memory_mib=200.0),
-    },
-    device_memory_mib={"nvidia-t4": 16_000.0, "nvidia-a100": 40_000.0, "edgetpu": 8_000.0, "cpu": 8_000.0},
-)
-ACCELERATORS = ("nvidia-t4", "nvidia-a100", "edgetpu", "cpu")
+from tests.policies.test_placement_properties import ACCELERATORS, TABLE
 
 #: A few shapes, as replicas of a few Deployments: each drawn pod is one of them with its own UID.
 SHAPES: tuple[PodDemand, ...] = (
