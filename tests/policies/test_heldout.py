@@ -24,16 +24,6 @@ V4_MNET = "inception_v4+mobilenet_v2"
 
 
 @pytest.fixture(scope="module")
-def traces() -> tuple[h.CoLocationTrace, ...]:
-    return v.held_out_traces(v.ibis_dir())
-
-
-@pytest.fixture(scope="module")
-def profiles(traces: tuple[h.CoLocationTrace, ...]) -> h.ProfileTable:
-    return v.held_out_profiles(sorted({m for t in traces for m in t.models}))
-
-
-@pytest.fixture(scope="module")
 def reports(traces: tuple[h.CoLocationTrace, ...]) -> dict[tuple[str, str], h.HeldOutReport]:
     return {(r.protocol, r.method): r for r in v.held_out_reports(traces)}
 

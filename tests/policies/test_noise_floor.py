@@ -12,20 +12,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from qosched.extender.cli import validate_latency as v
 from qosched.policies.latency import heldout as h
 
 V3_SSD = "inception_v3+ssd_mobilenet_v2"
-
-
-@pytest.fixture(scope="module")
-def traces() -> tuple[h.CoLocationTrace, ...]:
-    return v.held_out_traces(v.ibis_dir())
-
-
-@pytest.fixture(scope="module")
-def profiles(traces: tuple[h.CoLocationTrace, ...]) -> h.ProfileTable:
-    return v.held_out_profiles(sorted({m for t in traces for m in t.models}))
 
 
 @pytest.fixture(scope="module")
