@@ -516,7 +516,8 @@ class Runtime:
     def _prune_nominations_locked(self) -> None:
         """Drop the reservations the cache no longer holds (expired unconfirmed, pod deleted,
         confirmed by the watch without a bind call here); amortised O(1) per nomination."""
-        live = {uid: n for uid, n in self._nominations.items() if self.cache.is_assumed(uid)}
+        with self.cache.lock:  # one hold for the sweep (lock order: nominations, then cache)
+            live = {uid: n for uid, n in self._nominations.items() if self.cache.is_assumed_locked(uid)}
         self._nominations = live
         self._nominations_prune_at = max(1024, 2 * len(live))
 

@@ -25,8 +25,14 @@ A policy opts in with ``memo_token(pod) -> object | None``: None (or no such met
 verdict on a row may depend on more than that row — a fairness term over the whole cluster, a
 per-pod random draw — and :meth:`RowMemo.evaluate` is then exactly ``policy.evaluate``. The
 memoised answer equals ``policy.evaluate(state, pod, rows)`` array for array (tested on random
-clusters and bind sequences, ``tests/policies/placement/test_row_memo.py``), except that
-``extras`` are not kept: the extender reads none of them.
+clusters and bind sequences, ``tests/policies/test_row_memo.py``), except that ``extras`` are
+not kept (the extender reads none of them), and for one documented rounding case: the latency
+models' general route sums a device's services with numpy, which adds eight or more numbers in
+one run pairwise, so a device holding seven or more services can differ in the last bit of its
+predicted latency between a row judged alone and one judged in a batch (the same exception as
+the placement fast path's, ``tests/policies/test_placement_fastpath.py``; seen in 7 of 200 such
+rows, raw scores equal). The memo judges changed rows in small batches, so it inherits that
+last-bit freedom, as the extender's single-node decision at bind always had.
 
 Cost: O(|R|) vectorised comparisons plus the policy's evaluation of the stale rows only; memory
 per shape: one row of each result array per node of the state (about 50 bytes per node with one

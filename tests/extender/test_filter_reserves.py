@@ -203,3 +203,32 @@ def test_an_expired_unknown_bind_does_not_write_its_old_devices(tmp_path: Path) 
         assert alloc is not None
         assert alloc.devices == (1,)
     assert binder.calls[-1][4]["qosched.io/device"] == "1"
+
+
+def test_the_verdict_memo_serves_the_runtime_and_changes_no_decision(tmp_path: Path) -> None:
+    """The real policy (with its ``memo_token`` and learner, which ``Counting`` hides) behind the
+    runtime: replicas filtered and bound in turn go where a runtime without the memo sends them,
+    and most node verdicts come from the memo."""
+    objects: list[dict[str, Any]] = [node(f"n{i}", gpus=2) for i in range(6)]
+    objects += [pod(f"r{i}", uid=f"uid-r{i}", gpu_milli=500) for i in range(10)]
+    chosen: dict[str, list[str]] = {}
+    runtimes: dict[str, Runtime] = {}
+    for label in ("memo", "plain"):
+        cache = StaticCluster.from_file(
+            write_snapshot(tmp_path / f"{label}.json", objects), LOOKUP, DEVICE_MEMORY
+        )
+        policy = make_policy("qosched")
+        rt = Runtime(cache, policy if label == "memo" else Counting(policy), RecordingBinder())
+        rt.keep_best_only = True
+        nodes = []
+        for i in range(10):
+            (target,) = rt.filter(
+                pod(f"r{i}", uid=f"uid-r{i}", gpu_milli=500), [f"n{k}" for k in range(6)]
+            ).kept
+            assert rt.bind("default", f"r{i}", f"uid-r{i}", target).error == ""
+            nodes.append(target)
+        chosen[label], runtimes[label] = nodes, rt
+    assert chosen["memo"] == chosen["plain"]
+    memo = runtimes["memo"]._row_memo
+    assert memo.reused_rows > memo.judged_rows
+    assert runtimes["plain"]._row_memo.reused_rows == 0
