@@ -46,7 +46,8 @@ class QoschedConfig:
         (docs/fgd-reproduction.md, "Beyond FGD"). 0 gives FGD's decisions on plain pods. Applied
         to pods without a latency target only (services: σ decides among equal ΔF, as before),
         not to GPU-type-constrained pods, and, where the workload has such pods, only to pods
-        asking for a GPU (``QoschedPolicy._balance_applies``).
+        asking for a GPU (``QoschedPolicy._balance_applies``). For CPU-only pods the weight is
+        w_b·max(0, 1 − 2g), g the multi-GPU share of the mix's GPU demand (:mod:`.multi_gpu`).
     fairness_weight : float
         w_q, per unit of the fairness term. Default 0.5: the fairness hook's values (change of
         min normalised QoS minus change of within-class Gini) are small differences, and
