@@ -29,7 +29,7 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from qosched.policies.placement.baselines.knapsack import free_after_mib
 from qosched.policies.placement.common import AwarePolicy
 from qosched.policies.placement.constraints import Candidates, gather
 from qosched.policies.placement.interference import InterferenceModel, PairDetail, new_service, pair_detail
+from qosched.policies.placement.row_memo import shape_key
 from qosched.policies.state import ClusterState
 from qosched.policies.types import GPU_MILLI_PER_DEVICE, PodDemand
 
@@ -157,7 +158,7 @@ class ExplainMemo:
     ) -> Explanation:
         if not 0 <= row < state.n_nodes:
             return explain(policy, state, pod, row, code, name=name)
-        shape = replace(pod, uid="", name="", namespace="", creation_s=0.0)
+        shape = shape_key(pod)
         key = (shape, row, int(code), int(state.node_version[row]))
         hit = self._memo.get(key)
         if hit is not None and hit[0]() is state:
