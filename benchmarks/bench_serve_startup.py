@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,24 +23,11 @@ import urllib.request
 from pathlib import Path
 from statistics import median
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scheduler_loop import children, cpu_s, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = ROOT / "extender" / "demo" / "demo-cluster.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_s(pid: int) -> float:
-    """CPU [s] of ``pid`` and its children (gunicorn master + worker)."""
-    pids = [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    total = 0
-    for p in pids:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def start_once(pythonpath: str | None) -> tuple[float, float]:
@@ -71,7 +57,7 @@ def start_once(pythonpath: str | None) -> tuple[float, float]:
                 pass
             time.sleep(0.005)
         wall = time.perf_counter() - t0
-        return wall, cpu_s(proc.pid)
+        return wall, sum(cpu_s(p) for p in (proc.pid, *children(proc.pid)))  # master + worker
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
